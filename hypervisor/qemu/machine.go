@@ -1,0 +1,361 @@
+// Package qemu boots appliance images in QEMU: it builds the command line
+// (direct kernel boot, virtio disk and network, serial console, vsock),
+// chooses an accelerator that really works on this host, and reports why
+// the guest stopped so a caller can implement reboot and poweroff.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Forward is one host→guest port forward of QEMU user networking.
+type Forward struct {
+	Proto     string // "tcp" or "udp"
+	HostAddr  string // address to bind on the host; "" = 127.0.0.1
+	HostPort  int
+	GuestPort int
+}
+
+// ParseForward parses "tcp:HOSTPORT:GUESTPORT" or
+// "tcp:HOSTADDR:HOSTPORT:GUESTPORT".
+func ParseForward(s string) (Forward, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 && len(parts) != 4 {
+		return Forward{}, fmt.Errorf("forward %q: want PROTO:HOSTPORT:GUESTPORT or PROTO:HOSTADDR:HOSTPORT:GUESTPORT", s)
+	}
+	f := Forward{Proto: parts[0]}
+	if f.Proto != "tcp" && f.Proto != "udp" {
+		return Forward{}, fmt.Errorf("forward %q: protocol %q: want tcp or udp", s, f.Proto)
+	}
+	ports := parts[1:]
+	if len(parts) == 4 {
+		f.HostAddr = parts[1]
+		ports = parts[2:]
+	}
+	var err error
+	if f.HostPort, err = parsePort(ports[0]); err != nil {
+		return Forward{}, fmt.Errorf("forward %q: host port: %w", s, err)
+	}
+	if f.GuestPort, err = parsePort(ports[1]); err != nil {
+		return Forward{}, fmt.Errorf("forward %q: guest port: %w", s, err)
+	}
+	return f, nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("%q is not a port number", s)
+	}
+	return p, nil
+}
+
+func (f Forward) hostfwd() string {
+	addr := f.HostAddr
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	return fmt.Sprintf("hostfwd=%s:%s:%d-:%d", f.Proto, addr, f.HostPort, f.GuestPort)
+}
+
+// GuestNetwork is the address plan of QEMU user networking (slirp): the
+// guest is always 10.0.2.15 with gateway 10.0.2.2 and DNS 10.0.2.3. The
+// loader passes it on the kernel command line so the guest needs no DHCP.
+const GuestNetwork = "10.0.2.15/24,10.0.2.2,10.0.2.3"
+
+// Machine describes one boot of a VM.
+type Machine struct {
+	Arch      string // guest architecture in GOARCH spelling: amd64 or arm64
+	MemoryMiB int
+	CPUs      int
+	Kernel    string // path of the kernel image
+	Initrd    string // path of the initramfs
+	Cmdline   string
+	Disk      string // raw disk image, attached as virtio-blk
+	Forwards  []Forward
+	// VhostUserVsock, when set, is the vhost-user socket of a vsock backend
+	// (hypervisor/vhostuser) and adds vhost-user-vsock-pci.
+	VhostUserVsock string
+	// KernelVsockCID, when non-zero, adds vhost-vsock-pci (host kernel
+	// vhost_vsock) with this guest CID instead.
+	KernelVsockCID uint32
+	// Console receives the guest's serial console.
+	Console io.Writer
+	// RunDir holds QEMU's control socket; it must exist.
+	RunDir string
+}
+
+func (m *Machine) binary() (string, error) {
+	switch m.Arch {
+	case "amd64":
+		return "qemu-system-x86_64", nil
+	case "arm64":
+		return "qemu-system-aarch64", nil
+	}
+	return "", fmt.Errorf("qemu: no QEMU system emulator known for arch %q", m.Arch)
+}
+
+func (m *Machine) qmpPath() string { return filepath.Join(m.RunDir, "qmp.sock") }
+
+// Args returns QEMU's arguments for accelerator a.
+func (m *Machine) Args(a Accel) ([]string, error) {
+	if a == AccelAuto {
+		return nil, fmt.Errorf("qemu: resolve the accelerator before building arguments")
+	}
+	mem := m.MemoryMiB
+	if mem <= 0 {
+		mem = 512
+	}
+	cpus := m.CPUs
+	if cpus <= 0 {
+		cpus = 1
+	}
+	// A shared memfd backs guest RAM so a vhost-user backend can map it.
+	args := []string{
+		"-nodefaults", "-no-user-config", "-no-reboot",
+		"-display", "none", "-monitor", "none", "-serial", "stdio",
+		"-qmp", "unix:" + m.qmpPath() + ",server=on,wait=off",
+		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem),
+		"-accel", string(a),
+	}
+	switch m.Arch {
+	case "amd64":
+		args = append(args, "-machine", "q35,memory-backend=mem")
+		if a == AccelKVM {
+			args = append(args, "-cpu", "host")
+		}
+	case "arm64":
+		args = append(args, "-machine", "virt,memory-backend=mem")
+		if a == AccelKVM {
+			args = append(args, "-cpu", "host")
+		} else {
+			args = append(args, "-cpu", "max")
+		}
+	default:
+		return nil, fmt.Errorf("qemu: unsupported arch %q", m.Arch)
+	}
+	args = append(args, "-kernel", m.Kernel, "-append", m.Cmdline)
+	if m.Initrd != "" {
+		args = append(args, "-initrd", m.Initrd)
+	}
+	if m.Disk != "" {
+		args = append(args,
+			"-drive", "file="+m.Disk+",format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
+			"-device", "virtio-blk-pci,drive=disk0")
+	}
+	netdev := "user,id=net0"
+	for _, f := range m.Forwards {
+		netdev += "," + f.hostfwd()
+	}
+	args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
+	args = append(args, "-device", "virtio-rng-pci")
+	switch {
+	case m.VhostUserVsock != "":
+		args = append(args, "-chardev", "socket,id=vsock0,path="+m.VhostUserVsock,
+			"-device", "vhost-user-vsock-pci,chardev=vsock0")
+	case m.KernelVsockCID != 0:
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", m.KernelVsockCID))
+	}
+	return args, nil
+}
+
+// Exit says why a guest stopped.
+type Exit int
+
+// The ways a run can end.
+const (
+	ExitPoweroff Exit = iota + 1 // the guest powered off
+	ExitReboot                   // the guest asked for a reset
+	ExitPanic                    // the guest kernel panicked
+	ExitStopped                  // the host stopped the VM (context canceled)
+)
+
+func (e Exit) String() string {
+	switch e {
+	case ExitPoweroff:
+		return "poweroff"
+	case ExitReboot:
+		return "reboot"
+	case ExitPanic:
+		return "panic"
+	case ExitStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("exit(%d)", int(e))
+}
+
+// powerdownGrace is how long a canceled run waits for the guest to shut
+// down after the ACPI power button before QEMU is killed.
+const powerdownGrace = 15 * time.Second
+
+// noOutputTimeout is how long a KVM boot may stay silent on the console
+// before ingot decides KVM does not really work here and falls back to TCG.
+const noOutputTimeout = 20 * time.Second
+
+// errSilent marks a boot whose console stayed silent.
+var errSilent = errors.New("guest printed nothing")
+
+// Run boots m with accelerator a and waits until the guest stops. With
+// AccelAuto it boots with KVM when the host offers it and, if that boot
+// fails or prints nothing in time, boots again with TCG; logf reports the
+// choice. When ctx is canceled, the guest gets the ACPI power button and
+// some time to shut down before QEMU is killed.
+func Run(ctx context.Context, m *Machine, a Accel, logf func(format string, args ...any)) (Exit, Accel, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if a != AccelAuto {
+		exit, err := runOnce(ctx, m, a, 0)
+		return exit, a, err
+	}
+	chosen, why := Resolve(ctx, a, m.Arch)
+	if chosen == AccelTCG {
+		logf("accel: tcg (%s)", why)
+		exit, err := runOnce(ctx, m, AccelTCG, 0)
+		return exit, AccelTCG, err
+	}
+	logf("accel: trying kvm (%s)", why)
+	exit, err := runOnce(ctx, m, AccelKVM, noOutputTimeout)
+	if err == nil || ctx.Err() != nil {
+		return exit, AccelKVM, err
+	}
+	logf("accel: kvm failed (%v); falling back to tcg", err)
+	exit, err = runOnce(ctx, m, AccelTCG, 0)
+	return exit, AccelTCG, err
+}
+
+// firstByteWriter forwards writes and closes seen on the first byte.
+type firstByteWriter struct {
+	w    io.Writer
+	once sync.Once
+	seen chan struct{}
+}
+
+func (f *firstByteWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		f.once.Do(func() { close(f.seen) })
+	}
+	if f.w == nil {
+		return len(p), nil
+	}
+	return f.w.Write(p)
+}
+
+func runOnce(ctx context.Context, m *Machine, a Accel, silentLimit time.Duration) (Exit, error) {
+	bin, err := m.binary()
+	if err != nil {
+		return 0, err
+	}
+	args, err := m.Args(a)
+	if err != nil {
+		return 0, err
+	}
+	_ = os.Remove(m.qmpPath())
+	console := &firstByteWriter{w: m.Console, seen: make(chan struct{})}
+	var stderr strings.Builder
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = console
+	cmd.Stderr = io.MultiWriter(&stderr, consoleOrDiscard(m.Console))
+	// Own process group: a terminal's Ctrl-C reaches ingot, which shuts the
+	// guest down properly, instead of killing QEMU mid-write.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("qemu: start %s: %w", bin, err)
+	}
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+
+	qctx, cancelQMP := context.WithTimeout(ctx, 10*time.Second)
+	qmp, qerr := dialQMP(qctx, m.qmpPath())
+	cancelQMP()
+	if qmp != nil {
+		defer qmp.Close()
+	}
+
+	var silent <-chan time.Time
+	if silentLimit > 0 {
+		t := time.NewTimer(silentLimit)
+		defer t.Stop()
+		silent = t.C
+	}
+	stopped := false
+	var killAfter <-chan time.Time
+	for {
+		select {
+		case werr := <-waitc:
+			if qmp != nil {
+				select {
+				case <-qmp.closed:
+				case <-time.After(time.Second):
+				}
+			}
+			if stopped {
+				return ExitStopped, nil
+			}
+			if werr != nil {
+				return 0, fmt.Errorf("qemu: %s: %v: %s", bin, werr, strings.TrimSpace(stderr.String()))
+			}
+			if qmp == nil {
+				return 0, fmt.Errorf("qemu: exited without a control connection: %v", qerr)
+			}
+			switch reason := qmp.shutdownReason(); reason {
+			case "guest-shutdown":
+				return ExitPoweroff, nil
+			case "guest-reset":
+				return ExitReboot, nil
+			case "guest-panic":
+				return ExitPanic, nil
+			default:
+				return ExitPoweroff, fmt.Errorf("qemu: stopped for an unexpected reason %q", reason)
+			}
+		case <-console.seen:
+			console.seen = nil
+			silent = nil
+		case <-silent:
+			_ = cmd.Process.Kill()
+			<-waitc
+			return 0, fmt.Errorf("%w within %v with accel %s", errSilent, silentLimit, a)
+		case <-ctx.Done():
+			if stopped {
+				continue
+			}
+			stopped = true
+			ctx = context.Background()
+			silent = nil
+			if qmp != nil && pressPowerButton(qmp) == nil {
+				killAfter = time.After(powerdownGrace)
+			} else {
+				_ = cmd.Process.Kill()
+			}
+		case <-killAfter:
+			_ = cmd.Process.Kill()
+		}
+	}
+}
+
+// pressPowerButton asks the guest to shut down through ACPI.
+func pressPowerButton(qmp *qmpConn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := qmp.execute(ctx, "system_powerdown")
+	return err
+}
+
+func consoleOrDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}

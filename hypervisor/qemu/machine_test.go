@@ -1,0 +1,81 @@
+package qemu
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func TestParseForward(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Forward
+		err  string
+	}{
+		{"tcp:8080:80", Forward{Proto: "tcp", HostPort: 8080, GuestPort: 80}, ""},
+		{"udp:0.0.0.0:53:53", Forward{Proto: "udp", HostAddr: "0.0.0.0", HostPort: 53, GuestPort: 53}, ""},
+		{"sctp:1:2", Forward{}, "protocol"},
+		{"tcp:8080", Forward{}, "want PROTO"},
+		{"tcp:0:80", Forward{}, "host port"},
+		{"tcp:80:70000", Forward{}, "guest port"},
+	}
+	for _, tt := range tests {
+		got, err := ParseForward(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseForward(%q) error = %v, want mention of %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseForward(%q) = %+v, %v, want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestArgs(t *testing.T) {
+	m := &Machine{Arch: "amd64", MemoryMiB: 256, Kernel: "k", Initrd: "i", Cmdline: "console=ttyS0",
+		Disk: "d.img", Forwards: []Forward{{Proto: "tcp", HostPort: 8080, GuestPort: 80}},
+		VhostUserVsock: "/run/v.sock", RunDir: "/run/x"}
+	args, err := m.Args(AccelTCG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	for _, want := range []string{
+		"-accel tcg", "-machine q35,memory-backend=mem",
+		"memory-backend-memfd,id=mem,size=256M,share=on",
+		"hostfwd=tcp:127.0.0.1:8080-:80", "vhost-user-vsock-pci,chardev=vsock0",
+		"socket,id=vsock0,path=/run/v.sock", "-no-reboot", "-kernel k", "-initrd i",
+		"file=d.img,format=raw", "-qmp unix:/run/x/qmp.sock,server=on,wait=off",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("Args(tcg) = %q, missing %q", line, want)
+		}
+	}
+	if _, err := m.Args(AccelAuto); err == nil {
+		t.Error("Args(auto) succeeded, want an error: auto must be resolved first")
+	}
+	m.Arch = "arm64"
+	args, _ = m.Args(AccelTCG)
+	if line := strings.Join(args, " "); !strings.Contains(line, "virt,memory-backend=mem") || !strings.Contains(line, "-cpu max") {
+		t.Errorf("Args(arm64) = %q, want the virt machine with -cpu max", line)
+	}
+	m.Arch = "riscv64"
+	if _, err := m.Args(AccelTCG); err == nil {
+		t.Error("Args(riscv64) succeeded, want error")
+	}
+}
+
+func TestResolveCrossArchIsTCG(t *testing.T) {
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	if a, _ := Resolve(t.Context(), AccelAuto, other); a != AccelTCG {
+		t.Errorf("Resolve(auto, %s) = %s, want tcg for a foreign guest", other, a)
+	}
+	if a, _ := Resolve(t.Context(), AccelKVM, other); a != AccelKVM {
+		t.Errorf("Resolve(kvm, %s) = %s, want the explicit choice kept", other, a)
+	}
+}

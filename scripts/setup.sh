@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything ingot's demo and tests need on a Debian or Ubuntu
+# machine: QEMU, the filesystem tools used as independent judges of the
+# packer's output, and the Debian cloud kernels the VM images boot.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
+  dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo dpkg --add-architecture arm64
+  missing+=(apt-update)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  real=()
+  for p in "${missing[@]}"; do [ "$p" = apt-update ] || real+=("$p"); done
+  [ ${#real[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${real[@]}" >/dev/null
+fi
+scripts/fetch-kernel.sh amd64
+scripts/fetch-kernel.sh arm64
