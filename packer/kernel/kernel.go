@@ -1,0 +1,140 @@
+// Package kernel reads a Linux kernel as Debian packages it (a
+// linux-image-*.deb: the vmlinuz image, its config and the modules under
+// lib/modules/<version>) and works out which modules a VM needs and in which
+// order to load them, from each module's own .modinfo, without depmod,
+// modprobe or any host tool.
+package kernel
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Kernel is a kernel image with its modules.
+type Kernel struct {
+	// Version is the kernel release, as in uname -r and lib/modules/<Version>.
+	Version string
+	// Arch is the Debian architecture ("amd64", "arm64").
+	Arch string
+	// Image is the boot image (boot/vmlinuz-<Version>).
+	Image []byte
+	// Config is the kernel's build configuration (boot/config-<Version>),
+	// nil when the package has none.
+	Config []byte
+	// Modules maps a module name to the module.
+	Modules map[string]*Module
+	// Builtin holds the names of modules compiled into the image
+	// (modules.builtin): asking for one needs no file.
+	Builtin map[string]bool
+}
+
+// Module is one loadable kernel module.
+type Module struct {
+	// Name is the module's name as the kernel knows it, with '_' for '-'.
+	Name string
+	// Path is the module's path below lib/modules/<Version>, uncompressed:
+	// "kernel/drivers/virtio/virtio.ko".
+	Path string
+	// Depends names the modules that must be loaded first (modinfo depends=).
+	Depends []string
+	// Aliases are the module's modinfo alias= patterns.
+	Aliases []string
+	// SoftDepends are modinfo softdep= lines ("pre: crc32c"), which modprobe
+	// honours and Closure does not.
+	SoftDepends []string
+	// Data is the uncompressed module, ready for finit_module. It is nil
+	// for modules LoadDeb was told not to keep (WithModules).
+	Data []byte
+}
+
+// DefaultVMModules returns the modules an ingot VM loads from its
+// initramfs, for both amd64 and arm64 Debian cloud kernels: the virtio PCI
+// transport with block, network and console devices, squashfs for the root,
+// vsock over virtio for management, vfat with the code page and charset the
+// FAT boot partition mounts with (Debian's FAT_DEFAULT_CODEPAGE=437,
+// FAT_DEFAULT_IOCHARSET="ascii"), and softdog as the watchdog (Debian's
+// cloud kernels do not build i6300esb).
+func DefaultVMModules() []string {
+	return []string{
+		"virtio_pci",
+		"virtio_blk",
+		"virtio_net",
+		"virtio_console",
+		"squashfs",
+		"vsock",
+		"vmw_vsock_virtio_transport",
+		"vfat",
+		"nls_cp437",
+		"nls_ascii",
+		"softdog",
+	}
+}
+
+// Closure returns the named modules and everything they depend on,
+// transitively, each after all of its dependencies. The order is
+// deterministic: a depth-first walk of the names in the order given, each
+// module's dependencies visited in name order. Modules built into the image
+// are left out. Names may use '-' or '_'. An unknown name, a dependency on
+// an unknown module, a cycle or a module whose data was not kept is an
+// error.
+func (k *Kernel) Closure(names ...string) ([]*Module, error) {
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	state := map[string]int{}
+	var order []*Module
+	var stack []string
+	var visit func(name, requiredBy string) error
+	visit = func(name, requiredBy string) error {
+		switch state[name] {
+		case done:
+			return nil
+		case visiting:
+			i := len(stack) - 1
+			for i > 0 && stack[i] != name {
+				i--
+			}
+			cycle := append(append([]string{}, stack[i:]...), name)
+			return fmt.Errorf("kernel %s: module dependency cycle: %s", k.Version, strings.Join(cycle, " -> "))
+		}
+		if k.Builtin[name] {
+			state[name] = done
+			return nil
+		}
+		m := k.Modules[name]
+		if m == nil {
+			if requiredBy != "" {
+				return fmt.Errorf("kernel %s: module %q (needed by %q): not in the package", k.Version, name, requiredBy)
+			}
+			return fmt.Errorf("kernel %s: module %q: not in the package and not built in", k.Version, name)
+		}
+		state[name] = visiting
+		stack = append(stack, name)
+		deps := make([]string, len(m.Depends))
+		for i, d := range m.Depends {
+			deps[i] = normalizeName(d)
+		}
+		sort.Strings(deps)
+		for _, d := range deps {
+			if err := visit(d, name); err != nil {
+				return err
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[name] = done
+		if m.Data == nil {
+			return fmt.Errorf("kernel %s: module %q (%s): data not kept; load with WithModules naming it", k.Version, name, m.Path)
+		}
+		order = append(order, m)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(normalizeName(n), ""); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}

@@ -1,0 +1,41 @@
+// Package layout is the on-disk contract of an ingot image, shared by the
+// packer that writes it, the host-side boot loader and the guest that read
+// it: partition names, boot-partition file names, and the image info file.
+// It has no dependencies so the guest binary can use it cheaply.
+package layout
+
+// Partition names in the GPT, in disk order.
+const (
+	BootPartition  = "boot"
+	RootAPartition = "root-a"
+	RootBPartition = "root-b"
+	PermPartition  = "perm"
+)
+
+// Files on the FAT boot partition.
+const (
+	KernelFile  = "vmlinuz"
+	InitrdFile  = "initrd.img"
+	CmdlineFile = "cmdline.txt"
+	SlotFile    = "slot.json"
+	InfoFile    = "ingot.json"
+)
+
+// Info describes an image; the packer writes it to the boot partition as
+// InfoFile so tools can tell what an image is without a config file.
+type Info struct {
+	Name    string `json:"name"`
+	Target  string `json:"target"`
+	Arch    string `json:"arch"`
+	BuildID string `json:"build_id"`
+}
+
+// Kernel command-line parameters that tie the boot stages together.
+const (
+	ParamRoot  = "ingot.root"  // PARTUUID=<guid> of the root slot to mount
+	ParamSlot  = "ingot.slot"  // a or b
+	ParamTrial = "ingot.trial" // 1 on a trial boot
+	ParamBoot  = "ingot.boot"  // PARTUUID=<guid> of the boot partition
+	ParamPerm  = "ingot.perm"  // PARTUUID=<guid> of the perm partition
+	ParamIP    = "ingot.ip"    // ADDR/PREFIX,GATEWAY,DNS for a static network
+)
