@@ -1,0 +1,322 @@
+package fat
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// walkAll reads every directory and file of fsys into got, giving up after
+// a bounded number of entries so that a test can never hang on it.
+func walkAll(fsys fs.FS, got map[string][]byte) error {
+	visited := 0
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if visited++; visited > 5000 {
+			return errors.New("walk too long")
+		}
+		if p == "." {
+			return nil
+		}
+		if d.IsDir() {
+			got[p] = nil
+			return nil
+		}
+		b, err := fs.ReadFile(fsys, p)
+		got[p] = b
+		return err
+	})
+}
+
+// TestReadForeign reads volumes made by mkfs.vfat and filled by mtools.
+func TestReadForeign(t *testing.T) {
+	for _, clusterSectors := range []string{"1", "4", "8"} {
+		t.Run("sectors per cluster "+clusterSectors, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "foreign.img")
+			src := filepath.Join(dir, "src")
+			want := map[string][]byte{
+				"a":                       nil,
+				"a/b":                     nil,
+				"a/b/Mixed Case Name.TXT": []byte("mixed"),
+				"kernel8.img":             pattern("kernel8", 3<<20+5),
+				"bcm2711-rpi-4-b.dtb":     pattern("dtb", 50000),
+				"cmdline.txt":             []byte("root=PARTUUID=1234abcd-02\n"),
+				"UPPER.TXT":               []byte("upper"),
+				"lower.txt":               []byte("lower"),
+				"emptyfile":               {},
+				"a/deleted-sibling-kept":  []byte("kept"),
+				"grüße.txt":               []byte("umlaut"),
+				strings.Repeat("L", 200):  []byte("long"),
+			}
+			for p, b := range want {
+				full := filepath.Join(src, p)
+				if b == nil {
+					if err := os.MkdirAll(full, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(full, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(src, "a", "to-delete"), []byte("gone"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("mkfs.vfat", "-F", "32", "-s", clusterSectors, "-n", "FOREIGN", "-C", img, "300000").CombinedOutput(); err != nil {
+				t.Fatalf("mkfs.vfat: %v\n%s", err, out)
+			}
+			entries, err := os.ReadDir(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"mcopy", "-s", "-i", img}
+			for _, e := range entries {
+				args = append(args, filepath.Join(src, e.Name()))
+			}
+			mtools(t, append(args, "::")...)
+			mtools(t, "mdel", "-i", img, "::a/to-delete")
+
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			st, _ := f.Stat()
+			fsys, err := Open(f, st.Size())
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			if fsys.Label() != "FOREIGN" {
+				t.Errorf("Label() = %q, want FOREIGN", fsys.Label())
+			}
+			got := map[string][]byte{}
+			if err := walkAll(fsys, got); err != nil {
+				t.Fatalf("walk: %v", err)
+			}
+			diffTrees(t, "reader on mkfs.vfat+mcopy volume", got, want)
+
+			// And Rewrite on a foreign volume keeps fsck happy.
+			f.Close()
+			rw, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rw.Close()
+			if err := Rewrite(rw, st.Size(), "cmdline.txt", pattern("cmdline", 20000)); err != nil {
+				t.Fatalf("Rewrite: %v", err)
+			}
+			fsck(t, img)
+			if out := mtools(t, "mtype", "-i", img, "::cmdline.txt"); !bytes.Equal(out, pattern("cmdline", 20000)) {
+				t.Errorf("mtype cmdline.txt after Rewrite: %d bytes, content differs", len(out))
+			}
+		})
+	}
+}
+
+// geometryOf returns the layout of a volume this package wrote.
+func geometryOf(t *testing.T, img memImage) geometry {
+	t.Helper()
+	g, err := parseBootSector(img[:512], int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// entryOffset finds the 8.3 entry of path in img.
+func entryOffset(t *testing.T, img memImage, path string) (int64, uint32) {
+	t.Helper()
+	fsys, err := Open(img, int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := fsys.lookup("test", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.off, d.first
+}
+
+func setFATEntry(img memImage, g geometry, c, v uint32) {
+	for i := uint32(0); i < g.numFATs; i++ {
+		binary.LittleEndian.PutUint32(img[g.fatOffset(i)+int64(c)*4:], v)
+	}
+}
+
+func TestCorrupt(t *testing.T) {
+	base := make(memImage, testVolumeBytes)
+	if err := Write(context.Background(), base, testVolumeBytes, testFiles(), WithVolumeLabel("boot")); err != nil {
+		t.Fatal(err)
+	}
+	g := geometryOf(t, base)
+	le := binary.LittleEndian
+	for _, tc := range []struct {
+		name    string
+		corrupt func(t *testing.T, img memImage)
+		want    string
+	}{
+		{"boot signature", func(t *testing.T, img memImage) { img[510] = 0 }, "0x55AA"},
+		{"bytes per sector", func(t *testing.T, img memImage) { le.PutUint16(img[11:], 513) }, "bytes per sector"},
+		{"sectors per cluster", func(t *testing.T, img memImage) { img[13] = 3 }, "sectors per cluster"},
+		{"no FATs", func(t *testing.T, img memImage) { img[16] = 0 }, "FATs"},
+		{"FAT16", func(t *testing.T, img memImage) { le.PutUint16(img[22:], 9) }, "not FAT32"},
+		{"FAT size 0", func(t *testing.T, img memImage) { le.PutUint32(img[36:], 0) }, "not FAT32"},
+		{"FAT too small", func(t *testing.T, img memImage) { le.PutUint32(img[36:], 10) }, "cannot map"},
+		{"huge volume", func(t *testing.T, img memImage) { le.PutUint32(img[32:], 0xFFFFFFFF) }, "more than the"},
+		{"reserved fill", func(t *testing.T, img memImage) { le.PutUint16(img[14:], 0xFFFF); le.PutUint32(img[32:], 1000) }, "fill the volume"},
+		{"root cluster", func(t *testing.T, img memImage) { le.PutUint32(img[44:], 1) }, "root cluster"},
+		{"root cluster huge", func(t *testing.T, img memImage) { le.PutUint32(img[44:], 0x0FFFFFF0) }, "root cluster"},
+		{"version", func(t *testing.T, img memImage) { le.PutUint16(img[42:], 1) }, "version"},
+		{"root dir loop", func(t *testing.T, img memImage) { setFATEntry(img, g, 2, 2) }, "longer than"},
+		{"root dir free link", func(t *testing.T, img memImage) { setFATEntry(img, g, 2, 0) }, "links to 0x0"},
+		{"file chain loop", func(t *testing.T, img memImage) {
+			_, first := entryOffset(t, img, "vmlinuz")
+			setFATEntry(img, g, first+5, first)
+		}, "longer than the"},
+		{"file chain short", func(t *testing.T, img memImage) {
+			_, first := entryOffset(t, img, "vmlinuz")
+			setFATEntry(img, g, first+5, fatEOC)
+		}, "ends after 6 clusters"},
+		{"file chain bad cluster", func(t *testing.T, img memImage) {
+			_, first := entryOffset(t, img, "vmlinuz")
+			setFATEntry(img, g, first, fatBad)
+		}, "links to 0xffffff7"},
+		{"file chain out of range", func(t *testing.T, img memImage) {
+			_, first := entryOffset(t, img, "vmlinuz")
+			setFATEntry(img, g, first, g.clusterCount+2)
+		}, "links to"},
+		{"file size too big", func(t *testing.T, img memImage) {
+			off, _ := entryOffset(t, img, "cmdline.txt")
+			le.PutUint32(img[off+28:], 0xFFFFFFFF)
+		}, "exceeds the volume"},
+		{"file cluster out of range", func(t *testing.T, img memImage) {
+			off, _ := entryOffset(t, img, "cmdline.txt")
+			le.PutUint16(img[off+20:], 0x0FFF)
+		}, "outside 2.."},
+		{"dir cluster zero", func(t *testing.T, img memImage) {
+			off, _ := entryOffset(t, img, "overlays")
+			le.PutUint16(img[off+20:], 0)
+			le.PutUint16(img[off+26:], 0)
+		}, "first cluster 0"},
+		{"dir loop", func(t *testing.T, img memImage) {
+			_, a := entryOffset(t, img, "a")
+			off, _ := entryOffset(t, img, "a/b")
+			le.PutUint16(img[off+20:], uint16(a>>16))
+			le.PutUint16(img[off+26:], uint16(a))
+		}, "directory loop"},
+		{"slash in name", func(t *testing.T, img memImage) {
+			off, _ := entryOffset(t, img, "README.TXT")
+			img[off+2] = '/'
+		}, "invalid name"},
+		{"volume cut short", func(t *testing.T, img memImage) {}, "more than the"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := append(memImage(nil), base...)
+			tc.corrupt(t, img)
+			size := int64(len(img))
+			if tc.name == "volume cut short" {
+				size -= 512
+			}
+			done := make(chan error, 1)
+			go func() {
+				fsys, err := Open(img, size)
+				if err == nil {
+					err = walkAll(fsys, map[string][]byte{})
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("Open+walk of corrupt volume = %v, want error containing %q", err, tc.want)
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("Open+walk of corrupt volume hangs")
+			}
+		})
+	}
+}
+
+// tinyVolume is a valid FAT32-shaped volume of 74 sectors, too small for
+// other FAT32 implementations but fine for the reader, so that fuzzing
+// mutates something small.
+func tinyVolume(t testing.TB) memImage {
+	g := geometry{
+		bytesPerSector: sectorBytes, sectorsPerCluster: 1, reservedSectors: 8,
+		numFATs: 2, fatSectors: 1, totalSectors: 74, clusterCount: 64,
+		rootCluster: rootCluster, fsInfoSector: fsInfoSector,
+	}
+	img := make(memImage, int(g.totalSectors)*sectorBytes)
+	files := []File{
+		BytesFile("slot.json", []byte(`{"active":"a"}`)),
+		BytesFile("dir/long file name.txt", pattern("x", 1500)),
+		BytesFile("EXACT.TXT", nil),
+	}
+	o := collect(nil)
+	label, _ := volumeLabel("tiny")
+	if err := writeVolume(context.Background(), img, g, files, o, label); err != nil {
+		t.Fatalf("writeVolume: %v", err)
+	}
+	return img
+}
+
+func TestTinyVolume(t *testing.T) {
+	img := tinyVolume(t)
+	fsys, err := Open(img, int64(len(img)))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	got := map[string][]byte{}
+	if err := walkAll(fsys, got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || string(got["slot.json"]) != `{"active":"a"}` || len(got["dir/long file name.txt"]) != 1500 {
+		t.Errorf("tiny volume reads as %v", got)
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	img := tinyVolume(f)
+	f.Add([]byte(img))
+	for _, off := range []int{13, 36, 44, 8*512 + 8, 10 * 512} {
+		b := bytes.Clone(img)
+		b[off] ^= 0xff
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fsys, err := Open(memImage(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		_ = walkAll(fsys, map[string][]byte{})
+		for _, p := range []string{"slot.json", "SLOT.JSON", "dir/long file name.txt"} {
+			if f, err := fsys.Open(p); err == nil {
+				buf := make([]byte, 100)
+				if rf, ok := f.(interface {
+					ReadAt([]byte, int64) (int, error)
+				}); ok {
+					rf.ReadAt(buf, 1000)
+				}
+				f.Close()
+			}
+		}
+		rw := append(memImage(nil), b...)
+		_ = Rewrite(rw, int64(len(rw)), "slot.json", []byte(fmt.Sprint(len(b))))
+	})
+}
