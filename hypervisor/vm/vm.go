@@ -1,0 +1,166 @@
+// Package vm runs an appliance image as a VM for as long as the appliance
+// lives: it boots the image through the host-side boot loader, starts the
+// vsock backend, and boots again when the guest reboots (the loader applies
+// the A/B trial and rollback rules each time), until the guest powers off
+// or the caller stops it.
+package vm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/ingotdev/ingot/hypervisor/bootloader"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vhostuser"
+	"github.com/ingotdev/ingot/packer/layout"
+)
+
+// Vsock selects the vsock transport of the VM.
+type Vsock string
+
+// Vsock transports.
+const (
+	// VsockUser is the built-in vhost-user backend; the host side is the
+	// hybrid-vsock Unix socket VsockPath.
+	VsockUser Vsock = "user"
+	// VsockKernel uses the host kernel's vhost_vsock (AF_VSOCK on the host).
+	VsockKernel Vsock = "kernel"
+	// VsockNone gives the VM no vsock device.
+	VsockNone Vsock = "none"
+)
+
+// GuestCID is the CID of a VM on the user-space backend. Each VM has its
+// own backend, so every VM can use the same number.
+const GuestCID = 3
+
+// Config describes a VM.
+type Config struct {
+	Image     string // disk image from ingot build
+	RunDir    string // sockets and extracted boot files; created if missing
+	Accel     qemu.Accel
+	MemoryMiB int
+	CPUs      int
+	Forwards  []qemu.Forward
+	Vsock     Vsock
+	// KernelCID is the guest CID with VsockKernel.
+	KernelCID uint32
+	// Console receives the serial console; nil discards it.
+	Console io.Writer
+	// Logf reports boots, accelerator choices and exits; nil is quiet.
+	Logf func(format string, args ...any)
+	// OnBoot, when set, is called before each boot with what the loader
+	// decided.
+	OnBoot func(*bootloader.Boot)
+}
+
+// VsockPath is the hybrid-vsock socket of a VM run with VsockUser in
+// runDir: connect, write "CONNECT <port>\n", read "OK <n>\n".
+func VsockPath(runDir string) string { return filepath.Join(runDir, "vsock.sock") }
+
+// Run boots the image and keeps it running across guest reboots. It
+// returns nil when the guest powers off or ctx is canceled (after a clean
+// ACPI shutdown where the guest allows one).
+func Run(ctx context.Context, c Config) error {
+	logf := c.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if c.Vsock == "" {
+		c.Vsock = VsockUser
+	}
+	if c.Accel == "" {
+		c.Accel = qemu.AccelAuto
+	}
+	image, err := filepath.Abs(c.Image)
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	if _, err := os.Stat(image); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	if err := os.MkdirAll(c.RunDir, 0o700); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	m := &qemu.Machine{
+		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Disk: image, Forwards: c.Forwards,
+		Console: c.Console, RunDir: c.RunDir,
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	backendErr := make(chan error, 1)
+	switch c.Vsock {
+	case VsockUser:
+		dev, err := vhostuser.NewDevice(GuestCID, VsockPath(c.RunDir))
+		if err != nil {
+			return fmt.Errorf("vm: vsock: %w", err)
+		}
+		vhost := filepath.Join(c.RunDir, "vhost-user.sock")
+		_ = os.Remove(vhost)
+		// Bound before QEMU starts: QEMU gives up if the socket is not
+		// there when it connects.
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: vhost, Net: "unix"})
+		if err != nil {
+			return fmt.Errorf("vm: vsock: %w", err)
+		}
+		m.VhostUserVsock = vhost
+		go func() { backendErr <- dev.ServeListener(runCtx, l) }()
+	case VsockKernel:
+		if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
+			return fmt.Errorf("vm: vsock kernel: %w (load the vhost_vsock module, or use the user backend)", err)
+		}
+		m.KernelVsockCID = c.KernelCID
+	case VsockNone:
+	default:
+		return fmt.Errorf("vm: vsock %q: want user, kernel or none", c.Vsock)
+	}
+
+	accel := c.Accel
+	for boots := 1; ; boots++ {
+		b, err := bootloader.Prepare(image, c.RunDir, layout.ParamIP+"="+qemu.GuestNetwork)
+		if err != nil {
+			return err
+		}
+		if c.OnBoot != nil {
+			c.OnBoot(b)
+		}
+		m.Arch, m.Kernel, m.Initrd, m.Cmdline = b.Info.Arch, b.Kernel, b.Initrd, b.Cmdline
+		trial := ""
+		if b.Trial {
+			trial = fmt.Sprintf(" (trial, %d tries left after this one)", b.State.TriesLeft)
+		}
+		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.Info.BuildID), b.Slot, trial)
+		exit, used, err := qemu.Run(runCtx, m, accel, logf)
+		if err != nil {
+			return err
+		}
+		accel = used // the probe's verdict holds for the next boots
+		select {
+		case err := <-backendErr:
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("vm: vsock backend stopped: %w", err)
+			}
+		default:
+		}
+		switch exit {
+		case qemu.ExitReboot, qemu.ExitPanic:
+			logf("guest %s; booting again", exit)
+		case qemu.ExitStopped:
+			logf("stopped")
+			return nil
+		default:
+			logf("guest powered off")
+			return nil
+		}
+	}
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
