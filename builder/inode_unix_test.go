@@ -1,0 +1,10 @@
+//go:build unix
+
+package builder
+
+import (
+	"os"
+	"syscall"
+)
+
+func inode(fi os.FileInfo) uint64 { return fi.Sys().(*syscall.Stat_t).Ino }

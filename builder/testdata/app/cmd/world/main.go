@@ -1,0 +1,6 @@
+// Command world is a second test service.
+package main
+
+import "fmt"
+
+func main() { fmt.Println("world") }

@@ -1,0 +1,3 @@
+module github.com/ingotdev/ingot
+
+go 1.26

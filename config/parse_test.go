@@ -1,0 +1,423 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// minimal is the smallest valid config; tests append to or edit it.
+const minimal = `name: hello
+services:
+  - name: hello
+    go: ./cmd/hello
+`
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse("dir/ingot.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatalf("Parse(minimal) = %v", err)
+	}
+	dir, _ := filepath.Abs("dir")
+	want := &Config{
+		File:       "dir/ingot.yaml",
+		Dir:        dir,
+		Name:       "hello",
+		Hostname:   "hello",
+		Targets:    []Target{TargetVMAmd64},
+		Kernels:    map[Target]KernelSource{},
+		Management: Management{VsockPort: 1024},
+		Network:    Network{Mode: NetworkDHCP},
+		PermBytes:  64 << 20,
+		Disk:       Disk{BootBytes: 64 << 20, RootSlotBytes: 256 << 20},
+		TokenFile:  filepath.Join(dir, ".ingot", "token"),
+		Update:     Update{HealthWindow: 30 * time.Second},
+		Services: []Service{{
+			Name:           "hello",
+			Go:             &GoPackage{Path: "./cmd/hello"},
+			Restart:        RestartAlways,
+			LogBufferBytes: 1 << 20,
+			Grace:          10 * time.Second,
+			Pos:            Pos{File: "dir/ingot.yaml", Line: 3, Column: 5},
+		}},
+	}
+	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("Parse(minimal) mismatch (-want +got):\n%s", diff)
+	}
+	if got := c.ManagementTCP(TargetVMAmd64); got != "" {
+		t.Errorf("ManagementTCP(vm-amd64) = %q, want off", got)
+	}
+	if got := c.ManagementTCP(TargetRPi); got != ":7443" {
+		t.Errorf("ManagementTCP(rpi) = %q, want :7443", got)
+	}
+}
+
+const full = `name: shop
+hostname: shop.example.org
+targets: [vm-amd64, vm-arm64, rpi]
+kernel:
+  vm-amd64: debian:kernels/amd64.deb
+  rpi: gomod:github.com/gokrazy/kernel.rpi@v0.0.0-20250101000000-abcdef
+token_file: /etc/shop/token
+services:
+  - name: db
+    image: registry.example/db:1.2
+    entrypoint: [/bin/db]
+    args: [--port, 5432]
+    env: {PORT: 5432, DEBUG: true, NAME: x}
+    restart: on-failure
+    user: postgres
+    volumes: ["/perm/db:/var/lib/db", "/perm/conf:/etc/db:ro"]
+    resources: {memory: 128Mi, cpu: "500m", pids: 256}
+    privileged: true
+    log_buffer: 2Mi
+    grace: 30s
+  - name: web
+    go: example.com/web/cmd/web@v1.2.3
+    after: [db]
+    user: "1000:100"
+    resources: {cpu: 1.5}
+  - name: tool
+    go: ../tools/cmd/tool
+    restart: never
+    user: root
+management: {vsock_port: 2000, tcp: "0.0.0.0:8443"}
+network:
+  static:
+    address: 192.168.1.10/24
+    gateway: 192.168.1.1
+    dns: [1.1.1.1, "2606:4700:4700::1111"]
+perm: 1Gi
+disk: {boot_size: 128Mi, root_size: 512MiB}
+update: {health_window: 1m}
+`
+
+func TestParseFull(t *testing.T) {
+	c, err := Parse("/a/b/ingot.yaml", []byte(full))
+	if err != nil {
+		t.Fatalf("Parse(full) = %v", err)
+	}
+	if c.Hostname != "shop.example.org" || c.PermBytes != 1<<30 || c.Disk != (Disk{128 << 20, 512 << 20}) {
+		t.Errorf("Parse(full) hostname, perm, disk = %q, %d, %+v", c.Hostname, c.PermBytes, c.Disk)
+	}
+	if diff := cmp.Diff([]Target{TargetVMAmd64, TargetVMArm64, TargetRPi}, c.Targets); diff != "" {
+		t.Errorf("targets (-want +got):\n%s", diff)
+	}
+	wantK := map[Target]KernelSource{
+		TargetVMAmd64: {Kind: KernelDebian, Path: "/a/b/kernels/amd64.deb", Pos: Pos{"/a/b/ingot.yaml", 5, 13}},
+		TargetRPi:     {Kind: KernelGoModule, Module: "github.com/gokrazy/kernel.rpi", Version: "v0.0.0-20250101000000-abcdef", Pos: Pos{"/a/b/ingot.yaml", 6, 8}},
+	}
+	if diff := cmp.Diff(wantK, c.Kernels); diff != "" {
+		t.Errorf("kernels (-want +got):\n%s", diff)
+	}
+	if c.TokenFile != "/etc/shop/token" {
+		t.Errorf("TokenFile = %q, want /etc/shop/token", c.TokenFile)
+	}
+	db := c.Services[0]
+	wantDB := Service{
+		Name: "db", Image: "registry.example/db:1.2", Entrypoint: []string{"/bin/db"},
+		Args: []string{"--port", "5432"}, Env: map[string]string{"PORT": "5432", "DEBUG": "true", "NAME": "x"},
+		Restart: RestartOnFailure, User: &User{Name: "postgres", ByName: true},
+		Volumes:   []Volume{{Source: "/perm/db", Target: "/var/lib/db"}, {Source: "/perm/conf", Target: "/etc/db", ReadOnly: true}},
+		Resources: Resources{MemoryBytes: 128 << 20, CPUMillis: 500, Pids: 256}, Privileged: true,
+		LogBufferBytes: 2 << 20, Grace: 30 * time.Second, Pos: Pos{"/a/b/ingot.yaml", 9, 5},
+	}
+	if diff := cmp.Diff(wantDB, db); diff != "" {
+		t.Errorf("service db (-want +got):\n%s", diff)
+	}
+	web := c.Services[1]
+	if diff := cmp.Diff(&GoPackage{Path: "example.com/web/cmd/web", Version: "v1.2.3"}, web.Go); diff != "" || web.Go.Local() {
+		t.Errorf("service web go (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(&User{UID: 1000, GID: 100}, web.User); diff != "" {
+		t.Errorf("service web user (-want +got):\n%s", diff)
+	}
+	if web.Resources.CPUMillis != 1500 {
+		t.Errorf("web cpu = %d millis, want 1500", web.Resources.CPUMillis)
+	}
+	tool := c.Services[2]
+	if !tool.Go.Local() || tool.Restart != RestartNever || *tool.User != (User{Name: "root"}) {
+		t.Errorf("service tool = %+v, want local, never, root", tool)
+	}
+	if c.Management != (Management{VsockPort: 2000, TCP: "0.0.0.0:8443"}) {
+		t.Errorf("management = %+v", c.Management)
+	}
+	wantNet := Network{Mode: NetworkStatic, Address: netip.MustParsePrefix("192.168.1.10/24"),
+		Gateway: netip.MustParseAddr("192.168.1.1"),
+		DNS:     []netip.Addr{netip.MustParseAddr("1.1.1.1"), netip.MustParseAddr("2606:4700:4700::1111")}}
+	if diff := cmp.Diff(wantNet, c.Network, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("network (-want +got):\n%s", diff)
+	}
+	if c.Update.HealthWindow != time.Minute {
+		t.Errorf("health window = %v, want 1m", c.Update.HealthWindow)
+	}
+	var order []string
+	for _, s := range c.StartOrder() {
+		order = append(order, s.Name)
+	}
+	if diff := cmp.Diff([]string{"db", "web", "tool"}, order); diff != "" {
+		t.Errorf("StartOrder (-want +got):\n%s", diff)
+	}
+}
+
+// svc wraps service lines in a valid config: the service mapping starts
+// at line 3, column 5.
+func svc(lines string) string {
+	return "name: hello\nservices:\n  - " + strings.ReplaceAll(strings.TrimSpace(lines), "\n", "\n    ") + "\n"
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want string // the whole error message
+	}{
+		// Syntax and shape.
+		{"syntax", "name: [\n", `ingot.yaml:1: YAML syntax: did not find expected node content`},
+		{"empty file", "", `ingot.yaml:1:1: name: required field missing (the file is empty)`},
+		{"comment only", "# nothing\n", `ingot.yaml:1:1: name: required field missing (the file is empty)`},
+		{"not a mapping", "- a\n", `ingot.yaml:1:1: expected a mapping, got a list`},
+		{"two documents", minimal + "---\nname: x\n", `ingot.yaml:5:1: a second YAML document; the config is one document`},
+		// Unknown fields.
+		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update)`},
+		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace)`},
+		{"unknown resources field", svc("name: a\ngo: ./a\nresources: {memroy: 1Mi}"), `ingot.yaml:5:17: services[0].resources.memroy: unknown field (known: memory, cpu, pids)`},
+		{"field twice", "name: a\nname: b\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:2:1: name: set twice (first at line 1)`},
+		// Missing required fields.
+		{"missing name", "services: [{name: a, go: ./a}]\n", `ingot.yaml:1:1: name: required field missing`},
+		{"missing services", "name: a\n", `ingot.yaml:1:1: services: required field missing`},
+		{"missing service name", svc("go: ./a"), `ingot.yaml:3:5: services[0].name: required field missing`},
+		{"neither go nor image", svc("name: a"), `ingot.yaml:3:5: services[0]: has neither go: nor image:; a service needs exactly one of them`},
+		{"both go and image", svc("name: a\ngo: ./a\nimage: x:1"), `ingot.yaml:5:5: services[0]: has both go: and image:; a service is exactly one of them`},
+		{"no services", "name: a\nservices: []\n", `ingot.yaml:2:11: services: must list at least one service`},
+		// Wrong types.
+		{"name is a number", "name: 42\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:1:7: name: expected a string, got the number 42`},
+		{"services is a mapping", "name: a\nservices: {a: b}\n", `ingot.yaml:2:11: services: expected a list, got a mapping`},
+		{"args is a string", svc("name: a\ngo: ./a\nargs: -v"), `ingot.yaml:5:11: services[0].args: expected a list, got "-v"`},
+		{"env is a list", svc("name: a\ngo: ./a\nenv: [A]"), `ingot.yaml:5:10: services[0].env: expected a mapping of NAME: value, got a list`},
+		{"grace is a number", svc("name: a\ngo: ./a\ngrace: 10"), `ingot.yaml:5:12: services[0].grace: expected a duration (like 10s or 1m30s), got the number 10`},
+		{"privileged is a string", svc("name: a\nimage: x:1\nprivileged: yes"), `ingot.yaml:5:17: services[0].privileged: expected true or false, got "yes"`},
+		{"vsock port is a string", minimal + "management: {vsock_port: high}\n", `ingot.yaml:5:26: management.vsock_port: expected an integer, got "high"`},
+		// Bad values.
+		{"bad restart", svc("name: a\ngo: ./a\nrestart: sometimes"), `ingot.yaml:5:14: services[0].restart: "sometimes" is not one of always, on-failure, never`},
+		{"bad name", "name: Hello_World\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:1:7: name: "Hello_World" must be 1 to 63 lowercase letters, digits and inner hyphens (the name is the default hostname and seeds partition GUIDs)`},
+		{"bad hostname", minimal + "hostname: -x\n", `ingot.yaml:5:11: hostname: "-x" is not a hostname: label "-x" must be 1 to 63 lowercase letters, digits and inner hyphens`},
+		{"bad service name", svc("name: My-Svc\ngo: ./a"), `ingot.yaml:3:11: services[0].name: "My-Svc" must be 1 to 32 lowercase letters, digits, '-' or '_', starting with a letter`},
+		{"absolute go path", svc("name: a\ngo: /src/a"), `ingot.yaml:4:9: services[0].go: "/src/a": write local packages relative to the config directory (./cmd/x), so the config builds on any machine`},
+		{"local go with version", svc("name: a\ngo: ./a@v1"), `ingot.yaml:4:9: services[0].go: "./a@v1": a local package has no version; use ./dir or module/path@version`},
+		{"unclean go path", svc("name: a\ngo: ./a/../b"), `ingot.yaml:4:9: services[0].go: "./a/../b": not a clean path (no //, /./ or /../ inside)`},
+		{"bad target", minimal + "targets: [vm-amd64, rpi5]\n", `ingot.yaml:5:21: targets[1]: "rpi5" is not one of vm-amd64, vm-arm64, rpi, rpi-armv7`},
+		{"target twice", minimal + "targets: [rpi, rpi]\n", `ingot.yaml:5:16: targets[1]: target rpi is listed twice`},
+		{"no targets", minimal + "targets: []\n", `ingot.yaml:5:10: targets: must list at least one target (vm-amd64, vm-arm64, rpi, rpi-armv7)`},
+		{"kernel unknown target", minimal + "kernel: {vm-sparc: debian:x.deb}\n", `ingot.yaml:5:10: kernel.vm-sparc: unknown target (known: vm-amd64, vm-arm64, rpi, rpi-armv7)`},
+		{"kernel bad source", minimal + "kernel: {vm-amd64: ./x.deb}\n", `ingot.yaml:5:20: kernel.vm-amd64: "./x.deb" is not a kernel source (debian:PATH.deb or gomod:MODULE@VERSION)`},
+		{"size unit", svc("name: a\ngo: ./a\nlog_buffer: 1Mb"), `ingot.yaml:5:17: services[0].log_buffer: "1Mb" has unknown unit "Mb" (use B, Ki, Mi, Gi, Ti, or K, M, G, T)`},
+		{"size zero", svc("name: a\ngo: ./a\nresources: {memory: 0}"), `ingot.yaml:5:25: services[0].resources.memory: must be larger than 0`},
+		{"cpu too small", svc("name: a\ngo: ./a\nresources: {cpu: 1m}"), `ingot.yaml:5:22: services[0].resources.cpu: "1m" is below the smallest quota, 10m (0.01 CPU)`},
+		{"pids range", svc("name: a\ngo: ./a\nresources: {pids: 0}"), `ingot.yaml:5:23: services[0].resources.pids: 0 is out of range 1..4194304`},
+		{"bad duration", svc("name: a\ngo: ./a\ngrace: soon"), `ingot.yaml:5:12: services[0].grace: "soon" is not a duration (like 10s or 1m30s)`},
+		{"negative duration", minimal + "update: {health_window: -1s}\n", `ingot.yaml:5:25: update.health_window: must be longer than 0`},
+		{"perm not MiB", minimal + "perm: 1000K\n", `ingot.yaml:5:7: perm: 1000000 is not a whole number of MiB`},
+		{"root size not MiB", minimal + "disk: {root_size: 100M}\n", `ingot.yaml:5:19: disk.root_size: 100000000 is not a whole number of MiB`},
+		{"vsock port range", minimal + "management: {vsock_port: 0}\n", `ingot.yaml:5:26: management.vsock_port: 0 is out of range 1..4294967294`},
+		{"tcp address", minimal + "management: {tcp: \"7443\"}\n", `ingot.yaml:5:19: management.tcp: "7443" is not a listen address (like :7443 or 0.0.0.0:7443)`},
+		{"network mode", minimal + "network: wifi\n", `ingot.yaml:5:10: network: "wifi" is not one of dhcp, none, or a mapping with static:`},
+		{"static address", minimal + "network: {static: {address: 10.0.0.1}}\n", `ingot.yaml:5:29: network.static.address: "10.0.0.1" is not an address with prefix length (like 192.168.1.10/24)`},
+		{"gateway outside", minimal + "network: {static: {address: 10.0.0.5/24, gateway: 10.0.1.1}}\n", `ingot.yaml:5:51: network.static.gateway: 10.0.1.1 is outside the network 10.0.0.0/24`},
+		{"dns not an address", minimal + "network: {static: {address: 10.0.0.5/24, dns: [10.0.0.1, dns.google]}}\n", `ingot.yaml:5:58: network.static.dns[1]: "dns.google" is not an IP address`},
+		{"env name", svc("name: a\ngo: ./a\nenv: {1X: y}"), `ingot.yaml:5:11: services[0].env.1X: not an environment variable name (letters, digits, _; not starting with a digit)`},
+		{"env reserved", svc("name: a\ngo: ./a\nenv: {INGOT_BUILD_ID: y}"), `ingot.yaml:5:11: services[0].env.INGOT_BUILD_ID: set by ingot for every service; choose another name`},
+		{"go user by name", svc("name: a\ngo: ./a\nuser: www-data"), `ingot.yaml:5:11: services[0].user: "www-data" is not a user (root, nobody, UID or UID:GID)`},
+		{"volumes on go", svc("name: a\ngo: ./a\nvolumes: [/perm/a:/a]"), `ingot.yaml:5:5: services[0].volumes: only an image service has volumes; a Go service reads and writes /perm/a directly`},
+		{"volume outside perm", svc("name: a\nimage: x:1\nvolumes: [/etc:/etc]"), `ingot.yaml:5:15: services[0].volumes[0]: "/etc:/etc": the source must be a clean path under /perm/`},
+		{"entrypoint on go", svc("name: a\ngo: ./a\nentrypoint: [x]"), `ingot.yaml:5:5: services[0].entrypoint: only an image service has an entrypoint; a Go service's program is its binary`},
+		{"reserved service name", svc("name: log\ngo: ./a"), `ingot.yaml:3:11: services[0].name: "log" is reserved for ingot-init (reserved: init, log)`},
+		{"log buffer too large", svc("name: a\ngo: ./a\nlog_buffer: 1Gi"), `ingot.yaml:5:17: services[0].log_buffer: 1Gi is more than the maximum, 64Mi`},
+		{"grace too long", svc("name: a\ngo: ./a\ngrace: 1h"), `ingot.yaml:5:12: services[0].grace: 1h0m0s is longer than the maximum, 10m0s`},
+		{"grace fraction", svc("name: a\ngo: ./a\ngrace: 1500ms"), `ingot.yaml:5:12: services[0].grace: 1.5s is not a whole number of seconds`},
+		{"uid -1", svc("name: a\ngo: ./a\nuser: 4294967295"), `ingot.yaml:5:11: services[0].user: "4294967295": ids go up to 4294967294`},
+		{"env NUL", svc("name: a\ngo: ./a\nenv: {A: \"x\\0y\"}"), `ingot.yaml:5:14: services[0].env.A: contains a NUL byte`},
+		{"hostname too long", minimal + "hostname: " + strings.Repeat("a.", 32) + "a\n", `ingot.yaml:5:11: hostname: "` + strings.Repeat("a.", 32) + `a" is longer than 64 bytes`},
+		{"needs perm without perm", svc("name: a\ngo: ./a\nneeds_perm: true") + "perm: false\n", `ingot.yaml:5:5: services[0].needs_perm: the service needs perm, but perm: is off, so it would never start`},
+		{"after twice", "name: x\nservices:\n  - {name: a, go: ./a, after: [b, b]}\n  - {name: b, go: ./b}\n", `ingot.yaml:3:35: services[0].after[1]: "b" is listed twice`},
+		// Cross-service checks.
+		{"duplicate service", "name: x\nservices:\n  - {name: a, go: ./a}\n  - {name: b, go: ./b}\n  - {name: a, image: a:1}\n",
+			`ingot.yaml:5:12: services[2].name: duplicate service "a" (first at line 3)`},
+		{"after unknown", "name: x\nservices:\n  - {name: a, go: ./a, after: [c]}\n  - {name: b, go: ./b}\n",
+			`ingot.yaml:3:32: services[0].after[0]: unknown service "c" (services: a, b)`},
+		{"after self", "name: x\nservices:\n  - {name: a, go: ./a, after: [a]}\n",
+			`ingot.yaml:3:32: services[0].after[0]: a service cannot start after itself`},
+		{"after cycle", "name: x\nservices:\n  - {name: a, go: ./a, after: [c]}\n  - {name: b, go: ./b, after: [a]}\n  - {name: c, go: ./c, after: [b]}\n",
+			`ingot.yaml:4:32: services[1].after[0]: dependency cycle: a -> c -> b -> a`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("ingot.yaml", []byte(tt.in))
+			if err == nil {
+				t.Fatalf("Parse(%q) = %+v, want error %q", tt.in, c, tt.want)
+			}
+			if got := err.Error(); got != tt.want {
+				t.Errorf("Parse(%q) error\n got %s\nwant %s", tt.in, got, tt.want)
+			}
+			var list ErrorList
+			if !errors.As(err, &list) || len(list) != 1 {
+				t.Errorf("Parse(%q) error = %#v, want an ErrorList of one", tt.in, err)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	in := "name: a\nservices:\n  - {name: a, go: ./a, restart: maybe}\n  - {name: b, go: 3}\nperm: lots\n"
+	_, err := Parse("x.yaml", []byte(in))
+	want := `x.yaml:3:33: services[0].restart: "maybe" is not one of always, on-failure, never
+x.yaml:4:19: services[1].go: expected a string, got the number 3
+x.yaml:5:7: perm: "lots" is not a size (like 64Mi, 1GiB or 4096)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse(%q) error =\n%v\nwant\n%s", in, err, want)
+	}
+}
+
+func TestParsePermForms(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{
+		{"perm: false", 0},
+		{"perm: 0", 0},
+		{"perm: true", DefaultPermBytes},
+		{"perm: 128Mi", 128 << 20},
+		{"perm: 1Gi", 1 << 30},
+	} {
+		c, err := Parse("ingot.yaml", []byte(minimal+tt.in+"\n"))
+		if err != nil {
+			t.Errorf("Parse(%q) = %v", tt.in, err)
+			continue
+		}
+		if c.PermBytes != tt.want {
+			t.Errorf("Parse(%q).PermBytes = %d, want %d", tt.in, c.PermBytes, tt.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"4096", 4096, false},
+		{"64Mi", 64 << 20, false},
+		{"64MiB", 64 << 20, false},
+		{"1 GiB", 1 << 30, false},
+		{"500M", 500e6, false},
+		{"2k", 2000, false},
+		{"1.5Gi", 0, true},
+		{"-1", 0, true},
+		{"Mi", 0, true},
+		{"99999999999Ti", 0, true},
+	} {
+		got, err := ParseSize(tt.in)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("ParseSize(%q) = %d, %v, want %d, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestParseCPU(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"0.5", 500, false},
+		{"2", 2000, false},
+		{"250m", 250, false},
+		{"0.001", 0, true},
+		{"half", 0, true},
+		{"-1", 0, true},
+	} {
+		got, err := ParseCPU(tt.in)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("ParseCPU(%q) = %d, %v, want %d, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestTarget(t *testing.T) {
+	for _, tt := range []struct {
+		t                  Target
+		arch, goarm, varnt string
+		vm                 bool
+	}{
+		{TargetVMAmd64, "amd64", "", "", true},
+		{TargetVMArm64, "arm64", "", "", true},
+		{TargetRPi, "arm64", "", "", false},
+		{TargetRPiArmv7, "arm", "7", "v7", false},
+	} {
+		if got := tt.t.Arch(); got != tt.arch {
+			t.Errorf("%s.Arch() = %q, want %q", tt.t, got, tt.arch)
+		}
+		if got := tt.t.GOARM(); got != tt.goarm {
+			t.Errorf("%s.GOARM() = %q, want %q", tt.t, got, tt.goarm)
+		}
+		if got := tt.t.Variant(); got != tt.varnt {
+			t.Errorf("%s.Variant() = %q, want %q", tt.t, got, tt.varnt)
+		}
+		if got := tt.t.IsVM(); got != tt.vm {
+			t.Errorf("%s.IsVM() = %v, want %v", tt.t, got, tt.vm)
+		}
+	}
+	if _, err := ParseTarget("vm-riscv64"); err == nil {
+		t.Errorf("ParseTarget(vm-riscv64) = nil error, want error")
+	}
+}
+
+func TestScaffoldParses(t *testing.T) {
+	data := Scaffold("myapp")
+	c, err := Parse("ingot.yaml", data)
+	if err != nil {
+		t.Fatalf("Parse(Scaffold(myapp)) = %v\n%s", err, data)
+	}
+	if c.Name != "myapp" || len(c.Services) != 1 || c.Services[0].Go.Path != "./cmd/myapp" {
+		t.Errorf("Parse(Scaffold(myapp)) = name %q, services %+v", c.Name, c.Services)
+	}
+	// Every commented-out line must parse too once uncommented, so the
+	// scaffold never teaches a field that does not exist.
+	var b strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimLeft(line, " ")
+		indent := line[:len(line)-len(trimmed)]
+		if strings.HasPrefix(trimmed, "# ") && (strings.Contains(trimmed, ": ") || strings.HasPrefix(trimmed, "# - ") || strings.HasSuffix(trimmed, ":")) {
+			line = indent + strings.TrimPrefix(trimmed, "# ")
+		}
+		b.WriteString(line + "\n")
+	}
+	uncommented := strings.Replace(b.String(), "network: dhcp  ", "network: dhcp #", 1)
+	uncommented = strings.Replace(uncommented, "after: [other-service]", "after: [web]", 1)
+	uncommented = strings.Replace(uncommented, "ingot.yaml: the appliance", "#", 1)
+	if _, err := Parse("ingot.yaml", []byte(uncommented)); err != nil {
+		t.Errorf("Parse(uncommented scaffold) = %v\n%s", err, uncommented)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ingot.yaml")
+	if err := os.WriteFile(p, []byte(minimal), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || c.Dir != dir || c.File != p {
+		t.Errorf("Load(%s) = %+v, %v, want Dir %s", p, c, err, dir)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("Load(missing) = %v, want error naming the file", err)
+	}
+}
