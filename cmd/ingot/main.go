@@ -24,6 +24,9 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"squashfs": {"pack a directory into a squashfs image", runSquashfs},
+		"run":      {"boot an appliance image in a VM", runRun},
+		"build":    {"build an appliance image from ingot.yaml", runBuild},
+		"new":      {"scaffold a new appliance (ingot.yaml and a management token)", runNew},
 	}
 }
 

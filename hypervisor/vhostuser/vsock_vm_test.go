@@ -19,29 +19,24 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
+	"github.com/ingotdev/ingot/packer/cpio"
+	"github.com/ingotdev/ingot/packer/initramfs"
+	"github.com/ingotdev/ingot/packer/kernel"
+	"github.com/ingotdev/ingot/rootfs"
 )
 
 // The VM test boots the Debian cloud kernel with a tiny Go init
 // (internal/testguest) under QEMU's vhost-user-vsock-pci backed by this
 // package, and drives vsock traffic through the hybrid socket.
 
-// vsockModules are the modules the guest needs, in load order (each after
-// its dependencies, from their .modinfo depends= lines).
-//
-// TODO(vhostuser): take the closure from packer/kernel (kernel.LoadDeb,
-// (*Kernel).Closure) and build the initramfs with packer/cpio once those
-// packages land; until then the test unpacks the .deb with dpkg-deb and
-// packs with cpio(1).
-var vsockModules = []string{
-	"drivers/virtio/virtio_ring.ko",
-	"drivers/virtio/virtio.ko",
-	"drivers/virtio/virtio_pci_legacy_dev.ko",
-	"drivers/virtio/virtio_pci_modern_dev.ko",
-	"drivers/virtio/virtio_pci.ko",
-	"net/vmw_vsock/vsock.ko",
-	"net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
-	"net/vmw_vsock/vmw_vsock_virtio_transport.ko",
-}
+// vsockModules are the modules the guest needs; buildGuest adds their
+// dependencies with (*kernel.Kernel).Closure and the guest loads them in the
+// order /etc/ingot/stage0.json lists.
+var vsockModules = []string{"virtio_pci", "vmw_vsock_virtio_transport"}
+
+// guestModTime dates every initramfs entry, so the archive is the same
+// from run to run.
+const guestModTime = 1700000000
 
 const (
 	vmGuestCID    = 3
@@ -62,7 +57,7 @@ func TestVMHybridVsock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(work)
-	kernel, initrd := buildGuest(t, deb, work)
+	kernelPath, initrd := buildGuest(t, deb, work)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -106,7 +101,7 @@ func TestVMHybridVsock(t *testing.T) {
 	}()
 
 	console := &syncBuffer{}
-	qemu := startQEMU(t, ctx, kernel, initrd, vhost, console)
+	qemu := startQEMU(t, ctx, kernelPath, initrd, vhost, console)
 	defer func() {
 		qemu.Process.Kill()
 		qemu.Wait()
@@ -158,7 +153,7 @@ func TestVMHybridVsock(t *testing.T) {
 	t.Run("NewQEMU", func(t *testing.T) {
 		qemu.Process.Kill()
 		qemu.Wait()
-		qemu = startQEMU(t, ctx, kernel, initrd, vhost, console, "-no-reboot")
+		qemu = startQEMU(t, ctx, kernelPath, initrd, vhost, console, "-no-reboot")
 		waitBoot(t, boots, 120*time.Second)
 		echoCheck(t, ctx, uds, 1<<20, 5)
 
@@ -175,58 +170,59 @@ func TestVMHybridVsock(t *testing.T) {
 		case <-time.After(60 * time.Second):
 			t.Fatal("QEMU with -no-reboot did not exit when the guest rebooted")
 		}
-		qemu = startQEMU(t, ctx, kernel, initrd, vhost, console)
+		qemu = startQEMU(t, ctx, kernelPath, initrd, vhost, console)
 		waitBoot(t, boots, 120*time.Second)
 		echoCheck(t, ctx, uds, 1<<20, 6)
 	})
 }
 
-// buildGuest unpacks the kernel and builds the initramfs.
-func buildGuest(t *testing.T, deb, work string) (kernel, initrd string) {
+// buildGuest writes the kernel image and an initramfs (packer/initramfs
+// layout, zstd cpio) whose /init is internal/testguest into work.
+func buildGuest(t *testing.T, deb, work string) (kernelPath, initrd string) {
 	t.Helper()
-	unpacked := filepath.Join(work, "deb")
-	os.MkdirAll(unpacked, 0o755)
-	sh := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/vmw_vsock/*'`, "sh", deb, unpacked)
-	if out, err := sh.CombinedOutput(); err != nil {
-		t.Fatalf("unpacking %s: %v\n%s", deb, err, out)
-	}
-	kernels, _ := filepath.Glob(filepath.Join(unpacked, "boot", "vmlinuz-*"))
-	modDirs, _ := filepath.Glob(filepath.Join(unpacked, "lib", "modules", "*", "kernel"))
-	if len(kernels) != 1 || len(modDirs) != 1 {
-		t.Fatalf("%s: found kernels %v and module trees %v, want one each", deb, kernels, modDirs)
-	}
-
-	root := filepath.Join(work, "root")
-	os.MkdirAll(filepath.Join(root, "modules"), 0o755)
-	var list strings.Builder
-	for _, m := range vsockModules {
-		data, err := os.ReadFile(filepath.Join(modDirs[0], m))
-		if err != nil {
-			t.Fatalf("module %s: %v", m, err)
-		}
-		dst := "/modules/" + filepath.Base(m)
-		if err := os.WriteFile(filepath.Join(root, dst), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintln(&list, dst)
-	}
-	if err := os.WriteFile(filepath.Join(root, "modules.txt"), []byte(list.String()), 0o644); err != nil {
+	ctx := t.Context()
+	k, err := kernel.LoadDeb(ctx, deb, kernel.WithModules(vsockModules...))
+	if err != nil {
 		t.Fatal(err)
 	}
-	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(root, "init"), "./internal/testguest")
+	mods, err := k.Closure(vsockModules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := filepath.Join(work, "init")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", init, "./internal/testguest")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building testguest: %v\n%s", err, out)
 	}
-	initrd = filepath.Join(work, "initrd.cpio")
-	pack := exec.Command("sh", "-c", `cd "$1" && find . | sort | cpio -o -H newc --quiet > "$2"`, "sh", root, initrd)
-	if out, err := pack.CombinedOutput(); err != nil {
-		t.Fatalf("packing initramfs: %v\n%s", err, out)
+	fi, err := os.Stat(init)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return kernels[0], initrd
+	tree, err := initramfs.Tree(k, mods, rootfs.HostFile(init), fi.Size(), guestModTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd = filepath.Join(work, "initrd.img")
+	f, err := os.Create(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cpio.WriteCompressedTree(f, tree, cpio.Zstd); err != nil {
+		f.Close()
+		t.Fatalf("writing %s: %v", initrd, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	kernelPath = filepath.Join(work, "vmlinuz")
+	if err := os.WriteFile(kernelPath, k.Image, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return kernelPath, initrd
 }
 
-func startQEMU(t *testing.T, ctx context.Context, kernel, initrd, vhost string, console io.Writer, extra ...string) *exec.Cmd {
+func startQEMU(t *testing.T, ctx context.Context, kernelPath, initrd, vhost string, console io.Writer, extra ...string) *exec.Cmd {
 	t.Helper()
 	accel := os.Getenv("INGOT_VM_ACCEL")
 	if accel == "" {
@@ -237,7 +233,7 @@ func startQEMU(t *testing.T, ctx context.Context, kernel, initrd, vhost string, 
 		"-object", "memory-backend-memfd,id=mem,size=512M,share=on",
 		"-machine", "q35,memory-backend=mem",
 		"-no-user-config", "-nodefaults", "-display", "none", "-serial", "stdio",
-		"-kernel", kernel, "-initrd", initrd,
+		"-kernel", kernelPath, "-initrd", initrd,
 		"-append", "console=ttyS0 quiet panic=-1",
 		"-chardev", "socket,id=vs,path=" + vhost,
 		"-device", "vhost-user-vsock-pci,chardev=vs",

@@ -1,6 +1,8 @@
 // Command testguest is /init of the initramfs the vhostuser VM test boots.
-// It loads the kernel modules listed in /modules.txt (virtio PCI and the
-// virtio vsock transport, in dependency order), then serves on vsock:
+// It loads the kernel modules that /etc/ingot/stage0.json lists, in that
+// order (the test writes the initramfs with packer/initramfs, the way stage0
+// of ingot-init finds its modules: virtio PCI and the virtio vsock transport
+// with their dependencies), then serves on vsock:
 //
 //	5000  echo: copies everything back, half-closes at EOF
 //	5001  control: "reboot\n" reboots the guest
@@ -15,6 +17,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -82,11 +85,27 @@ func setup() error {
 	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	list, err := os.ReadFile("/modules.txt")
+	return loadModules()
+}
+
+// stage0ConfigPath is initramfs.ConfigPath; the guest decodes the file
+// without importing the packer (see initramfs.Config).
+const stage0ConfigPath = "/etc/ingot/stage0.json"
+
+// loadModules loads the modules of stage0.json in the order listed, which
+// is a dependency order. A module already loaded (EEXIST) is fine.
+func loadModules() error {
+	b, err := os.ReadFile(stage0ConfigPath)
 	if err != nil {
 		return err
 	}
-	for _, path := range strings.Fields(string(list)) {
+	var cfg struct {
+		Modules []string `json:"modules"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", stage0ConfigPath, err)
+	}
+	for _, path := range cfg.Modules {
 		f, err := os.Open(path)
 		if err != nil {
 			return err

@@ -1,0 +1,26 @@
+// Command ingot-init is the whole userland of an ingot appliance. The same
+// static binary is /init in the initramfs, where it runs stage0 (load
+// modules, find and mount the root slot, switch root), and /init in the
+// root filesystem, where it runs stage1 (PID 1: mounts, network, perm,
+// service supervision, shutdown).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/appliance/stage0"
+	"github.com/ingotdev/ingot/appliance/stage1"
+)
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "ingot-init: this is the init of an ingot appliance; it runs only as PID 1")
+		os.Exit(2)
+	}
+	if _, err := os.Stat(spec.Stage0Path); err == nil {
+		stage0.Main()
+	}
+	stage1.Main()
+}

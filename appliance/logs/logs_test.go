@@ -1,0 +1,291 @@
+package logs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+
+func texts(lines []Line) []string {
+	var s []string
+	for _, l := range lines {
+		s = append(s, l.Text)
+	}
+	return s
+}
+
+func TestRingWrapAround(t *testing.T) {
+	const keep = 10
+	r := NewRing(keep * (lineOverheadBytes + 7))
+	for i := 1; i <= 25; i++ {
+		r.Append(t0, Stdout, fmt.Sprintf("line-%02d", i))
+	}
+	if got := r.Len(); got != keep {
+		t.Errorf("Len() = %d, want %d", got, keep)
+	}
+	if got, max := r.Bytes(), keep*(lineOverheadBytes+7); got > max {
+		t.Errorf("Bytes() = %d, want <= %d", got, max)
+	}
+	got := r.Tail(3)
+	if want := []string{"line-23", "line-24", "line-25"}; fmt.Sprint(texts(got)) != fmt.Sprint(want) || got[0].Seq != 23 {
+		t.Errorf("Tail(3) = %q (first seq %d), want %q from seq 23", texts(got), got[0].Seq, want)
+	}
+	if got := r.Tail(0); len(got) != keep || got[0].Text != "line-16" {
+		t.Errorf("Tail(0) = %q, want line-16..line-25", texts(got))
+	}
+	lines, dropped := r.Since(5, 2)
+	if dropped != 10 || fmt.Sprint(texts(lines)) != "[line-16 line-17]" {
+		t.Errorf("Since(5, 2) = %q, %d; want [line-16 line-17], 10 dropped", texts(lines), dropped)
+	}
+	lines, dropped = r.Since(24, 0)
+	if dropped != 0 || fmt.Sprint(texts(lines)) != "[line-25]" {
+		t.Errorf("Since(24, 0) = %q, %d; want [line-25], 0", texts(lines), dropped)
+	}
+	if lines, _ := r.Since(25, 0); len(lines) != 0 {
+		t.Errorf("Since(25, 0) = %q, want none", texts(lines))
+	}
+}
+
+func TestRingCompactsAndTruncates(t *testing.T) {
+	r := NewRing(100 * (lineOverheadBytes + 4))
+	for i := 0; i < 20000; i++ {
+		r.Append(t0, Stdout, fmt.Sprintf("%04d", i%10000))
+	}
+	if got := r.Tail(1)[0]; got.Seq != 20000 || got.Text != "9999" {
+		t.Errorf("Tail(1) = %+v, want seq 20000 text 9999", got)
+	}
+	if got := r.Len(); got != 100 {
+		t.Errorf("Len() = %d, want 100", got)
+	}
+	if cap(r.lines) > 10*compactMinLines {
+		t.Errorf("backing array grew to %d lines; compaction should bound it", cap(r.lines))
+	}
+	small := NewRing(lineOverheadBytes + 10)
+	l := small.Append(t0, Stderr, strings.Repeat("x", 100))
+	if len(l.Text) != 10 || small.Len() != 1 {
+		t.Errorf("Append(100 bytes) into a 10-byte ring stored %d bytes, %d lines; want 10, 1", len(l.Text), small.Len())
+	}
+}
+
+func TestRingFollow(t *testing.T) {
+	r := NewRing(1 << 20)
+	for i := 1; i <= 5; i++ {
+		r.Append(t0, Stdout, fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := r.Follow(ctx, 2)
+	go func() {
+		for i := 6; i <= 8; i++ {
+			r.Append(t0, Stdout, fmt.Sprint(i))
+		}
+	}()
+	var got []string
+	for len(got) < 5 {
+		select {
+		case l := <-ch:
+			got = append(got, l.Text)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Follow: got %q, then nothing", got)
+		}
+	}
+	if want := "[4 5 6 7 8]"; fmt.Sprint(got) != want {
+		t.Errorf("Follow(2) = %q, want %s", got, want)
+	}
+	cancel()
+	for range ch {
+	}
+}
+
+func TestRingFollowSlowReaderGetsDropNote(t *testing.T) {
+	r := NewRing(10 * (lineOverheadBytes + 2))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := r.Follow(ctx, 0)
+	// Nobody reads while 30 lines go into a ring of 10: the follower holds
+	// at most the batch it copied when it woke, so at least 10 are lost.
+	for i := 1; i <= 30; i++ {
+		r.Append(t0, Stdout, fmt.Sprintf("%02d", i))
+	}
+	var received, dropped int
+	var sawNote bool
+	for done := false; !done; {
+		select {
+		case l := <-ch:
+			if l.Seq == 0 {
+				sawNote = true
+				var n int
+				fmt.Sscanf(l.Text, "logs: %d lines dropped", &n)
+				dropped += n
+				continue
+			}
+			received++
+			done = l.Text == "30"
+		case <-time.After(5 * time.Second):
+			t.Fatalf("follower stalled after %d lines", received)
+		}
+	}
+	if !sawNote || received+dropped != 30 || dropped < 10 {
+		t.Errorf("slow follower: received %d, dropped %d (note %v); want a note and 30 lines accounted for", received, dropped, sawNote)
+	}
+}
+
+func TestFileRotation(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "svc.log")
+	const maxBytes = 300
+	f, err := OpenFile(p, maxBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if err := f.Write(Line{Time: t0, Stream: Stdout, Text: fmt.Sprintf("line %02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(p + ".1")
+	if err != nil {
+		t.Fatalf("no rotated file: %v", err)
+	}
+	if len(cur) > maxBytes || len(old) > maxBytes {
+		t.Errorf("sizes %d and %d, want both <= %d", len(cur), len(old), maxBytes)
+	}
+	all := string(old) + string(cur)
+	if !strings.HasSuffix(all, "2025-01-02T03:04:05.000006Z stdout line 19\n") {
+		t.Errorf("log ends %q, want the last line formatted", all[max(0, len(all)-60):])
+	}
+	// The two files hold a contiguous tail: every line from the first kept
+	// one to the last.
+	lines := strings.Split(strings.TrimSuffix(all, "\n"), "\n")
+	var first int
+	fmt.Sscanf(lines[0][len(lines[0])-2:], "%d", &first)
+	for i, l := range lines {
+		if want := fmt.Sprintf("line %02d", first+i); !strings.HasSuffix(l, want) {
+			t.Errorf("line %d = %q, want suffix %q", i, l, want)
+		}
+	}
+	// Reopening appends.
+	f, err = OpenFile(p, maxBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(Line{Time: t0, Stream: System, Text: "again"})
+	f.Close()
+	if b, _ := os.ReadFile(p); !bytes.HasPrefix(b, cur) || !strings.HasSuffix(string(b), "system again\n") {
+		t.Errorf("reopened file = %q, want the old content then the new line", b)
+	}
+}
+
+// blockingWriter blocks writes until released, like a stalled serial port.
+type blockingWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	buf     bytes.Buffer
+}
+
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	<-w.release
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(b)
+}
+
+func TestConsoleDropsInsteadOfBlocking(t *testing.T) {
+	w := &blockingWriter{release: make(chan struct{})}
+	c := NewConsole(w, 4)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 100; i++ {
+			c.Print("svc", fmt.Sprint(i))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Print blocked on a stalled console")
+	}
+	close(w.release)
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.Print("svc", "after")
+	c.Close()
+	out := w.buf.String()
+	if !strings.Contains(out, "svc: 0\n") || !strings.Contains(out, "lines dropped") || !strings.HasSuffix(out, "svc: after\n") {
+		t.Errorf("console output = %q, want the first lines, a drop note, and the last line", out)
+	}
+}
+
+func TestSinkReadFrom(t *testing.T) {
+	var out bytes.Buffer
+	c := NewConsole(&out, 0)
+	dir := t.TempDir()
+	f, err := OpenFile(filepath.Join(dir, "web.log"), DefaultFileBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSink("web", NewRing(1<<20), c)
+	s.SetFile(f)
+	long := strings.Repeat("y", MaxLineBytes+5)
+	in := "hello\r\nworld\n\n" + long + "\nno newline"
+	if err := s.ReadFrom(Stderr, strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	s.Printf("exited %d", 1)
+	s.Close()
+	c.Close()
+	got := texts(s.Ring().Tail(0))
+	want := []string{"hello", "world", "", long[:MaxLineBytes], long[MaxLineBytes:], "no newline", "exited 1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ring after ReadFrom = %.80q, want %.80q", got, want)
+	}
+	if l := s.Ring().Tail(2); l[0].Stream != Stderr || l[1].Stream != System {
+		t.Errorf("streams = %v, %v; want stderr, system", l[0].Stream, l[1].Stream)
+	}
+	if !strings.HasPrefix(out.String(), "web: hello\nweb: world\nweb: \n") {
+		t.Errorf("console = %.60q, want prefixed lines", out.String())
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "web.log"))
+	if n := strings.Count(string(b), "\n"); n != len(want) {
+		t.Errorf("file has %d lines, want %d", n, len(want))
+	}
+	if !strings.HasSuffix(string(b), " system exited 1\n") {
+		t.Errorf("file ends %q", b[max(0, len(b)-40):])
+	}
+}
+
+func TestSinkReportsFileErrorOnce(t *testing.T) {
+	var out bytes.Buffer
+	c := NewConsole(&out, 0)
+	f, err := OpenFile(filepath.Join(t.TempDir(), "x.log"), DefaultFileBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // every write now fails
+	s := NewSink("x", NewRing(1<<20), c)
+	s.SetFile(f)
+	for i := 0; i < 3; i++ {
+		s.Line(Stdout, "a")
+	}
+	c.Close()
+	if n := strings.Count(out.String(), "log file:"); n != 1 {
+		t.Errorf("console = %q, want the file error once", out.String())
+	}
+	if s.Ring().Len() != 3 {
+		t.Errorf("ring has %d lines, want 3 despite the file error", s.Ring().Len())
+	}
+}

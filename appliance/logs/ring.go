@@ -1,0 +1,217 @@
+// Package logs keeps what services and ingot-init print: a bounded
+// in-memory ring of timestamped lines per source that readers can tail and
+// follow, a file with size-based rotation so logs survive a reboot, and an
+// asynchronous console writer that a slow serial port cannot stall. A Sink
+// ties the three together for one source.
+package logs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Stream says where a line came from.
+type Stream uint8
+
+// Streams.
+const (
+	Stdout Stream = iota + 1
+	Stderr
+	// System lines are written by ingot-init about the source (started,
+	// exited, restarting) or are init's own log.
+	System
+)
+
+// String returns "stdout", "stderr" or "system".
+func (s Stream) String() string {
+	switch s {
+	case Stdout:
+		return "stdout"
+	case Stderr:
+		return "stderr"
+	case System:
+		return "system"
+	}
+	return fmt.Sprintf("stream(%d)", uint8(s))
+}
+
+// Line is one line of output, without its newline.
+type Line struct {
+	// Seq numbers the lines of a ring from 1; Follow's notes about dropped
+	// lines have Seq 0.
+	Seq    uint64
+	Time   time.Time
+	Stream Stream
+	Text   string
+}
+
+// lineOverheadBytes is charged per line on top of its text, so that a
+// flood of empty lines is bounded too. It approximates the Line header.
+const lineOverheadBytes = 64
+
+// compactMinLines is how many evicted slots may pile up at the front of the
+// slice before they are reclaimed.
+const compactMinLines = 1024
+
+// Ring holds the most recent lines of one source within a byte budget.
+// It is safe for concurrent use.
+type Ring struct {
+	mu       sync.Mutex
+	maxBytes int
+	lines    []Line // lines[head:] are live, oldest first
+	head     int
+	bytes    int
+	nextSeq  uint64
+	// changed is closed and replaced on every append, waking followers.
+	changed chan struct{}
+}
+
+// NewRing returns a ring that keeps at most maxBytes (text plus a fixed
+// per-line overhead); it keeps at least the newest line, truncated to fit.
+func NewRing(maxBytes int) *Ring {
+	if maxBytes < lineOverheadBytes+1 {
+		maxBytes = lineOverheadBytes + 1
+	}
+	return &Ring{maxBytes: maxBytes, nextSeq: 1, changed: make(chan struct{})}
+}
+
+// Append adds a line and returns it as stored (with Seq set, and Text
+// truncated if it alone exceeded the ring).
+func (r *Ring) Append(t time.Time, stream Stream, text string) Line {
+	if max := r.maxBytes - lineOverheadBytes; len(text) > max {
+		text = text[:max]
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := Line{Seq: r.nextSeq, Time: t, Stream: stream, Text: text}
+	r.nextSeq++
+	size := len(text) + lineOverheadBytes
+	for r.bytes+size > r.maxBytes && r.head < len(r.lines) {
+		r.bytes -= len(r.lines[r.head].Text) + lineOverheadBytes
+		r.lines[r.head] = Line{} // drop the string for the collector
+		r.head++
+	}
+	if r.head >= compactMinLines && r.head*2 >= len(r.lines) {
+		n := copy(r.lines, r.lines[r.head:])
+		clear(r.lines[n:])
+		r.lines = r.lines[:n]
+		r.head = 0
+	}
+	r.lines = append(r.lines, l)
+	r.bytes += size
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return l
+}
+
+// Len returns the number of lines held.
+func (r *Ring) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lines) - r.head
+}
+
+// Bytes returns the budget in use.
+func (r *Ring) Bytes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
+}
+
+// Tail returns copies of the last n lines, oldest first; n <= 0 means all.
+func (r *Ring) Tail(n int) []Line {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	live := r.lines[r.head:]
+	if n > 0 && n < len(live) {
+		live = live[len(live)-n:]
+	}
+	return append([]Line(nil), live...)
+}
+
+// Since returns up to max lines with Seq > seq (max <= 0: all) and how many
+// lines after seq were already evicted.
+func (r *Ring) Since(seq uint64, max int) (lines []Line, dropped uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lines, dropped, _ = r.sinceLocked(seq, max)
+	return lines, dropped
+}
+
+func (r *Ring) sinceLocked(seq uint64, max int) ([]Line, uint64, <-chan struct{}) {
+	live := r.lines[r.head:]
+	var dropped uint64
+	if len(live) > 0 {
+		if first := live[0].Seq; first > seq+1 {
+			dropped = first - seq - 1
+			seq = first - 1
+		}
+		live = live[min(uint64(len(live)), seq+1-live[0].Seq):]
+	} else if r.nextSeq > seq+1 {
+		dropped = r.nextSeq - seq - 1
+	}
+	if max > 0 && len(live) > max {
+		live = live[:max]
+	}
+	return append([]Line(nil), live...), dropped, r.changed
+}
+
+// followBatch bounds the lines a follower copies under the lock at once.
+const followBatch = 256
+
+// Follow sends the last n lines (n <= 0: none) and then every new line
+// until ctx ends, when the channel is closed. A follower that falls so far
+// behind that lines are evicted before it reads them gets a System line
+// with Seq 0 saying how many it missed; the writers never wait for it.
+func (r *Ring) Follow(ctx context.Context, n int) <-chan Line {
+	ch := make(chan Line)
+	r.mu.Lock()
+	start := r.nextSeq - 1
+	if n > 0 {
+		live := r.lines[r.head:]
+		if len(live) > n {
+			live = live[len(live)-n:]
+		}
+		if len(live) > 0 {
+			start = live[0].Seq - 1
+		}
+	}
+	r.mu.Unlock()
+	go func() {
+		defer close(ch)
+		seq := start
+		for {
+			r.mu.Lock()
+			lines, dropped, changed := r.sinceLocked(seq, followBatch)
+			r.mu.Unlock()
+			if dropped > 0 {
+				note := Line{Time: time.Now(), Stream: System, Text: fmt.Sprintf("logs: %d lines dropped (reader too slow)", dropped)}
+				select {
+				case ch <- note:
+				case <-ctx.Done():
+					return
+				}
+				seq += dropped
+			}
+			for _, l := range lines {
+				select {
+				case ch <- l:
+				case <-ctx.Done():
+					return
+				}
+				seq = l.Seq
+			}
+			if len(lines) == followBatch {
+				continue
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}

@@ -1,0 +1,489 @@
+// Package spec defines the files that tell ingot-init what to do: the
+// appliance description /etc/ingot/appliance.json in the root filesystem,
+// which the builder writes and stage1 reads, and /etc/ingot/stage0.json in
+// the initramfs, which stage0 reads. Builder and guest both use these types
+// so the JSON cannot drift between them.
+//
+// Decoding is strict (unknown fields are errors) because builder and guest
+// are always built from the same module: an unknown field is a bug, never a
+// newer writer.
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Paths of the files this package describes.
+const (
+	AppliancePath = "/etc/ingot/appliance.json"
+	Stage0Path    = "/etc/ingot/stage0.json"
+)
+
+// Defaults and bounds applied to a Service.
+const (
+	DefaultLogBufferBytes = 1 << 20
+	MaxLogBufferBytes     = 64 << 20
+	DefaultGraceSeconds   = 10
+	MaxGraceSeconds       = 600
+)
+
+// Reserved names: "init" is ingot-init's own log and "log" would collide
+// with the log directory /perm/log.
+var reservedServiceNames = map[string]bool{"init": true, "log": true}
+
+// Environment variables ingot-init sets for every service; a service may not
+// set them itself.
+const (
+	EnvBuildID = "INGOT_BUILD_ID"
+	EnvService = "INGOT_SERVICE"
+)
+
+// Appliance is the content of AppliancePath.
+type Appliance struct {
+	// Name is the appliance's name from ingot.yaml.
+	Name string `json:"name"`
+	// BuildID identifies the build; services see it as INGOT_BUILD_ID.
+	BuildID string `json:"build_id"`
+	// Arch is the GOARCH the image was built for.
+	Arch string `json:"arch"`
+	// Hostname defaults to Name.
+	Hostname string `json:"hostname,omitempty"`
+	// Services in the order they were declared.
+	Services   []Service  `json:"services"`
+	Management Management `json:"management"`
+	Network    Network    `json:"network"`
+}
+
+// Restart is a service's restart policy.
+type Restart string
+
+// Restart policies. The empty policy means RestartAlways.
+const (
+	RestartAlways    Restart = "always"
+	RestartOnFailure Restart = "on-failure"
+	RestartNever     Restart = "never"
+)
+
+// Service is one supervised program.
+type Service struct {
+	// Name is unique among the services; it names the log, the working
+	// directory /perm/<name> and the console prefix.
+	Name string `json:"name"`
+	// Path is the absolute path of the executable in the root filesystem.
+	Path string `json:"path"`
+	// Args are the arguments after argv[0] (which is Path).
+	Args []string          `json:"args,omitempty"`
+	Env  map[string]string `json:"env,omitempty"`
+	// Restart is "always" (the default), "on-failure" or "never".
+	Restart Restart `json:"restart,omitempty"`
+	// After names services that must have started before this one starts.
+	After []string `json:"after,omitempty"`
+	// User is who the service runs as: "" (the default) or "nobody" for
+	// uid/gid 65534, "root" for uid/gid 0 (ingot-init's own credentials),
+	// "UID" or "UID:GID" with numbers. There is no /etc/passwd to resolve
+	// other names.
+	User string `json:"user,omitempty"`
+	// NeedsPerm holds the service back when /perm is not mounted.
+	NeedsPerm bool `json:"needs_perm,omitempty"`
+	// LogBufferBytes bounds the in-memory log; 0 means DefaultLogBufferBytes.
+	LogBufferBytes int `json:"log_buffer_bytes,omitempty"`
+	// GraceSeconds is how long a stop waits after SIGTERM before SIGKILL;
+	// 0 means DefaultGraceSeconds.
+	GraceSeconds int `json:"grace_seconds,omitempty"`
+}
+
+// Management configures the management agent.
+type Management struct {
+	// VsockPort is the AF_VSOCK port the agent listens on; 0 disables vsock.
+	VsockPort uint32 `json:"vsock_port,omitempty"`
+	// TokenSHA256 is the lowercase hex SHA-256 of the bearer token.
+	TokenSHA256 string `json:"token_sha256,omitempty"`
+	// TCP is a listen address such as ":7443"; empty disables TCP.
+	TCP string `json:"tcp,omitempty"`
+}
+
+// Network is a static network configuration. The zero value configures
+// nothing (a DHCP service, or the ingot.ip kernel parameter, does it).
+type Network struct {
+	// Interface defaults to the first interface that is not loopback.
+	Interface string `json:"interface,omitempty"`
+	// Address is the interface address with its prefix, e.g. 10.0.2.15/24.
+	Address netip.Prefix `json:"address,omitzero"`
+	// Gateway is the default route's next hop; zero means no default route.
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+	DNS     []netip.Addr `json:"dns,omitempty"`
+}
+
+// Configured reports whether n asks for a static address.
+func (n Network) Configured() bool { return n.Address.IsValid() }
+
+// UnmarshalJSON decodes the addresses itself so that a bad one is reported
+// with its field name; encoding/json would only pass on netip's message.
+func (n *Network) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Interface string   `json:"interface"`
+		Address   string   `json:"address"`
+		Gateway   string   `json:"gateway"`
+		DNS       []string `json:"dns"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	out := Network{Interface: raw.Interface}
+	var err error
+	if raw.Address != "" {
+		if out.Address, err = netip.ParsePrefix(raw.Address); err != nil {
+			return fmt.Errorf("network: address: %w", err)
+		}
+	}
+	if raw.Gateway != "" {
+		if out.Gateway, err = netip.ParseAddr(raw.Gateway); err != nil {
+			return fmt.Errorf("network: gateway: %w", err)
+		}
+	}
+	for i, d := range raw.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return fmt.Errorf("network: dns[%d]: %w", i, err)
+		}
+		out.DNS = append(out.DNS, a)
+	}
+	*n = out
+	return nil
+}
+
+// Stage0 is the content of Stage0Path.
+type Stage0 struct {
+	// Modules are absolute paths of kernel modules, in load order.
+	Modules []string `json:"modules"`
+}
+
+// Load reads and validates the appliance description at path.
+func Load(path string) (*Appliance, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	a, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %s: %w", path, err)
+	}
+	return a, nil
+}
+
+// Parse decodes and validates an appliance description.
+func Parse(data []byte) (*Appliance, error) {
+	var a Appliance
+	if err := decodeStrict(data, &a); err != nil {
+		return nil, err
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Marshal encodes a as indented JSON with a trailing newline. The output is
+// deterministic (encoding/json sorts map keys).
+func (a *Appliance) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// LoadStage0 reads and validates the stage0 configuration at path.
+func LoadStage0(path string) (Stage0, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Stage0{}, fmt.Errorf("spec: %w", err)
+	}
+	var s Stage0
+	if err := decodeStrict(b, &s); err != nil {
+		return Stage0{}, fmt.Errorf("spec: %s: %w", path, err)
+	}
+	for i, m := range s.Modules {
+		if !isAbsClean(m) {
+			return Stage0{}, fmt.Errorf("spec: %s: modules[%d]: %q is not a clean absolute path", path, i, m)
+		}
+	}
+	return s, nil
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("offset %d: unexpected end of JSON", len(data))
+		}
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return fmt.Errorf("offset %d: %w", se.Offset, err)
+		case errors.As(err, &te):
+			return fmt.Errorf("field %s: offset %d: %w", te.Field, te.Offset, err)
+		}
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("offset %d: data after the JSON object", dec.InputOffset())
+	}
+	return nil
+}
+
+var (
+	serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	envKeyRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	archRE        = regexp.MustCompile(`^[a-z0-9]+$`)
+	hostLabelRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	tokenHashRE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Validate checks every field; the error names the first bad one.
+func (a *Appliance) Validate() error {
+	if a.Name == "" || strings.ContainsAny(a.Name, "/\x00") || hasControl(a.Name) {
+		return fmt.Errorf("name: %q is empty or has '/' or control characters", a.Name)
+	}
+	if a.BuildID == "" || hasControl(a.BuildID) {
+		return fmt.Errorf("build_id: %q is empty or has control characters", a.BuildID)
+	}
+	if !archRE.MatchString(a.Arch) {
+		return fmt.Errorf("arch: %q is not a GOARCH", a.Arch)
+	}
+	if h := a.EffectiveHostname(); !validHostname(h) {
+		field := "hostname"
+		if a.Hostname == "" {
+			field = "name (the default hostname)"
+		}
+		return fmt.Errorf("%s: %q is not a valid hostname", field, h)
+	}
+	index := make(map[string]int, len(a.Services))
+	for i, s := range a.Services {
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("services[%d] %q: %w", i, s.Name, err)
+		}
+		if j, dup := index[s.Name]; dup {
+			return fmt.Errorf("services[%d] %q: name also used by services[%d]", i, s.Name, j)
+		}
+		index[s.Name] = i
+	}
+	for i, s := range a.Services {
+		for _, dep := range s.After {
+			if _, ok := index[dep]; !ok {
+				return fmt.Errorf("services[%d] %q: after: unknown service %q", i, s.Name, dep)
+			}
+		}
+	}
+	if cycle := findCycle(a.Services, index); cycle != nil {
+		return fmt.Errorf("services: after: cycle %s", strings.Join(cycle, " -> "))
+	}
+	if err := a.Management.Validate(); err != nil {
+		return fmt.Errorf("management: %w", err)
+	}
+	if err := a.Network.Validate(); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	return nil
+}
+
+// EffectiveHostname is Hostname, or Name when Hostname is empty.
+func (a *Appliance) EffectiveHostname() string {
+	if a.Hostname != "" {
+		return a.Hostname
+	}
+	return a.Name
+}
+
+// Validate checks one service on its own (After names are checked by
+// Appliance.Validate, which knows the other services).
+func (s Service) Validate() error {
+	switch {
+	case !serviceNameRE.MatchString(s.Name):
+		return fmt.Errorf("name: want 1-63 of a-z 0-9 . _ - starting with a letter or digit")
+	case reservedServiceNames[s.Name]:
+		return fmt.Errorf("name: %q is reserved", s.Name)
+	case !isAbsClean(s.Path):
+		return fmt.Errorf("path: %q is not a clean absolute path", s.Path)
+	}
+	for i, arg := range s.Args {
+		if strings.ContainsRune(arg, 0) {
+			return fmt.Errorf("args[%d]: contains a NUL byte", i)
+		}
+	}
+	for k, v := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("env: key %q: want [A-Za-z_][A-Za-z0-9_]*", k)
+		}
+		if k == EnvBuildID || k == EnvService {
+			return fmt.Errorf("env: key %q is set by ingot-init", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("env: %s: value contains a NUL byte", k)
+		}
+	}
+	switch s.Restart {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		return fmt.Errorf("restart: %q: want always, on-failure or never", s.Restart)
+	}
+	seen := make(map[string]bool, len(s.After))
+	for _, dep := range s.After {
+		if dep == s.Name {
+			return fmt.Errorf("after: names the service itself")
+		}
+		if seen[dep] {
+			return fmt.Errorf("after: %q listed twice", dep)
+		}
+		seen[dep] = true
+	}
+	if _, err := s.Credential(); err != nil {
+		return err
+	}
+	if s.LogBufferBytes < 0 || s.LogBufferBytes > MaxLogBufferBytes {
+		return fmt.Errorf("log_buffer_bytes: %d outside 0..%d", s.LogBufferBytes, MaxLogBufferBytes)
+	}
+	if s.GraceSeconds < 0 || s.GraceSeconds > MaxGraceSeconds {
+		return fmt.Errorf("grace_seconds: %d outside 0..%d", s.GraceSeconds, MaxGraceSeconds)
+	}
+	return nil
+}
+
+// RestartPolicy returns Restart with the default applied.
+func (s Service) RestartPolicy() Restart {
+	if s.Restart == "" {
+		return RestartAlways
+	}
+	return s.Restart
+}
+
+// LogBuffer returns the in-memory log size with the default applied.
+func (s Service) LogBuffer() int {
+	if s.LogBufferBytes == 0 {
+		return DefaultLogBufferBytes
+	}
+	return s.LogBufferBytes
+}
+
+// Grace returns the stop grace period with the default applied.
+func (s Service) Grace() time.Duration {
+	if s.GraceSeconds == 0 {
+		return DefaultGraceSeconds * time.Second
+	}
+	return time.Duration(s.GraceSeconds) * time.Second
+}
+
+// Validate checks the management settings.
+func (m Management) Validate() error {
+	if m.TokenSHA256 != "" && !tokenHashRE.MatchString(m.TokenSHA256) {
+		return fmt.Errorf("token_sha256: want 64 lowercase hex digits")
+	}
+	return nil
+}
+
+// Validate checks the network settings.
+func (n Network) Validate() error {
+	if n.Interface != "" && (len(n.Interface) > 15 || strings.ContainsAny(n.Interface, "/ \x00")) {
+		return fmt.Errorf("interface: %q is not an interface name", n.Interface)
+	}
+	if !n.Address.IsValid() {
+		if n.Gateway.IsValid() || len(n.DNS) > 0 {
+			return fmt.Errorf("gateway and dns need an address")
+		}
+		return nil
+	}
+	if n.Address.Addr().Zone() != "" {
+		return fmt.Errorf("address: %s: zones are not supported", n.Address)
+	}
+	if n.Gateway.IsValid() && n.Gateway.Is4() != n.Address.Addr().Is4() {
+		return fmt.Errorf("gateway: %s is not of the address family of %s", n.Gateway, n.Address)
+	}
+	for i, d := range n.DNS {
+		if !d.IsValid() {
+			return fmt.Errorf("dns[%d]: not an address", i)
+		}
+	}
+	return nil
+}
+
+// findCycle returns the services of an After cycle, first repeated at the
+// end, or nil.
+func findCycle(services []Service, index map[string]int) []string {
+	const (
+		unvisited = iota
+		onStack
+		done
+	)
+	mark := make([]int, len(services))
+	var stack []string
+	var visit func(i int) []string
+	visit = func(i int) []string {
+		mark[i] = onStack
+		stack = append(stack, services[i].Name)
+		for _, dep := range services[i].After {
+			j := index[dep]
+			switch mark[j] {
+			case onStack:
+				for k, n := range stack {
+					if n == dep {
+						return append(append([]string{}, stack[k:]...), dep)
+					}
+				}
+			case unvisited:
+				if c := visit(j); c != nil {
+					return c
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		mark[i] = done
+		return nil
+	}
+	for i := range services {
+		if mark[i] == unvisited {
+			if c := visit(i); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) == 0 || len(h) > 64 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if !hostLabelRE.MatchString(label) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func isAbsClean(p string) bool {
+	return strings.HasPrefix(p, "/") && path.Clean(p) == p && !strings.ContainsRune(p, 0)
+}

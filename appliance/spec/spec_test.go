@@ -1,0 +1,203 @@
+package spec
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const validJSON = `{
+  "name": "hello",
+  "build_id": "b-123",
+  "arch": "amd64",
+  "services": [
+    {"name": "db", "path": "/usr/bin/db", "user": "root", "needs_perm": true},
+    {"name": "hello", "path": "/usr/bin/hello", "args": ["-listen", ":8080"],
+     "env": {"GREETING": "hi"}, "restart": "on-failure", "after": ["db"],
+     "log_buffer_bytes": 4096, "grace_seconds": 3}
+  ],
+  "management": {"vsock_port": 1024, "token_sha256": "` + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + `"},
+  "network": {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}
+}`
+
+func TestParseValid(t *testing.T) {
+	a, err := Parse([]byte(validJSON))
+	if err != nil {
+		t.Fatalf("Parse(valid) = %v", err)
+	}
+	want := &Appliance{
+		Name: "hello", BuildID: "b-123", Arch: "amd64",
+		Services: []Service{
+			{Name: "db", Path: "/usr/bin/db", User: "root", NeedsPerm: true},
+			{Name: "hello", Path: "/usr/bin/hello", Args: []string{"-listen", ":8080"},
+				Env: map[string]string{"GREETING": "hi"}, Restart: RestartOnFailure, After: []string{"db"},
+				LogBufferBytes: 4096, GraceSeconds: 3},
+		},
+		Management: Management{VsockPort: 1024, TokenSHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+		Network: Network{Address: netip.MustParsePrefix("10.0.2.15/24"), Gateway: netip.MustParseAddr("10.0.2.2"),
+			DNS: []netip.Addr{netip.MustParseAddr("10.0.2.3")}},
+	}
+	if diff := cmp.Diff(want, a, cmp.Comparer(func(x, y netip.Addr) bool { return x == y }),
+		cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); diff != "" {
+		t.Errorf("Parse(valid) mismatch (-want +got):\n%s", diff)
+	}
+	if got := a.EffectiveHostname(); got != "hello" {
+		t.Errorf("EffectiveHostname() = %q, want %q", got, "hello")
+	}
+	// Round trip through Marshal.
+	b, err := a.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := Parse(b)
+	if err != nil {
+		t.Fatalf("Parse(Marshal()) = %v\n%s", err, b)
+	}
+	b2, _ := a2.Marshal()
+	if string(b) != string(b2) {
+		t.Errorf("Marshal not stable:\n%s\n%s", b, b2)
+	}
+}
+
+func TestMarshalOmitsEmptyNetwork(t *testing.T) {
+	a := &Appliance{Name: "x", BuildID: "1", Arch: "arm64"}
+	b, err := a.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"network": {}`) {
+		t.Errorf("Marshal() = %s, want an empty network object", b)
+	}
+	if _, err := Parse(b); err != nil {
+		t.Errorf("Parse(Marshal(minimal)) = %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	base := func(services string) string {
+		return `{"name":"hello","build_id":"1","arch":"amd64","services":[` + services + `]}`
+	}
+	svc := func(extra string) string { return base(`{"name":"s","path":"/bin/s"` + extra + `}`) }
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"syntax", `{"name":`, "offset 8: unexpected end"},
+		{"unknown field", `{"name":"a","build_id":"1","arch":"amd64","bogus":1}`, `unknown field "bogus"`},
+		{"wrong type", `{"name":"a","build_id":"1","arch":"amd64","services":"x"}`, "field services"},
+		{"trailing", `{"name":"a","build_id":"1","arch":"amd64"} {}`, "data after"},
+		{"no name", `{"build_id":"1","arch":"amd64"}`, "name:"},
+		{"no build id", `{"name":"a","arch":"amd64"}`, "build_id:"},
+		{"bad arch", `{"name":"a","build_id":"1","arch":"AMD 64"}`, "arch:"},
+		{"bad default hostname", `{"name":"my_app","build_id":"1","arch":"amd64"}`, "default hostname"},
+		{"bad hostname", `{"name":"a","build_id":"1","arch":"amd64","hostname":"-x"}`, "hostname:"},
+		{"bad service name", base(`{"name":"Web","path":"/bin/w"}`), `services[0] "Web": name:`},
+		{"reserved name", base(`{"name":"init","path":"/bin/w"}`), "reserved"},
+		{"relative path", base(`{"name":"w","path":"bin/w"}`), "path:"},
+		{"unclean path", base(`{"name":"w","path":"/bin/../w"}`), "path:"},
+		{"duplicate", base(`{"name":"w","path":"/w"},{"name":"w","path":"/w"}`), "also used by services[0]"},
+		{"bad restart", svc(`,"restart":"sometimes"`), "restart:"},
+		{"bad env key", svc(`,"env":{"A-B":"1"}`), "env: key"},
+		{"reserved env", svc(`,"env":{"INGOT_SERVICE":"1"}`), "set by ingot-init"},
+		{"after self", svc(`,"after":["s"]`), "itself"},
+		{"after unknown", svc(`,"after":["nope"]`), `unknown service "nope"`},
+		{"after twice", base(`{"name":"a","path":"/a"},{"name":"s","path":"/s","after":["a","a"]}`), "twice"},
+		{"cycle", base(`{"name":"a","path":"/a","after":["c"]},{"name":"b","path":"/b","after":["a"]},{"name":"c","path":"/c","after":["b"]}`), "cycle a -> c -> b -> a"},
+		{"bad user", svc(`,"user":"www"`), "user:"},
+		{"bad gid", svc(`,"user":"1:x"`), "gid:"},
+		{"uid -1", svc(`,"user":"4294967295"`), "out of range"},
+		{"log buffer", svc(`,"log_buffer_bytes":-1`), "log_buffer_bytes:"},
+		{"grace", svc(`,"grace_seconds":100000`), "grace_seconds:"},
+		{"token", `{"name":"a","build_id":"1","arch":"amd64","management":{"token_sha256":"ABC"}}`, "token_sha256"},
+		{"bad address", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.1"}}`, "network: address:"},
+		{"network unknown field", `{"name":"a","build_id":"1","arch":"amd64","network":{"bogus":1}}`, `unknown field "bogus"`},
+		{"bad dns", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.2/8","dns":["x"]}}`, "dns[0]"},
+		{"syntax mid-way", `{"name":x}`, "offset 9"},
+		{"gateway without address", `{"name":"a","build_id":"1","arch":"amd64","network":{"gateway":"10.0.0.1"}}`, "need an address"},
+		{"gateway family", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.2/8","gateway":"fe80::1"}}`, "family"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse(%s) = %v, want error containing %q", tc.in, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestServiceDefaults(t *testing.T) {
+	s := Service{Name: "a", Path: "/a"}
+	if got := s.RestartPolicy(); got != RestartAlways {
+		t.Errorf("RestartPolicy() = %q, want %q", got, RestartAlways)
+	}
+	if got := s.LogBuffer(); got != DefaultLogBufferBytes {
+		t.Errorf("LogBuffer() = %d, want %d", got, DefaultLogBufferBytes)
+	}
+	if got := s.Grace(); got != 10*time.Second {
+		t.Errorf("Grace() = %v, want 10s", got)
+	}
+}
+
+func TestCredential(t *testing.T) {
+	for _, tc := range []struct {
+		user string
+		want Credential
+	}{
+		{"", Credential{NobodyID, NobodyID}},
+		{"nobody", Credential{NobodyID, NobodyID}},
+		{"root", Credential{0, 0}},
+		{"1000", Credential{1000, 1000}},
+		{"1000:100", Credential{1000, 100}},
+		{"0", Credential{0, 0}},
+	} {
+		got, err := Service{User: tc.user}.Credential()
+		if err != nil || got != tc.want {
+			t.Errorf("Credential(%q) = %v, %v, want %v", tc.user, got, err, tc.want)
+		}
+	}
+	for _, user := range []string{"admin", "+1", "1:", ":1", "0x10", "99999999999"} {
+		if got, err := (Service{User: user}).Credential(); err == nil {
+			t.Errorf("Credential(%q) = %v, want error", user, got)
+		}
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "appliance.json")
+	if err := os.WriteFile(p, []byte(`{"name":"a"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), p+": build_id") {
+		t.Errorf("Load(%s) = %v, want error naming the file and build_id", p, err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.json")); err == nil {
+		t.Errorf("Load(missing) = nil error")
+	}
+}
+
+func TestLoadStage0(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "stage0.json")
+	write := func(s string) {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"modules":["/lib/modules/6.1/kernel/a.ko","/lib/modules/6.1/kernel/b.ko"]}`)
+	s, err := LoadStage0(p)
+	if err != nil {
+		t.Fatalf("LoadStage0() = %v", err)
+	}
+	if want := []string{"/lib/modules/6.1/kernel/a.ko", "/lib/modules/6.1/kernel/b.ko"}; !cmp.Equal(s.Modules, want) {
+		t.Errorf("LoadStage0().Modules = %q, want %q", s.Modules, want)
+	}
+	write(`{"modules":["a.ko"]}`)
+	if _, err := LoadStage0(p); err == nil || !strings.Contains(err.Error(), "modules[0]") {
+		t.Errorf("LoadStage0(relative) = %v, want modules[0] error", err)
+	}
+}

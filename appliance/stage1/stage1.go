@@ -1,0 +1,392 @@
+// Package stage1 is ingot-init as the long-lived PID 1 of an appliance,
+// after stage0 switched to the root slot (or straight from the kernel on
+// boards without an initramfs). It mounts the runtime filesystems, sets the
+// hostname and network, mounts /perm, starts the services of
+// /etc/ingot/appliance.json under a supervisor, reaps every orphan, and
+// shuts down cleanly on request, on SIGTERM/SIGINT, Ctrl-Alt-Del or the
+// power button.
+//
+// PID 1 must never exit (the kernel panics): every error is logged and
+// boot goes on with less; only a failed reboot(2) at the very end leaves
+// init idling.
+package stage1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ingotdev/ingot/appliance/blockdev"
+	"github.com/ingotdev/ingot/appliance/cmdline"
+	"github.com/ingotdev/ingot/appliance/internal/sysmount"
+	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/appliance/netconf"
+	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/packer/gpt"
+)
+
+// Paths stage1 uses in the root filesystem. The image must have the mount
+// points (the root is read-only); /etc/resolv.conf and /etc/hosts should be
+// symlinks to ResolvConfPath and HostsPath.
+const (
+	PermDir        = "/perm"
+	ResolvConfPath = "/run/resolv.conf"
+	HostsPath      = "/run/hosts"
+)
+
+const (
+	initLogBytes = 1 << 20
+	// permWait bounds the search for the perm partition; stage0 already
+	// waited for the disk, so it is there or it is not.
+	permWait = 3 * time.Second
+	// netWait bounds the wait for the network interface to appear.
+	netWait = 5 * time.Second
+)
+
+// Extension is a component that runs inside init alongside the services,
+// such as the management agent. It gets the System and runs until ctx ends
+// (at shutdown); a returned error is logged.
+type Extension func(ctx context.Context, sys *System) error
+
+// Option configures Main.
+type Option func(*config)
+
+type config struct {
+	extensions []namedExtension
+}
+
+type namedExtension struct {
+	name string
+	run  Extension
+}
+
+// WithExtension runs ext (named name in the log) once the services have
+// been started.
+func WithExtension(name string, ext Extension) Option {
+	return func(c *config) { c.extensions = append(c.extensions, namedExtension{name, ext}) }
+}
+
+// Main runs stage1 as PID 1. It never returns.
+func Main(opts ...Option) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	// Before anything else: a signal without a Go handler would kill init
+	// (the runtime's default action) and panic the kernel.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, handledSignals...)
+
+	s := &System{
+		startedAt:    time.Now(),
+		reaper:       supervise.NewReaper(),
+		shutdownReq:  make(chan shutdownRequest, 1),
+		shuttingDown: make(chan struct{}),
+	}
+	go s.reaper.Run(context.Background()) // until the power goes off
+
+	mountErrs := mountRuntime()
+	ensureConsole()
+	s.console = logs.NewConsole(os.Stdout, 0)
+	s.initLog = logs.NewSink(InitLogName, logs.NewRing(initLogBytes), s.console)
+	s.Printf("ingot-init stage1 (%s/%s), kernel uptime %s", runtime.GOOS, runtime.GOARCH, uptime())
+	for _, err := range mountErrs {
+		s.warnf("%v", err)
+	}
+	// Ctrl-Alt-Del becomes SIGINT to init instead of an instant reboot.
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
+		s.warnf("ctrl-alt-del to SIGINT: %v", err)
+	}
+
+	params, err := cmdline.Read()
+	s.params = params
+	s.boot = BootInfo{Slot: string(params.Slot), Trial: params.Trial,
+		Root: guidString(params.Root), BootPartition: guidString(params.Boot), PermPartition: guidString(params.Perm)}
+	if err != nil {
+		s.boot.CmdlineError = err.Error()
+		s.warnf("%v", err)
+	}
+
+	a, err := spec.Load(spec.AppliancePath)
+	if err != nil {
+		s.specErr = err.Error()
+		s.warnf("no services will run: %v", err)
+	} else {
+		s.spec = a
+		if a.Arch != runtime.GOARCH {
+			s.warnf("appliance.json is for %s, this init is %s", a.Arch, runtime.GOARCH)
+		}
+	}
+
+	s.setupHost()
+	s.setupNetwork()
+	s.setupPerm()
+	ctx, stopAll := context.WithCancel(context.Background())
+	supDone := s.startServices(ctx)
+	extDone := s.startExtensions(ctx, cfg.extensions)
+	s.Printf("boot done at kernel uptime %s", uptime())
+
+	wd := openWatchdog(s)
+	go watchPowerButton(s)
+	pet := time.NewTicker(watchdogPet)
+	defer pet.Stop()
+	for {
+		select {
+		case sig := <-sigs:
+			if req, ok := signalRequest(sig); ok {
+				_ = s.requestShutdown(context.Background(), req)
+			} else {
+				s.Printf("ignoring signal %v", sig)
+			}
+		case req := <-s.shutdownReq:
+			s.shutdown(req, stopAll, supDone, extDone, wd) // never returns
+		case <-pet.C:
+			wd.pet()
+		}
+	}
+}
+
+// mountRuntime mounts what stage1 needs beyond the read-only root. Errors
+// are returned for the log, which does not exist yet.
+func mountRuntime() []error {
+	const (
+		nosuid = unix.MS_NOSUID
+		nodev  = unix.MS_NODEV
+		noexec = unix.MS_NOEXEC
+	)
+	var errs []error
+	for _, m := range []sysmount.Mount{
+		{Source: "proc", Target: "/proc", FSType: "proc", Flags: nosuid | nodev | noexec},
+		{Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: nosuid | nodev | noexec},
+		{Source: "devtmpfs", Target: "/dev", FSType: "devtmpfs", Flags: nosuid, Data: "mode=0755"},
+		{Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: nosuid | noexec, Data: "mode=0620,ptmxmode=0666", Mkdir: true},
+		{Source: "tmpfs", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=1777", Mkdir: true},
+		{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=0755"},
+		{Source: "tmpfs", Target: "/tmp", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=1777"},
+		{Source: "cgroup2", Target: "/sys/fs/cgroup", FSType: "cgroup2", Flags: nosuid | nodev | noexec},
+	} {
+		if _, err := sysmount.Do(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// ensureConsole gives init a stdin/stdout/stderr on /dev/console when the
+// kernel could not (no /dev/console node in the root before devtmpfs).
+func ensureConsole() {
+	if _, err := unix.FcntlInt(1, unix.F_GETFD, 0); err == nil {
+		return
+	}
+	fd, err := unix.Open("/dev/console", unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return // nowhere to say so; the logs API still works
+	}
+	for i := 0; i < 3; i++ {
+		if i != fd {
+			_ = unix.Dup3(fd, i, 0)
+		}
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+}
+
+func (s *System) setupHost() {
+	host := "ingot"
+	if s.spec != nil {
+		host = s.spec.EffectiveHostname()
+	}
+	if err := unix.Sethostname([]byte(host)); err != nil {
+		s.warnf("hostname %q: %v", host, err)
+	}
+	if err := netconf.WriteFile(HostsPath, netconf.Hosts(host)); err != nil {
+		s.warnf("%v", err)
+	}
+	// Services run unprivileged by default; let them bind ports below 1024
+	// (an appliance has no other users to protect those ports from).
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0\n"), 0o644); err != nil {
+		s.warnf("unprivileged low ports: %v", err)
+	}
+}
+
+func (s *System) setupNetwork() {
+	c, err := netconf.Dial()
+	if err != nil {
+		s.warnf("%v", err)
+		s.mu.Lock()
+		s.network.Error = err.Error()
+		s.mu.Unlock()
+		return
+	}
+	defer c.Close()
+	if err := netconf.LoopbackUp(c); err != nil {
+		s.warnf("%v", err)
+	}
+	var n spec.Network
+	var source string
+	switch {
+	case s.params.Network.Configured():
+		n, source = s.params.Network, "cmdline"
+	case s.spec != nil && s.spec.Network.Configured():
+		n, source = s.spec.Network, "spec"
+	}
+	st := NetworkStatus{Source: source}
+	if source != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), netWait)
+		ifc, err := netconf.Configure(ctx, c, n)
+		cancel()
+		st.Interface, st.Address = ifc, n.Address.String()
+		if n.Gateway.IsValid() {
+			st.Gateway = n.Gateway.String()
+		}
+		if err != nil {
+			st.Error = err.Error()
+			s.warnf("network (%s): %v", source, err)
+		} else {
+			s.Printf("network: %s %s via %s (from %s)", ifc, n.Address, st.Gateway, source)
+		}
+	}
+	// Written even without DNS servers so that the /etc/resolv.conf
+	// symlink resolves; a DHCP service may replace it.
+	if err := netconf.WriteFile(ResolvConfPath, netconf.ResolvConf(n.DNS)); err != nil {
+		s.warnf("%v", err)
+	}
+	s.mu.Lock()
+	s.network = st
+	s.mu.Unlock()
+}
+
+func (s *System) setupPerm() {
+	st := PermStatus{Dir: PermDir}
+	defer func() {
+		s.mu.Lock()
+		s.perm = st
+		s.mu.Unlock()
+	}()
+	if s.params.Perm.IsZero() {
+		st.Error = "no ingot.perm=PARTUUID=<guid> on the kernel command line"
+		s.warnf("perm: %s", st.Error)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), permWait)
+	defer cancel()
+	part, err := blockdev.New().Find(ctx, s.params.Perm)
+	if err != nil {
+		st.Error = err.Error()
+		s.warnf("perm: %v", err)
+		return
+	}
+	st.Device = part.Device
+	if err := unix.Mount(part.Device, PermDir, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, ""); err != nil {
+		st.Error = fmt.Sprintf("mount %s (ext4) on %s: %v", part.Device, PermDir, err)
+		s.warnf("perm: %s", st.Error)
+		return
+	}
+	st.Mounted = true
+	s.Printf("perm: %s mounted on %s", part.Device, PermDir)
+	logDir := PermDir + "/log"
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		s.warnf("perm: %v", err)
+		return
+	}
+	f, err := logs.OpenFile(logDir+"/"+InitLogName+".log", logs.DefaultFileBytes)
+	if err != nil {
+		s.warnf("perm: %v", err)
+		return
+	}
+	s.initLog.SetFile(f)
+	// Lines logged before perm was mounted go to the file too.
+	for _, l := range s.initLog.Ring().Tail(0) {
+		_ = f.Write(l)
+	}
+}
+
+// startServices creates the supervisor and runs it until ctx ends; the
+// returned channel is closed when every service has stopped.
+func (s *System) startServices(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if s.spec == nil {
+		close(done)
+		return done
+	}
+	opts := []supervise.Option{supervise.WithBuildID(s.spec.BuildID), supervise.WithConsole(s.console)}
+	if p := s.Status().Perm; p.Mounted {
+		opts = append(opts, supervise.WithPerm(PermDir))
+	} else {
+		opts = append(opts, supervise.WithPermMissing(p.Error))
+	}
+	sup, err := supervise.New(s.spec.Services, s.reaper, opts...)
+	if err != nil {
+		s.specErr = err.Error()
+		s.warnf("no services will run: %v", err)
+		close(done)
+		return done
+	}
+	s.sup = sup
+	go func() {
+		defer close(done)
+		if err := sup.Run(ctx); err != nil {
+			s.warnf("supervisor: %v", err)
+		}
+	}()
+	return done
+}
+
+func (s *System) startExtensions(ctx context.Context, exts []namedExtension) <-chan struct{} {
+	done := make(chan struct{})
+	remaining := len(exts)
+	if remaining == 0 {
+		close(done)
+		return done
+	}
+	finished := make(chan struct{}, remaining)
+	for _, e := range exts {
+		go func() {
+			defer func() { finished <- struct{}{} }()
+			if err := e.run(ctx, s); err != nil && !errors.Is(err, context.Canceled) {
+				s.warnf("%s: %v", e.name, err)
+			}
+		}()
+	}
+	go func() {
+		for ; remaining > 0; remaining-- {
+			<-finished
+		}
+		close(done)
+	}()
+	return done
+}
+
+func guidString(g gpt.GUID) string {
+	if g.IsZero() {
+		return ""
+	}
+	return g.String()
+}
+
+// uptime returns the kernel's uptime from /proc/uptime, for boot timing.
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	secs, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return "unknown"
+	}
+	return (time.Duration(secs*1000) * time.Millisecond).String()
+}

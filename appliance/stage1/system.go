@@ -1,0 +1,187 @@
+package stage1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ingotdev/ingot/appliance/cmdline"
+	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/appliance/supervise"
+)
+
+// InitLogName is the name under which init's own log is served.
+const InitLogName = "init"
+
+// BootInfo describes how this boot came about.
+type BootInfo struct {
+	// Slot is the root slot booted ("a" or "b"); empty when the kernel
+	// mounted the root itself without ingot.slot.
+	Slot string `json:"slot,omitempty"`
+	// Trial reports a trial boot of a freshly updated slot.
+	Trial bool `json:"trial"`
+	// Root, BootPartition and PermPartition are the PARTUUIDs from the
+	// kernel command line ("" when absent).
+	Root          string `json:"root,omitempty"`
+	BootPartition string `json:"boot_partition,omitempty"`
+	PermPartition string `json:"perm_partition,omitempty"`
+	// CmdlineError reports malformed ingot.* parameters.
+	CmdlineError string `json:"cmdline_error,omitempty"`
+}
+
+// PermStatus describes the persistent partition.
+type PermStatus struct {
+	Mounted bool   `json:"mounted"`
+	Dir     string `json:"dir,omitempty"`
+	Device  string `json:"device,omitempty"`
+	// Error says why it is not mounted.
+	Error string `json:"error,omitempty"`
+}
+
+// NetworkStatus describes the static network configuration.
+type NetworkStatus struct {
+	// Source is "cmdline" (ingot.ip), "spec" (appliance.json) or "" when
+	// nothing static was configured.
+	Source    string `json:"source,omitempty"`
+	Interface string `json:"interface,omitempty"`
+	Address   string `json:"address,omitempty"`
+	Gateway   string `json:"gateway,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Status is a snapshot of the whole appliance, for the management agent.
+type Status struct {
+	Name     string `json:"name,omitempty"`
+	BuildID  string `json:"build_id,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	// SpecError says why /etc/ingot/appliance.json could not be used; no
+	// services run then.
+	SpecError string             `json:"spec_error,omitempty"`
+	Boot      BootInfo           `json:"boot"`
+	Perm      PermStatus         `json:"perm"`
+	Network   NetworkStatus      `json:"network"`
+	StartedAt time.Time          `json:"started_at"`
+	Services  []supervise.Status `json:"services"`
+	// Orphans counts reaped processes that no service owned.
+	Orphans uint64 `json:"orphans"`
+	// Warnings lists boot problems that did not stop the boot.
+	Warnings []string `json:"warnings,omitempty"`
+	// ShuttingDown is set once a power-off or reboot has begun.
+	ShuttingDown bool `json:"shutting_down"`
+}
+
+// System is the running appliance as stage1 set it up: what the management
+// agent serves and controls. Its methods are safe for concurrent use.
+type System struct {
+	startedAt time.Time
+	spec      *spec.Appliance // nil when SpecError is set
+	specErr   string
+	params    cmdline.Params
+	boot      BootInfo
+	initLog   *logs.Sink
+	console   *logs.Console
+	reaper    *supervise.Reaper
+	sup       *supervise.Supervisor // nil without a usable spec
+
+	mu       sync.Mutex
+	perm     PermStatus
+	network  NetworkStatus
+	warnings []string
+
+	shutdownOnce sync.Once
+	shutdownReq  chan shutdownRequest
+	shuttingDown chan struct{} // closed when the shutdown begins
+}
+
+type shutdownRequest struct {
+	reboot bool
+	reason string
+}
+
+// ErrShuttingDown is returned by Shutdown when one is already under way.
+var ErrShuttingDown = errors.New("stage1: already shutting down")
+
+// Shutdown asks init to stop every service (SIGTERM, grace period,
+// SIGKILL), sync and unmount /perm, and power off or reboot. It returns once
+// init has accepted the request; the machine goes down shortly after, so an
+// agent should answer its client first.
+func (s *System) Shutdown(ctx context.Context, reboot bool) error {
+	return s.requestShutdown(ctx, shutdownRequest{reboot: reboot, reason: "requested by the management API"})
+}
+
+func (s *System) requestShutdown(ctx context.Context, req shutdownRequest) error {
+	err := ErrShuttingDown
+	s.shutdownOnce.Do(func() {
+		select {
+		case s.shutdownReq <- req: // buffered: never blocks
+			err = nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	})
+	return err
+}
+
+// Status returns a snapshot of the appliance.
+func (s *System) Status() Status {
+	st := Status{
+		SpecError: s.specErr,
+		Boot:      s.boot,
+		StartedAt: s.startedAt,
+		Orphans:   s.reaper.Orphans(),
+	}
+	if s.spec != nil {
+		st.Name, st.BuildID, st.Arch, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Arch, s.spec.EffectiveHostname()
+	}
+	if s.sup != nil {
+		st.Services = s.sup.Status()
+	}
+	select {
+	case <-s.shuttingDown:
+		st.ShuttingDown = true
+	default:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.Perm = s.perm
+	st.Network = s.network
+	st.Warnings = append([]string(nil), s.warnings...)
+	return st
+}
+
+// Spec returns the appliance description, or nil if it could not be read.
+func (s *System) Spec() *spec.Appliance { return s.spec }
+
+// Boot returns how this boot came about.
+func (s *System) Boot() BootInfo { return s.boot }
+
+// Supervisor returns the service supervisor (nil when there is no usable
+// appliance.json), for Start, Stop and Restart.
+func (s *System) Supervisor() *supervise.Supervisor { return s.sup }
+
+// Logs returns the in-memory log of a service, or init's own for
+// InitLogName.
+func (s *System) Logs(name string) (*logs.Ring, bool) {
+	if name == InitLogName {
+		return s.initLog.Ring(), true
+	}
+	if s.sup == nil {
+		return nil, false
+	}
+	return s.sup.Logs(name)
+}
+
+// Printf writes a line to init's log (and the console).
+func (s *System) Printf(format string, args ...any) { s.initLog.Printf(format, args...) }
+
+// warnf logs a boot problem and keeps it for Status.
+func (s *System) warnf(format string, args ...any) {
+	s.initLog.Printf("warning: "+format, args...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.warnings = append(s.warnings, fmt.Sprintf(format, args...))
+}

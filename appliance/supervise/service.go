@@ -1,0 +1,379 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/appliance/spec"
+)
+
+type opKind int
+
+const (
+	opStart opKind = iota
+	opStop
+	opRestart
+)
+
+type command struct {
+	op   opKind
+	done chan error
+}
+
+// service is one supervised program. Its loop goroutine alone changes the
+// fields below st; st and everStarted are guarded by sup.mu so snapshots
+// can be taken at any time.
+type service struct {
+	sup  *Supervisor
+	spec spec.Service
+	cred spec.Credential
+	sink *logs.Sink
+	cmds chan command
+	done chan struct{} // closed when the loop returns
+
+	st          Status
+	everStarted bool
+
+	// Loop-only state.
+	inst     *instance
+	timer    *time.Timer
+	failures int
+}
+
+// instance is one run of the program.
+type instance struct {
+	pid     int
+	started time.Time
+	exited  <-chan ProcessExit
+}
+
+func (sv *service) snapshotLocked() Status {
+	st := sv.st
+	if st.LastExit != nil {
+		e := *st.LastExit
+		st.LastExit = &e
+	}
+	return st
+}
+
+func (sv *service) update(f func(st *Status)) {
+	sv.sup.mu.Lock()
+	defer sv.sup.mu.Unlock()
+	f(&sv.st)
+}
+
+func (sv *service) state() State {
+	sv.sup.mu.Lock()
+	defer sv.sup.mu.Unlock()
+	return sv.st.State
+}
+
+func (sv *service) heldReason() string {
+	if sv.spec.NeedsPerm && sv.sup.o.permDir == "" {
+		if r := sv.sup.o.permMissing; r != "" {
+			return "needs /perm, which is not mounted: " + r
+		}
+		return "needs /perm, which is not mounted"
+	}
+	return ""
+}
+
+func (sv *service) run(ctx context.Context) {
+	if reason := sv.heldReason(); reason != "" {
+		sv.update(func(st *Status) { st.State, st.Reason = StateHeld, reason })
+		sv.sink.Printf("held: %s", reason)
+	}
+	defer sv.stopTimer()
+	for {
+		var (
+			exitC    <-chan ProcessExit
+			timerC   <-chan time.Time
+			changedC <-chan struct{}
+		)
+		switch sv.state() {
+		case StateWaiting:
+			ready, reason, ch := sv.sup.depsReady(sv)
+			if ready {
+				sv.launch()
+				continue
+			}
+			sv.update(func(st *Status) { st.Reason = reason })
+			changedC = ch
+		case StateRunning:
+			exitC = sv.inst.exited
+		case StateBackoff:
+			timerC = sv.timer.C
+		}
+		select {
+		case <-ctx.Done():
+			if sv.inst != nil {
+				sv.sink.Printf("stopping for shutdown")
+				sv.terminate()
+				sv.update(func(st *Status) { st.State, st.Reason = StateStopped, "shutdown" })
+			}
+			return
+		case <-changedC:
+		case ex := <-exitC:
+			sv.exited(ex, false)
+		case <-timerC:
+			sv.timer = nil
+			sv.launch()
+		case c := <-sv.cmds:
+			c.done <- sv.handle(c.op)
+		}
+	}
+}
+
+func (sv *service) handle(op opKind) error {
+	if sv.state() == StateHeld {
+		if op == opStop {
+			return nil
+		}
+		return fmt.Errorf("%w: %s: %s", ErrHeld, sv.spec.Name, sv.heldReason())
+	}
+	switch op {
+	case opStop:
+		sv.stopTimer()
+		if sv.inst != nil {
+			sv.sink.Printf("stopping on request")
+			sv.terminate()
+		}
+		sv.update(func(st *Status) { st.State, st.Reason, st.NextStart = StateStopped, "stopped on request", time.Time{} })
+		return nil
+	case opRestart:
+		if sv.inst != nil {
+			sv.sink.Printf("restarting on request")
+			sv.terminate()
+		}
+	case opStart:
+		if sv.inst != nil {
+			return nil
+		}
+	}
+	sv.stopTimer()
+	sv.failures = 0
+	return sv.launch()
+}
+
+func (sv *service) stopTimer() {
+	if sv.timer != nil {
+		sv.timer.Stop()
+		sv.timer = nil
+	}
+}
+
+// launch starts the program; a failure to start counts as a failed run.
+func (sv *service) launch() error {
+	now := time.Now()
+	inst, err := sv.spawn()
+	if err != nil {
+		sv.sink.Printf("start failed: %v", err)
+		ex := Exit{Time: now, Code: -1, Err: err.Error()}
+		sv.sup.mu.Lock()
+		sv.st.StartedAt = now
+		if sv.everStarted || sv.st.LastExit != nil {
+			sv.st.Restarts++
+		}
+		sv.st.LastExit = &ex
+		sv.sup.mu.Unlock()
+		sv.afterRun(ex)
+		return err
+	}
+	sv.inst = inst
+	sv.sink.Printf("started pid %d", inst.pid)
+	sv.sup.mu.Lock()
+	if sv.everStarted || sv.st.LastExit != nil {
+		sv.st.Restarts++
+	}
+	sv.st.State, sv.st.Reason, sv.st.PID = StateRunning, "", inst.pid
+	sv.st.StartedAt, sv.st.NextStart = inst.started, time.Time{}
+	if !sv.everStarted {
+		sv.everStarted = true
+		sv.sup.notifyLocked()
+	}
+	sv.sup.mu.Unlock()
+	return nil
+}
+
+// exited records the end of the current run and schedules what follows.
+func (sv *service) exited(pe ProcessExit, requested bool) {
+	inst := sv.inst
+	sv.inst = nil
+	ex := exitFromStatus(pe.Status, pe.Time, pe.Time.Sub(inst.started))
+	ex.Requested = requested
+	sv.sup.mu.Lock()
+	sv.st.PID = 0
+	sv.st.LastExit = &ex
+	sv.sup.mu.Unlock()
+	if requested {
+		sv.sink.Printf("stopped: %s after %s", ex, ex.Ran.Round(time.Millisecond))
+		return
+	}
+	sv.afterRun(ex)
+}
+
+// afterRun applies the restart policy to a run that ended by itself.
+func (sv *service) afterRun(ex Exit) {
+	policy := sv.spec.RestartPolicy()
+	if policy == spec.RestartNever || (policy == spec.RestartOnFailure && !ex.Failed()) {
+		sv.sink.Printf("exited: %s after %s; restart policy %s: not restarting", ex, ex.Ran.Round(time.Millisecond), policy)
+		sv.update(func(st *Status) { st.State, st.Reason = StateExited, "" })
+		return
+	}
+	if ex.Ran >= sv.sup.o.backoffReset {
+		sv.failures = 0
+	}
+	delay := sv.sup.o.backoff(sv.failures)
+	sv.failures++
+	sv.timer = time.NewTimer(delay)
+	next := time.Now().Add(delay)
+	sv.sink.Printf("exited: %s after %s; restarting in %s", ex, ex.Ran.Round(time.Millisecond), delay.Round(time.Millisecond))
+	sv.update(func(st *Status) { st.State, st.Reason, st.NextStart = StateBackoff, "", next })
+}
+
+// terminate stops the running instance: SIGTERM to its process group, the
+// grace period, SIGKILL, and a bounded wait for the exit.
+func (sv *service) terminate() {
+	inst := sv.inst
+	_ = sv.sup.reaper.Signal(inst.pid, unix.SIGTERM)
+	grace := time.NewTimer(sv.spec.Grace())
+	defer grace.Stop()
+	select {
+	case pe := <-inst.exited:
+		sv.exited(pe, true)
+		return
+	case <-grace.C:
+	}
+	sv.sink.Printf("still running %s after SIGTERM: sending SIGKILL", sv.spec.Grace())
+	_ = sv.sup.reaper.Signal(inst.pid, unix.SIGKILL)
+	wait := time.NewTimer(sv.sup.o.killWait)
+	defer wait.Stop()
+	select {
+	case pe := <-inst.exited:
+		sv.exited(pe, true)
+	case <-wait.C:
+		// Stuck in the kernel (D state). Nothing more can be done; the
+		// exit, if it ever comes, goes to a channel nobody reads.
+		sv.sink.Printf("pid %d did not exit %s after SIGKILL; giving up on it", inst.pid, sv.sup.o.killWait)
+		sv.inst = nil
+		sv.update(func(st *Status) { st.PID = 0 })
+	}
+}
+
+// spawn starts one run of the program.
+func (sv *service) spawn() (*instance, error) {
+	dir := sv.workDir()
+	env := sv.environ(dir)
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devNull.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	attr := &os.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []*os.File{devNull, outW, errW},
+		Sys: &syscall.SysProcAttr{
+			// A session of its own makes the process a group leader (so a
+			// stop reaches everything it forked) with no controlling tty.
+			Setsid: true,
+		},
+	}
+	if !sv.cred.IsRoot() {
+		attr.Sys.Credential = &syscall.Credential{Uid: sv.cred.UID, Gid: sv.cred.GID, Groups: []uint32{}}
+	}
+	argv := append([]string{sv.spec.Path}, sv.spec.Args...)
+	var started time.Time
+	pid, exited, err := sv.sup.reaper.Spawn(func() (int, error) {
+		p, err := os.StartProcess(sv.spec.Path, argv, attr)
+		if err != nil {
+			return 0, err
+		}
+		started = time.Now()
+		pid := p.Pid
+		// The Reaper waits; the handle (a pidfd) is not needed.
+		_ = p.Release()
+		return pid, nil
+	}, KillGroupOnExit()) // what a run leaves in its group dies with it
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	// The readers end when every holder of the write ends (the program and
+	// anything it forked) has exited or closed them.
+	go sv.drain(logs.Stdout, outR)
+	go sv.drain(logs.Stderr, errR)
+	return &instance{pid: pid, started: started, exited: exited}, nil
+}
+
+func (sv *service) drain(stream logs.Stream, r *os.File) {
+	defer r.Close()
+	if err := sv.sink.ReadFrom(stream, r); err != nil && !errors.Is(err, os.ErrClosed) {
+		sv.sink.Printf("reading %s: %v", stream, err)
+	}
+}
+
+// workDir returns /perm/<name>, created and owned by the service's user,
+// or "/" without perm or when it cannot be made.
+func (sv *service) workDir() string {
+	if sv.sup.o.permDir == "" {
+		return "/"
+	}
+	dir := filepath.Join(sv.sup.o.permDir, sv.spec.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		sv.sink.Printf("working directory %s: %v; using /", dir, err)
+		return "/"
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		sv.sink.Printf("working directory %s: not a directory (%v); using /", dir, err)
+		return "/"
+	}
+	if st.Uid != sv.cred.UID || st.Gid != sv.cred.GID {
+		// The user may have changed since the last image; follow it so the
+		// service can still use its own data.
+		if err := os.Lchown(dir, int(sv.cred.UID), int(sv.cred.GID)); err != nil {
+			sv.sink.Printf("working directory %s: %v", dir, err)
+		}
+	}
+	return dir
+}
+
+// environ returns the program's environment, sorted: PATH and HOME
+// defaults, the spec's env, then INGOT_BUILD_ID and INGOT_SERVICE.
+func (sv *service) environ(home string) []string {
+	m := map[string]string{"PATH": sv.sup.o.path, "HOME": home}
+	for k, v := range sv.spec.Env {
+		m[k] = v
+	}
+	m[spec.EnvBuildID] = sv.sup.o.buildID
+	m[spec.EnvService] = sv.spec.Name
+	env := make([]string, 0, len(m))
+	for k, v := range m {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env
+}

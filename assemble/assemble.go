@@ -1,0 +1,191 @@
+// Package assemble runs the whole build of one appliance image: the
+// builder compiles and lays out the root tree, the kernel package gives
+// the kernel and the module closure, the initramfs is packed around
+// ingot-init, and package disk writes the image file. It is the one place
+// that knows the order of these stages; the CLI and the tests call it.
+package assemble
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ingotdev/ingot/builder"
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/packer/cpio"
+	"github.com/ingotdev/ingot/packer/disk"
+	"github.com/ingotdev/ingot/packer/initramfs"
+	"github.com/ingotdev/ingot/packer/kernel"
+)
+
+// Report describes a finished image.
+type Report struct {
+	Image      string
+	Target     config.Target
+	BuildID    string
+	ImageBytes int64
+	RootBytes  int64
+	Steps      []Step
+}
+
+// Step is one timed stage of the build.
+type Step struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Option changes how Image builds.
+type Option func(*options)
+
+type options struct {
+	builderOpts []builder.Option
+	cacheDir    string
+	progress    io.Writer
+}
+
+// WithBuilderOptions passes options to builder.Build.
+func WithBuilderOptions(opts ...builder.Option) Option {
+	return func(o *options) { o.builderOpts = append(o.builderOpts, opts...) }
+}
+
+// WithCacheDir sets the cache for compiled binaries and unpacked kernels
+// (default: os.UserCacheDir()/ingot).
+func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
+
+// WithProgress makes Image report each stage to w.
+func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
+
+// consoleDevice is the serial console of each architecture's VM machine.
+var consoleDevice = map[string]string{"amd64": "ttyS0", "arm64": "ttyAMA0"}
+
+// Image builds cfg for target into the file out. On error, out is not
+// created (or left as it was).
+func Image(ctx context.Context, cfg *config.Config, target config.Target, out string, opts ...Option) (*Report, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.cacheDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("assemble: cache dir: %w", err)
+		}
+		o.cacheDir = filepath.Join(dir, "ingot")
+	}
+	if !target.IsVM() {
+		return nil, fmt.Errorf("assemble: target %s: only VM targets (vm-amd64, vm-arm64) can be built so far", target)
+	}
+	rep := &Report{Image: out, Target: target}
+	step := func(name string, start time.Time) {
+		d := time.Since(start)
+		rep.Steps = append(rep.Steps, Step{name, d})
+		if o.progress != nil {
+			fmt.Fprintf(o.progress, "%-10s %6.2fs\n", name, d.Seconds())
+		}
+	}
+
+	start := time.Now()
+	bopts := append([]builder.Option{builder.WithCacheDir(o.cacheDir)}, o.builderOpts...)
+	res, err := builder.Build(ctx, cfg, target, bopts...)
+	if err != nil {
+		return nil, err
+	}
+	rep.BuildID = res.BuildID
+	step("compile", start)
+
+	start = time.Now()
+	if res.Kernel.Kind != config.KernelDebian {
+		return nil, fmt.Errorf("assemble: target %s: kernel %s: only debian: kernels boot VMs", target, res.Kernel)
+	}
+	k, mods, err := loadKernel(ctx, res.Kernel.Path, res.KernelSHA256, filepath.Join(o.cacheDir, "kernels"))
+	if err != nil {
+		return nil, err
+	}
+	if k.Arch != res.Arch {
+		return nil, fmt.Errorf("assemble: kernel %s is for %s, target %s needs %s", res.Kernel.Path, k.Arch, target, res.Arch)
+	}
+	step("kernel", start)
+
+	start = time.Now()
+	initTree, err := initramfs.Tree(k, mods, res.Init, int64(len(res.Init)), res.ModTime)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: initramfs: %w", err)
+	}
+	var initrd bytes.Buffer
+	if err := cpio.WriteCompressedTree(&initrd, initTree, cpio.Zstd); err != nil {
+		return nil, fmt.Errorf("assemble: initramfs: %w", err)
+	}
+	step("initramfs", start)
+
+	start = time.Now()
+	console := consoleDevice[res.Arch]
+	if console == "" {
+		return nil, fmt.Errorf("assemble: no serial console known for arch %s", res.Arch)
+	}
+	d, err := disk.Write(ctx, out, disk.Spec{
+		Name: res.Name, Target: string(target), Arch: res.Arch, BuildID: res.BuildID,
+		Kernel: k.Image, Initrd: initrd.Bytes(),
+		Cmdline: strings.Join([]string{"console=" + console, "panic=1"}, " "),
+		Root:    res.Root, ModTime: res.ModTime,
+		BootBytes: res.BootBytes, RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep.ImageBytes, rep.RootBytes = d.ImageBytes, d.RootBytes
+	step("image", start)
+	return rep, nil
+}
+
+// cachedKernel is what a build needs of a kernel package, kept so a warm
+// build does not decompress the .deb again.
+type cachedKernel struct {
+	Kernel  *kernel.Kernel
+	Modules []*kernel.Module
+}
+
+// loadKernel returns the kernel and the default VM module closure from
+// the .deb at path, through a cache keyed by the package's SHA-256 and the
+// module list.
+func loadKernel(ctx context.Context, path, sha string, cacheDir string) (*kernel.Kernel, []*kernel.Module, error) {
+	want := kernel.DefaultVMModules()
+	key := sha256.Sum256([]byte(sha + "\x00" + strings.Join(want, ",")))
+	cacheFile := filepath.Join(cacheDir, hex.EncodeToString(key[:16])+".gob")
+	if f, err := os.Open(cacheFile); err == nil {
+		var c cachedKernel
+		err := gob.NewDecoder(f).Decode(&c)
+		f.Close()
+		if err == nil && c.Kernel != nil {
+			return c.Kernel, c.Modules, nil
+		}
+	}
+	k, err := kernel.LoadDeb(ctx, path, kernel.WithModules(want...))
+	if err != nil {
+		return nil, nil, fmt.Errorf("assemble: kernel: %w", err)
+	}
+	mods, err := k.Closure(want...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("assemble: kernel %s: %w", path, err)
+	}
+	// A cache write failure only costs time on the next build.
+	if err := os.MkdirAll(cacheDir, 0o755); err == nil {
+		if tmp, err := os.CreateTemp(cacheDir, ".kernel-*"); err == nil {
+			werr := gob.NewEncoder(tmp).Encode(cachedKernel{Kernel: k, Modules: mods})
+			cerr := tmp.Close()
+			if werr == nil && cerr == nil {
+				_ = os.Rename(tmp.Name(), cacheFile)
+			} else {
+				os.Remove(tmp.Name())
+			}
+		}
+	}
+	return k, mods, nil
+}

@@ -1,0 +1,112 @@
+package assemble
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vm"
+)
+
+// syncBuffer is a console sink that tests can read while the VM writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestVMHello builds examples/hello, boots it under TCG, and fetches the
+// greeting through a forwarded port.
+func TestVMHello(t *testing.T) {
+	cfg := helloConfig(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "hello.img")
+	rep, err := Image(t.Context(), cfg, config.TargetVMAmd64, img, WithCacheDir(filepath.Join(dir, "cache")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	console := &syncBuffer{}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- vm.Run(ctx, vm.Config{
+			Image: img, RunDir: filepath.Join(dir, "run"), Accel: qemu.AccelTCG, MemoryMiB: 512,
+			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
+			Console:  console, Logf: t.Logf,
+		})
+	}()
+	defer func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", console.String())
+		}
+	}()
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(3 * time.Minute)
+	var body string
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				body = string(b)
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("VM stopped before hello answered: %v", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(body, "hello from ingot") || !strings.Contains(body, rep.BuildID) {
+		t.Fatalf("GET %s = %q, want the greeting and build id %s", url, body, rep.BuildID)
+	}
+	if !strings.Contains(console.String(), "hello: ") {
+		t.Errorf("console has no line prefixed with the service name 'hello: '")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vm.Run after stop: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("VM did not stop within a minute of cancel")
+	}
+}

@@ -1,0 +1,227 @@
+// Command guest is /init of the initramfs that bench/vsock boots. It loads
+// the modules /etc/ingot/stage0.json lists (virtio PCI, virtio-net, the
+// virtio vsock transport and their dependencies, in load order), gives eth0
+// QEMU user networking's guest address with ioctls, and serves the same two
+// endpoints on TCP and on vsock:
+//
+//	sinkPort    reads to EOF and answers "<bytes>\n"; no hashing, so the
+//	            guest CPU under TCG measures the channel, not sha256
+//	sourcePort  reads "<n>\n", sends n bytes, half-closes
+//
+// TCP listens before vsock, so once the host reaches a vsock port the TCP
+// ports are up too. It prints "guest: ready" when both listen.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ingotdev/ingot/mgmt/transport"
+	"golang.org/x/sys/unix"
+)
+
+// The ports, the same number on TCP and vsock. bench/vsock uses the same.
+const (
+	sinkPort   = 5002
+	sourcePort = 5003
+)
+
+// stage0ConfigPath is initramfs.ConfigPath; decoded here without importing
+// the packer (see initramfs.Config).
+const stage0ConfigPath = "/etc/ingot/stage0.json"
+
+// QEMU user networking (slirp) always puts the guest at 10.0.2.15/24; the
+// host's forwarded connections come from 10.0.2.2, inside that subnet, so
+// no route is needed.
+const netInterface = "eth0"
+
+var (
+	guestAddr = [4]byte{10, 0, 2, 15}
+	guestMask = [4]byte{255, 255, 255, 0}
+)
+
+// interfaceWait bounds the wait for eth0 after virtio_net loaded (PCI
+// probing is normally done by the time finit_module returns).
+const interfaceWait = 10 * time.Second
+
+// ioBufferBytes is the size of each read and write the endpoints make.
+const ioBufferBytes = 256 << 10
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "guest:", err)
+	}
+	for {
+		time.Sleep(time.Hour) // PID 1 must not exit
+	}
+}
+
+func run() error {
+	if err := setup(); err != nil {
+		return err
+	}
+	if err := configureNet(netInterface, guestAddr, guestMask); err != nil {
+		return err
+	}
+	serve := map[uint32]func(net.Conn){sinkPort: sink, sourcePort: source}
+	for port, f := range serve {
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return err
+		}
+		go acceptLoop(l, f)
+	}
+	for port, f := range serve {
+		l, err := transport.Listen(port)
+		if err != nil {
+			return err
+		}
+		go acceptLoop(l, f)
+	}
+	fmt.Println("guest: ready")
+	return nil
+}
+
+func setup() error {
+	for _, m := range []struct{ fs, dir string }{{"devtmpfs", "/dev"}, {"proc", "/proc"}, {"sysfs", "/sys"}} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.fs, m.dir, m.fs, 0, ""); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	if con, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+		for fd := 0; fd < 3; fd++ {
+			unix.Dup2(int(con.Fd()), fd)
+		}
+	}
+	return loadModules()
+}
+
+// loadModules loads the modules of stage0.json in the order listed, which
+// is a dependency order. A module already loaded (EEXIST) is fine.
+func loadModules() error {
+	b, err := os.ReadFile(stage0ConfigPath)
+	if err != nil {
+		return err
+	}
+	var cfg struct {
+		Modules []string `json:"modules"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", stage0ConfigPath, err)
+	}
+	for _, path := range cfg.Modules {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("finit_module %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// configureNet sets name's IPv4 address and netmask and brings it up.
+func configureNet(name string, addr, mask [4]byte) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for deadline := time.Now().Add(interfaceWait); ; {
+		err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.ENODEV) || time.Now().After(deadline) {
+			return fmt.Errorf("%s: SIOCGIFFLAGS: %w", name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: SIOCSIFFLAGS: %w", name, err)
+	}
+	if err := ifr.SetInet4Addr(addr[:]); err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFADDR, ifr); err != nil {
+		return fmt.Errorf("%s: SIOCSIFADDR %v: %w", name, net.IP(addr[:]), err)
+	}
+	if err := ifr.SetInet4Addr(mask[:]); err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFNETMASK, ifr); err != nil {
+		return fmt.Errorf("%s: SIOCSIFNETMASK %v: %w", name, net.IP(mask[:]), err)
+	}
+	return nil
+}
+
+func acceptLoop(l net.Listener, serve func(net.Conn)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "guest: accept:", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
+}
+
+type halfCloser interface{ CloseWrite() error }
+
+func sink(c net.Conn) {
+	n, err := io.CopyBuffer(io.Discard, c, make([]byte, ioBufferBytes))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "guest: sink:", err)
+		return
+	}
+	fmt.Fprintf(c, "%d\n", n)
+}
+
+func source(c net.Conn) {
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil || n < 0 {
+		fmt.Fprintf(os.Stderr, "guest: source: request %q\n", line)
+		return
+	}
+	buf := make([]byte, ioBufferBytes)
+	for i := range buf {
+		buf[i] = byte(i*7 + i>>8) // not all zeros, though nothing compresses here
+	}
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := c.Write(buf[:k]); err != nil {
+			fmt.Fprintln(os.Stderr, "guest: source:", err)
+			return
+		}
+		n -= k
+	}
+	c.(halfCloser).CloseWrite()
+	io.Copy(io.Discard, c)
+}

@@ -1,0 +1,354 @@
+// Command vsock measures the hybrid vsock channel that ingot's vhost-user
+// back-end (hypervisor/vhostuser) gives a VM, against TCP through QEMU user
+// networking, the channel gokrazy pushes its updates over. It boots one
+// guest under TCG with both devices, as `ingot run` configures them
+// (hypervisor/qemu), serves vhost-user-vsock in this process, and moves
+// bytes to and from a sink and a source the guest (internal/guest) runs on
+// both channels. Run it from the repository root:
+//
+//	INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb go run ./bench/vsock
+//
+// Each measurement is the median of -runs transfers of -mib MiB after one
+// warm-up transfer; a host→guest transfer ends when the guest has read the
+// last byte and said so. MB/s are 10^6 bytes per second. The last line is:
+//
+//	RESULT vsock h2g_mbps=… g2h_mbps=… tcp_h2g_mbps=… speedup=…
+//
+// where speedup is vsock host→guest over TCP host→guest.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vhostuser"
+	"github.com/ingotdev/ingot/mgmt/transport"
+	"github.com/ingotdev/ingot/packer/cpio"
+	"github.com/ingotdev/ingot/packer/initramfs"
+	"github.com/ingotdev/ingot/packer/kernel"
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+// guestPackage is the guest's /init; its ports are these.
+const (
+	guestPackage    = "github.com/ingotdev/ingot/bench/vsock/internal/guest"
+	guestSinkPort   = 5002
+	guestSourcePort = 5003
+)
+
+// guestModules are what the guest loads, besides their dependencies.
+var guestModules = []string{"virtio_pci", "virtio_net", "vmw_vsock_virtio_transport"}
+
+const (
+	guestCID       = 3
+	guestMemoryMiB = 512
+	// initrdModTime dates every initramfs entry (a fixed, arbitrary time).
+	initrdModTime = 1700000000
+
+	bootTimeout  = 3 * time.Minute
+	dialTimeout  = 10 * time.Second
+	readyTimeout = 2 * time.Minute
+
+	// hostBufferBytes is the size of the host's writes and reads, and of
+	// the block of random bytes it sends over and over.
+	hostBufferBytes = 256 << 10
+	warmupBytes     = 32 << 20
+)
+
+func main() {
+	deb := flag.String("kernel", os.Getenv("INGOT_KERNEL_DEB"), "Debian linux-image-*-cloud-amd64 .deb (default $INGOT_KERNEL_DEB)")
+	mib := flag.Int64("mib", 256, "MiB per transfer")
+	runs := flag.Int("runs", 3, "transfers per measurement; the median is reported")
+	flag.Parse()
+	if *deb == "" {
+		fmt.Fprintln(os.Stderr, "bench/vsock: no kernel: set INGOT_KERNEL_DEB or -kernel to a Debian linux-image-*-cloud-amd64 .deb")
+		os.Exit(2)
+	}
+	if *mib < 1 || *runs < 1 {
+		fmt.Fprintln(os.Stderr, "bench/vsock: -mib and -runs must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(context.Background(), *deb, *mib<<20, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/vsock:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, deb string, n int64, runs int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work, err := os.MkdirTemp("", "ingot-bench-vsock-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	kernelPath, initrd, err := buildGuest(ctx, deb, work)
+	if err != nil {
+		return err
+	}
+
+	uds := filepath.Join(work, "vsock.sock")
+	vhost := filepath.Join(work, "vhost.sock")
+	dev, err := vhostuser.NewDevice(guestCID, uds)
+	if err != nil {
+		return err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: vhost, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- dev.ServeListener(ctx, l) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+
+	tcpPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	console := &syncBuffer{}
+	m := &qemu.Machine{
+		Arch: "amd64", MemoryMiB: guestMemoryMiB, CPUs: 1,
+		Kernel: kernelPath, Initrd: initrd,
+		Cmdline:        "console=ttyS0 quiet panic=-1",
+		Forwards:       []qemu.Forward{{Proto: "tcp", HostPort: tcpPort, GuestPort: guestSinkPort}},
+		VhostUserVsock: vhost,
+		Console:        console,
+		RunDir:         work,
+	}
+	args, err := m.Args(qemu.AccelTCG)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.Stdout, cmd.Stderr = console, console
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting QEMU: %w", err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	fail := func(err error) error {
+		return fmt.Errorf("%w\nguest console (tail):\n%s", err, console.tail(4000))
+	}
+
+	vsockTarget := func(port int) string { return fmt.Sprintf("unix://%s?port=%d", uds, port) }
+	tcpTarget := fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort)
+	if err := waitReady(ctx, vsockTarget(guestSinkPort)); err != nil {
+		return fail(err)
+	}
+	fmt.Printf("guest ready in %.2fs (TCG; vsock CID %d on %s, TCP 127.0.0.1:%d -> guest :%d)\n",
+		time.Since(start).Seconds(), guestCID, uds, tcpPort, guestSinkPort)
+
+	block := make([]byte, hostBufferBytes)
+	rand.NewChaCha8([32]byte{1}).Read(block)
+	measures := []struct {
+		name string
+		f    func(int64) (time.Duration, error)
+	}{
+		{"vsock host->guest", func(n int64) (time.Duration, error) { return sendTo(ctx, vsockTarget(guestSinkPort), n, block) }},
+		{"vsock guest->host", func(n int64) (time.Duration, error) { return receiveFrom(ctx, vsockTarget(guestSourcePort), n) }},
+		{"tcp host->guest", func(n int64) (time.Duration, error) { return sendTo(ctx, tcpTarget, n, block) }},
+	}
+	mbps := make([]float64, len(measures))
+	for i, m := range measures {
+		if _, err := m.f(warmupBytes); err != nil {
+			return fail(fmt.Errorf("%s: warm-up: %w", m.name, err))
+		}
+		var rates []float64
+		for r := range runs {
+			d, err := m.f(n)
+			if err != nil {
+				return fail(fmt.Errorf("%s: run %d: %w", m.name, r+1, err))
+			}
+			rate := float64(n) / 1e6 / d.Seconds()
+			rates = append(rates, rate)
+			fmt.Printf("%-18s run %d: %d MiB in %6.3fs = %7.1f MB/s\n", m.name, r+1, n>>20, d.Seconds(), rate)
+		}
+		slices.Sort(rates)
+		mbps[i] = rates[len(rates)/2]
+	}
+	fmt.Printf("RESULT vsock h2g_mbps=%.1f g2h_mbps=%.1f tcp_h2g_mbps=%.1f speedup=%.2f\n",
+		mbps[0], mbps[1], mbps[2], mbps[0]/mbps[2])
+	return nil
+}
+
+// buildGuest writes the kernel image and an initramfs in stage0's layout
+// (packer/initramfs, zstd cpio) with internal/guest as /init into work.
+func buildGuest(ctx context.Context, deb, work string) (kernelPath, initrd string, err error) {
+	k, err := kernel.LoadDeb(ctx, deb, kernel.WithModules(guestModules...))
+	if err != nil {
+		return "", "", err
+	}
+	if k.Arch != "amd64" {
+		return "", "", fmt.Errorf("%s: a kernel for %q, want amd64", deb, k.Arch)
+	}
+	mods, err := k.Closure(guestModules...)
+	if err != nil {
+		return "", "", err
+	}
+	init := filepath.Join(work, "init")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", init, guestPackage)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("building %s: %w\n%s", guestPackage, err, out)
+	}
+	fi, err := os.Stat(init)
+	if err != nil {
+		return "", "", err
+	}
+	tree, err := initramfs.Tree(k, mods, rootfs.HostFile(init), fi.Size(), initrdModTime)
+	if err != nil {
+		return "", "", err
+	}
+	initrd = filepath.Join(work, "initrd.img")
+	f, err := os.Create(initrd)
+	if err != nil {
+		return "", "", err
+	}
+	if err := cpio.WriteCompressedTree(f, tree, cpio.Zstd); err != nil {
+		f.Close()
+		return "", "", fmt.Errorf("%s: %w", initrd, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", "", err
+	}
+	kernelPath = filepath.Join(work, "vmlinuz")
+	if err := os.WriteFile(kernelPath, k.Image, 0o644); err != nil {
+		return "", "", err
+	}
+	return kernelPath, initrd, nil
+}
+
+// waitReady dials target until the guest accepts. The guest listens on TCP
+// before vsock, so a vsock port that answers means both are up (a TCP port
+// forwarded by QEMU accepts even when the guest does not listen).
+func waitReady(ctx context.Context, target string) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		c, err := dial(ctx, target)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("guest not ready within %v: %w", readyTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func dial(ctx context.Context, target string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	return transport.Dial(ctx, target)
+}
+
+type halfCloser interface{ CloseWrite() error }
+
+// sendTo writes n bytes (block, repeated) to the guest's sink at target and
+// returns the time until the sink reports having read them all.
+func sendTo(ctx context.Context, target string, n int64, block []byte) (time.Duration, error) {
+	c, err := dial(ctx, target)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	start := time.Now()
+	for left := n; left > 0; {
+		k := min(left, int64(len(block)))
+		if _, err := c.Write(block[:k]); err != nil {
+			return 0, fmt.Errorf("write after %d bytes: %w", n-left, err)
+		}
+		left -= k
+	}
+	if err := c.(halfCloser).CloseWrite(); err != nil {
+		return 0, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("reading the sink's count: %w", err)
+	}
+	if got, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64); err != nil || got != n {
+		return 0, fmt.Errorf("sink read %q bytes, want %d", strings.TrimSpace(line), n)
+	}
+	return d, nil
+}
+
+// receiveFrom asks the guest's source at target for n bytes and returns
+// the time until the last one arrived and the guest half-closed.
+func receiveFrom(ctx context.Context, target string, n int64) (time.Duration, error) {
+	c, err := dial(ctx, target)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	start := time.Now()
+	if _, err := fmt.Fprintf(c, "%d\n", n); err != nil {
+		return 0, err
+	}
+	got, err := io.CopyBuffer(io.Discard, c, make([]byte, hostBufferBytes))
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("read after %d bytes: %w", got, err)
+	}
+	if got != n {
+		return 0, fmt.Errorf("source sent %d bytes, want %d", got, n)
+	}
+	return d, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// syncBuffer collects QEMU's output from its copying goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	return s[max(0, len(s)-n):]
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/ingotdev/ingot/assemble"
+	"github.com/ingotdev/ingot/builder"
+	"github.com/ingotdev/ingot/config"
+)
+
+func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlagSet("build", "[-C DIR] [-target TARGET] [-o FILE] [flags]", stderr)
+	dir := fs.String("C", ".", "appliance directory holding "+config.FileName)
+	targetFlag := fs.String("target", "", "target to build (default: the first in "+config.FileName+")")
+	out := fs.String("o", "", "image file to write (default: DIR/NAME-TARGET.img)")
+	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
+	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
+	quiet := fs.Bool("q", false, "print only the image path")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	cfg, err := config.Load(filepath.Join(*dir, config.FileName))
+	if err != nil {
+		return err
+	}
+	target := cfg.Targets[0]
+	if *targetFlag != "" {
+		if target, err = config.ParseTarget(*targetFlag); err != nil {
+			return usageError{err.Error()}
+		}
+		if !cfg.HasTarget(target) {
+			return fmt.Errorf("%s does not list target %s", cfg.File, target)
+		}
+	}
+	if *out == "" {
+		*out = filepath.Join(*dir, cfg.Name+"-"+string(target)+".img")
+	}
+	var opts []assemble.Option
+	var bopts []builder.Option
+	if *kernelDeb != "" {
+		bopts = append(bopts, builder.WithKernelDeb(*kernelDeb))
+	}
+	if !*quiet {
+		bopts = append(bopts, builder.WithProgress(stderr))
+		opts = append(opts, assemble.WithProgress(stderr))
+	}
+	if *cacheDir != "" {
+		opts = append(opts, assemble.WithCacheDir(*cacheDir))
+	}
+	opts = append(opts, assemble.WithBuilderOptions(bopts...))
+	rep, err := assemble.Image(ctx, cfg, target, *out, opts...)
+	if err != nil {
+		return err
+	}
+	if *quiet {
+		fmt.Fprintln(stdout, rep.Image)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s: %s build %s, image %s (root %s)\n", rep.Image, rep.Target, rep.BuildID,
+		config.FormatSize(rep.ImageBytes), config.FormatSize(rep.RootBytes))
+	return nil
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/ingotdev/ingot/config"
+)
+
+// tokenBytes is the size of a management token's random part.
+const tokenBytes = 32
+
+func runNew(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fset := newFlagSet("new", "DIR", stderr)
+	name := fset.String("name", "", "appliance name (default: the directory's base name)")
+	if err := parseFlags(fset, args); err != nil {
+		return err
+	}
+	if fset.NArg() != 1 {
+		return usageError{"want exactly one directory"}
+	}
+	dir := fset.Arg(0)
+	if *name == "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return err
+		}
+		*name = filepath.Base(abs)
+	}
+	if err := config.ValidName(*name); err != nil {
+		return usageError{fmt.Sprintf("appliance name %q: %v (use -name)", *name, err)}
+	}
+	cfgPath := filepath.Join(dir, config.FileName)
+	if _, err := os.Stat(cfgPath); err == nil {
+		return fmt.Errorf("%s already exists; not overwriting", cfgPath)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	tokenPath := filepath.Join(dir, config.DefaultTokenFile)
+	if err := os.MkdirAll(filepath.Dir(tokenPath), 0o700); err != nil {
+		return err
+	}
+	raw := make([]byte, tokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	if err := os.WriteFile(tokenPath, []byte(hex.EncodeToString(raw)+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfgPath, config.Scaffold(*name), 0o644); err != nil {
+		return err
+	}
+	if err := scaffoldService(dir, *name); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created %s and %s\nnext: ingot build -C %s\n", cfgPath, tokenPath, dir)
+	return nil
+}
+
+// scaffoldService writes the Go service the scaffolded ingot.yaml names,
+// ./cmd/NAME, and a go.mod when the directory is not in a module yet, so
+// that `ingot build` works right away.
+func scaffoldService(dir, name string) error {
+	mainPath := filepath.Join(dir, "cmd", name, "main.go")
+	if _, err := os.Stat(mainPath); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(mainPath), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(mainPath, []byte(serviceTemplate), 0o644); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		return nil
+	}
+	gomod := fmt.Sprintf("module %s\n\ngo 1.26\n", name)
+	return os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644)
+}
+
+const serviceTemplate = `// Command is this appliance's service: replace it with yours.
+package main
+
+import (
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s (build %s)\n", os.Getenv("INGOT_SERVICE"), os.Getenv("INGOT_BUILD_ID"))
+	})
+	log.Fatal(http.ListenAndServe(":8080", nil))
+}
+`

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vm"
+)
+
+// forwardFlags collects repeated -forward flags.
+type forwardFlags []qemu.Forward
+
+func (f *forwardFlags) String() string { return fmt.Sprint(*f) }
+
+func (f *forwardFlags) Set(s string) error {
+	fw, err := qemu.ParseForward(s)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, fw)
+	return nil
+}
+
+func runRun(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlagSet("run", "-image FILE [-accel auto|kvm|tcg] [-forward tcp:HOST:GUEST]... [flags]", stderr)
+	dir := fs.String("C", ".", "appliance directory; the default image is DIR/NAME-vm-ARCH.img as written by ingot build")
+	image := fs.String("image", "", "disk image built by 'ingot build'")
+	accelFlag := fs.String("accel", "auto", "accelerator: auto (KVM when a KVM guest really boots here, else TCG), kvm or tcg")
+	memory := fs.Int("memory", 512, "guest memory in MiB")
+	cpus := fs.Int("cpus", 1, "guest CPUs")
+	vsockMode := fs.String("vsock", "user", "vsock transport: user (built-in vhost-user backend), kernel (host vhost_vsock), none")
+	cid := fs.Uint("cid", vm.GuestCID, "guest CID with -vsock kernel")
+	runDir := fs.String("run-dir", "", "directory for sockets and extracted boot files (default: per image under $XDG_RUNTIME_DIR or /tmp)")
+	var forwards forwardFlags
+	fs.Var(&forwards, "forward", "forward a host port to the guest, PROTO:[ADDR:]HOSTPORT:GUESTPORT (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *image == "" {
+		matches, _ := filepath.Glob(filepath.Join(*dir, "*-vm-*.img"))
+		if len(matches) != 1 {
+			return usageError{"-image is required (found no single DIR/*-vm-*.img)"}
+		}
+		*image = matches[0]
+	}
+	accel, err := qemu.ParseAccel(*accelFlag)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	img, err := filepath.Abs(*image)
+	if err != nil {
+		return err
+	}
+	if *runDir == "" {
+		*runDir = defaultRunDir(img)
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "ingot run: "+format+"\n", a...) }
+	mode := vm.Vsock(*vsockMode)
+	switch mode {
+	case vm.VsockUser:
+		p := vm.VsockPath(*runDir)
+		logf("vsock: unix://%s (guest CID %d; guest→host port P reaches %s_P)", p, vm.GuestCID, p)
+	case vm.VsockKernel:
+		logf("vsock: vsock://%d:PORT (host kernel vhost_vsock)", *cid)
+	}
+	return vm.Run(ctx, vm.Config{
+		Image: img, RunDir: *runDir, Accel: accel, MemoryMiB: *memory, CPUs: *cpus,
+		Forwards: forwards, Vsock: mode, KernelCID: uint32(*cid), Console: stdout, Logf: logf,
+	})
+}
+
+// defaultRunDir derives a short per-image directory: Unix socket paths are
+// limited to 107 bytes, so it must not live deep in the source tree.
+func defaultRunDir(image string) string {
+	base := os.Getenv("XDG_RUNTIME_DIR")
+	if base == "" {
+		base = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(image))
+	name := strings.TrimSuffix(filepath.Base(image), filepath.Ext(image))
+	if len(name) > 24 {
+		name = name[:24]
+	}
+	return filepath.Join(base, fmt.Sprintf("ingot-%d", os.Getuid()), name+"-"+hex.EncodeToString(sum[:4]))
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ingotdev/ingot/packer/squashfs"
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+func runSquashfs(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlagSet("squashfs", "[-comp zstd|gzip|none] [-level N] [-block-size N] SRC_DIR OUT", stderr)
+	comp := fs.String("comp", "zstd", "compression: zstd, gzip or none")
+	level := fs.Int("level", 0, "compression level (default 3 for zstd, 6 for gzip)")
+	blockSize := fs.Int("block-size", squashfs.DefaultBlockBytes, "data block size in bytes, a power of two from 4096 to 1048576")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usageError{"want SRC_DIR and OUT"}
+	}
+	src, dst := fs.Arg(0), fs.Arg(1)
+	c, err := squashfs.ParseCompression(*comp)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	opts := []squashfs.Option{squashfs.WithCompression(c), squashfs.WithBlockSize(*blockSize)}
+	if *level != 0 {
+		opts = append(opts, squashfs.WithLevel(*level))
+	}
+	tree, err := rootfs.FromDir(src)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if err := squashfs.Write(ctx, f, tree, opts...); err != nil {
+		f.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(dst)
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: written\n", dst)
+	return err
+}

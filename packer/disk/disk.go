@@ -1,0 +1,304 @@
+// Package disk assembles a whole appliance image: a GPT disk with the FAT
+// boot partition (kernel, initramfs, command line, slot state), two root
+// slots of which A holds the squashfs root, and the ext4 perm partition.
+// The output file appears only when everything succeeded; a failed build
+// leaves no partial image behind.
+package disk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ingotdev/ingot/appliance/slot"
+	"github.com/ingotdev/ingot/packer/ext4"
+	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/squashfs"
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+// Default partition sizes. Images are sparse, so unused space costs no disk.
+const (
+	DefaultBootBytes     = 64 << 20
+	DefaultRootSlotBytes = 256 << 20
+	DefaultPermBytes     = 64 << 20
+)
+
+// Spec is everything an image is made of.
+type Spec struct {
+	Name    string // appliance name; seeds the deterministic GUIDs
+	Target  string // e.g. vm-amd64
+	Arch    string // GOARCH of the guest
+	BuildID string
+	Kernel  []byte // kernel image (vmlinuz)
+	Initrd  []byte // compressed initramfs
+	// Cmdline is the kernel command line before the partition arguments
+	// the packer adds (console, panic behaviour, ...).
+	Cmdline string
+	Root    *rootfs.Tree
+	// ModTime stamps every generated file (SOURCE_DATE_EPOCH semantics).
+	ModTime int64
+
+	BootBytes     int64
+	RootSlotBytes int64
+	// PermBytes is the size of the perm partition; 0 builds an image
+	// without one.
+	PermBytes int64
+	// SquashfsOptions tune the root filesystem (compression, block size).
+	SquashfsOptions []squashfs.Option
+}
+
+// Partition names, in disk order.
+var partitionNames = []string{layout.BootPartition, layout.RootAPartition, layout.RootBPartition, layout.PermPartition}
+
+// PartitionGUID returns the deterministic GUID of the named partition of
+// appliance name.
+func PartitionGUID(name, partition string) gpt.GUID {
+	return gpt.GUIDFromName("ingot/partition/"+name, partition)
+}
+
+// Report describes a written image.
+type Report struct {
+	ImageBytes int64
+	RootBytes  int64 // bytes of the root squashfs in slot A
+	Partitions []gpt.Partition
+}
+
+// Write builds the image described by s into the file out.
+func Write(ctx context.Context, out string, s Spec) (*Report, error) {
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	rep, err := write(ctx, tmp, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("disk: %s: %w", out, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("disk: %s: %w", out, err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	ok = true
+	return rep, nil
+}
+
+func (s *Spec) validate() error {
+	switch {
+	case s.Name == "":
+		return fmt.Errorf("disk: spec: empty appliance name")
+	case len(s.Kernel) == 0:
+		return fmt.Errorf("disk: spec: no kernel")
+	case len(s.Initrd) == 0:
+		return fmt.Errorf("disk: spec: no initramfs")
+	case s.Root == nil:
+		return fmt.Errorf("disk: spec: no root tree")
+	}
+	if s.BootBytes == 0 {
+		s.BootBytes = DefaultBootBytes
+	}
+	if s.RootSlotBytes == 0 {
+		s.RootSlotBytes = DefaultRootSlotBytes
+	}
+	return nil
+}
+
+func write(ctx context.Context, f *os.File, s Spec) (*Report, error) {
+	sizes := []int64{s.BootBytes, s.RootSlotBytes, s.RootSlotBytes}
+	if s.PermBytes > 0 {
+		sizes = append(sizes, s.PermBytes)
+	}
+	diskBytes := gpt.DiskBytes(sizes...)
+	if err := f.Truncate(diskBytes); err != nil {
+		return nil, fmt.Errorf("disk: size image: %w", err)
+	}
+	extents, err := gpt.Layout(diskBytes, sizes...)
+	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	table := gpt.Table{DiskGUID: gpt.GUIDFromName("ingot/disk", s.Name)}
+	for i, e := range extents {
+		typ := gpt.TypeLinuxFilesystem
+		if i == 0 {
+			typ = gpt.TypeEFISystem
+		}
+		table.Partitions = append(table.Partitions, gpt.Partition{
+			Name: partitionNames[i], Type: typ, GUID: PartitionGUID(s.Name, partitionNames[i]),
+			FirstLBA: e.FirstLBA, LastLBA: e.LastLBA,
+		})
+	}
+	if err := gpt.Write(f, diskBytes, table); err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	rep := &Report{ImageBytes: diskBytes, Partitions: table.Partitions}
+
+	rootPart := table.Partitions[1]
+	rootBytes, err := writeRoot(ctx, f, rootPart, s)
+	if err != nil {
+		return nil, err
+	}
+	rep.RootBytes = rootBytes
+
+	if s.PermBytes > 0 {
+		if err := writePerm(ctx, f, table.Partitions[3], s); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeBoot(ctx, f, table.Partitions[0], table, s); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// limitedWriteSeeker confines squashfs output to the root slot, so a root
+// that outgrows its slot is an error rather than a write over slot B.
+type limitedWriteSeeker struct {
+	w        *io.OffsetWriter
+	limit    int64
+	pos, max int64
+}
+
+func (l *limitedWriteSeeker) Write(p []byte) (int, error) {
+	if l.pos+int64(len(p)) > l.limit {
+		return 0, fmt.Errorf("root filesystem exceeds the root slot of %d bytes (raise root_size in ingot.yaml)", l.limit)
+	}
+	n, err := l.w.WriteAt(p, l.pos)
+	l.pos += int64(n)
+	l.max = max(l.max, l.pos)
+	return n, err
+}
+
+func (l *limitedWriteSeeker) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += l.pos
+	case io.SeekEnd:
+		off += l.max
+	default:
+		return 0, fmt.Errorf("seek: bad whence %d", whence)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("seek: negative offset %d", off)
+	}
+	l.pos = off
+	return off, nil
+}
+
+func writeRoot(ctx context.Context, f *os.File, p gpt.Partition, s Spec) (int64, error) {
+	w := &limitedWriteSeeker{w: io.NewOffsetWriter(f, p.OffsetBytes()), limit: p.SizeBytes()}
+	if err := squashfs.Write(ctx, w, s.Root, s.SquashfsOptions...); err != nil {
+		return 0, fmt.Errorf("disk: root slot a: %w", err)
+	}
+	return w.max, nil
+}
+
+func writePerm(ctx context.Context, f *os.File, p gpt.Partition, s Spec) error {
+	dir, err := os.MkdirTemp("", "ingot-perm-")
+	if err != nil {
+		return fmt.Errorf("disk: perm: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "log"), 0o755); err != nil {
+		return fmt.Errorf("disk: perm: %w", err)
+	}
+	for _, d := range []string{src, filepath.Join(src, "log")} {
+		t := time.Unix(s.ModTime, 0)
+		if err := os.Chtimes(d, t, t); err != nil {
+			return fmt.Errorf("disk: perm: %w", err)
+		}
+	}
+	img := filepath.Join(dir, "perm.ext4")
+	uuid := gpt.GUIDFromName("ingot/perm-fs", s.Name)
+	if err := ext4.Make(ctx, img, p.SizeBytes(), src,
+		ext4.WithLabel("perm"), ext4.WithUUID(uuid.String()), ext4.WithTime(time.Unix(s.ModTime, 0).UTC())); err != nil {
+		return fmt.Errorf("disk: perm: %w", err)
+	}
+	in, err := os.Open(img)
+	if err != nil {
+		return fmt.Errorf("disk: perm: %w", err)
+	}
+	defer in.Close()
+	if err := copySparse(io.NewOffsetWriter(f, p.OffsetBytes()), in); err != nil {
+		return fmt.Errorf("disk: perm: copy into image: %w", err)
+	}
+	return nil
+}
+
+// copySparse copies r to w skipping all-zero blocks, which keeps the image
+// file sparse where the source was (mostly empty ext4 is mostly zeros).
+func copySparse(w io.WriterAt, r io.Reader) error {
+	const blockBytes = 64 << 10
+	buf := make([]byte, blockBytes)
+	zero := make([]byte, blockBytes)
+	var off int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
+			if _, werr := w.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+		}
+		off += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table, s Spec) error {
+	info, err := json.MarshalIndent(layout.Info{Name: s.Name, Target: s.Target, Arch: s.Arch, BuildID: s.BuildID}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("disk: boot: %w", err)
+	}
+	words := strings.Fields(s.Cmdline)
+	words = append(words, layout.ParamBoot+"=PARTUUID="+table.Partitions[0].GUID.String())
+	if s.PermBytes > 0 {
+		words = append(words, layout.ParamPerm+"=PARTUUID="+table.Partitions[3].GUID.String())
+	}
+	files := []fat.File{
+		fat.BytesFile(layout.KernelFile, s.Kernel),
+		fat.BytesFile(layout.InitrdFile, s.Initrd),
+		fat.BytesFile(layout.CmdlineFile, []byte(strings.Join(words, " ")+"\n")),
+		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
+		fat.BytesFile(layout.InfoFile, append(info, '\n')),
+	}
+	w := io.NewOffsetWriter(f, p.OffsetBytes())
+	if err := fat.Write(ctx, w, p.SizeBytes(), files,
+		fat.WithTime(time.Unix(s.ModTime, 0).UTC()), fat.WithVolumeLabel("INGOT-BOOT"),
+		fat.WithVolumeID(volumeID(s.Name)), fat.WithHiddenSectors(uint32(p.FirstLBA))); err != nil {
+		return fmt.Errorf("disk: boot partition: %w", err)
+	}
+	return nil
+}
+
+func volumeID(name string) uint32 {
+	g := gpt.GUIDFromName("ingot/boot-fs", name)
+	return uint32(g[0])<<24 | uint32(g[1])<<16 | uint32(g[2])<<8 | uint32(g[3])
+}

@@ -1,0 +1,267 @@
+// Package squashfs writes squashfs 4.0 images, the read-only root
+// filesystem of every appliance, from a rootfs.Tree, in pure Go.
+//
+// The image is what the Linux kernel and squashfs-tools read: every file
+// type, owners through the id table, full mode bits, hard links sharing an
+// inode, xattrs (user., trusted., security.), sparse blocks, tail packing
+// into fragments, duplicate files stored once, directories of any size
+// with lookup indexes, an NFS export table, and gzip, zstd or no
+// compression. Data blocks are compressed by a pool of workers and written
+// in order through a bounded pipeline, so memory does not grow with file
+// size. The same tree and options always give the same bytes.
+package squashfs
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"runtime"
+
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+type config struct {
+	comp      Compression
+	level     int
+	levelSet  bool
+	blockSize int
+	workers   int
+}
+
+// Option configures Write.
+type Option func(*config)
+
+// WithCompression selects the compressor; the default is Zstd.
+func WithCompression(c Compression) Option {
+	return func(cfg *config) { cfg.comp = c }
+}
+
+// WithLevel sets the compression level: 1..22 for zstd (default 3), 1..9
+// for gzip (default 6).
+func WithLevel(n int) Option {
+	return func(cfg *config) { cfg.level, cfg.levelSet = n, true }
+}
+
+// WithBlockSize sets the data block size: a power of two from 4 KiB to
+// 1 MiB, default 128 KiB.
+func WithBlockSize(bytes int) Option {
+	return func(cfg *config) { cfg.blockSize = bytes }
+}
+
+// WithWorkers sets how many blocks are compressed at once; the default is
+// GOMAXPROCS.
+func WithWorkers(n int) Option {
+	return func(cfg *config) { cfg.workers = n }
+}
+
+func newConfig(opts []Option) (*config, error) {
+	cfg := &config{comp: Zstd, blockSize: DefaultBlockBytes, workers: runtime.GOMAXPROCS(0)}
+	for _, o := range opts {
+		o(cfg)
+	}
+	switch cfg.comp {
+	case Zstd, Gzip, None:
+	default:
+		return nil, fmt.Errorf("squashfs: unknown compression %d", cfg.comp)
+	}
+	if !cfg.levelSet {
+		cfg.level = cfg.comp.defaultLevel()
+	}
+	if err := cfg.comp.checkLevel(cfg.level); err != nil {
+		return nil, err
+	}
+	if cfg.blockSize < MinBlockBytes || cfg.blockSize > MaxBlockBytes || bits.OnesCount(uint(cfg.blockSize)) != 1 {
+		return nil, fmt.Errorf("squashfs: block size %d is not a power of two from %d to %d", cfg.blockSize, MinBlockBytes, MaxBlockBytes)
+	}
+	if cfg.workers < 1 {
+		return nil, fmt.Errorf("squashfs: %d workers, want at least 1", cfg.workers)
+	}
+	return cfg, nil
+}
+
+// Write writes t as a squashfs image to w, starting at w's current offset,
+// and leaves w at the end of the image, which is padded to a multiple of
+// 4 KiB. The superblock's creation time is the root directory's mtime.
+//
+// Input the format cannot hold (a hard link to a missing path or to a
+// directory, a file whose content is shorter or longer than its size, an
+// xattr outside user., trusted. and security., an mtime outside
+// 1970..2106, ...) is an error naming the path. On any error, what was
+// written to w is not an image and must be discarded.
+func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option) error {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return err
+	}
+	newComp := func() (compressor, error) { return newCompressor(cfg.comp, cfg.level) }
+	metaComp, err := newComp()
+	if err != nil {
+		return err
+	}
+	p, err := makePlan(t, metaComp)
+	if err != nil {
+		return err
+	}
+	out, err := newOutput(w)
+	if err != nil {
+		return err
+	}
+
+	sb := superblock{
+		inodes:     uint32(len(p.order)),
+		mkfsTime:   uint32(p.root.entry.ModTime),
+		blockSize:  uint32(cfg.blockSize),
+		blockLog:   uint16(bits.TrailingZeros(uint(cfg.blockSize))),
+		compressor: cfg.comp.id(),
+		flags:      flagDuplicates | flagAlwaysFragments | flagExportable,
+		ids:        uint16(len(p.ids)),
+	}
+	if cfg.comp == None {
+		sb.flags |= flagUncompressedInodes | flagUncompressedData | flagUncompressedFragments |
+			flagUncompressedXattrs | flagUncompressedIDs
+	}
+	// The superblock is written last, once every table is placed.
+	out.zeros(superblockBytes)
+	if o := cfg.comp.options(cfg.level); o != nil {
+		sb.flags |= flagCompressorOptions
+		out.write(binary.LittleEndian.AppendUint16(nil, uint16(len(o))|metadataUncompressedBit))
+		out.write(o)
+	}
+
+	dw := newDataWriter(out, cfg.blockSize, cfg.workers, newComp)
+	fragments, err := dw.run(ctx, p.files)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, f := range p.files {
+		if d := f.dupOf; d != nil {
+			f.start, f.blocks, f.sparseBytes = d.start, d.blocks, d.sparseBytes
+			f.fragment, f.fragOffset = d.fragment, d.fragOffset
+		}
+	}
+
+	tw := &tableWriter{
+		inodes:       newMetaWriter(metaComp),
+		dirs:         newMetaWriter(metaComp),
+		parentOfRoot: uint32(len(p.order) + 1),
+	}
+	for _, n := range p.order {
+		if err := tw.writeNode(n); err != nil {
+			return err
+		}
+	}
+	sb.rootInode = p.root.ref
+	inodeTable, dirTable := tw.inodes.finish(), tw.dirs.finish()
+	if tw.inodes.err != nil || tw.dirs.err != nil {
+		return fmt.Errorf("squashfs: compress metadata: %w", firstErr(tw.inodes.err, tw.dirs.err))
+	}
+	sb.inodeTableStart = uint64(out.pos())
+	out.write(inodeTable)
+	sb.dirTableStart = uint64(out.pos())
+	out.write(dirTable)
+
+	// Lookup tables, in the order the kernel's sanity checks expect:
+	// each table's index ends where the next table begins.
+	sb.fragments = uint32(len(fragments))
+	var entries []byte
+	for _, f := range fragments {
+		entries = binary.LittleEndian.AppendUint64(entries, f.start)
+		entries = binary.LittleEndian.AppendUint32(entries, f.size)
+		entries = binary.LittleEndian.AppendUint32(entries, 0)
+	}
+	if sb.fragmentTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+		return err
+	}
+	entries = entries[:0]
+	for _, n := range p.order {
+		entries = binary.LittleEndian.AppendUint64(entries, n.ref)
+	}
+	if sb.exportTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+		return err
+	}
+	entries = entries[:0]
+	for _, id := range p.ids {
+		entries = binary.LittleEndian.AppendUint32(entries, id)
+	}
+	if sb.idTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+		return err
+	}
+	sb.xattrIDTableStart = invalidTable
+	if len(p.xattrIDs) == 0 {
+		sb.flags |= flagNoXattrs
+	} else if sb.xattrIDTableStart, err = writeXattrTables(out, metaComp, p); err != nil {
+		return err
+	}
+	sb.bytesUsed = uint64(out.pos())
+
+	// Blocks of a duplicate dropped near the end may lie past the tables;
+	// zero them rather than leave stale data in the image.
+	end := max(out.pos(), out.high)
+	end = (end + imageAlignBytes - 1) / imageAlignBytes * imageAlignBytes
+	out.zeros(end - out.pos())
+	out.writeAt(0, sb.encode())
+	out.flush()
+	return out.err
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeLookupTable writes a lookup table at the current position and
+// returns the position of its index. An empty table writes nothing.
+func writeLookupTable(out *output, comp compressor, entries []byte) (uint64, error) {
+	at := uint64(out.pos())
+	if len(entries) == 0 {
+		return at, nil
+	}
+	table, indexAt, err := lookupTable(comp, entries, at)
+	if err != nil {
+		return 0, fmt.Errorf("squashfs: compress lookup table: %w", err)
+	}
+	out.write(table)
+	return indexAt, nil
+}
+
+// writeXattrTables writes the key/value stream, the xattr id entries and
+// the xattr id table header with its index, and returns the header's
+// position. The index must end the image: the kernel checks that.
+func writeXattrTables(out *output, comp compressor, p *plan) (uint64, error) {
+	kv := p.xattrKV.finish()
+	if p.xattrKV.err != nil {
+		return 0, fmt.Errorf("squashfs: compress xattrs: %w", p.xattrKV.err)
+	}
+	kvStart := uint64(out.pos())
+	out.write(kv)
+	idsAt := uint64(out.pos())
+	m := newMetaWriter(comp)
+	m.write(p.xattrIDs)
+	out.write(m.finish())
+	if m.err != nil {
+		return 0, fmt.Errorf("squashfs: compress xattr ids: %w", m.err)
+	}
+	count := len(p.xattrIDs) / xattrIDEntryBytes
+	if count > math.MaxUint32 {
+		return 0, fmt.Errorf("squashfs: %d xattr sets exceed the format's limit", count)
+	}
+	headerAt := uint64(out.pos())
+	b := binary.LittleEndian.AppendUint64(nil, kvStart)
+	b = binary.LittleEndian.AppendUint32(b, uint32(count))
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	for _, s := range m.starts {
+		b = binary.LittleEndian.AppendUint64(b, idsAt+uint64(s))
+	}
+	out.write(b)
+	return headerAt, nil
+}
