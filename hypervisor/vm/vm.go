@@ -89,8 +89,11 @@ func Run(ctx context.Context, c Config) error {
 		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Disk: image, Forwards: c.Forwards,
 		Console: c.Console, RunDir: c.RunDir,
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The backend outlives each QEMU: it must keep answering while the guest
+	// shuts down after ctx is canceled, and it serves the next QEMU after a
+	// reboot.
+	backendCtx, stopBackend := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackend()
 	backendErr := make(chan error, 1)
 	switch c.Vsock {
 	case VsockUser:
@@ -107,7 +110,7 @@ func Run(ctx context.Context, c Config) error {
 			return fmt.Errorf("vm: vsock: %w", err)
 		}
 		m.VhostUserVsock = vhost
-		go func() { backendErr <- dev.ServeListener(runCtx, l) }()
+		go func() { backendErr <- dev.ServeListener(backendCtx, l) }()
 	case VsockKernel:
 		if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
 			return fmt.Errorf("vm: vsock kernel: %w (load the vhost_vsock module, or use the user backend)", err)
@@ -133,7 +136,7 @@ func Run(ctx context.Context, c Config) error {
 			trial = fmt.Sprintf(" (trial, %d tries left after this one)", b.State.TriesLeft)
 		}
 		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.Info.BuildID), b.Slot, trial)
-		exit, used, err := qemu.Run(runCtx, m, accel, logf)
+		exit, used, err := qemu.Run(ctx, m, accel, logf)
 		if err != nil {
 			return err
 		}

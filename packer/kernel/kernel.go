@@ -53,8 +53,9 @@ type Module struct {
 // transport with block, network and console devices, squashfs for the root,
 // vsock over virtio for management, vfat with the code page and charset the
 // FAT boot partition mounts with (Debian's FAT_DEFAULT_CODEPAGE=437,
-// FAT_DEFAULT_IOCHARSET="ascii"), and softdog as the watchdog (Debian's
-// cloud kernels do not build i6300esb).
+// FAT_DEFAULT_IOCHARSET="ascii"), softdog as the watchdog (Debian's
+// cloud kernels do not build i6300esb), and the ACPI power button with
+// evdev so init sees a host's power-down request as a KEY_POWER event.
 func DefaultVMModules() []string {
 	return []string{
 		"virtio_pci",
@@ -68,6 +69,8 @@ func DefaultVMModules() []string {
 		"nls_cp437",
 		"nls_ascii",
 		"softdog",
+		"button",
+		"evdev",
 	}
 }
 
