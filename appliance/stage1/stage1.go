@@ -9,6 +9,22 @@
 // PID 1 must never exit (the kernel panics): every error is logged and
 // boot goes on with less; only a failed reboot(2) at the very end leaves
 // init idling.
+//
+// What the root image must provide (it is read-only):
+//   - /init: ingot-init itself; /etc/ingot/appliance.json (package spec);
+//   - empty directories /proc, /sys, /dev, /run, /tmp and /perm to mount on;
+//   - symlinks /etc/resolv.conf -> /run/resolv.conf and /etc/hosts ->
+//     /run/hosts, which stage1 writes;
+//   - optionally /dev/console (char 5:1), for kernels that start stage1
+//     directly and do not mount devtmpfs themselves.
+//
+// The kernel command line gives ingot.perm=PARTUUID=... (an ext4
+// partition), and ingot.ip=ADDR/PREFIX,GATEWAY,DNS for a static network;
+// appliance.json's network is used when ingot.ip is absent. The power
+// button needs the button and evdev modules (amd64) loaded by stage0; a
+// watchdog device (softdog, i6300esb) is armed when present.
+//
+// Extensions (the management agent) get a *System through WithExtension.
 package stage1
 
 import (
@@ -304,11 +320,11 @@ func (s *System) setupPerm() {
 		s.warnf("perm: %v", err)
 		return
 	}
-	s.initLog.SetFile(f)
-	// Lines logged before perm was mounted go to the file too.
+	// Lines logged before perm was mounted go to the file too, first.
 	for _, l := range s.initLog.Ring().Tail(0) {
 		_ = f.Write(l)
 	}
+	s.initLog.SetFile(f)
 }
 
 // startServices creates the supervisor and runs it until ctx ends; the

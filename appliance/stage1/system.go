@@ -163,6 +163,11 @@ func (s *System) Boot() BootInfo { return s.boot }
 // appliance.json), for Start, Stop and Restart.
 func (s *System) Supervisor() *supervise.Supervisor { return s.sup }
 
+// Reaper returns init's reaper. Anything in init that starts a process
+// (a container launcher, say) must start it with Reaper().Spawn: init waits
+// for all children, so os/exec's Cmd.Wait would lose the exit status.
+func (s *System) Reaper() *supervise.Reaper { return s.reaper }
+
 // Logs returns the in-memory log of a service, or init's own for
 // InitLogName.
 func (s *System) Logs(name string) (*logs.Ring, bool) {

@@ -109,6 +109,10 @@ func (sv *service) run(ctx context.Context) {
 			sv.update(func(st *Status) { st.Reason = reason })
 			changedC = ch
 		case StateRunning:
+			if sv.inst == nil { // cannot happen; never dereference nil in PID 1
+				sv.update(func(st *Status) { st.State, st.Reason = StateStopped, "lost track of its process" })
+				continue
+			}
 			exitC = sv.inst.exited
 		case StateBackoff:
 			timerC = sv.timer.C
@@ -118,7 +122,12 @@ func (sv *service) run(ctx context.Context) {
 			if sv.inst != nil {
 				sv.sink.Printf("stopping for shutdown")
 				sv.terminate()
-				sv.update(func(st *Status) { st.State, st.Reason = StateStopped, "shutdown" })
+			}
+			switch sv.state() {
+			case StateRunning, StateBackoff, StateWaiting:
+				sv.update(func(st *Status) {
+					st.State, st.Reason, st.NextStart = StateStopped, "shutdown", time.Time{}
+				})
 			}
 			return
 		case <-changedC:

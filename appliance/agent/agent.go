@@ -1,0 +1,242 @@
+// Package agent is the management API server inside ingot-init: the HTTP
+// side of the protocol of package mgmt, on whatever listener stage1 gives
+// it (AF_VSOCK, or TCP wrapped in TLS). It owns authentication, routing,
+// streaming and error mapping; what it reports and controls comes from
+// small interfaces (Deps) that stage1 implements over its supervisor,
+// logs, power handling and the update package, so the server can be tested
+// without a guest.
+//
+// Every request must carry "Authorization: Bearer TOKEN" whose SHA-256
+// equals the configured hash (compared in constant time); otherwise the
+// agent answers 401 before routing and nothing else happens.
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// Info describes the running appliance.
+type Info interface {
+	// Status returns everything about the appliance the agent does not
+	// add itself: name, build id, arch, hostname, booted slot and trial
+	// flag, StartedAt, perm, services, warnings, ShuttingDown. The agent
+	// fills UptimeSeconds (from StartedAt, when zero), SlotState (from the
+	// Updater, when nil) and Features.
+	Status() mgmt.Status
+}
+
+// Supervisor controls the services.
+type Supervisor interface {
+	// Service returns a snapshot of one service; false when there is no
+	// such service.
+	Service(name string) (mgmt.ServiceStatus, bool)
+	// Start, Stop and Restart act on a service and return when the action
+	// is done (Stop: the process exited) or ctx ends.
+	Start(ctx context.Context, name string) error
+	Stop(ctx context.Context, name string) error
+	Restart(ctx context.Context, name string) error
+}
+
+// Logs serves log lines.
+type Logs interface {
+	// Logs sends the last n lines of the named log (n < 0: all it holds,
+	// 0: none), then, with follow, every new line until ctx ends; the
+	// channel is closed at the end. The sender must give up when ctx ends.
+	// An unknown name is an error wrapping mgmt.ErrNotFound. Several calls
+	// may follow the same log at once.
+	Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error)
+}
+
+// Power shuts the appliance down. The agent calls it after the reply was
+// sent, so the methods may take the machine down at any time after they
+// return; they should return once the request was accepted.
+type Power interface {
+	Reboot(ctx context.Context) error
+	Poweroff(ctx context.Context) error
+}
+
+// Updater performs A/B updates; *update.Manager implements it. Errors
+// wrapping the mgmt error kinds choose the HTTP status (mgmt.StatusCode).
+type Updater interface {
+	// WriteRoot streams sizeBytes of body, a squashfs with the given hex
+	// SHA-256 built for GOARCH arch, into the slot this boot does not run.
+	WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string) (mgmt.UpdateResult, error)
+	// WriteBootFile stages a boot partition file for the next Commit.
+	WriteBootFile(ctx context.Context, name string, body io.Reader, sizeBytes int64, sha256Hex string) (mgmt.UpdateResult, error)
+	// Commit makes the written slot the trial slot.
+	Commit(ctx context.Context) (mgmt.SlotState, error)
+	// Rollback cancels a pending trial or makes the other slot the trial.
+	Rollback(ctx context.Context) (mgmt.SlotState, error)
+	// SlotState returns slot.json as it is now.
+	SlotState(ctx context.Context) (mgmt.SlotState, error)
+}
+
+// Deps are what the agent serves. Info is required; a nil Supervisor,
+// Logs, Power or Updater makes its endpoints answer 501 (mgmt.ErrUnsupported)
+// and leaves its feature out of Status.Features.
+type Deps struct {
+	Info       Info
+	Supervisor Supervisor
+	Logs       Logs
+	Power      Power
+	Updater    Updater
+}
+
+// Option configures an Agent.
+type Option func(*Agent)
+
+// WithLogf sets where the agent logs rejected requests, failed actions and
+// power requests (default: nowhere).
+func WithLogf(logf func(format string, args ...any)) Option {
+	return func(a *Agent) { a.logf = logf }
+}
+
+// WithShutdownTimeout bounds how long Serve waits for requests in flight
+// after its context ends (default 2 s); log followers end at once.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(a *Agent) { a.shutdownTimeout = d }
+}
+
+// Agent is the management API server. One Agent may Serve several
+// listeners at once.
+type Agent struct {
+	deps            Deps
+	tokenSHA256     []byte
+	logf            func(format string, args ...any)
+	shutdownTimeout time.Duration
+	handler         http.Handler
+}
+
+// Timeouts of the HTTP server. There is no write timeout: log follows and
+// update uploads legitimately last long, and request contexts end when
+// the client goes away.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
+
+// New returns an agent that accepts requests whose bearer token hashes to
+// tokenSHA256 (lowercase hex, as in appliance.json's management.token_sha256).
+// Without a valid hash there is no agent: it never serves unauthenticated.
+func New(deps Deps, tokenSHA256 string, opts ...Option) (*Agent, error) {
+	if deps.Info == nil {
+		return nil, errors.New("agent: Deps.Info is required")
+	}
+	sum, err := hex.DecodeString(strings.TrimSpace(tokenSHA256))
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("agent: token_sha256 %q: want 64 hex digits", tokenSHA256)
+	}
+	a := &Agent{deps: deps, tokenSHA256: sum, logf: func(string, ...any) {}, shutdownTimeout: 2 * time.Second}
+	for _, o := range opts {
+		o(a)
+	}
+	a.handler = a.routes()
+	return a, nil
+}
+
+// Handler returns the agent's HTTP handler, authentication included.
+func (a *Agent) Handler() http.Handler { return a.handler }
+
+// Serve answers requests on l until ctx ends, then stops accepting, ends
+// log follows, waits up to the shutdown timeout for other requests and
+// closes l. It returns nil after ctx ended, else the listener's error.
+func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		// Request contexts derive from ctx so that followers end with it.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    nil,
+	}
+	served := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-served:
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	}()
+	err := srv.Serve(l)
+	close(served)
+	<-stopped
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("agent: serve %s: %w", l.Addr(), err)
+}
+
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+mgmt.PathStatus, a.status)
+	mux.HandleFunc("GET "+mgmt.PathLogs, a.logs)
+	mux.HandleFunc("POST "+mgmt.PathServices+"{name}/{action}", a.service)
+	mux.HandleFunc("POST "+mgmt.PathReboot, a.power(true))
+	mux.HandleFunc("POST "+mgmt.PathPoweroff, a.power(false))
+	mux.HandleFunc("PUT "+mgmt.PathUpdateRoot, a.updateRoot)
+	mux.HandleFunc("PUT "+mgmt.PathUpdateBoot+"{file}", a.updateBoot)
+	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
+	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
+	})
+	return a.authenticate(mux)
+}
+
+// authenticate answers 401 before routing unless the bearer token matches,
+// so an unauthenticated client learns nothing, not even which paths exist.
+func (a *Agent) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get(mgmt.HeaderAuthorization), mgmt.BearerPrefix)
+		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if !ok || token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) != 1 {
+			reason := "wrong token"
+			if !ok || token == "" {
+				reason = "no bearer token"
+			}
+			a.logf("agent: %s %s from %s: %s", r.Method, r.URL.Path, r.RemoteAddr, reason)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ingot"`)
+			// The body is never read: close rather than drain an upload.
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusUnauthorized, mgmt.ErrorBody{Error: mgmt.ErrUnauthorized.Error()})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// fail answers with err's status and message.
+func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := mgmt.StatusCode(err)
+	if code >= 500 || r.Method != http.MethodGet {
+		a.logf("agent: %s %s: %v", r.Method, r.URL.Path, err)
+	}
+	writeJSON(w, code, mgmt.ErrorBody{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", mgmt.ContentTypeJSON)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := jsonEncoder(w)
+	_ = enc.Encode(v) // the client may be gone; nothing to do about it
+}

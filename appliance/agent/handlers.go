@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+func unsupported(what string) error {
+	return fmt.Errorf("%s: %w", what, mgmt.ErrUnsupported)
+}
+
+func (a *Agent) status(w http.ResponseWriter, r *http.Request) {
+	st := a.deps.Info.Status()
+	if st.UptimeSeconds == 0 && !st.StartedAt.IsZero() {
+		st.UptimeSeconds = time.Since(st.StartedAt).Seconds()
+	}
+	if st.SlotState == nil && st.SlotError == "" && a.deps.Updater != nil {
+		if s, err := a.deps.Updater.SlotState(r.Context()); err != nil {
+			st.SlotError = err.Error()
+		} else {
+			st.SlotState = &s
+		}
+	}
+	if st.Services == nil {
+		st.Services = []mgmt.ServiceStatus{}
+	}
+	st.Features = a.features()
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (a *Agent) features() []string {
+	var f []string
+	if a.deps.Logs != nil {
+		f = append(f, mgmt.FeatureLogsFollow)
+	}
+	if a.deps.Updater != nil {
+		f = append(f, mgmt.FeatureUpdateRoot, mgmt.FeatureUpdateBoot, mgmt.FeatureRollback)
+	}
+	return f
+}
+
+func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
+	if a.deps.Logs == nil {
+		a.fail(w, r, unsupported("logs"))
+		return
+	}
+	q := r.URL.Query()
+	name := q.Get(mgmt.ParamService)
+	if name == "" {
+		a.fail(w, r, fmt.Errorf("logs: the %q parameter names the service: %w", mgmt.ParamService, mgmt.ErrInvalid))
+		return
+	}
+	n := -1
+	if s := q.Get(mgmt.ParamLines); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 {
+			a.fail(w, r, fmt.Errorf("logs: %s=%q: want a number of lines ≥ 0: %w", mgmt.ParamLines, s, mgmt.ErrInvalid))
+			return
+		}
+		n = v
+	}
+	follow := false
+	switch f := q.Get(mgmt.ParamFollow); f {
+	case "", "0", "false":
+	case "1", "true":
+		follow = true
+	default:
+		a.fail(w, r, fmt.Errorf("logs: %s=%q: want 1 or 0: %w", mgmt.ParamFollow, f, mgmt.ErrInvalid))
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel() // stops the sender if the client went away
+	lines, err := a.deps.Logs.Logs(ctx, name, n, follow)
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("logs %q: %w", name, err))
+		return
+	}
+	w.Header().Set("Content-Type", mgmt.ContentTypeNDJSON)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := jsonEncoder(w)
+	for {
+		var l mgmt.LogLine
+		var ok bool
+		select {
+		case l, ok = <-lines:
+		default:
+			// Nothing ready: push out what is buffered, then wait.
+			if rc.Flush() != nil {
+				return
+			}
+			select {
+			case l, ok = <-lines:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if !ok {
+			return
+		}
+		if enc.Encode(l) != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) service(w http.ResponseWriter, r *http.Request) {
+	name, action := r.PathValue("name"), mgmt.Action(r.PathValue("action"))
+	if !action.Valid() {
+		a.fail(w, r, fmt.Errorf("service %q: unknown action %q, want start, stop or restart: %w", name, action, mgmt.ErrNotFound))
+		return
+	}
+	sup := a.deps.Supervisor
+	if sup == nil {
+		a.fail(w, r, unsupported("services"))
+		return
+	}
+	if _, ok := sup.Service(name); !ok {
+		a.fail(w, r, fmt.Errorf("service %q: no such service: %w", name, mgmt.ErrNotFound))
+		return
+	}
+	var err error
+	switch action {
+	case mgmt.ActionStart:
+		err = sup.Start(r.Context(), name)
+	case mgmt.ActionStop:
+		err = sup.Stop(r.Context(), name)
+	case mgmt.ActionRestart:
+		err = sup.Restart(r.Context(), name)
+	}
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("%s %q: %w", action, name, err))
+		return
+	}
+	a.logf("agent: %s %q", action, name)
+	st, _ := sup.Service(name)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// powerTimeout bounds the call that hands a reboot or power-off to init.
+const powerTimeout = 10 * time.Second
+
+func (a *Agent) power(reboot bool) http.HandlerFunc {
+	what := "poweroff"
+	if reboot {
+		what = "reboot"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		p := a.deps.Power
+		if p == nil {
+			a.fail(w, r, unsupported(what))
+			return
+		}
+		if a.deps.Info.Status().ShuttingDown {
+			a.fail(w, r, fmt.Errorf("%s: already shutting down: %w", what, mgmt.ErrConflict))
+			return
+		}
+		a.logf("agent: %s requested by %s", what, r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusAccepted, mgmt.Accepted{Accepted: what})
+		_ = http.NewResponseController(w).Flush()
+		// The reply is on the wire; init may now stop everything, the
+		// agent included.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), powerTimeout)
+			defer cancel()
+			var err error
+			if reboot {
+				err = p.Reboot(ctx)
+			} else {
+				err = p.Poweroff(ctx)
+			}
+			if err != nil {
+				a.logf("agent: %s: %v", what, err)
+			}
+		}()
+	}
+}
+
+// readTracker records whether a handler started reading a request body.
+type readTracker struct {
+	r    io.Reader
+	read bool
+}
+
+func (t *readTracker) Read(b []byte) (int, error) {
+	t.read = true
+	return t.r.Read(b)
+}
+
+// upload runs write over the request body and answers with its result.
+func (a *Agent) upload(w http.ResponseWriter, r *http.Request, what string, write func(body io.Reader, size int64) (mgmt.UpdateResult, error)) {
+	if a.deps.Updater == nil {
+		a.fail(w, r, unsupported(what))
+		return
+	}
+	if r.ContentLength < 0 {
+		a.fail(w, r, fmt.Errorf("%s: Content-Length is required: %w", what, mgmt.ErrLengthRequired))
+		return
+	}
+	body := &readTracker{r: r.Body}
+	res, err := write(body, r.ContentLength)
+	if err != nil {
+		// A rejection after the body started flowing: the client is still
+		// sending and would see a broken pipe instead of the reason, so
+		// drop the rest of the connection's input after answering. A
+		// rejection before any read never asked for the body (Expect:
+		// 100-continue), and the client sends nothing.
+		if body.read {
+			w.Header().Set("Connection", "close")
+		}
+		a.fail(w, r, err)
+		return
+	}
+	a.logf("agent: %s: %d bytes, sha256 %s", what, res.Bytes, res.SHA256)
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (a *Agent) updateRoot(w http.ResponseWriter, r *http.Request) {
+	a.upload(w, r, "update root", func(body io.Reader, size int64) (mgmt.UpdateResult, error) {
+		return a.deps.Updater.WriteRoot(r.Context(), body, size, r.Header.Get(mgmt.HeaderSHA256), r.Header.Get(mgmt.HeaderArch))
+	})
+}
+
+func (a *Agent) updateBoot(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	a.upload(w, r, "update boot file "+file, func(body io.Reader, size int64) (mgmt.UpdateResult, error) {
+		return a.deps.Updater.WriteBootFile(r.Context(), file, body, size, r.Header.Get(mgmt.HeaderSHA256))
+	})
+}
+
+func (a *Agent) commit(w http.ResponseWriter, r *http.Request) {
+	a.slotChange(w, r, "commit", func(u Updater) (mgmt.SlotState, error) { return u.Commit(r.Context()) })
+}
+
+func (a *Agent) rollback(w http.ResponseWriter, r *http.Request) {
+	a.slotChange(w, r, "rollback", func(u Updater) (mgmt.SlotState, error) { return u.Rollback(r.Context()) })
+}
+
+func (a *Agent) slotChange(w http.ResponseWriter, r *http.Request, what string, f func(Updater) (mgmt.SlotState, error)) {
+	if a.deps.Updater == nil {
+		a.fail(w, r, unsupported(what))
+		return
+	}
+	s, err := f(a.deps.Updater)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.logf("agent: %s: slot.json now active %q trial %q tries %d", what, s.Active, s.Trial, s.TriesLeft)
+	writeJSON(w, http.StatusOK, s)
+}

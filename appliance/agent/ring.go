@@ -1,0 +1,54 @@
+package agent
+
+import (
+	"context"
+	"math"
+
+	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// RingLines serves a logs.Ring with the semantics of Logs.Logs: the last n
+// lines (n < 0: all the ring holds, 0: none), then with follow every new
+// line until ctx ends. Stage1's Logs implementation looks the ring up by
+// name and hands it here.
+func RingLines(ctx context.Context, ring *logs.Ring, n int, follow bool) <-chan mgmt.LogLine {
+	out := make(chan mgmt.LogLine)
+	var in <-chan logs.Line
+	if follow {
+		if n < 0 {
+			n = math.MaxInt
+		}
+		in = ring.Follow(ctx, n)
+	} else {
+		var tail []logs.Line
+		switch {
+		case n < 0:
+			tail = ring.Tail(0)
+		case n > 0:
+			tail = ring.Tail(n)
+		}
+		ch := make(chan logs.Line, len(tail))
+		for _, l := range tail {
+			ch <- l
+		}
+		close(ch)
+		in = ch
+	}
+	go func() {
+		defer close(out)
+		for l := range in {
+			select {
+			case out <- LogLine(l):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// LogLine converts a logs.Line for the protocol.
+func LogLine(l logs.Line) mgmt.LogLine {
+	return mgmt.LogLine{Seq: l.Seq, Time: l.Time, Stream: l.Stream.String(), Text: l.Text}
+}

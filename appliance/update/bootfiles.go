@@ -1,0 +1,176 @@
+package update
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/layout"
+)
+
+// bootFiles are the boot partition files an update may replace. slot.json
+// is not among them: only Commit, Confirm and Rollback write it.
+var bootFiles = map[string]bool{
+	layout.KernelFile:  true,
+	layout.InitrdFile:  true,
+	layout.CmdlineFile: true,
+	layout.InfoFile:    true,
+}
+
+// Name prefixes of files in transit on the boot partition. The boot loader
+// reads files by their exact names, so it never sees these.
+const (
+	tempPrefix   = ".ingot-tmp-"
+	stagedPrefix = ".ingot-staged-"
+)
+
+// maxBootFileBytes bounds a boot file; a kernel plus initramfs of ingot is
+// a few tens of MiB.
+const maxBootFileBytes = 256 << 20
+
+// StageBootFile writes a boot partition file from body, of declaredBytes
+// with SHA-256 wantSHA256, under a temporary name in bootDir; only when
+// length and hash match is it renamed to its staged name, which
+// ApplyBootFiles later renames over the live file. The live file is not
+// touched here.
+func StageBootFile(ctx context.Context, bootDir, name string, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
+	if !bootFiles[name] {
+		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json: %w", name, mgmt.ErrNotFound)
+	}
+	want, err := ParseSHA256(wantSHA256)
+	if err != nil {
+		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+	}
+	switch {
+	case declaredBytes <= 0:
+		return Result{}, fmt.Errorf("update: boot file %s: declared size %d: %w", name, declaredBytes, mgmt.ErrLengthRequired)
+	case declaredBytes > maxBootFileBytes:
+		return Result{}, fmt.Errorf("update: boot file %s: %d bytes, at most %d: %w", name, declaredBytes, maxBootFileBytes, mgmt.ErrTooLarge)
+	}
+	tmpPath := filepath.Join(bootDir, tempPrefix+name)
+	f, err := os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+	}
+	res, err := writeVerified(ctx, f, body, declaredBytes, want)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+name))
+	}
+	if err == nil {
+		err = syncDir(bootDir)
+	}
+	if err != nil {
+		os.Remove(tmpPath)
+		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+	}
+	return res, nil
+}
+
+func writeVerified(ctx context.Context, f *os.File, body io.Reader, declaredBytes int64, want string) (Result, error) {
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(&ctxReader{ctx, body}, declaredBytes))
+	if err != nil {
+		return Result{}, fmt.Errorf("after %d of %d bytes: %w", n, declaredBytes, err)
+	}
+	if n != declaredBytes {
+		return Result{}, fmt.Errorf("body ended after %d of %d bytes: %w", n, declaredBytes, mgmt.ErrRejected)
+	}
+	var extra [1]byte
+	if n, _ := io.ReadFull(body, extra[:]); n > 0 {
+		return Result{}, fmt.Errorf("body is longer than the declared %d bytes: %w", declaredBytes, mgmt.ErrRejected)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return Result{}, fmt.Errorf("sha256 of the %d bytes received is %s, the request declared %s: %w", n, got, want, mgmt.ErrRejected)
+	}
+	if err := f.Sync(); err != nil {
+		return Result{}, fmt.Errorf("sync: %w", err)
+	}
+	return Result{Bytes: n, SHA256: want}, nil
+}
+
+// ctxReader stops a copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// StagedBootFiles lists the boot files staged in bootDir, sorted.
+func StagedBootFiles(bootDir string) ([]string, error) {
+	entries, err := os.ReadDir(bootDir)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if name, ok := strings.CutPrefix(e.Name(), stagedPrefix); ok && bootFiles[name] {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// ApplyBootFiles renames the staged boot files over the live ones and syncs
+// the directory. Each rename is atomic; a power cut between two of them can
+// leave a new kernel with the old initramfs, which is why the client
+// stages both and they are applied right before slot.json changes.
+func ApplyBootFiles(bootDir string) ([]string, error) {
+	names, err := StagedBootFiles(bootDir)
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	for _, name := range names {
+		if err := os.Rename(filepath.Join(bootDir, stagedPrefix+name), filepath.Join(bootDir, name)); err != nil {
+			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
+		}
+	}
+	if err := syncDir(bootDir); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	return names, nil
+}
+
+// DiscardBootFiles removes staged and half-written boot files.
+func DiscardBootFiles(bootDir string) error {
+	entries, err := os.ReadDir(bootDir)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), stagedPrefix) || strings.HasPrefix(e.Name(), tempPrefix) {
+			if err := os.Remove(filepath.Join(bootDir, e.Name())); err != nil {
+				errs = append(errs, fmt.Errorf("update: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package update
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/ingotdev/ingot/appliance/slot"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// Partition is an open root slot partition.
+type Partition interface {
+	Device
+	io.Closer
+	// SizeBytes is the size of the partition.
+	SizeBytes() int64
+}
+
+// OpenFunc opens the partition of a root slot for reading and writing.
+type OpenFunc func(ctx context.Context, n slot.Name) (Partition, error)
+
+// File is a block device or regular file opened as a Partition.
+type File struct {
+	*os.File
+	size int64
+}
+
+// SizeBytes is the size found when the file was opened.
+func (f *File) SizeBytes() int64 { return f.size }
+
+// OpenFile opens a block device (or a file standing in for one) read-write
+// as a Partition; its size is where a seek to the end lands, which for a
+// block device is the device's size.
+func OpenFile(path string) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("update: %s: size: %w", path, err)
+	}
+	return &File{File: f, size: size}, nil
+}
+
+// Manager runs the update requests of the management agent for one boot:
+// it knows the mounted boot partition, which slot this boot runs and how
+// to open the slot partitions. One update operation runs at a time; a
+// second one meanwhile fails with mgmt.ErrConflict.
+type Manager struct {
+	bootDir string
+	booted  slot.Name
+	open    OpenFunc
+	opts    []Option
+
+	mu sync.Mutex
+	// staged is the slot the last successful WriteRoot wrote, which
+	// Commit turns into the trial slot; "" when nothing is staged.
+	staged slot.Name
+}
+
+// NewManager returns a Manager for the boot partition mounted read-write at
+// bootDir, on a boot that runs slot booted. Boot files left staged by an
+// earlier boot are discarded: they belong to an update that never
+// committed.
+func NewManager(bootDir string, booted slot.Name, open OpenFunc, opts ...Option) (*Manager, error) {
+	if !booted.Valid() {
+		return nil, fmt.Errorf("update: booted slot %q is not a or b (no %s on the kernel command line?)", booted, "ingot.slot")
+	}
+	if _, err := ReadState(bootDir); err != nil {
+		return nil, err
+	}
+	if err := DiscardBootFiles(bootDir); err != nil {
+		return nil, err
+	}
+	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts}, nil
+}
+
+func (m *Manager) lock() error {
+	if !m.mu.TryLock() {
+		return fmt.Errorf("update: another update operation is in progress: %w", mgmt.ErrConflict)
+	}
+	return nil
+}
+
+// target returns the slot updates go to, the one this boot does not run,
+// and refuses when that slot is the fallback of an unconfirmed trial.
+func (m *Manager) target() (slot.Name, slot.State, error) {
+	s, err := ReadState(m.bootDir)
+	if err != nil {
+		return "", s, err
+	}
+	t := m.booted.Other()
+	if t == s.Active {
+		return "", s, fmt.Errorf("update: this boot is an unconfirmed trial of slot %s and slot %s is its fallback; wait until the trial is confirmed, or roll back: %w", m.booted, t, mgmt.ErrConflict)
+	}
+	return t, s, nil
+}
+
+// WriteRoot streams a root image into the slot this boot does not run (see
+// the package function WriteRoot). It starts a new update: boot files
+// staged before it are discarded. When that slot is the pending trial of
+// an earlier commit, the trial is cancelled in slot.json right before the
+// first byte is written, so nothing ever boots a half-written slot.
+func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string) (mgmt.UpdateResult, error) {
+	if err := m.lock(); err != nil {
+		return mgmt.UpdateResult{}, err
+	}
+	defer m.mu.Unlock()
+	m.staged = ""
+	t, s, err := m.target()
+	if err != nil {
+		return mgmt.UpdateResult{}, err
+	}
+	if err := DiscardBootFiles(m.bootDir); err != nil {
+		return mgmt.UpdateResult{}, err
+	}
+	p, err := m.open(ctx, t)
+	if err != nil {
+		return mgmt.UpdateResult{}, fmt.Errorf("update: slot %s: %w", t, err)
+	}
+	defer p.Close()
+	cancelTrial := func() error {
+		if s.Trial != t {
+			return nil
+		}
+		return saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed})
+	}
+	opts := append(append([]Option(nil), m.opts...), withBeforeWrite(cancelTrial))
+	res, err := WriteRoot(ctx, p, p.SizeBytes(), body, sizeBytes, sha256Hex, arch, opts...)
+	if err != nil {
+		return mgmt.UpdateResult{}, fmt.Errorf("slot %s: %w", t, err)
+	}
+	m.staged = t
+	return mgmt.UpdateResult{Slot: string(t), Bytes: res.Bytes, SHA256: res.SHA256}, nil
+}
+
+// WriteBootFile stages a boot partition file (see StageBootFile) for the
+// update whose root was just written; Commit puts the staged files in
+// place.
+func (m *Manager) WriteBootFile(ctx context.Context, name string, body io.Reader, sizeBytes int64, sha256Hex string) (mgmt.UpdateResult, error) {
+	if err := m.lock(); err != nil {
+		return mgmt.UpdateResult{}, err
+	}
+	defer m.mu.Unlock()
+	if m.staged == "" {
+		return mgmt.UpdateResult{}, fmt.Errorf("update: boot file %s: no root was written for this update; PUT %s first: %w", name, mgmt.PathUpdateRoot, mgmt.ErrConflict)
+	}
+	res, err := StageBootFile(ctx, m.bootDir, name, body, sizeBytes, sha256Hex)
+	if err != nil {
+		return mgmt.UpdateResult{}, err
+	}
+	return mgmt.UpdateResult{File: name, Bytes: res.Bytes, SHA256: res.SHA256}, nil
+}
+
+// checkSlot opens slot n and checks that it holds a complete root.
+func (m *Manager) checkSlot(ctx context.Context, n slot.Name) error {
+	p, err := m.open(ctx, n)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	return ValidRoot(p, p.SizeBytes())
+}
+
+// Commit makes the slot the last WriteRoot of this boot wrote the trial
+// slot, after putting staged boot files in place. It fails with
+// mgmt.ErrConflict when nothing was written since the last commit.
+func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
+	if err := m.lock(); err != nil {
+		return mgmt.SlotState{}, err
+	}
+	defer m.mu.Unlock()
+	if m.staged == "" {
+		return mgmt.SlotState{}, fmt.Errorf("update: commit: no root was written since this boot's last commit; PUT %s first: %w", mgmt.PathUpdateRoot, mgmt.ErrConflict)
+	}
+	t, _, err := m.target()
+	if err != nil {
+		return mgmt.SlotState{}, err
+	}
+	if t != m.staged {
+		return mgmt.SlotState{}, fmt.Errorf("update: commit: staged slot %s is not the update slot %s: %w", m.staged, t, mgmt.ErrConflict)
+	}
+	if err := m.checkSlot(ctx, t); err != nil {
+		return mgmt.SlotState{}, fmt.Errorf("update: commit slot %s: %w", t, err)
+	}
+	if _, err := ApplyBootFiles(m.bootDir); err != nil {
+		return mgmt.SlotState{}, err
+	}
+	s, err := Commit(m.bootDir, t)
+	if err != nil {
+		return mgmt.SlotState{}, err
+	}
+	m.staged = ""
+	return SlotState(s), nil
+}
+
+// Rollback cancels a pending trial or makes the other slot the trial (see
+// the package function Rollback), and drops anything staged.
+func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
+	if err := m.lock(); err != nil {
+		return mgmt.SlotState{}, err
+	}
+	defer m.mu.Unlock()
+	m.staged = ""
+	if err := DiscardBootFiles(m.bootDir); err != nil {
+		return mgmt.SlotState{}, err
+	}
+	s, err := Rollback(m.bootDir, m.booted, func(n slot.Name) error { return m.checkSlot(ctx, n) })
+	if err != nil {
+		return mgmt.SlotState{}, err
+	}
+	return SlotState(s), nil
+}
+
+// Confirm confirms this boot's slot (see the package function Confirm);
+// stage1 calls it when the trial proved healthy.
+func (m *Manager) Confirm() (slot.State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Confirm(m.bootDir, m.booted)
+}
+
+// SlotState returns slot.json as it is now.
+func (m *Manager) SlotState(ctx context.Context) (mgmt.SlotState, error) {
+	s, err := ReadState(m.bootDir)
+	if err != nil {
+		return mgmt.SlotState{}, err
+	}
+	return SlotState(s), nil
+}
