@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -159,7 +160,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		// Request contexts derive from ctx so that followers end with it.
 		BaseContext: func(net.Listener) context.Context { return ctx },
-		ErrorLog:    nil,
+		// net/http's own complaints (bad requests, TLS handshakes) go to
+		// the same log as the agent's.
+		ErrorLog: log.New(logfWriter(a.logf), "agent: ", 0),
 	}
 	served := make(chan struct{})
 	stopped := make(chan struct{})
@@ -183,6 +186,14 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("agent: serve %s: %w", l.Addr(), err)
+}
+
+// logfWriter adapts a printf-style log for log.Logger.
+type logfWriter func(format string, args ...any)
+
+func (f logfWriter) Write(b []byte) (int, error) {
+	f("%s", strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
 }
 
 func (a *Agent) routes() http.Handler {

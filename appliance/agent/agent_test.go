@@ -621,3 +621,46 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func TestTLS(t *testing.T) {
+	certPEM, keyPEM, pin, err := mgmt.GenerateCertificate("hello", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := agent.ListenTLS(tl, certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Deps{Info: &fakeInfo{}}, hashHex([]byte(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, l) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	target := "https://" + tl.Addr().String()
+	c, err := mgmt.NewClient(target, token, mgmt.WithCertSHA256(pin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if s, err := c.Status(context.Background()); err != nil || s.Name != "hello" {
+		t.Fatalf("Status over TLS = %+v, %v", s, err)
+	}
+	bad, err := mgmt.NewClient(target, token, mgmt.WithCertSHA256(strings.Repeat("1", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Status(context.Background()); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Errorf("Status with a wrong pin = %v, want a pin mismatch", err)
+	}
+}

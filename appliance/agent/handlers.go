@@ -216,13 +216,15 @@ func (a *Agent) upload(w http.ResponseWriter, r *http.Request, what string, writ
 	body := &readTracker{r: r.Body}
 	res, err := write(body, r.ContentLength)
 	if err != nil {
-		// A rejection after the body started flowing: the client is still
-		// sending and would see a broken pipe instead of the reason, so
-		// drop the rest of the connection's input after answering. A
-		// rejection before any read never asked for the body (Expect:
-		// 100-continue), and the client sends nothing.
+		// A rejection after the body started flowing (bad magic, wrong
+		// hash): the client is still sending, and answering now and closing
+		// would hand it a connection reset instead of the reason. So the
+		// rest is read and dropped first; it is bounded by the declared
+		// length, which the updater already checked against the partition.
+		// A rejection before any read never asked for the body (Expect:
+		// 100-continue), so the client sends nothing and nothing is read.
 		if body.read {
-			w.Header().Set("Connection", "close")
+			_, _ = io.Copy(io.Discard, r.Body)
 		}
 		a.fail(w, r, err)
 		return

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -525,5 +526,43 @@ func TestBootFiles(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("left behind on the boot partition: %s", e.Name())
 		}
+	}
+}
+
+// TestWriteRootRealSquashfs writes an image made by mksquashfs and reads
+// it back from the partition with unsquashfs, so the superblock offsets the
+// checks use are the real ones.
+func TestWriteRootRealSquashfs(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "etc", "ingot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "etc", "ingot", "appliance.json"), []byte(`{"name":"x"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "root.squashfs")
+	if out, err := exec.Command("mksquashfs", src, img, "-noappend", "-quiet").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs (from squashfs-tools): %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, slot.Initial())
+	p, err := OpenFile(r.parts[slot.B])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := WriteRoot(context.Background(), p, p.SizeBytes(), bytes.NewReader(data), int64(len(data)), sum(data), runtime.GOARCH); err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidRoot(p, p.SizeBytes()); err != nil {
+		t.Errorf("ValidRoot = %v", err)
+	}
+	out, err := exec.Command("unsquashfs", "-cat", r.parts[slot.B], "etc/ingot/appliance.json").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `{"name":"x"}`) {
+		t.Errorf("unsquashfs -cat on the written partition: %v\n%s", err, out)
 	}
 }

@@ -27,6 +27,13 @@ func commands() map[string]command {
 		"run":      {"boot an appliance image in a VM", runRun},
 		"build":    {"build an appliance image from ingot.yaml", runBuild},
 		"new":      {"scaffold a new appliance (ingot.yaml and a management token)", runNew},
+		"status":   {"show a running appliance's build, slots, perm and services", runStatus},
+		"logs":     {"print (and follow) a service's log from a running appliance", runLogs},
+		"restart":  {"restart a service of a running appliance", runRestart},
+		"stop":     {"stop a service of a running appliance", runStop},
+		"start":    {"start a stopped service of a running appliance", runStart},
+		"reboot":   {"reboot a running appliance", runReboot},
+		"poweroff": {"power off a running appliance", runPoweroff},
 	}
 }
 

@@ -10,8 +10,13 @@ import (
 	"github.com/ingotdev/ingot/rootfs"
 )
 
+const squashfsUsage = "[-comp zstd|gzip|none] [-level N] [-block-size N] SRC_DIR OUT"
+
+// runSquashfs packs a directory into a squashfs image, like mksquashfs
+// SRC OUT -noappend: owners, modes, xattrs, hard links and devices come
+// from disk, so packing a root filesystem needs root.
 func runSquashfs(ctx context.Context, stdout, stderr io.Writer, args []string) error {
-	fs := newFlagSet("squashfs", "[-comp zstd|gzip|none] [-level N] [-block-size N] SRC_DIR OUT", stderr)
+	fs := newFlagSet("squashfs", squashfsUsage, stderr)
 	comp := fs.String("comp", "zstd", "compression: zstd, gzip or none")
 	level := fs.Int("level", 0, "compression level (default 3 for zstd, 6 for gzip)")
 	blockSize := fs.Int("block-size", squashfs.DefaultBlockBytes, "data block size in bytes, a power of two from 4096 to 1048576")
@@ -43,10 +48,14 @@ func runSquashfs(ctx context.Context, stdout, stderr io.Writer, args []string) e
 		os.Remove(dst)
 		return err
 	}
-	if err := f.Close(); err != nil {
+	size, err := f.Seek(0, io.SeekCurrent)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(dst)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%s: written\n", dst)
+	_, err = fmt.Fprintf(stdout, "%s: %d bytes\n", dst, size)
 	return err
 }

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+func runStatus(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlagSet("status", mgmtTargetUsage+" [-json]", stderr)
+	mf := addMgmtFlags(fs)
+	asJSON := fs.Bool("json", false, "print the agent's status as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError{"status takes no arguments"}
+	}
+	c, err := mf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := mf.withTimeout(ctx)
+	defer cancel()
+	s, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	return printStatus(stdout, s, time.Now())
+}
+
+func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "appliance\t%s (build %s, %s)\n", s.Name, s.BuildID, s.Arch)
+	fmt.Fprintf(tw, "uptime\t%s\n", s.Uptime().Round(time.Second))
+	fmt.Fprintf(tw, "slot\t%s\n", describeSlot(s))
+	if s.SlotState != nil && s.SlotState.LastFailed != nil {
+		fmt.Fprintf(tw, "last failed\tslot %s: %s\n", s.SlotState.LastFailed.Slot, s.SlotState.LastFailed.Reason)
+	}
+	fmt.Fprintf(tw, "perm\t%s\n", describePerm(s.Perm))
+	if s.ShuttingDown {
+		fmt.Fprintf(tw, "state\tshutting down\n")
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(tw, "warning\t%s\n", warn)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tPID\tRESTARTS\tSINCE\tLAST EXIT")
+	for _, sv := range s.Services {
+		state := sv.State
+		if sv.Reason != "" {
+			state += " (" + sv.Reason + ")"
+		}
+		pid, since, last := "-", "-", "-"
+		if sv.PID != 0 {
+			pid = fmt.Sprint(sv.PID)
+		}
+		if !sv.StartedAt.IsZero() {
+			since = now.Sub(sv.StartedAt).Round(time.Second).String()
+		}
+		if sv.LastExit != nil {
+			last = fmt.Sprintf("%s after %s", sv.LastExit, time.Duration(sv.LastExit.RanSeconds*float64(time.Second)).Round(time.Millisecond))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", sv.Name, state, pid, sv.Restarts, since, last)
+	}
+	return tw.Flush()
+}
+
+func describeSlot(s mgmt.Status) string {
+	var b strings.Builder
+	switch {
+	case s.Slot == "":
+		b.WriteString("unknown (booted without the A/B loader)")
+	case s.Trial:
+		fmt.Fprintf(&b, "%s, trial boot (not confirmed yet)", s.Slot)
+	default:
+		b.WriteString(s.Slot)
+	}
+	switch st := s.SlotState; {
+	case st == nil && s.SlotError != "":
+		fmt.Fprintf(&b, "; slot.json: %s", s.SlotError)
+	case st == nil:
+	case st.Trial != "":
+		fmt.Fprintf(&b, "; slot.json: active %s, trial %s (%d boot(s) left)", st.Active, st.Trial, st.TriesLeft)
+	default:
+		fmt.Fprintf(&b, "; slot.json: active %s", st.Active)
+	}
+	return b.String()
+}
+
+func describePerm(p mgmt.PermStatus) string {
+	switch {
+	case !p.Mounted && p.Error != "":
+		return "not mounted: " + p.Error
+	case !p.Mounted:
+		return "not mounted"
+	case p.TotalBytes > 0:
+		return fmt.Sprintf("mounted, %s of %s used", mib(p.UsedBytes), mib(p.TotalBytes))
+	}
+	return "mounted"
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

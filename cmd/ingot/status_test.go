@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+type cliInfo struct{}
+
+func (cliInfo) Status() mgmt.Status {
+	return mgmt.Status{
+		Name: "hello", BuildID: "b-7", Arch: "amd64", Slot: "b", Trial: true,
+		SlotState:     &mgmt.SlotState{Active: "a", Trial: "b"},
+		UptimeSeconds: 61,
+		Perm:          mgmt.PermStatus{Mounted: true, UsedBytes: 3 << 20, TotalBytes: 64 << 20},
+		Services: []mgmt.ServiceStatus{
+			{Name: "web", State: "running", PID: 42, Restarts: 2, StartedAt: time.Now().Add(-time.Minute),
+				LastExit: &mgmt.Exit{Code: 1, RanSeconds: 0.25}},
+			{Name: "db", State: "held", Reason: "needs /perm"},
+		},
+	}
+}
+
+type cliSupervisor struct {
+	mu      sync.Mutex
+	actions []string
+}
+
+func (s *cliSupervisor) Service(name string) (mgmt.ServiceStatus, bool) {
+	return mgmt.ServiceStatus{Name: name, State: "running", PID: 43}, name == "web"
+}
+
+func (s *cliSupervisor) record(a string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.actions = append(s.actions, a)
+	return nil
+}
+
+func (s *cliSupervisor) Start(_ context.Context, n string) error   { return s.record("start " + n) }
+func (s *cliSupervisor) Stop(_ context.Context, n string) error    { return s.record("stop " + n) }
+func (s *cliSupervisor) Restart(_ context.Context, n string) error { return s.record("restart " + n) }
+
+type cliLogs struct{ ring *logs.Ring }
+
+func (l cliLogs) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
+	if name != "web" {
+		return nil, mgmt.ErrNotFound
+	}
+	return agent.RingLines(ctx, l.ring, n, follow), nil
+}
+
+type cliPower struct{ calls chan string }
+
+func (p cliPower) Reboot(context.Context) error   { p.calls <- "reboot"; return nil }
+func (p cliPower) Poweroff(context.Context) error { p.calls <- "poweroff"; return nil }
+
+// startAgent serves fake dependencies on loopback TCP and returns the
+// target and an appliance directory holding the token at its default path.
+func startFakeAgent(t *testing.T) (target, dir string, sup *cliSupervisor, power cliPower) {
+	t.Helper()
+	const token = "cli-token"
+	dir = t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, ".ingot"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".ingot", "token"), []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ring := logs.NewRing(1 << 16)
+	for _, s := range []string{"one", "two", "three"} {
+		ring.Append(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), logs.Stdout, s)
+	}
+	ring.Append(time.Date(2025, 1, 2, 3, 4, 6, 0, time.UTC), logs.Stderr, "oops")
+	sup = &cliSupervisor{}
+	power = cliPower{calls: make(chan string, 2)}
+	sum := sha256.Sum256([]byte(token))
+	a, err := agent.New(agent.Deps{Info: cliInfo{}, Supervisor: sup, Logs: cliLogs{ring}, Power: power}, hex.EncodeToString(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Serve(ctx, l)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return "tcp://" + l.Addr().String(), dir, sup, power
+}
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = runMain(context.Background(), &out, &errb, args)
+	return code, out.String(), errb.String()
+}
+
+func TestManagementCommands(t *testing.T) {
+	target, dir, sup, power := startFakeAgent(t)
+	conn := []string{"-target", target, "-C", dir}
+	tests := []struct {
+		args []string
+		code int
+		want []string // substrings of stdout (code 0) or stderr
+	}{
+		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "web      running", "exit status 1 after 250ms", "held (needs /perm)"}},
+		{[]string{"logs", "-n", "2"}, 0, []string{"three\n", "[stderr] oops\n"}},
+		{[]string{"restart"}, 0, []string{"web: restarted, now running (pid 43)"}},
+		{[]string{"stop"}, 0, []string{"web: stopped"}},
+		{[]string{"reboot"}, 0, []string{"reboot accepted"}},
+		{[]string{"restart"}, 1, nil}, // with "nope", below
+	}
+	for i, tt := range tests {
+		args := append(append([]string{tt.args[0]}, conn...), tt.args[1:]...)
+		switch {
+		case i == len(tests)-1:
+			args = append(args, "nope")
+		case tt.args[0] == "logs" || tt.args[0] == "restart" || tt.args[0] == "stop":
+			args = append(args, "web")
+		}
+		code, out, errOut := runCLI(t, args...)
+		if code != tt.code {
+			t.Errorf("ingot %v: exit %d, want %d; stderr %s", args, code, tt.code, errOut)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("ingot %v: stdout %q, want %q", args, out, w)
+			}
+		}
+	}
+	if got := strings.Join(sup.actions, ","); got != "restart web,stop web" {
+		t.Errorf("supervisor actions = %s, want restart web,stop web", got)
+	}
+	select {
+	case c := <-power.calls:
+		if c != "reboot" {
+			t.Errorf("power call %s, want reboot", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("reboot never reached the power dependency")
+	}
+
+	// Flags after the service name; -json; logs lines in order.
+	code, out, errOut := runCLI(t, append(append([]string{"logs"}, conn...), "web", "-n", "3")...)
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.HasSuffix(out, "[stderr] oops\n") {
+		t.Errorf("ingot logs ... web -n 3: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, append([]string{"status", "-json"}, conn...)...)
+	var s mgmt.Status
+	if err := json.Unmarshal([]byte(out), &s); code != 0 || err != nil || s.BuildID != "b-7" {
+		t.Errorf("ingot status -json: exit %d, %v, build %q", code, err, s.BuildID)
+	}
+
+	// A wrong token is reported plainly.
+	bad := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(bad, []byte("wrong\n"), 0o600)
+	code, _, errOut = runCLI(t, "status", "-target", target, "-token-file", bad)
+	if code != 1 || !strings.Contains(errOut, "unauthorized: wrong or missing token") {
+		t.Errorf("ingot status with a wrong token: exit %d, stderr %q", code, errOut)
+	}
+	// Usage errors exit 2.
+	if code, _, _ := runCLI(t, "logs", "-target", target); code != 2 {
+		t.Errorf("ingot logs without SERVICE: exit %d, want 2", code)
+	}
+}
+
+func TestMgmtFlagsTarget(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "tok")
+	os.WriteFile(tokenFile, []byte("t"), 0o600)
+	tests := []struct{ target, want string }{
+		{"unix:///run/x.sock", "unix:///run/x.sock?port=1024"},
+		{"unix:///run/x.sock?port=7", "unix:///run/x.sock?port=7"},
+		{"vsock://3:1024", "vsock://3:1024"},
+	}
+	for _, tt := range tests {
+		f := &mgmtFlags{dir: dir, target: tt.target, tokenFile: tokenFile}
+		c, err := f.client()
+		if err != nil {
+			t.Errorf("client(-target %s) = %v", tt.target, err)
+			continue
+		}
+		if c.Target() != tt.want {
+			t.Errorf("client(-target %s).Target() = %s, want %s", tt.target, c.Target(), tt.want)
+		}
+	}
+	f := &mgmtFlags{dir: dir, tokenFile: tokenFile}
+	if _, err := f.client(); err == nil || !strings.Contains(err.Error(), "-target is required") {
+		t.Errorf("client() without -target or an image = %v, want a usage error", err)
+	}
+}

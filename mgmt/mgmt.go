@@ -1,0 +1,254 @@
+// Package mgmt is the management protocol of an ingot appliance: the JSON
+// types the agent inside the guest serves and the host-side client reads,
+// the endpoint paths and header names, the error kinds, and the Go Client
+// that speaks it over any transport of mgmt/transport (AF_VSOCK, hybrid
+// vsock over a Unix socket, TCP, TCP with a pinned TLS certificate).
+//
+// The protocol is HTTP/1.1 with JSON bodies, versioned by the /v1 path
+// prefix. Every request carries "Authorization: Bearer TOKEN"; the image
+// holds only the token's SHA-256. Errors come back as a non-2xx status with
+// the body {"error": "message"}.
+//
+// Endpoints:
+//
+//	GET  /v1/status                          Status
+//	GET  /v1/logs?service=S&n=N&follow=1     NDJSON stream of LogLine
+//	POST /v1/services/{name}/start|stop|restart   ServiceStatus
+//	POST /v1/reboot, /v1/poweroff            202, Accepted; the machine goes down after the reply
+//	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch;
+//	                                         Content-Length required; UpdateResult
+//	PUT  /v1/update/boot/{file}              body: a boot partition file; Ingot-Sha256; UpdateResult
+//	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
+//	POST /v1/rollback                        SlotState
+package mgmt
+
+import (
+	"fmt"
+	"time"
+)
+
+// APIPrefix is the path prefix of this protocol version.
+const APIPrefix = "/v1"
+
+// Endpoint paths. Service actions are ServicePath(name, action).
+const (
+	PathStatus     = APIPrefix + "/status"
+	PathLogs       = APIPrefix + "/logs"
+	PathServices   = APIPrefix + "/services/"
+	PathReboot     = APIPrefix + "/reboot"
+	PathPoweroff   = APIPrefix + "/poweroff"
+	PathUpdateRoot = APIPrefix + "/update/root"
+	// PathUpdateBoot is followed by the file name: /v1/update/boot/vmlinuz.
+	PathUpdateBoot = APIPrefix + "/update/boot/"
+	PathCommit     = APIPrefix + "/update/commit"
+	PathRollback   = APIPrefix + "/rollback"
+)
+
+// Query parameters of PathLogs.
+const (
+	ParamService = "service"
+	// ParamLines is how many past lines to send; absent means all the
+	// agent holds, 0 none (useful with follow).
+	ParamLines = "n"
+	// ParamFollow, set to 1, keeps the stream open and sends new lines.
+	ParamFollow = "follow"
+)
+
+// Header names.
+const (
+	HeaderAuthorization = "Authorization"
+	// BearerPrefix precedes the token in HeaderAuthorization.
+	BearerPrefix = "Bearer "
+	// HeaderSHA256 carries the lowercase hex SHA-256 of an update body.
+	HeaderSHA256 = "Ingot-Sha256"
+	// HeaderArch carries the GOARCH an update image was built for.
+	HeaderArch = "Ingot-Arch"
+)
+
+// Content types.
+const (
+	ContentTypeJSON   = "application/json"
+	ContentTypeNDJSON = "application/x-ndjson"
+)
+
+// Action is something a service can be told to do.
+type Action string
+
+// Service actions.
+const (
+	ActionStart   Action = "start"
+	ActionStop    Action = "stop"
+	ActionRestart Action = "restart"
+)
+
+// Valid reports whether a is a known action.
+func (a Action) Valid() bool {
+	return a == ActionStart || a == ActionStop || a == ActionRestart
+}
+
+// ServicePath is the endpoint of an action on a service.
+func ServicePath(name string, a Action) string {
+	return PathServices + name + "/" + string(a)
+}
+
+// Features the agent advertises in Status.Features, so a newer client can
+// tell what an older agent supports before it pushes anything.
+const (
+	FeatureUpdateRoot = "update-root"
+	FeatureUpdateBoot = "update-boot"
+	FeatureRollback   = "rollback"
+	FeatureLogsFollow = "logs-follow"
+)
+
+// Status is the answer to GET /v1/status.
+type Status struct {
+	Name     string `json:"name,omitempty"`
+	BuildID  string `json:"build_id,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	// Slot is the root slot this boot runs from ("a" or "b"); empty when
+	// the kernel was not told (a board booted without the ingot loader).
+	Slot string `json:"slot,omitempty"`
+	// Trial reports that this boot is an unconfirmed trial of Slot.
+	Trial bool `json:"trial"`
+	// SlotState is slot.json as it is now on the boot partition; nil when
+	// it could not be read (SlotError says why).
+	SlotState *SlotState `json:"slot_state,omitempty"`
+	SlotError string     `json:"slot_error,omitempty"`
+	// StartedAt is when init started; UptimeSeconds is measured by the
+	// agent when it answered, so a client needs no synchronised clock.
+	StartedAt     time.Time       `json:"started_at,omitzero"`
+	UptimeSeconds float64         `json:"uptime_s"`
+	Perm          PermStatus      `json:"perm"`
+	Services      []ServiceStatus `json:"services"`
+	// Warnings are boot problems that did not stop the boot.
+	Warnings []string `json:"warnings,omitempty"`
+	// ShuttingDown is set once a reboot or power-off has begun.
+	ShuttingDown bool `json:"shutting_down,omitempty"`
+	// Features lists what this agent supports (Feature* constants).
+	Features []string `json:"features,omitempty"`
+}
+
+// Uptime returns UptimeSeconds as a duration.
+func (s Status) Uptime() time.Duration {
+	return time.Duration(s.UptimeSeconds * float64(time.Second))
+}
+
+// HasFeature reports whether the agent advertised f.
+func (s Status) HasFeature(f string) bool {
+	for _, x := range s.Features {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// SlotState mirrors slot.json: the slot known to work, the trial slot
+// waiting to prove itself and its remaining boots, and the last trial
+// that fell back.
+type SlotState struct {
+	Active     string       `json:"active"`
+	Trial      string       `json:"trial,omitempty"`
+	TriesLeft  int          `json:"tries_left"`
+	LastFailed *SlotFailure `json:"last_failed,omitempty"`
+}
+
+// SlotFailure records a trial that did not confirm.
+type SlotFailure struct {
+	Slot   string `json:"slot"`
+	Reason string `json:"reason"`
+}
+
+// PermStatus describes the persistent partition.
+type PermStatus struct {
+	Mounted bool `json:"mounted"`
+	// Error says why it is not mounted or why usage is unknown.
+	Error      string `json:"error,omitempty"`
+	UsedBytes  int64  `json:"used_bytes,omitempty"`
+	TotalBytes int64  `json:"total_bytes,omitempty"`
+}
+
+// ServiceStatus is one supervised service.
+type ServiceStatus struct {
+	Name string `json:"name"`
+	// State is waiting, running, backoff, stopped, exited or held.
+	State string `json:"state"`
+	// Reason explains the held and waiting states.
+	Reason   string `json:"reason,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Restarts int    `json:"restarts"`
+	// StartedAt is when the current or last run began.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// NextStart is when a service in backoff starts again.
+	NextStart time.Time `json:"next_start,omitzero"`
+	LastExit  *Exit     `json:"last_exit,omitempty"`
+}
+
+// Exit describes how a run of a service ended.
+type Exit struct {
+	Time time.Time `json:"time"`
+	// Code is the exit status, or -1 when a signal ended the process or it
+	// never started.
+	Code   int    `json:"code"`
+	Signal string `json:"signal,omitempty"`
+	// Error says why the process could not be started.
+	Error      string  `json:"error,omitempty"`
+	RanSeconds float64 `json:"ran_s"`
+	// Requested reports that a stop, restart or shutdown ended it.
+	Requested bool `json:"requested,omitempty"`
+}
+
+// String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...".
+func (e Exit) String() string {
+	switch {
+	case e.Error != "":
+		return "start failed: " + e.Error
+	case e.Signal != "":
+		return "signal " + e.Signal
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
+
+// Log streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+	// StreamSystem lines are written by ingot-init about the service
+	// (started, exited) or are init's own log; also the note that a slow
+	// reader missed lines.
+	StreamSystem = "system"
+)
+
+// LogLine is one line of a log stream; GET /v1/logs sends one JSON object
+// per line (NDJSON).
+type LogLine struct {
+	// Seq numbers the lines of one service from 1; 0 marks a note from
+	// the agent (such as lines dropped because the reader was slow).
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"`
+	Text   string    `json:"text"`
+}
+
+// UpdateResult is the answer to a successful update write. SHA256 is the
+// hash of what the agent wrote, computed while writing, so the client can
+// check it against what it sent.
+type UpdateResult struct {
+	// Slot is the root slot written ("a" or "b"); empty for boot files.
+	Slot   string `json:"slot,omitempty"`
+	File   string `json:"file,omitempty"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// Accepted is the answer to reboot and power-off: the request was taken
+// and the machine goes down after the reply.
+type Accepted struct {
+	Accepted string `json:"accepted"`
+}
+
+// ErrorBody is the body of every error reply.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
