@@ -156,6 +156,9 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 			return nil, fmt.Errorf("builder: %s: service %q: image services are not supported yet", s.Pos, s.Name)
 		}
 	}
+	if _, ok := cfg.Service(spec.DHCPServiceName); ok && usesDHCP(cfg) {
+		return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the DHCP client of network: dhcp; rename the service or set network: none or static", cfg.File, spec.DHCPServiceName)
+	}
 	epoch, err := o.sourceDateEpoch()
 	if err != nil {
 		return nil, err

@@ -167,6 +167,8 @@ func TestBuildTreeLayout(t *testing.T) {
 		"/etc/ingot":       {Kind: rootfs.KindDir, Mode: 0o755},
 		"/etc/resolv.conf": {Kind: rootfs.KindSymlink, Mode: 0o777, Target: "/run/resolv.conf"},
 		"/usr/bin/hello2":  {Kind: rootfs.KindHardlink, Target: "/usr/bin/hello"},
+		"/usr/lib/ingot":   {Kind: rootfs.KindDir, Mode: 0o755},
+		DHCPPath:           {Kind: rootfs.KindFile, Mode: 0o755},
 	}
 	for p, w := range want {
 		e, ok := r.Root.Get(p)
@@ -203,7 +205,7 @@ func TestBuildTreeLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.BuildID != r.BuildID || info.SourceDateEpoch != 1234 || info.Kernel.Source != "debian:linux-image-test.deb" ||
-		len(info.Binaries) != 3 || info.Binaries[1].Package != "./cmd/hello" || !strings.HasPrefix(info.GoVersion, "go1.") {
+		len(info.Binaries) != 4 || info.Binaries[1].Package != "./cmd/hello" || info.Binaries[3].Package != DHCPPackage || !strings.HasPrefix(info.GoVersion, "go1.") {
 		t.Errorf("build.json = %+v", info)
 	}
 	if sum := sha256.Sum256([]byte("not really a kernel")); info.Kernel.SHA256 != hex.EncodeToString(sum[:]) {
@@ -416,8 +418,8 @@ exit $rc
 		}
 		events = append(events, event{at, map[string]int{"start": 1, "end": -1}[f[0]]})
 	}
-	if len(events) != 6 {
-		t.Fatalf("go build ran %d times, want 3 (ingot-init, hello, world); log:\n%s", len(events)/2, log)
+	if len(events) != 8 {
+		t.Fatalf("go build ran %d times, want 4 (ingot-init, hello, world, dhcp); log:\n%s", len(events)/2, log)
 	}
 	for i := range events { // insertion sort by time
 		for j := i; j > 0 && events[j].at < events[j-1].at; j-- {
@@ -447,8 +449,8 @@ func TestBuildWarmCacheSkipsLink(t *testing.T) {
 			bins = append(bins, o)
 		}
 	}
-	if len(bins) != 2 {
-		t.Fatalf("cache holds %v, want 2 binaries", bins)
+	if len(bins) != 3 {
+		t.Fatalf("cache holds %v, want 3 binaries (ingot-init, hello, dhcp)", bins)
 	}
 	before := map[string]uint64{}
 	for _, b := range bins {

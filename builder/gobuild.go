@@ -10,14 +10,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/config"
 )
 
 // InitPackage is the import path of the appliance's PID 1.
 const InitPackage = "github.com/ingotdev/ingot/appliance/cmd/ingot-init"
+
+// DHCPPackage is the DHCP client added as a system service when the
+// network is configured by DHCP. It is built in the ingot module like
+// ingot-init, so the version pinned in ingot's go.mod (a tool directive)
+// is the one every image gets, and it builds offline from the module cache.
+const DHCPPackage = "github.com/gokrazy/gokrazy/cmd/dhcp"
 
 // goFlags are the flags of every `go build`. -trimpath and -buildvcs=false
 // make the binary independent of where the source lives and of the VCS
@@ -78,8 +86,16 @@ func planJobs(cfg *config.Config, target config.Target, src ingotSource) []*job 
 		byKey[key] = j
 		jobs = append(jobs, j)
 	}
+	if usesDHCP(cfg) {
+		j := newJob(src.dir, DHCPPackage, "", "system service "+strconv.Quote(spec.DHCPServiceName), DHCPPackage)
+		j.services = []string{spec.DHCPServiceName}
+		jobs = append(jobs, j)
+	}
 	return jobs
 }
+
+// usesDHCP reports whether the image gets the DHCP client.
+func usesDHCP(cfg *config.Config) bool { return cfg.Network.Mode == config.NetworkDHCP }
 
 // CompileError is a Go package that did not build.
 type CompileError struct {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/config"
@@ -16,8 +17,12 @@ import (
 
 // Paths in the root filesystem.
 const (
-	InitPath      = "/init"
-	ServiceDir    = "/usr/bin"
+	InitPath   = "/init"
+	ServiceDir = "/usr/bin"
+	// SystemDir holds the programs of system services, apart from the
+	// user's services so their names cannot collide.
+	SystemDir     = "/usr/lib/ingot"
+	DHCPPath      = SystemDir + "/dhcp"
 	BuildInfoPath = "/etc/ingot/build.json"
 	// ResolvConfTarget is where /etc/resolv.conf points: the root is
 	// read-only, so stage1 (or DHCP) writes the real file on the /run tmpfs.
@@ -83,6 +88,10 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 		r.Binaries = append(r.Binaries, Binary{Service: s.Name, Package: s.Go.String(), Path: servicePath(s.Name),
 			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
+	if j, ok := bySvc[spec.DHCPServiceName]; ok && usesDHCP(cfg) {
+		r.Binaries = append(r.Binaries, Binary{Service: spec.DHCPServiceName, Package: DHCPPackage, Path: DHCPPath,
+			SHA256: j.sum, Bytes: int64(len(j.data))})
+	}
 	r.Init = rootfs.Bytes(initJob.data)
 	r.GoVersion = initJob.goVersion
 
@@ -120,6 +129,8 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *
 		Management: spec.Management{
 			TokenSHA256: tokenHash,
 			TCP:         cfg.ManagementTCP(target),
+			// Rounded up: a sub-second window must not become "default".
+			HealthWindowSeconds: int((cfg.Update.HealthWindow + time.Second - 1) / time.Second),
 		},
 	}
 	if target.IsVM() {
@@ -145,7 +156,25 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *
 		}
 		app.Services = append(app.Services, ss)
 	}
+	if usesDHCP(cfg) {
+		app.Services = append(app.Services, dhcpService())
+	}
 	return app
+}
+
+// dhcpService runs gokrazy's DHCP client on eth0 (the first NIC: the kernel
+// names NICs itself, there is no udev). It needs root for raw sockets and
+// netlink, and stage1 skips it when a static address is configured. It
+// writes /tmp/resolv.conf, where stage1 then points /run/resolv.conf.
+func dhcpService() spec.Service {
+	return spec.Service{
+		Name:      spec.DHCPServiceName,
+		Path:      DHCPPath,
+		Args:      []string{"-interface", "eth0"},
+		Restart:   spec.RestartAlways,
+		User:      "root",
+		Condition: spec.ConditionNoStaticNetwork,
+	}
 }
 
 func specUser(u config.User) string {
@@ -215,6 +244,10 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, inf
 	}
 	dir("/etc/ingot", 0o755)
 	dir(ServiceDir, 0o755)
+	if j, ok := bySvc[spec.DHCPServiceName]; ok && usesDHCP(cfg) {
+		dir(SystemDir, 0o755)
+		file(DHCPPath, 0o755, j.data)
+	}
 
 	file(InitPath, 0o755, r.Init)
 	// Services built from one package share one file.

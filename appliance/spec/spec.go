@@ -100,7 +100,25 @@ type Service struct {
 	// GraceSeconds is how long a stop waits after SIGTERM before SIGKILL;
 	// 0 means DefaultGraceSeconds.
 	GraceSeconds int `json:"grace_seconds,omitempty"`
+	// Condition, when set, decides at boot whether stage1 runs the service
+	// at all; the builder uses it for the system services it adds.
+	Condition Condition `json:"condition,omitempty"`
 }
+
+// Condition is a boot-time condition for running a service.
+type Condition string
+
+// Conditions.
+const (
+	// ConditionNoStaticNetwork runs the service only when no static
+	// address is configured, neither by ingot.ip= on the kernel command
+	// line nor by Network: the DHCP client must not fight a static address.
+	ConditionNoStaticNetwork Condition = "no-static-network"
+)
+
+// DHCPServiceName is the name of the DHCP client the builder adds as a
+// system service when the network is configured by DHCP.
+const DHCPServiceName = "dhcp"
 
 // Management configures the management agent.
 type Management struct {
@@ -110,7 +128,15 @@ type Management struct {
 	TokenSHA256 string `json:"token_sha256,omitempty"`
 	// TCP is a listen address such as ":7443"; empty disables TCP.
 	TCP string `json:"tcp,omitempty"`
+	// HealthWindowSeconds is how long every restart: always service must
+	// stay up on a trial boot before the trial is confirmed; 0 means
+	// DefaultHealthWindowSeconds.
+	HealthWindowSeconds int `json:"health_window_seconds,omitempty"`
 }
+
+// DefaultHealthWindowSeconds is the health window of a trial boot when
+// appliance.json gives none.
+const DefaultHealthWindowSeconds = 30
 
 // Network is a static network configuration. The zero value configures
 // nothing (a DHCP service, or the ingot.ip kernel parameter, does it).
@@ -360,6 +386,11 @@ func (s Service) Validate() error {
 	if s.GraceSeconds < 0 || s.GraceSeconds > MaxGraceSeconds {
 		return fmt.Errorf("grace_seconds: %d outside 0..%d", s.GraceSeconds, MaxGraceSeconds)
 	}
+	switch s.Condition {
+	case "", ConditionNoStaticNetwork:
+	default:
+		return fmt.Errorf("condition: %q: want %q or none", s.Condition, ConditionNoStaticNetwork)
+	}
 	return nil
 }
 
@@ -391,6 +422,9 @@ func (s Service) Grace() time.Duration {
 func (m Management) Validate() error {
 	if m.TokenSHA256 != "" && !tokenHashRE.MatchString(m.TokenSHA256) {
 		return fmt.Errorf("token_sha256: want 64 lowercase hex digits")
+	}
+	if m.HealthWindowSeconds < 0 {
+		return fmt.Errorf("health_window_seconds: %d is negative", m.HealthWindowSeconds)
 	}
 	return nil
 }

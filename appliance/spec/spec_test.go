@@ -16,7 +16,7 @@ const validJSON = `{
   "build_id": "b-123",
   "arch": "amd64",
   "services": [
-    {"name": "db", "path": "/usr/bin/db", "user": "root", "needs_perm": true},
+    {"name": "db", "path": "/usr/bin/db", "user": "root", "needs_perm": true, "condition": "no-static-network"},
     {"name": "hello", "path": "/usr/bin/hello", "args": ["-listen", ":8080"],
      "env": {"GREETING": "hi"}, "restart": "on-failure", "after": ["db"],
      "log_buffer_bytes": 4096, "grace_seconds": 3}
@@ -33,7 +33,7 @@ func TestParseValid(t *testing.T) {
 	want := &Appliance{
 		Name: "hello", BuildID: "b-123", Arch: "amd64",
 		Services: []Service{
-			{Name: "db", Path: "/usr/bin/db", User: "root", NeedsPerm: true},
+			{Name: "db", Path: "/usr/bin/db", User: "root", NeedsPerm: true, Condition: ConditionNoStaticNetwork},
 			{Name: "hello", Path: "/usr/bin/hello", Args: []string{"-listen", ":8080"},
 				Env: map[string]string{"GREETING": "hi"}, Restart: RestartOnFailure, After: []string{"db"},
 				LogBufferBytes: 4096, GraceSeconds: 3},
@@ -112,6 +112,7 @@ func TestParseErrors(t *testing.T) {
 		{"uid -1", svc(`,"user":"4294967295"`), "out of range"},
 		{"log buffer", svc(`,"log_buffer_bytes":-1`), "log_buffer_bytes:"},
 		{"grace", svc(`,"grace_seconds":100000`), "grace_seconds:"},
+		{"bad condition", svc(`,"condition":"sunny"`), "condition:"},
 		{"token", `{"name":"a","build_id":"1","arch":"amd64","management":{"token_sha256":"ABC"}}`, "token_sha256"},
 		{"bad address", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.1"}}`, "network: address:"},
 		{"network unknown field", `{"name":"a","build_id":"1","arch":"amd64","network":{"bogus":1}}`, `unknown field "bogus"`},

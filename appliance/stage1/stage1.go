@@ -20,7 +20,10 @@
 //
 // The kernel command line gives ingot.perm=PARTUUID=... (an ext4
 // partition), and ingot.ip=ADDR/PREFIX,GATEWAY,DNS for a static network;
-// appliance.json's network is used when ingot.ip is absent. The power
+// appliance.json's network is used when ingot.ip is absent. With neither,
+// the DHCP client the builder adds as a system service (condition
+// no-static-network) runs, and /run/resolv.conf points at the file it
+// writes; with a static address that service is not started. The power
 // button needs the button and evdev modules (amd64) loaded by stage0; a
 // watchdog device (softdog, i6300esb) is armed when present.
 //
@@ -160,6 +163,9 @@ func Main(opts ...Option) {
 		case sig := <-sigs:
 			if req, ok := signalRequest(sig); ok {
 				_ = s.requestShutdown(context.Background(), req)
+			} else if sig == unix.SIGHUP {
+				// gokrazy's DHCP client signals init after each lease.
+				s.Printf("network: SIGHUP: addresses changed")
 			} else {
 				s.Printf("ignoring signal %v", sig)
 			}
@@ -272,9 +278,17 @@ func (s *System) setupNetwork() {
 			s.Printf("network: %s %s via %s (from %s)", ifc, n.Address, st.Gateway, source)
 		}
 	}
-	// Written even without DNS servers so that the /etc/resolv.conf
-	// symlink resolves; a DHCP service may replace it.
-	if err := netconf.WriteFile(ResolvConfPath, netconf.ResolvConf(n.DNS)); err != nil {
+	if s.spec != nil && dhcpWillRun(s.spec.Services, source) {
+		// The DHCP client writes its own file; until it has a lease the
+		// link dangles, which resolvers treat as no configuration.
+		if err := os.Symlink(dhcpResolvConf, ResolvConfPath); err != nil {
+			s.warnf("network: %v", err)
+		}
+		st.Source = "dhcp"
+		s.Printf("network: no static address; %s service will ask by DHCP", spec.DHCPServiceName)
+	} else if err := netconf.WriteFile(ResolvConfPath, netconf.ResolvConf(n.DNS)); err != nil {
+		// Written even without DNS servers so that the /etc/resolv.conf
+		// symlink resolves.
 		s.warnf("%v", err)
 	}
 	s.mu.Lock()
@@ -341,7 +355,11 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 	} else {
 		opts = append(opts, supervise.WithPermMissing(p.Error))
 	}
-	sup, err := supervise.New(s.spec.Services, s.reaper, opts...)
+	services, skipped := servicesToRun(s.spec.Services, staticSource(s.Status().Network.Source))
+	for _, sk := range skipped {
+		s.Printf("%s: %s", sk.name, sk.reason)
+	}
+	sup, err := supervise.New(services, s.reaper, opts...)
 	if err != nil {
 		s.specErr = err.Error()
 		s.warnf("no services will run: %v", err)
@@ -381,6 +399,15 @@ func (s *System) startExtensions(ctx context.Context, exts []namedExtension) <-c
 		close(done)
 	}()
 	return done
+}
+
+// staticSource maps a NetworkStatus.Source to where a static address came
+// from, "" for none.
+func staticSource(source string) string {
+	if source == "dhcp" {
+		return ""
+	}
+	return source
 }
 
 func guidString(g gpt.GUID) string {

@@ -43,8 +43,9 @@ type PermStatus struct {
 
 // NetworkStatus describes the static network configuration.
 type NetworkStatus struct {
-	// Source is "cmdline" (ingot.ip), "spec" (appliance.json) or "" when
-	// nothing static was configured.
+	// Source is "cmdline" (ingot.ip), "spec" (appliance.json), "dhcp"
+	// (the DHCP client service configures the interface; the other fields
+	// stay empty) or "" when nothing configures the network.
 	Source    string `json:"source,omitempty"`
 	Interface string `json:"interface,omitempty"`
 	Address   string `json:"address,omitempty"`

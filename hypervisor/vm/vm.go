@@ -55,6 +55,10 @@ type Config struct {
 	// OnBoot, when set, is called before each boot with what the loader
 	// decided.
 	OnBoot func(*bootloader.Boot)
+	// NoStaticNetwork leaves ingot.ip= off the kernel command line, so the
+	// appliance configures its network as on real hardware (by DHCP, from
+	// QEMU's built-in server, unless its config says otherwise).
+	NoStaticNetwork bool
 }
 
 // VsockPath is the hybrid-vsock socket of a VM run with VsockUser in
@@ -123,7 +127,11 @@ func Run(ctx context.Context, c Config) error {
 
 	accel := c.Accel
 	for boots := 1; ; boots++ {
-		b, err := bootloader.Prepare(image, c.RunDir, layout.ParamIP+"="+qemu.GuestNetwork)
+		var extra []string
+		if !c.NoStaticNetwork {
+			extra = append(extra, layout.ParamIP+"="+qemu.GuestNetwork)
+		}
+		b, err := bootloader.Prepare(image, c.RunDir, extra...)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,3 @@
+module github.com/gokrazy/gokrazy
+
+go 1.24
