@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -46,13 +47,23 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestVMHello builds examples/hello, boots it under TCG, and fetches the
-// greeting through a forwarded port.
-func TestVMHello(t *testing.T) {
+// TestVMHello builds examples/hello for amd64, boots it under TCG, and
+// fetches the greeting through a forwarded port.
+func TestVMHello(t *testing.T) { testHello(t, config.TargetVMAmd64) }
+
+// TestVMHelloARM64 does the same for vm-arm64 under qemu-system-aarch64.
+func TestVMHelloARM64(t *testing.T) {
+	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
+		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` (make test sets it)")
+	}
+	testHello(t, config.TargetVMArm64)
+}
+
+func testHello(t *testing.T, target config.Target) {
 	cfg := helloConfig(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "hello.img")
-	rep, err := Image(t.Context(), cfg, config.TargetVMAmd64, img, WithCacheDir(filepath.Join(dir, "cache")))
+	rep, err := Image(t.Context(), cfg, target, img, WithCacheDir(filepath.Join(dir, "cache")))
 	if err != nil {
 		t.Fatal(err)
 	}
