@@ -275,7 +275,8 @@ func TestBuildApplianceJSON(t *testing.T) {
   "management": {
     "vsock_port": 2048,
     "token_sha256": "` + hex.EncodeToString(tokenSum[:]) + `",
-    "tcp": ":7443"
+    "tcp": ":7443",
+    "health_window_seconds": 30
   },
   "network": {
     "address": "10.0.0.5/24",

@@ -34,6 +34,8 @@ func commands() map[string]command {
 		"start":    {"start a stopped service of a running appliance", runStart},
 		"reboot":   {"reboot a running appliance", runReboot},
 		"poweroff": {"power off a running appliance", runPoweroff},
+		"update":   {"build and install an update on a running appliance (A/B, trial boot, automatic rollback)", runUpdate},
+		"rollback": {"switch a running appliance back to its other slot", runRollback},
 	}
 }
 

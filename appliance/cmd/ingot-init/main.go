@@ -2,13 +2,15 @@
 // static binary is /init in the initramfs, where it runs stage0 (load
 // modules, find and mount the root slot, switch root), and /init in the
 // root filesystem, where it runs stage1 (PID 1: mounts, network, perm,
-// service supervision, shutdown).
+// service supervision, shutdown) with the management extension (agent,
+// A/B updates, trial confirmation).
 package main
 
 import (
 	"fmt"
 	"os"
 
+	"github.com/ingotdev/ingot/appliance/manage"
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage0"
 	"github.com/ingotdev/ingot/appliance/stage1"
@@ -22,5 +24,5 @@ func main() {
 	if _, err := os.Stat(spec.Stage0Path); err == nil {
 		stage0.Main()
 	}
-	stage1.Main()
+	stage1.Main(stage1.WithExtension(manage.Name, manage.Extension()))
 }

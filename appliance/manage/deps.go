@@ -1,0 +1,117 @@
+package manage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/stage1"
+	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/mgmt/transport"
+)
+
+type listener = net.Listener
+
+func listenVsock(port uint32) (listener, error) { return transport.Listen(port) }
+
+// info serves agent.Info from the System.
+type info struct {
+	sys *stage1.System
+	// updatesErr says why updates are off; shown as SlotError.
+	updatesErr string
+}
+
+func (i info) Status() mgmt.Status {
+	return statusFrom(i.sys.Status(), i.updatesErr)
+}
+
+// statusFrom converts stage1's snapshot for the protocol. Perm usage is
+// measured here, at request time.
+func statusFrom(st stage1.Status, updatesErr string) mgmt.Status {
+	out := mgmt.Status{
+		Name: st.Name, BuildID: st.BuildID, Arch: st.Arch, Hostname: st.Hostname,
+		Slot: st.Boot.Slot, Trial: st.Boot.Trial,
+		StartedAt:    st.StartedAt,
+		Perm:         mgmt.PermStatus{Mounted: st.Perm.Mounted, Error: st.Perm.Error},
+		Warnings:     st.Warnings,
+		ShuttingDown: st.ShuttingDown,
+		SlotError:    updatesErr,
+	}
+	if st.SpecError != "" {
+		out.Warnings = append(out.Warnings, st.SpecError)
+	}
+	if st.Perm.Mounted {
+		used, total, err := agent.FilesystemUsage(st.Perm.Dir)
+		if err != nil {
+			out.Perm.Error = err.Error()
+		} else {
+			out.Perm.UsedBytes, out.Perm.TotalBytes = used, total
+		}
+	}
+	out.Services = make([]mgmt.ServiceStatus, 0, len(st.Services))
+	for _, s := range st.Services {
+		out.Services = append(out.Services, serviceStatus(s))
+	}
+	return out
+}
+
+func serviceStatus(s supervise.Status) mgmt.ServiceStatus {
+	out := mgmt.ServiceStatus{Name: s.Name, State: string(s.State), Reason: s.Reason, PID: s.PID,
+		Restarts: s.Restarts, StartedAt: s.StartedAt, NextStart: s.NextStart}
+	if e := s.LastExit; e != nil {
+		out.LastExit = &mgmt.Exit{Time: e.Time, Code: e.Code, Signal: e.Signal, Error: e.Err,
+			RanSeconds: e.Ran.Seconds(), Requested: e.Requested}
+	}
+	return out
+}
+
+// supervisor serves agent.Supervisor from the System's supervisor.
+type supervisor struct{ sys *stage1.System }
+
+func (s supervisor) Service(name string) (mgmt.ServiceStatus, bool) {
+	st, ok := s.sys.Supervisor().Service(name)
+	if !ok {
+		return mgmt.ServiceStatus{}, false
+	}
+	return serviceStatus(st), true
+}
+
+func (s supervisor) Start(ctx context.Context, name string) error {
+	return notFound(s.sys.Supervisor().Start(ctx, name))
+}
+
+func (s supervisor) Stop(ctx context.Context, name string) error {
+	return notFound(s.sys.Supervisor().Stop(ctx, name))
+}
+
+func (s supervisor) Restart(ctx context.Context, name string) error {
+	return notFound(s.sys.Supervisor().Restart(ctx, name))
+}
+
+// notFound marks an unknown service for the agent's 404.
+func notFound(err error) error {
+	if errors.Is(err, supervise.ErrUnknownService) {
+		return fmt.Errorf("%w: %w", err, mgmt.ErrNotFound)
+	}
+	return err
+}
+
+// logsAdapter serves agent.Logs from the System's log rings.
+type logsAdapter struct{ sys *stage1.System }
+
+func (l logsAdapter) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
+	ring, ok := l.sys.Logs(name)
+	if !ok {
+		return nil, fmt.Errorf("logs: no service %q (init's own log is %q): %w", name, stage1.InitLogName, mgmt.ErrNotFound)
+	}
+	return agent.RingLines(ctx, ring, n, follow), nil
+}
+
+// power serves agent.Power through stage1's orderly shutdown.
+type power struct{ sys *stage1.System }
+
+func (p power) Reboot(ctx context.Context) error   { return p.sys.Shutdown(ctx, true) }
+func (p power) Poweroff(ctx context.Context) error { return p.sys.Shutdown(ctx, false) }

@@ -1,0 +1,166 @@
+// Package manage plugs the management side of an appliance into stage1: it
+// mounts the boot partition read-write on a tmpfs, serves the management
+// agent on AF_VSOCK with adapters from stage1's System, performs A/B
+// updates through package update, and confirms a trial boot once every
+// restart: always service stayed up for the health window (or records why
+// it did not and reboots, so the boot loader falls back).
+//
+// Register it in ingot-init with stage1.WithExtension(manage.Name,
+// manage.Extension()).
+package manage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/slot"
+	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/appliance/stage1"
+	"github.com/ingotdev/ingot/appliance/update"
+)
+
+// Name is the extension's name in init's log.
+const Name = "manage"
+
+// BootDir is where the boot partition is mounted. The root is read-only;
+// /run is a tmpfs, so the mount point can be created there.
+const BootDir = "/run/boot"
+
+// bootFindWait bounds the search for the boot partition: stage0 already
+// waited for the disk.
+const bootFindWait = 3 * time.Second
+
+// serveStopWait bounds the wait for the agent at shutdown; stage1 gives
+// extensions a little more than this before it goes on.
+const serveStopWait = 1500 * time.Millisecond
+
+// Option configures the extension.
+type Option func(*options)
+
+type options struct {
+	bootDir string
+	listen  func(port uint32) (listener, error)
+}
+
+// WithBootDir sets where the boot partition is mounted (default BootDir).
+func WithBootDir(dir string) Option { return func(o *options) { o.bootDir = dir } }
+
+// Extension returns the stage1 extension.
+func Extension(opts ...Option) stage1.Extension {
+	o := options{bootDir: BootDir, listen: listenVsock}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return func(ctx context.Context, sys *stage1.System) error { return run(ctx, sys, o) }
+}
+
+func run(ctx context.Context, sys *stage1.System, o options) error {
+	sp := sys.Spec()
+	if sp == nil {
+		return errors.New("no appliance.json: no management agent")
+	}
+	boot := sys.Boot()
+
+	// Without the boot partition the agent still serves status, logs and
+	// control; only updates are off.
+	var updater agent.Updater
+	var mgr *update.Manager
+	bootPart, updatesErr := mountBoot(ctx, boot.BootPartition, o.bootDir)
+	if updatesErr != nil {
+		sys.Printf("manage: updates disabled: %v", updatesErr)
+	} else {
+		defer func() {
+			if err := unmountBoot(o.bootDir); err != nil {
+				sys.Printf("manage: %v", err)
+			} else {
+				sys.Printf("manage: boot partition unmounted")
+			}
+		}()
+		open := slotOpener(bootPart)
+		m, err := update.NewManager(o.bootDir, slot.Name(boot.Slot), open, update.WithArch(runtime.GOARCH))
+		if err != nil {
+			updatesErr = err
+			sys.Printf("manage: updates disabled: %v", err)
+		} else {
+			mgr = m
+			updater = mgr // only a non-nil *Manager: a typed nil would not read as "no updater"
+		}
+	}
+
+	deps := agent.Deps{
+		Info:    info{sys: sys, updatesErr: errString(updatesErr)},
+		Logs:    logsAdapter{sys},
+		Power:   power{sys},
+		Updater: updater,
+	}
+	if sys.Supervisor() != nil {
+		deps.Supervisor = supervisor{sys}
+	}
+	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf))
+	if err != nil {
+		return err
+	}
+	if sp.Management.VsockPort == 0 {
+		return errors.New("management.vsock_port is 0: no agent")
+	}
+	l, err := o.listen(sp.Management.VsockPort)
+	if err != nil {
+		return err
+	}
+	sys.Printf("manage: agent listening on vsock port %d", sp.Management.VsockPort)
+
+	serveCtx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	// served is closed when Serve returns: the trial check needs to know
+	// the agent is still serving at the end of the window.
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := a.Serve(serveCtx, l); err != nil {
+			sys.Printf("manage: %v", err)
+		}
+	}()
+
+	if boot.Trial {
+		go func() {
+			window := healthWindow(sp)
+			if mgr == nil {
+				sys.Printf("manage: trial boot of slot %s cannot be confirmed: the boot partition is not mounted", boot.Slot)
+				return
+			}
+			checkTrial(ctx, trialDeps{
+				sys: sys, spec: sp, window: window, booted: slot.Name(boot.Slot),
+				bootDir: o.bootDir, confirm: mgr.Confirm, served: served,
+			})
+		}()
+	}
+
+	<-ctx.Done()
+	stopServe()
+	// Serve returns once requests in flight ended (bounded by the agent's
+	// shutdown timeout), so no update write races the unmount below.
+	select {
+	case <-served:
+	case <-time.After(serveStopWait):
+	}
+	return ctx.Err()
+}
+
+func healthWindow(sp *spec.Appliance) time.Duration {
+	s := sp.Management.HealthWindowSeconds
+	if s <= 0 {
+		s = spec.DefaultHealthWindowSeconds
+	}
+	return time.Duration(s) * time.Second
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprintf("updates disabled: %v", err)
+}

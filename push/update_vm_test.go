@@ -1,0 +1,406 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ingotdev/ingot/assemble"
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vm"
+	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/mgmt/transport"
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testLog adapts t.Logf as an io.Writer for the update's step lines.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeHello writes an appliance directory like examples/hello (same
+// service package, same token) with the given greeting and extra service
+// arguments, and a short health window so the test stays quick.
+func writeHello(t *testing.T, dir, greeting string, extraArgs ...string) *config.Config {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copy is its own module: the service uses only the standard
+	// library, and a directory outside this repository has no go.mod.
+	src, err := os.ReadFile(filepath.Join(repo, "examples/hello/cmd/hello/main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cmd/hello"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cmd/hello/main.go"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pkg := "./cmd/hello"
+	args := append([]string{"-listen", ":8080"}, extraArgs...)
+	yaml := fmt.Sprintf(`name: hello
+targets: [vm-amd64]
+services:
+  - name: hello
+    go: %s
+    args: [%s]
+    env:
+      GREETING: %s
+    restart: always
+update:
+  health_window: 3s
+`, pkg, `"`+strings.Join(args, `", "`)+`"`, greeting)
+	if err := os.MkdirAll(filepath.Join(dir, ".ingot"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, config.FileName), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(repo, "examples/hello/.ingot/token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".ingot/token"), tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join(dir, config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func getGreeting(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// waitGreeting polls url until its body contains want.
+func waitGreeting(t *testing.T, url, want string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var body string
+	var err error
+	for time.Now().Before(deadline) {
+		body, err = getGreeting(url)
+		if err == nil && strings.Contains(body, want) {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("GET %s = %q, %v; want a body with %q", url, body, err, want)
+}
+
+// TestVMUpdate boots hello v1 under TCG and, against the running VM:
+// rejects bad updates without side effects and still boots the same build
+// after a reboot; updates to v2 (slot b, trial confirmed, new greeting);
+// then pushes a build whose service exits at once and checks that the
+// appliance falls back to slot b by itself and reports why.
+func TestVMUpdate(t *testing.T) {
+	if os.Getenv("INGOT_KERNEL_DEB") == "" {
+		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` and export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make test does this)")
+	}
+	ctx := t.Context()
+	tmp := t.TempDir()
+	cache := assemble.WithCacheDir(filepath.Join(tmp, "cache"))
+	appDir := filepath.Join(tmp, "hello")
+	cfg1 := writeHello(t, appDir, "greeting v1")
+	img := filepath.Join(tmp, "hello.img")
+	start := time.Now()
+	rep1, err := assemble.Image(ctx, cfg1, config.TargetVMAmd64, img, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("v1 build %s in %s", rep1.BuildID, time.Since(start).Round(time.Millisecond))
+
+	port := freePort(t)
+	runDir := filepath.Join(tmp, "run")
+	console := &syncBuffer{}
+	vmCtx, stopVM := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- vm.Run(vmCtx, vm.Config{
+			Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
+			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
+			Console:  console, Logf: t.Logf,
+		})
+	}()
+	defer func() {
+		stopVM()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Error("VM did not stop within a minute")
+		}
+		if t.Failed() {
+			t.Logf("console:\n%s", console.String())
+		}
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	target := fmt.Sprintf("unix://%s?port=%d", vm.VsockPath(runDir), config.DefaultVsockPort)
+	tok, err := os.ReadFile(filepath.Join(appDir, ".ingot/token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mgmt.NewClient(target, string(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	waitGreeting(t, url, "greeting v1", 3*time.Minute)
+	t.Logf("v1 answers %s after start", time.Since(start).Round(time.Millisecond))
+	opts := []Option{WithLog(testLog{t}), WithPollInterval(300 * time.Millisecond), WithWaitTimeout(3 * time.Minute),
+		WithAssembleOptions(cache)}
+
+	t.Run("bad updates", func(t *testing.T) {
+		phase := time.Now()
+		before, err := callStatus(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, closeRoot, err := RootImage(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeRoot()
+		sum, err := hashReader(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		junk := make([]byte, 1<<20)
+		rand.Read(junk)
+		junkSum := sha256.Sum256(junk)
+		wrongToken, err := mgmt.NewClient(target, "not-the-token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wrongToken.Close()
+
+		for _, tc := range []struct {
+			name string
+			c    *mgmt.Client
+			body io.Reader
+			size int64
+			sha  string
+			arch string
+			want string
+		}{
+			{"wrong sha256", c, io.NewSectionReader(root, 0, root.Size()), root.Size(), strings.Repeat("0", 64), "amd64", "sha256"},
+			{"non-squashfs", c, bytes.NewReader(junk), int64(len(junk)), hex.EncodeToString(junkSum[:]), "amd64", "squashfs"},
+			{"arch mismatch", c, io.NewSectionReader(root, 0, root.Size()), root.Size(), sum, "arm64", "arm64"},
+			{"wrong token", wrongToken, io.NewSectionReader(root, 0, root.Size()), root.Size(), sum, "amd64", "unauthorized"},
+		} {
+			_, err := tc.c.UpdateRoot(ctx, tc.body, tc.size, tc.sha, tc.arch, nil)
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.want) {
+				t.Errorf("%s: UpdateRoot = %v, want an error mentioning %q", tc.name, err, tc.want)
+			} else {
+				t.Logf("%s: rejected: %v", tc.name, err)
+			}
+		}
+
+		// No token and a truncated body need a raw HTTP client: mgmt.Client
+		// always sends the token and never sends less than it declares.
+		raw := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return transport.Dial(ctx, target)
+		}, DisableKeepAlives: true}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://agent"+mgmt.PathUpdateRoot, io.NewSectionReader(root, 0, 4096))
+		req.Header.Set(mgmt.HeaderSHA256, sum)
+		req.Header.Set(mgmt.HeaderArch, "amd64")
+		resp, err := raw.Do(req)
+		if err != nil {
+			t.Errorf("no token: %v", err)
+		} else {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("no token: PUT %s = %d %s, want 401", mgmt.PathUpdateRoot, resp.StatusCode, b)
+			} else {
+				t.Logf("no token: rejected: %d %s", resp.StatusCode, bytes.TrimSpace(b))
+			}
+		}
+		truncated := io.MultiReader(io.NewSectionReader(root, 0, root.Size()/2), errReader{})
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPut, "http://agent"+mgmt.PathUpdateRoot, truncated)
+		req.ContentLength = root.Size()
+		req.Header.Set(mgmt.HeaderAuthorization, mgmt.BearerPrefix+strings.TrimSpace(string(tok)))
+		req.Header.Set(mgmt.HeaderSHA256, sum)
+		req.Header.Set(mgmt.HeaderArch, "amd64")
+		if resp, err := raw.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Errorf("truncated body: PUT %s = %d %s, want the upload to fail", mgmt.PathUpdateRoot, resp.StatusCode, b)
+		}
+		// The agent logs why it rejected the truncated upload.
+		if !waitLog(ctx, c, "init", "body ended after", 10*time.Second) {
+			t.Errorf("init log has no rejection of the truncated upload")
+		}
+		if _, err := c.Commit(ctx); err == nil || !strings.Contains(err.Error(), "no root was written") {
+			t.Errorf("Commit after rejected uploads = %v, want a conflict saying no root was written", err)
+		}
+		after, err := callStatus(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := slotDiff(before.SlotState, after.SlotState); diff != "" {
+			t.Errorf("slot.json changed by rejected updates: %s", diff)
+		}
+		// And the system still boots the same build from the same slot.
+		if err := c.Reboot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		o := newOptions(opts)
+		st, err := WaitConfirmed(ctx, c, before, "a", rep1.BuildID, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.SlotState == nil || st.SlotState.LastFailed != nil {
+			t.Errorf("after reboot: slot state %+v, want active a without a failure", st.SlotState)
+		}
+		waitGreeting(t, url, "greeting v1", time.Minute)
+		t.Logf("bad updates rejected, same build after reboot, in %s", time.Since(phase).Round(time.Millisecond))
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("update", func(t *testing.T) {
+		phase := time.Now()
+		cfg2 := writeHello(t, appDir, "greeting v2")
+		rep, err := Update(ctx, c, cfg2, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Slot != "b" || rep.Status.Slot != "b" || rep.Status.SlotState == nil ||
+			rep.Status.SlotState.Active != "b" || rep.Status.SlotState.Trial != "" {
+			t.Errorf("after update: slot %q, status slot %q, slot.json %+v; want b active, no trial",
+				rep.Slot, rep.Status.Slot, rep.Status.SlotState)
+		}
+		if rep.BuildID == rep1.BuildID {
+			t.Errorf("v2 build id %s = v1's", rep.BuildID)
+		}
+		waitGreeting(t, url, "greeting v2", time.Minute)
+		for _, s := range rep.Steps {
+			t.Logf("step %s: %s", s.Name, s.Duration.Round(time.Millisecond))
+		}
+		t.Logf("update to slot b in %s (push %.1f MB/s)", time.Since(phase).Round(time.Millisecond), rep.PushMBps())
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("rollback", func(t *testing.T) {
+		phase := time.Now()
+		cfgBad := writeHello(t, appDir, "greeting bad", "-no-such-flag")
+		_, err := Update(ctx, c, cfgBad, opts...)
+		if err == nil || !strings.Contains(err.Error(), "trial failed") {
+			t.Fatalf("Update to a crashing build = %v, want a failed trial", err)
+		}
+		t.Logf("update to the crashing build: %v", err)
+		st, err := callStatus(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Slot != "b" || st.SlotState == nil || st.SlotState.Active != "b" || st.SlotState.Trial != "" ||
+			st.SlotState.LastFailed == nil || st.SlotState.LastFailed.Slot != "a" ||
+			!strings.Contains(st.SlotState.LastFailed.Reason, "hello") {
+			t.Errorf("after the failed trial: slot %q, slot.json %+v (last_failed %+v); want b active, a failed because of service hello",
+				st.Slot, st.SlotState, st.SlotState.LastFailed)
+		}
+		waitGreeting(t, url, "greeting v2", time.Minute)
+		t.Logf("fell back to slot b in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
+	})
+}
+
+// errReader fails the upload after the bytes before it, as a client that
+// dies mid-stream would.
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+func slotDiff(a, b *mgmt.SlotState) string {
+	if a == nil || b == nil {
+		return fmt.Sprintf("%+v -> %+v", a, b)
+	}
+	if a.Active != b.Active || a.Trial != b.Trial || a.TriesLeft != b.TriesLeft || (a.LastFailed == nil) != (b.LastFailed == nil) {
+		return fmt.Sprintf("%+v -> %+v", *a, *b)
+	}
+	return ""
+}
+
+// waitLog reports whether the named log shows a line containing want
+// within limit.
+func waitLog(ctx context.Context, c *mgmt.Client, name, want string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		s, err := c.Logs(ctx, name, -1, false)
+		if err == nil {
+			for {
+				l, err := s.Next()
+				if err != nil {
+					break
+				}
+				if strings.Contains(l.Text, want) {
+					s.Close()
+					return true
+				}
+			}
+			s.Close()
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return false
+}
