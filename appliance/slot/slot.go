@@ -95,10 +95,33 @@ func (s State) Validate() error {
 	return nil
 }
 
-// Marshal encodes the state as slot.json.
+// FileBytes is the fixed size of slot.json: one 512-byte sector. A state
+// file that never changes size is rewritten in place by a single sector
+// write, which a power cut cannot tear, instead of by a rename, which
+// Linux's vfat does not make crash-safe (a power test saw the old file's
+// clusters freed while the directory still pointed at them).
+const FileBytes = 512
+
+// maxReasonBytes keeps a failure reason short enough for FileBytes.
+const maxReasonBytes = 256
+
+// Marshal encodes the state as slot.json, padded with spaces to FileBytes.
 func (s State) Marshal() []byte {
-	b, _ := json.MarshalIndent(s, "", "  ") // State has no unencodable fields
-	return append(b, '\n')
+	if s.LastFailed != nil && len(s.LastFailed.Reason) > maxReasonBytes {
+		f := *s.LastFailed
+		f.Reason = f.Reason[:maxReasonBytes]
+		s.LastFailed = &f
+	}
+	b, _ := json.Marshal(s) // State has no unencodable fields
+	if len(b) >= FileBytes {
+		// Unreachable with valid names and the reason cap; keep the
+		// file valid JSON all the same.
+		return append(b, '\n')
+	}
+	out := bytes.Repeat([]byte{' '}, FileBytes)
+	copy(out, b)
+	out[FileBytes-1] = '\n'
+	return out
 }
 
 // Decision is what a boot loader does with a state.
@@ -152,12 +175,18 @@ func (s State) Confirm(booted Name) (State, error) {
 	return State{Active: booted}, nil
 }
 
-// Save writes the state to path atomically: a temporary file is written
-// and synced, renamed over path, and the directory synced, so a power cut
-// leaves either the old or the new state.
+// Save writes the state to path so that a power cut leaves either the old
+// or the new state. An existing file of FileBytes is overwritten in place
+// with one sector write and synced; otherwise (first write, an old-format
+// file) a temporary file is written, synced and renamed over path, and the
+// directory synced.
 func Save(path string, s State) error {
 	if err := s.Validate(); err != nil {
 		return err
+	}
+	data := s.Marshal()
+	if st, err := os.Stat(path); err == nil && st.Size() == FileBytes && len(data) == FileBytes {
+		return overwrite(path, data)
 	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".slot-*.tmp")
@@ -165,7 +194,7 @@ func Save(path string, s State) error {
 		return fmt.Errorf("slot: save %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(s.Marshal()); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return fmt.Errorf("slot: save %s: %w", path, err)
 	}
@@ -186,6 +215,26 @@ func Save(path string, s State) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("slot: save %s: sync dir: %w", path, err)
+	}
+	return nil
+}
+
+// overwrite replaces the content of a FileBytes file in place and syncs it.
+func overwrite(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("slot: save %s: %w", path, err)
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("slot: save %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("slot: save %s: sync: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("slot: save %s: %w", path, err)
 	}
 	return nil
 }

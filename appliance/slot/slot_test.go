@@ -102,3 +102,36 @@ func TestSaveRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %d entries after saves, want 1 (no temp files left)", len(entries))
 	}
 }
+
+func TestSaveOverwritesInPlace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	if err := Save(path, Initial()); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Size() != FileBytes {
+		t.Fatalf("slot.json is %d bytes, want %d", before.Size(), FileBytes)
+	}
+	long := State{Active: A, LastFailed: &Failure{Slot: B, Reason: strings.Repeat("x", 4000)}}
+	if err := Save(path, long); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("Save replaced the file; want an in-place overwrite of the same file")
+	}
+	data, _ := os.ReadFile(path)
+	got, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != FileBytes || got.LastFailed == nil || len(got.LastFailed.Reason) != maxReasonBytes {
+		t.Errorf("after overwrite: %d bytes, reason %d bytes; want %d and %d", len(data), len(got.LastFailed.Reason), FileBytes, maxReasonBytes)
+	}
+}

@@ -163,20 +163,31 @@ type run struct {
 	first, count uint32
 }
 
-// chain follows the cluster chain from first. With exact it must hold
-// exactly limit clusters; otherwise at most limit. The limit is what stops
-// a looping chain.
+// chain follows the cluster chain from first. With exact (a file of known
+// size) it needs limit clusters and reads no further, the way Linux reads
+// a file: a FAT entry past the file's end that is not end-of-chain (a
+// crash between a rename and freeing, say) does not make the file
+// unreadable. Otherwise it may hold at most limit clusters, which is what
+// stops a looping chain.
 func (fsys *FS) chain(first uint32, limit uint32, exact bool) ([]run, error) {
 	if !fsys.g.validCluster(first) {
 		return nil, fmt.Errorf("first cluster %d outside 2..%d", first, fsys.g.clusterCount+1)
 	}
 	var runs []run
+	seen := make([]uint64, (fsys.g.clusterCount+2+63)/64)
 	c := first
 	for n := uint32(1); ; n++ {
+		if seen[c/64]&(1<<(c%64)) != 0 {
+			return nil, fmt.Errorf("cluster chain from %d loops back to cluster %d", first, c)
+		}
+		seen[c/64] |= 1 << (c % 64)
 		if k := len(runs) - 1; k >= 0 && runs[k].first+runs[k].count == c {
 			runs[k].count++
 		} else {
 			runs = append(runs, run{c, 1})
+		}
+		if exact && n == limit {
+			return runs, nil
 		}
 		next, err := fsys.fatEntry(c)
 		if err != nil {
@@ -189,9 +200,6 @@ func (fsys *FS) chain(first uint32, limit uint32, exact bool) ([]run, error) {
 			return runs, nil
 		}
 		if n == limit {
-			if exact {
-				return nil, fmt.Errorf("cluster chain from %d is longer than the %d clusters the size needs", first, limit)
-			}
 			return nil, fmt.Errorf("cluster chain from %d is longer than %d clusters (a loop?)", first, limit)
 		}
 		if !fsys.g.validCluster(next) {

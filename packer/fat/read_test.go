@@ -183,12 +183,12 @@ func TestCorrupt(t *testing.T) {
 		{"root cluster", func(t *testing.T, img memImage) { le.PutUint32(img[44:], 1) }, "root cluster"},
 		{"root cluster huge", func(t *testing.T, img memImage) { le.PutUint32(img[44:], 0x0FFFFFF0) }, "root cluster"},
 		{"version", func(t *testing.T, img memImage) { le.PutUint16(img[42:], 1) }, "version"},
-		{"root dir loop", func(t *testing.T, img memImage) { setFATEntry(img, g, 2, 2) }, "longer than"},
+		{"root dir loop", func(t *testing.T, img memImage) { setFATEntry(img, g, 2, 2) }, "loops back"},
 		{"root dir free link", func(t *testing.T, img memImage) { setFATEntry(img, g, 2, 0) }, "links to 0x0"},
 		{"file chain loop", func(t *testing.T, img memImage) {
 			_, first := entryOffset(t, img, "vmlinuz")
 			setFATEntry(img, g, first+5, first)
-		}, "longer than the"},
+		}, "loops back"},
 		{"file chain short", func(t *testing.T, img memImage) {
 			_, first := entryOffset(t, img, "vmlinuz")
 			setFATEntry(img, g, first+5, fatEOC)
