@@ -32,8 +32,20 @@ const (
 // connection; a guest flooding such packets loses some answers, not memory.
 const maxPendingRSTs = 1024
 
-// maxReadChunkBytes bounds one read from a host socket.
-const maxReadChunkBytes = 64 << 10
+// Host bytes bound for the guest are read into chunks of readChunkBytes
+// that the engine recycles (at most maxFreeChunks kept): at hundreds of MB/s
+// a fresh buffer per read costs zeroing and garbage collection that the
+// host CPU, shared with the VM's own threads, is better spent on.
+const (
+	readChunkBytes = 64 << 10
+	maxFreeChunks  = 32
+)
+
+// chunk is one read from a host socket, waiting to be sent to the guest.
+type chunk struct {
+	buf  []byte // the whole chunk, for recycling
+	data []byte // the bytes not sent yet, a part of buf
+}
 
 type connKey struct {
 	hostPort, guestPort uint32
@@ -56,11 +68,11 @@ type vconn struct {
 	sendResponse bool
 	sendCredit   bool
 
-	// Host to guest: bytes read from uds within the guest's credit.
+	// Host to guest: bytes read from uds, waiting for the guest's credit.
 	peerBufAlloc uint32
 	peerFwdCnt   uint32
 	txCnt        uint32 // bytes sent to the guest
-	pend         [][]byte
+	pend         []chunk
 	pendBytes    int
 	readerIdle   bool // the reader waits for a grant
 	hostEOF      bool
@@ -73,7 +85,7 @@ type vconn struct {
 	guestShut        uint32 // SHUTDOWN flags received
 	closeWriteQueued bool
 	writeClosed      bool
-	grant            chan int
+	grant            chan []byte // a chunk to read into
 	wq               writeQueue
 }
 
@@ -81,7 +93,7 @@ func newConn(key connKey) *vconn {
 	return &vconn{
 		key:   key,
 		done:  make(chan struct{}),
-		grant: make(chan int, 1),
+		grant: make(chan []byte, 1),
 		wq:    writeQueue{wake: make(chan struct{}, 1)},
 	}
 }
@@ -178,17 +190,18 @@ func (e *engine) emitConn(c *vconn, sc *scatter, room uint64) uint32 {
 	if h.op == opRW {
 		left := int(h.len)
 		for left > 0 {
-			n := sc.write(c.pend[0][:min(left, len(c.pend[0]))])
+			ch := &c.pend[0]
+			n := sc.write(ch.data[:min(left, len(ch.data))])
 			if n == 0 {
 				break // cannot happen: room was checked
 			}
 			left -= n
 			c.pendBytes -= n
-			if n == len(c.pend[0]) {
-				c.pend[0] = nil
+			ch.data = ch.data[n:]
+			if len(ch.data) == 0 {
+				e.putChunk(ch.buf)
+				c.pend[0] = chunk{}
 				c.pend = c.pend[1:]
-			} else {
-				c.pend[0] = c.pend[0][n:]
 			}
 		}
 		c.txCnt += h.len
@@ -202,16 +215,46 @@ func (e *engine) emitConn(c *vconn, sc *scatter, room uint64) uint32 {
 // credit update arrives the bytes are already here and go into rx buffers
 // at once, instead of after a round trip through the reader (the guest,
 // meanwhile, would sit idle with an empty socket).
+//
+// Unless nothing waits, it lets the room grow to a good part of a chunk
+// first: every read is two goroutine hand-offs, so a few bytes per read
+// would cost more than they move.
 func (e *engine) pump(c *vconn) {
 	if c.state != stateEstablished || !c.readerIdle || c.hostEOF || c.guestShut&shutdownRcv != 0 {
 		return
 	}
-	n := min(int64(e.cfg.bufBytes)-int64(c.pendBytes), maxReadChunkBytes)
-	if n <= 0 {
+	room := int(e.cfg.bufBytes) - c.pendBytes
+	if room <= 0 || (c.pendBytes > 0 && room < min(readChunkBytes, int(e.cfg.bufBytes)/2)) {
 		return
 	}
 	c.readerIdle = false
-	c.grant <- int(n) // never blocks: one grant outstanding at most
+	c.grant <- e.getChunk()[:min(room, readChunkBytes)] // never blocks: one grant outstanding at most
+}
+
+// getChunk returns a buffer of readChunkBytes for a host read.
+func (e *engine) getChunk() []byte {
+	if n := len(e.freeChunks); n > 0 {
+		b := e.freeChunks[n-1]
+		e.freeChunks[n-1] = nil
+		e.freeChunks = e.freeChunks[:n-1]
+		return b
+	}
+	return make([]byte, readChunkBytes)
+}
+
+// putChunk recycles a chunk nobody uses any more.
+func (e *engine) putChunk(b []byte) {
+	if cap(b) == readChunkBytes && len(e.freeChunks) < maxFreeChunks {
+		e.freeChunks = append(e.freeChunks, b[:readChunkBytes])
+	}
+}
+
+// dropPending forgets the host bytes c has not sent.
+func (e *engine) dropPending(c *vconn) {
+	for _, ch := range c.pend {
+		e.putChunk(ch.buf)
+	}
+	c.pend, c.pendBytes = nil, 0
 }
 
 // dropConn forgets c and closes its host socket; with rst the guest is
@@ -224,6 +267,7 @@ func (e *engine) dropConn(c *vconn, rst bool) {
 		e.queueRST(c.key)
 	}
 	c.state = stateClosed
+	e.dropPending(c)
 	delete(e.conns, c.key)
 	close(c.done)
 	if c.timer != nil {
@@ -393,7 +437,7 @@ func (e *engine) guestData(c *vconn, payload []byte) {
 func (e *engine) guestShutdown(c *vconn, flags uint32) {
 	c.guestShut |= flags
 	if flags&shutdownRcv != 0 {
-		c.pend, c.pendBytes = nil, 0
+		e.dropPending(c)
 		if cr, ok := c.uds.(interface{ CloseRead() error }); ok {
 			cr.CloseRead() // host writers get EPIPE, as on a socket
 		}
@@ -450,14 +494,17 @@ func (e *engine) onCloseWrite(c *vconn, err error) {
 	e.maybeFinish(c)
 }
 
-func (e *engine) onHostData(c *vconn, data []byte, err error) {
+// onHostData takes what the reader read into the granted chunk b.
+func (e *engine) onHostData(c *vconn, b []byte, n int, err error) {
+	if c.state != stateEstablished || n == 0 || c.guestShut&shutdownRcv != 0 {
+		e.putChunk(b)
+	} else {
+		c.pend = append(c.pend, chunk{buf: b, data: b[:n]})
+		c.pendBytes += n
+		e.want(c)
+	}
 	if c.state != stateEstablished {
 		return
-	}
-	if len(data) > 0 && c.guestShut&shutdownRcv == 0 {
-		c.pend = append(c.pend, data)
-		c.pendBytes += len(data)
-		e.want(c)
 	}
 	switch {
 	case err == nil:
@@ -485,15 +532,14 @@ func (e *engine) startIO(c *vconn) {
 func (e *engine) reader(c *vconn) {
 	defer e.wg.Done()
 	for {
-		var n int
+		var buf []byte
 		select {
-		case n = <-c.grant:
+		case buf = <-c.grant:
 		case <-c.done:
 			return
 		}
-		buf := make([]byte, n)
-		k, err := c.r.Read(buf)
-		if !e.post(func() { e.onHostData(c, buf[:k], err) }) || err != nil {
+		n, err := c.r.Read(buf)
+		if !e.post(func() { e.onHostData(c, buf, n, err) }) || err != nil {
 			return
 		}
 	}

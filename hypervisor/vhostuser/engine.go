@@ -40,7 +40,8 @@ type engine struct {
 	rsts             []header // resets answering packets for no connection
 	nextPort         uint32
 	txChain, rxChain chain
-	internalErrors   int // panics recovered by safely
+	freeChunks       [][]byte // recycled read chunks (see getChunk)
+	internalErrors   int      // panics recovered by safely
 }
 
 func newEngine(cid uint64, udsPath string, cfg config) *engine {

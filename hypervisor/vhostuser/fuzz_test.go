@@ -149,7 +149,8 @@ func FuzzVirtqueue(f *testing.F) {
 		c.uds, c.r, c.state = dev, dev, stateEstablished
 		c.peerBufAlloc = 4096
 		e.conns[c.key] = c
-		c.pend, c.pendBytes = [][]byte{make([]byte, 5000)}, 5000
+		pending := make([]byte, 5000)
+		c.pend, c.pendBytes = []chunk{{buf: pending, data: pending}}, len(pending)
 		e.want(c)
 		for range 3 {
 			e.processTx()
