@@ -3,17 +3,12 @@ package squashfs
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
-	"io/fs"
 	"runtime"
 	"sync"
 	"sync/atomic"
-
-	"github.com/ingotdev/ingot/rootfs"
-	"golang.org/x/sys/unix"
 )
 
 // The blocks in flight (read, being compressed or waiting for their turn
@@ -22,7 +17,7 @@ import (
 // memory stays small whatever the file sizes.
 const (
 	jobsPerWorker    = 16
-	maxInflightBytes = 64 << 20
+	maxInflightBytes = 32 << 20
 	minInflightJobs  = 4
 )
 
@@ -35,9 +30,6 @@ const (
 	jobSparse
 	// jobFragment is a block of packed file tails.
 	jobFragment
-	// jobDiscard drops the blocks just written for a file that turned out
-	// to duplicate an earlier one.
-	jobDiscard
 )
 
 // job is one unit of the data pipeline. Jobs are written strictly in the
@@ -136,8 +128,9 @@ func newDataWriter(out *output, blockSize, workers int, newComp func() (compress
 	}
 }
 
-// run writes the data of files in order and returns the fragment table.
-func (d *dataWriter) run(ctx context.Context, files []*fileData) ([]fragmentEntry, error) {
+// run writes the data of files, in the order they arrive until the
+// channel is closed, and returns the fragment table.
+func (d *dataWriter) run(ctx context.Context, files <-chan *fileData) ([]fragmentEntry, error) {
 	comps := make([]compressor, d.workers)
 	for i := range comps {
 		c, err := d.newComp()
@@ -174,8 +167,8 @@ func (d *dataWriter) run(ctx context.Context, files []*fileData) ([]fragmentEntr
 	return d.fragments, nil
 }
 
-func (d *dataWriter) readAll(ctx context.Context, files []*fileData) error {
-	for _, f := range files {
+func (d *dataWriter) readAll(ctx context.Context, files <-chan *fileData) error {
+	for f := range files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -196,10 +189,18 @@ func (d *dataWriter) readAll(ctx context.Context, files []*fileData) error {
 	return nil
 }
 
-// sparseMarker stands in the content hash for a block of zeros, so that
+// sparseMarker stands in the dedupe hash for a block of zeros, so that
 // sparse blocks cost no hashing.
 var sparseMarker = []byte("\x00sparse block\x00")
 
+// readFile reads a file block by block and hands the blocks to the
+// workers, and its tail to the current fragment block.
+//
+// Duplicates are caught before anything is written: the size and a hash
+// of the first block nominate earlier files, which are then compared byte
+// by byte. Only a file that matches nothing is written, so the output
+// never has to take blocks back, and a nominated file that differs costs
+// one extra read.
 func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	path := f.node.path
 	rc, err := openContent(f.node.entry.Content)
@@ -211,13 +212,57 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	bs := int64(d.blockSize)
 	full := f.size / bs
 	tail := int(f.size % bs)
+
+	// The first block, or the whole file when it is smaller.
+	first := d.pool.get()[:min(f.size, bs)]
+	if _, err := io.ReadFull(rc, first); err != nil {
+		d.pool.put(first)
+		return contentErr(path, 0, f.size, err)
+	}
+	if f.size <= bs {
+		if err := checkEOF(rc, path, f.size); err != nil {
+			d.pool.put(first)
+			return err
+		}
+	}
+	firstZero := len(first) == d.blockSize && bytes.Equal(first, d.zero)
 	var h maphash.Hash
 	h.SetSeed(d.seed)
-	// A file of exactly one block keeps it back until the duplicate check,
-	// so that small duplicates never reach the output.
-	holdBack := full == 1 && tail == 0
-	var held *job
-	for i := range full {
+	if firstZero {
+		h.Write(sparseMarker)
+	} else {
+		h.Write(first)
+	}
+	key := dedupeKey{f.size, h.Sum64()}
+	for _, prev := range d.dedupe[key] {
+		var same bool
+		if f.size <= bs {
+			same, err = d.sameAs(prev, first)
+		} else {
+			same, err = d.sameContent(prev, f)
+		}
+		if err != nil {
+			d.pool.put(first)
+			return err
+		}
+		if same {
+			f.dupOf = prev
+			d.pool.put(first)
+			return nil
+		}
+	}
+	d.dedupe[key] = append(d.dedupe[key], f)
+
+	if full == 0 {
+		d.addFragment(f, first)
+		d.pool.put(first)
+		return nil
+	}
+	d.dispatchBlock(f, first, firstZero)
+	if f.size == bs {
+		return nil
+	}
+	for i := int64(1); i < full; i++ {
 		if i&63 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -231,54 +276,14 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 			d.pool.put(buf)
 			return contentErr(path, i*bs, f.size, err)
 		}
-		j := &job{kind: jobBlock, file: f, in: buf}
-		if bytes.Equal(buf, d.zero) {
-			d.pool.put(buf)
-			j = &job{kind: jobSparse, file: f}
-			h.Write(sparseMarker)
-		} else {
-			h.Write(buf)
-		}
-		if holdBack {
-			held = j
-		} else {
-			d.dispatch(j)
-		}
+		d.dispatchBlock(f, buf, bytes.Equal(buf, d.zero))
 	}
 	tailBuf := d.tailBuf[:tail]
 	if _, err := io.ReadFull(rc, tailBuf); err != nil {
 		return contentErr(path, full*bs, f.size, err)
 	}
-	var extra [1]byte
-	if n, err := rc.Read(extra[:]); n > 0 || (err != nil && err != io.EOF) {
-		if err == nil {
-			return fmt.Errorf("squashfs: file %q: content is longer than its size %d", path, f.size)
-		}
-		return fmt.Errorf("squashfs: file %q: read content: %w", path, err)
-	}
-	h.Write(tailBuf)
-	key := dedupeKey{f.size, h.Sum64()}
-
-	for _, prev := range d.dedupe[key] {
-		same, err := d.sameContent(prev, f)
-		if err != nil {
-			return err
-		}
-		if !same {
-			continue
-		}
-		f.dupOf = prev
-		switch {
-		case held != nil:
-			d.pool.put(held.in)
-		case full > 0:
-			d.dispatch(&job{kind: jobDiscard, file: f})
-		}
-		return nil
-	}
-	d.dedupe[key] = append(d.dedupe[key], f)
-	if held != nil {
-		d.dispatch(held)
+	if err := checkEOF(rc, path, f.size); err != nil {
+		return err
 	}
 	if tail > 0 {
 		d.addFragment(f, tailBuf)
@@ -286,11 +291,14 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	return nil
 }
 
-func contentErr(path string, at, size int64, err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("squashfs: file %q: content ended near byte %d, want %d bytes", path, at, size)
+// dispatchBlock sends a full block to be written, or records a sparse one.
+func (d *dataWriter) dispatchBlock(f *fileData, buf []byte, zero bool) {
+	if zero {
+		d.pool.put(buf)
+		d.dispatch(&job{kind: jobSparse, file: f})
+		return
 	}
-	return fmt.Errorf("squashfs: file %q: read content at byte %d: %w", path, at, err)
+	d.dispatch(&job{kind: jobBlock, file: f, in: buf})
 }
 
 // dispatch hands a job to the workers (when it needs compressing) and to
@@ -324,39 +332,6 @@ func (d *dataWriter) addFragment(f *fileData, tail []byte) {
 	f.fragment = d.fragCount
 	f.fragOffset = uint32(len(d.frag))
 	d.frag = append(d.frag, tail...)
-}
-
-// sameContent compares two files byte by byte; the hash only nominates
-// candidates.
-func (d *dataWriter) sameContent(a, b *fileData) (bool, error) {
-	if d.cmpA == nil {
-		d.cmpA = make([]byte, d.blockSize)
-		d.cmpB = make([]byte, d.blockSize)
-	}
-	ra, err := openContent(a.node.entry.Content)
-	if err != nil {
-		return false, fmt.Errorf("squashfs: file %q: open content: %w", a.node.path, err)
-	}
-	defer ra.Close()
-	rb, err := openContent(b.node.entry.Content)
-	if err != nil {
-		return false, fmt.Errorf("squashfs: file %q: open content: %w", b.node.path, err)
-	}
-	defer rb.Close()
-	for at := int64(0); at < a.size; {
-		n := int(min(int64(d.blockSize), a.size-at))
-		if _, err := io.ReadFull(ra, d.cmpA[:n]); err != nil {
-			return false, contentErr(a.node.path, at, a.size, err)
-		}
-		if _, err := io.ReadFull(rb, d.cmpB[:n]); err != nil {
-			return false, contentErr(b.node.path, at, b.size, err)
-		}
-		if !bytes.Equal(d.cmpA[:n], d.cmpB[:n]) {
-			return false, nil
-		}
-		at += int64(n)
-	}
-	return true, nil
 }
 
 func (d *dataWriter) compressLoop(c compressor) {
@@ -425,49 +400,6 @@ func (d *dataWriter) writeJob(j *job) error {
 	case jobFragment:
 		d.fragments = append(d.fragments, fragmentEntry{start: uint64(d.out.pos()), size: j.size})
 		d.out.write(j.out)
-	case jobDiscard:
-		d.out.rewind(int64(f.start))
-		f.blocks, f.sparseBytes, f.started = nil, 0, false
 	}
 	return d.out.err
 }
-
-// openContent opens a file's content. Host files are read with plain
-// system calls: os.File would register each with the poller, which costs
-// a failed epoll_ctl per regular file, and trees have tens of thousands.
-func openContent(c rootfs.Content) (io.ReadCloser, error) {
-	h, ok := c.(rootfs.HostFile)
-	if !ok {
-		return c.Open()
-	}
-	for {
-		fd, err := unix.Open(string(h), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: string(h), Err: err}
-		}
-		return rawFile(fd), nil
-	}
-}
-
-// rawFile is an open host file descriptor.
-type rawFile int
-
-func (f rawFile) Read(p []byte) (int, error) {
-	for {
-		n, err := unix.Read(int(f), p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-func (f rawFile) Close() error { return unix.Close(int(f)) }

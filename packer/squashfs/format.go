@@ -12,10 +12,8 @@ const (
 	superblockBytes = 96
 
 	// metadataBlockBytes is the uncompressed size of one metadata block;
-	// each is stored behind a 2-byte header.
+	// each is stored behind a 2-byte header holding its stored size.
 	metadataBlockBytes = 8192
-	// metadataHeaderBytes is the size of that header.
-	metadataHeaderBytes = 2
 	// metadataUncompressedBit marks a metadata block stored as is.
 	metadataUncompressedBit = 1 << 15
 	// dataUncompressedBit marks a data or fragment block stored as is.
@@ -48,9 +46,9 @@ const (
 	// (XATTR_NAME_MAX, XATTR_SIZE_MAX).
 	maxXattrNameBytes  = 255
 	maxXattrValueBytes = 64 << 10
-	// maxIDs is the number of distinct uids and gids a 16-bit index can
-	// name.
-	maxIDs = 1 << 16
+	// maxIDs is the number of distinct uids and gids the superblock's
+	// 16-bit count can hold.
+	maxIDs = 1<<16 - 1
 	// maxDevMajor and maxDevMinor are the largest device numbers the 32-bit
 	// Linux encoding (new_encode_dev) holds.
 	maxDevMajor = 0xfff

@@ -9,19 +9,14 @@ import (
 const outputBufferBytes = 1 << 20
 
 // output is a buffered writer over an io.WriteSeeker that knows its
-// position and can move back, which is how the blocks of a file that
-// turned out to be a duplicate are dropped. Positions are relative to
-// base, where the image starts.
+// position. Positions are relative to base, where the image starts.
 type output struct {
 	w    io.WriteSeeker
 	base int64
 	buf  []byte
 	// flushed is the image position of buf[0].
 	flushed int64
-	// high is the furthest position ever written; bytes between the final
-	// end and high are stale and get overwritten with zeros.
-	high int64
-	err  error
+	err     error
 }
 
 func newOutput(w io.WriteSeeker) (*output, error) {
@@ -76,26 +71,6 @@ func (o *output) flush() {
 	b := o.buf
 	o.buf = o.buf[:0]
 	o.direct(b)
-}
-
-func (o *output) noteHigh() {
-	if p := o.pos(); p > o.high {
-		o.high = p
-	}
-}
-
-// rewind moves the write position back to pos, dropping what follows.
-func (o *output) rewind(pos int64) {
-	if o.err != nil {
-		return
-	}
-	o.noteHigh()
-	if pos >= o.flushed {
-		o.buf = o.buf[:pos-o.flushed]
-		return
-	}
-	o.flush()
-	o.seek(pos)
 }
 
 func (o *output) seek(pos int64) {

@@ -2,6 +2,7 @@ package squashfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -13,6 +14,9 @@ import (
 // maxHardlinkChain bounds how many hard links are followed to find a
 // file, so that links pointing at each other fail instead of looping.
 const maxHardlinkChain = 64
+
+// symlinkMode is the mode of every symlink.
+const symlinkMode = 0o777
 
 // node is one inode of the image. Hard links are several names of one
 // node.
@@ -83,7 +87,13 @@ type pendingLink struct {
 	index        int
 }
 
-func makePlan(t *rootfs.Tree, comp compressor) (*plan, error) {
+// errPlanStopped ends planning when the data writer gave up.
+var errPlanStopped = errors.New("squashfs: planning stopped")
+
+// makePlan validates and flattens t. It sends every regular file to found
+// as soon as it is seen, so that writing data overlaps planning; it stops
+// when stop is closed.
+func makePlan(t *rootfs.Tree, comp compressor, found chan<- *fileData, stop <-chan struct{}) (*plan, error) {
 	p := &plan{xattrKV: newMetaWriter(comp)}
 	byPath := map[string]*node{}
 	linkOf := map[string]string{}
@@ -131,6 +141,11 @@ func makePlan(t *rootfs.Tree, comp compressor) (*plan, error) {
 			return err
 		}
 		n := &node{path: path, entry: *e, nlink: 1, xattr: invalidXattr}
+		if e.Kind == rootfs.KindSymlink {
+			// Linux gives every symlink mode 0777 and cannot change it;
+			// storing anything else would make readers disagree.
+			n.entry.Mode = symlinkMode
+		}
 		var err error
 		if n.uid, err = idOf(path, e.UID); err != nil {
 			return err
@@ -153,6 +168,11 @@ func makePlan(t *rootfs.Tree, comp compressor) (*plan, error) {
 		case rootfs.KindFile:
 			n.file = &fileData{node: n, size: e.Size, fragment: invalidFragment}
 			p.files = append(p.files, n.file)
+			select {
+			case found <- n.file:
+			case <-stop:
+				return errPlanStopped
+			}
 		}
 		if dir == nil {
 			p.root = n

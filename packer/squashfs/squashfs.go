@@ -85,6 +85,10 @@ func newConfig(opts []Option) (*config, error) {
 // Write writes t as a squashfs image to w, starting at w's current offset,
 // and leaves w at the end of the image, which is padded to a multiple of
 // 4 KiB. The superblock's creation time is the root directory's mtime.
+// Symlinks get mode 0777, the only mode Linux gives them. Files are read
+// once each through their Content; a file whose size and first block
+// match an earlier file's is compared with it and, when equal, shares its
+// data.
 //
 // Input the format cannot hold (a hard link to a missing path or to a
 // directory, a file whose content is shorter or longer than its size, an
@@ -101,29 +105,22 @@ func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(t, metaComp)
-	if err != nil {
-		return err
-	}
 	out, err := newOutput(w)
 	if err != nil {
 		return err
 	}
-
 	sb := superblock{
-		inodes:     uint32(len(p.order)),
-		mkfsTime:   uint32(p.root.entry.ModTime),
 		blockSize:  uint32(cfg.blockSize),
 		blockLog:   uint16(bits.TrailingZeros(uint(cfg.blockSize))),
 		compressor: cfg.comp.id(),
 		flags:      flagDuplicates | flagAlwaysFragments | flagExportable,
-		ids:        uint16(len(p.ids)),
 	}
 	if cfg.comp == None {
 		sb.flags |= flagUncompressedInodes | flagUncompressedData | flagUncompressedFragments |
 			flagUncompressedXattrs | flagUncompressedIDs
 	}
-	// The superblock is written last, once every table is placed.
+	// The superblock is written last, once every table is placed; the
+	// compressor options follow it.
 	out.zeros(superblockBytes)
 	if o := cfg.comp.options(cfg.level); o != nil {
 		sb.flags |= flagCompressorOptions
@@ -131,24 +128,74 @@ func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option
 		out.write(o)
 	}
 
-	dw := newDataWriter(out, cfg.blockSize, cfg.workers, newComp)
-	fragments, err := dw.run(ctx, p.files)
+	p, fragments, err := writeData(ctx, out, t, cfg, newComp, metaComp)
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	sb.inodes = uint32(len(p.order))
+	sb.mkfsTime = uint32(p.root.entry.ModTime)
+	sb.ids = uint16(len(p.ids))
+	sb.fragments = uint32(len(fragments))
+	if err := writeTables(out, metaComp, p, fragments, &sb); err != nil {
 		return err
 	}
-	for _, f := range p.files {
+	sb.bytesUsed = uint64(out.pos())
+
+	end := (out.pos() + imageAlignBytes - 1) / imageAlignBytes * imageAlignBytes
+	out.zeros(end - out.pos())
+	out.writeAt(0, sb.encode())
+	out.flush()
+	return out.err
+}
+
+// planQueueFiles is how far planning may run ahead of the data writer.
+const planQueueFiles = 1024
+
+// writeData plans the tree and writes the file data. Planning walks the
+// tree in a goroutine and hands files to the data writer as it finds them.
+func writeData(ctx context.Context, out *output, t *rootfs.Tree, cfg *config, newComp func() (compressor, error), metaComp compressor) (*plan, []fragmentEntry, error) {
+	files := make(chan *fileData, planQueueFiles)
+	stop := make(chan struct{})
+	type planResult struct {
+		p   *plan
+		err error
+	}
+	planned := make(chan planResult, 1)
+	go func() {
+		p, err := makePlan(t, metaComp, files, stop)
+		close(files)
+		planned <- planResult{p, err}
+	}()
+	dw := newDataWriter(out, cfg.blockSize, cfg.workers, newComp)
+	fragments, err := dw.run(ctx, files)
+	close(stop)
+	res := <-planned
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case res.err != nil:
+		return nil, nil, res.err
+	case ctx.Err() != nil:
+		return nil, nil, ctx.Err()
+	}
+	// A duplicate shares the blocks and fragment of the file it repeats.
+	for _, f := range res.p.files {
 		if d := f.dupOf; d != nil {
 			f.start, f.blocks, f.sparseBytes = d.start, d.blocks, d.sparseBytes
 			f.fragment, f.fragOffset = d.fragment, d.fragOffset
 		}
 	}
+	return res.p, fragments, nil
+}
 
+// writeTables writes everything after the data: inode and directory
+// tables, then the lookup tables in the order the kernel's sanity checks
+// expect (each table's index ends where the next table begins, the xattr
+// index ends the image). It fills in their positions in sb.
+func writeTables(out *output, comp compressor, p *plan, fragments []fragmentEntry, sb *superblock) error {
 	tw := &tableWriter{
-		inodes:       newMetaWriter(metaComp),
-		dirs:         newMetaWriter(metaComp),
+		inodes:       newMetaWriter(comp),
+		dirs:         newMetaWriter(comp),
 		parentOfRoot: uint32(len(p.order) + 1),
 	}
 	for _, n := range p.order {
@@ -158,56 +205,45 @@ func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option
 	}
 	sb.rootInode = p.root.ref
 	inodeTable, dirTable := tw.inodes.finish(), tw.dirs.finish()
-	if tw.inodes.err != nil || tw.dirs.err != nil {
-		return fmt.Errorf("squashfs: compress metadata: %w", firstErr(tw.inodes.err, tw.dirs.err))
+	if err := firstErr(tw.inodes.err, tw.dirs.err); err != nil {
+		return fmt.Errorf("squashfs: compress metadata: %w", err)
 	}
 	sb.inodeTableStart = uint64(out.pos())
 	out.write(inodeTable)
 	sb.dirTableStart = uint64(out.pos())
 	out.write(dirTable)
 
-	// Lookup tables, in the order the kernel's sanity checks expect:
-	// each table's index ends where the next table begins.
-	sb.fragments = uint32(len(fragments))
 	var entries []byte
 	for _, f := range fragments {
 		entries = binary.LittleEndian.AppendUint64(entries, f.start)
 		entries = binary.LittleEndian.AppendUint32(entries, f.size)
 		entries = binary.LittleEndian.AppendUint32(entries, 0)
 	}
-	if sb.fragmentTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+	var err error
+	if sb.fragmentTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
 	entries = entries[:0]
-	for _, n := range p.order {
+	for _, n := range p.order { // in inode number order
 		entries = binary.LittleEndian.AppendUint64(entries, n.ref)
 	}
-	if sb.exportTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+	if sb.exportTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
 	entries = entries[:0]
 	for _, id := range p.ids {
 		entries = binary.LittleEndian.AppendUint32(entries, id)
 	}
-	if sb.idTableStart, err = writeLookupTable(out, metaComp, entries); err != nil {
+	if sb.idTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
 	sb.xattrIDTableStart = invalidTable
 	if len(p.xattrIDs) == 0 {
 		sb.flags |= flagNoXattrs
-	} else if sb.xattrIDTableStart, err = writeXattrTables(out, metaComp, p); err != nil {
-		return err
+		return nil
 	}
-	sb.bytesUsed = uint64(out.pos())
-
-	// Blocks of a duplicate dropped near the end may lie past the tables;
-	// zero them rather than leave stale data in the image.
-	end := max(out.pos(), out.high)
-	end = (end + imageAlignBytes - 1) / imageAlignBytes * imageAlignBytes
-	out.zeros(end - out.pos())
-	out.writeAt(0, sb.encode())
-	out.flush()
-	return out.err
+	sb.xattrIDTableStart, err = writeXattrTables(out, comp, p)
+	return err
 }
 
 func firstErr(errs ...error) error {
