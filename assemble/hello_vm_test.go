@@ -1,51 +1,22 @@
 package assemble
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 )
-
-// syncBuffer is a console sink that tests can read while the VM writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestVMHello builds examples/hello for amd64, boots it under TCG, and
 // fetches the greeting through a forwarded port.
@@ -67,8 +38,8 @@ func testHello(t *testing.T, target config.Target) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	console := &syncBuffer{}
+	port := vmtest.FreePort(t)
+	console := &vmtest.Console{}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)

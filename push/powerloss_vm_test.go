@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/bootloader"
@@ -416,9 +418,9 @@ func TestVMUpdatePowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	port := freePort(t)
+	port := vmtest.FreePort(t)
 	runDir := filepath.Join(tmp, "run")
-	console := &syncBuffer{}
+	console := &vmtest.Console{}
 	r := &vmRunner{cfg: vm.Config{
 		Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
 		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},

@@ -13,9 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
@@ -25,39 +26,12 @@ import (
 	"github.com/ingotdev/ingot/mgmt/transport"
 )
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLog adapts t.Logf as an io.Writer for the update's step lines.
 type testLog struct{ t *testing.T }
 
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeHello writes an appliance directory like examples/hello (same
@@ -167,9 +141,9 @@ func TestVMUpdate(t *testing.T) {
 	}
 	t.Logf("v1 build %s in %s", rep1.BuildID, time.Since(start).Round(time.Millisecond))
 
-	port := freePort(t)
+	port := vmtest.FreePort(t)
 	runDir := filepath.Join(tmp, "run")
-	console := &syncBuffer{}
+	console := &vmtest.Console{}
 	vmCtx, stopVM := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/gpt"
@@ -195,7 +197,7 @@ func buildVMImage(t *testing.T, ctx context.Context, deb string) *vmImage {
 // guest power off.
 func (img *vmImage) boot(t *testing.T, ctx context.Context, cmdline string, during func(webPort int), stop func(monitor string)) string {
 	t.Helper()
-	port := freePort(t)
+	port := vmtest.FreePort(t)
 	serial := filepath.Join(img.dir, "serial.log")
 	monitor := filepath.Join(img.dir, "mon.sock")
 	os.Remove(serial)
@@ -427,16 +429,6 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	if err := os.WriteFile(dst, b, mode); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func tail(s string) string {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/assemble"
 	ingotconfig "github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
@@ -69,7 +71,7 @@ type pipelineVM struct {
 func startPipelineVM(t *testing.T, image, runDir string, opts ...func(*vm.Config)) *pipelineVM {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	v := &pipelineVM{t: t, console: &consoleBuffer{}, port: freePort(t), cancel: cancel, done: make(chan error, 1)}
+	v := &pipelineVM{t: t, console: &consoleBuffer{}, port: vmtest.FreePort(t), cancel: cancel, done: make(chan error, 1)}
 	c := vm.Config{
 		Image: image, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512, Vsock: vm.VsockNone,
 		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: v.port, GuestPort: webGuestPort}},

@@ -16,29 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt/transport"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // echoTarget is the hybrid-vsock target of guest port in runDir.
 func echoTarget(runDir string, port int) string {
@@ -118,7 +103,7 @@ func TestVMVsockEcho(t *testing.T) {
 		}
 	}()
 
-	console := &syncBuffer{}
+	console := &vmtest.Console{}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
