@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/kmod"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
@@ -108,36 +110,14 @@ func run(log logger, start time.Time) error {
 	return fmt.Errorf("exec %s in the new root: %w", initPath, err)
 }
 
-// loadModules loads each module in order. A module that is already there
-// (EEXIST: loaded, or built in) is fine; other failures are logged and
+// loadModules loads each module in order. Failures are logged and
 // returned, and loading goes on, since the root disk may still appear.
 func loadModules(log logger, paths []string) []error {
-	var errs []error
-	for _, p := range paths {
-		if err := loadModule(p); err != nil && !errors.Is(err, unix.EEXIST) {
-			err = fmt.Errorf("module %s: %w", p, err)
-			log.Printf("%v", err)
-			errs = append(errs, err)
-		}
+	errs := kmod.LoadAll(paths)
+	for _, err := range errs {
+		log.Printf("%v", err)
 	}
 	return errs
-}
-
-func loadModule(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	flags := 0
-	switch filepath.Ext(path) {
-	case ".xz", ".zst", ".gz":
-		// The packer stores modules uncompressed; this covers images that
-		// keep the distribution's compressed files, on kernels that can
-		// decompress them (CONFIG_MODULE_DECOMPRESS).
-		flags = unix.MODULE_INIT_COMPRESSED_FILE
-	}
-	return unix.FinitModule(int(f.Fd()), "", flags)
 }
 
 // switchRoot makes newRoot the root, as switch_root(8) does: move the

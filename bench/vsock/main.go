@@ -28,7 +28,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -41,8 +40,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vhostuser"
@@ -140,7 +140,7 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 	if err != nil {
 		return err
 	}
-	console := &syncBuffer{}
+	console := &vmtest.Console{}
 	m := &qemu.Machine{
 		Arch: "amd64", MemoryMiB: guestMemoryMiB, CPUs: 1,
 		Kernel: kernelPath, Initrd: initrd,
@@ -169,7 +169,7 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 		<-exited
 	}()
 	fail := func(err error) error {
-		return fmt.Errorf("%w\nguest console (tail):\n%s", err, console.tail(4000))
+		return fmt.Errorf("%w\nguest console (tail):\n%s", err, console.Tail(4000))
 	}
 
 	vsockTarget := func(port int) string { return fmt.Sprintf("unix://%s?port=%d", uds, port) }
@@ -419,23 +419,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer collects QEMU's output from its copying goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	return s[max(0, len(s)-n):]
 }

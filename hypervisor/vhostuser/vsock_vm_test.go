@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/initramfs"
@@ -100,13 +102,13 @@ func TestVMHybridVsock(t *testing.T) {
 		}
 	}()
 
-	console := &syncBuffer{}
+	console := &vmtest.Console{}
 	qemu := startQEMU(t, ctx, kernelPath, initrd, vhost, console)
 	defer func() {
 		qemu.Process.Kill()
 		qemu.Wait()
 		if t.Failed() {
-			t.Logf("guest console:\n%s", console.tail(8000))
+			t.Logf("guest console:\n%s", console.Tail(8000))
 		}
 	}()
 
@@ -363,23 +365,4 @@ func guestPattern() []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
-}
-
-// syncBuffer collects QEMU's output from its copying goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	return s[max(0, len(s)-n):]
 }

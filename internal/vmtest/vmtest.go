@@ -40,3 +40,11 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// Tail returns the last n bytes written, for error messages.
+func (c *Console) Tail(n int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.buf.String()
+	return s[max(0, len(s)-n):]
+}

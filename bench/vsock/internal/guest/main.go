@@ -26,7 +26,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +34,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ingotdev/ingot/appliance/kmod"
+	"github.com/ingotdev/ingot/appliance/spec"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"golang.org/x/sys/unix"
@@ -45,10 +47,6 @@ const (
 	sinkPort   = 5002
 	sourcePort = 5003
 )
-
-// stage0ConfigPath is initramfs.ConfigPath; decoded here without importing
-// the packer (see initramfs.Config).
-const stage0ConfigPath = "/etc/ingot/stage0.json"
 
 // QEMU user networking (slirp) always puts the guest at 10.0.2.15/24; the
 // host's forwarded connections come from 10.0.2.2, inside that subnet, so
@@ -153,30 +151,13 @@ func schedBatch() error {
 }
 
 // loadModules loads the modules of stage0.json in the order listed, which
-// is a dependency order. A module already loaded (EEXIST) is fine.
+// is a dependency order.
 func loadModules() error {
-	b, err := os.ReadFile(stage0ConfigPath)
+	cfg, err := spec.LoadStage0(spec.Stage0Path)
 	if err != nil {
 		return err
 	}
-	var cfg struct {
-		Modules []string `json:"modules"`
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", stage0ConfigPath, err)
-	}
-	for _, path := range cfg.Modules {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("finit_module %s: %w", path, err)
-		}
-	}
-	return nil
+	return errors.Join(kmod.LoadAll(cfg.Modules)...)
 }
 
 // configureNet sets name's IPv4 address and netmask and brings it up.

@@ -17,7 +17,7 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -26,6 +26,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ingotdev/ingot/appliance/kmod"
+	"github.com/ingotdev/ingot/appliance/spec"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/mdlayher/vsock"
@@ -88,35 +91,14 @@ func setup() error {
 	return loadModules()
 }
 
-// stage0ConfigPath is initramfs.ConfigPath; the guest decodes the file
-// without importing the packer (see initramfs.Config).
-const stage0ConfigPath = "/etc/ingot/stage0.json"
-
 // loadModules loads the modules of stage0.json in the order listed, which
-// is a dependency order. A module already loaded (EEXIST) is fine.
+// is a dependency order.
 func loadModules() error {
-	b, err := os.ReadFile(stage0ConfigPath)
+	cfg, err := spec.LoadStage0(spec.Stage0Path)
 	if err != nil {
 		return err
 	}
-	var cfg struct {
-		Modules []string `json:"modules"`
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", stage0ConfigPath, err)
-	}
-	for _, path := range cfg.Modules {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && err != unix.EEXIST {
-			return fmt.Errorf("finit_module %s: %w", path, err)
-		}
-	}
-	return nil
+	return errors.Join(kmod.LoadAll(cfg.Modules)...)
 }
 
 func acceptLoop(l net.Listener, serve func(net.Conn)) {

@@ -6,13 +6,12 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/ingotdev/ingot/appliance/kmod"
 )
 
 func main() {
@@ -39,7 +38,7 @@ func main() {
 		return
 	}
 	for _, p := range cfg.Modules {
-		if err := loadModule(p); err != nil && !errors.Is(err, syscall.EEXIST) {
+		if err := kmod.Load(p); err != nil {
 			fmt.Printf("module %s: error %v\n", p, err)
 			continue
 		}
@@ -59,15 +58,6 @@ func main() {
 	} else {
 		fmt.Printf("virtio-blk: error %v\n", err)
 	}
-}
-
-func loadModule(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.FinitModule(int(f.Fd()), "", 0)
 }
 
 func checkHardlink(a, b string) {
