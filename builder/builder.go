@@ -174,6 +174,10 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	tlsID, err := loadTLS(cfg, target)
+	if err != nil {
+		return nil, err
+	}
 	g := &goTool{cmd: o.goCmd, getenv: o.getenv, cacheDir: o.cacheDir, progress: newProgress(o.progress)}
 	src, err := locateIngot(ctx, g, cfg.Dir, o)
 	if err != nil {
@@ -214,7 +218,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 		Kernel: kernel, KernelSHA256: kernelSum,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
-	if err := assemble(r, cfg, target, jobs, tokenHash); err != nil {
+	if err := assemble(r, cfg, target, jobs, tokenHash, tlsID); err != nil {
 		return nil, err
 	}
 	return r, nil

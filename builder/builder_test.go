@@ -51,6 +51,14 @@ services:
 	if err != nil {
 		t.Fatalf("config.Parse:\n%s\n%v", y, err)
 	}
+	cfg.Management.TLSCertFile = filepath.Join(tmp, "tls-cert.pem")
+	cfg.Management.TLSKeyFile = filepath.Join(tmp, "tls-key.pem")
+	if err := os.WriteFile(cfg.Management.TLSCertFile, []byte(testCertPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Management.TLSKeyFile, []byte(testKeyPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return cfg
 }
 
@@ -276,6 +284,7 @@ func TestBuildApplianceJSON(t *testing.T) {
     "vsock_port": 2048,
     "token_sha256": "` + hex.EncodeToString(tokenSum[:]) + `",
     "tcp": ":7443",
+    "tls_cert_sha256": "` + testCertSHA256 + `",
     "health_window_seconds": 30
   },
   "network": {
@@ -289,6 +298,9 @@ func TestBuildApplianceJSON(t *testing.T) {
 `
 	if diff := cmp.Diff(want, string(readEntry(t, r.Root, spec.AppliancePath))); diff != "" {
 		t.Errorf("appliance.json (-want +got):\n%s", diff)
+	}
+	if e, ok := r.Root.Get(spec.TLSKeyPath); !ok || e.Mode != 0o600 || e.UID != 0 || string(readEntry(t, r.Root, spec.TLSKeyPath)) != testKeyPEM {
+		t.Errorf("%s in the root = %+v, want the key, mode 0600, owned by root", spec.TLSKeyPath, e)
 	}
 	if len(r.BuildID) != 16 || got.BuildID != r.BuildID {
 		t.Errorf("BuildID = %q, appliance.json build_id = %q, want the same 16 hex digits", r.BuildID, got.BuildID)

@@ -73,7 +73,7 @@ var mountPoints = []struct {
 	{"/tmp", 0o1777},
 }
 
-func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, tokenHash string) error {
+func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, tokenHash string, tlsID *tlsIdentity) error {
 	initJob := jobs[0]
 	bySvc := map[string]*job{}
 	for _, j := range jobs[1:] {
@@ -82,6 +82,9 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 		}
 	}
 	app := applianceSpec(cfg, target, tokenHash)
+	if tlsID != nil {
+		app.Management.TLSCertSHA256 = tlsID.pin
+	}
 	r.Binaries = append(r.Binaries, Binary{Package: InitPackage, Path: InitPath, SHA256: initJob.sum, Bytes: int64(len(initJob.data))})
 	for _, s := range cfg.Services {
 		j := bySvc[s.Name]
@@ -115,7 +118,7 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 	if err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}
-	r.Root, err = rootTree(r, cfg, bySvc, appJSON, append(infoJSON, '\n'))
+	r.Root, err = rootTree(r, cfg, bySvc, appJSON, append(infoJSON, '\n'), tlsID)
 	return err
 }
 
@@ -222,7 +225,7 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error)
 }
 
 // rootTree lays out the root filesystem.
-func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, infoJSON []byte) (*rootfs.Tree, error) {
+func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, infoJSON []byte, tlsID *tlsIdentity) (*rootfs.Tree, error) {
 	t := rootfs.New(r.ModTime)
 	var firstErr error
 	dir := func(p string, mode uint32) {
@@ -263,6 +266,12 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, inf
 	}
 
 	file(spec.AppliancePath, 0o644, appJSON)
+	if tlsID != nil {
+		// Root only: the key is the appliance's identity on the network.
+		dir(spec.TLSDir, 0o700)
+		file(spec.TLSCertPath, 0o644, tlsID.certPEM)
+		file(spec.TLSKeyPath, 0o600, tlsID.keyPEM)
+	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	add("/etc/resolv.conf", rootfs.Entry{Kind: rootfs.KindSymlink, Mode: 0o777, Target: ResolvConfTarget})
 	file("/etc/hostname", 0o644, []byte(cfg.Hostname+"\n"))

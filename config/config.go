@@ -31,6 +31,7 @@
 //	    log_buffer: 1Mi            # up to 64Mi
 //	    grace: 10s                 # whole seconds, up to 10m
 //	management: {vsock_port: 1024, tcp: ":7443"}   # tcp defaults to :7443 on rpi, off in VMs
+//	  # tls_cert: .ingot/tls-cert.pem, tls_key: .ingot/tls-key.pem (ingot new writes them)
 //	network: dhcp                  # dhcp | none | {static: {address: CIDR, gateway: IP, dns: [IP]}}
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
@@ -60,6 +61,8 @@ const (
 	DefaultGrace                  = 10 * time.Second
 	DefaultHealthWindow           = 30 * time.Second
 	DefaultTokenFile              = ".ingot/token"
+	DefaultTLSCertFile            = ".ingot/tls-cert.pem"
+	DefaultTLSKeyFile             = ".ingot/tls-key.pem"
 	DefaultRestart                = RestartAlways
 	DefaultTarget                 = TargetVMAmd64
 	DefaultPiManagementTCP        = ":7443"
@@ -268,6 +271,10 @@ type Management struct {
 	// TCP is the listen address of the TLS listener as written; empty means
 	// the target's default (see Config.ManagementTCP).
 	TCP string
+	// TLSCertFile and TLSKeyFile are the absolute paths of the listener's
+	// certificate and key (PEM), which `ingot new` generates; clients pin
+	// the certificate.
+	TLSCertFile, TLSKeyFile string
 }
 
 // NetworkMode is how the appliance configures its first NIC.

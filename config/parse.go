@@ -77,16 +77,18 @@ var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
-		File:       d.file,
-		Dir:        dir,
-		Targets:    []Target{DefaultTarget},
-		Kernels:    map[Target]KernelSource{},
-		Management: Management{VsockPort: DefaultVsockPort},
-		Network:    Network{Mode: NetworkDHCP},
-		PermBytes:  DefaultPermBytes,
-		Disk:       Disk{BootBytes: DefaultBootBytes, RootSlotBytes: DefaultRootSlotBytes},
-		TokenFile:  filepath.Join(dir, filepath.FromSlash(DefaultTokenFile)),
-		Update:     Update{HealthWindow: DefaultHealthWindow},
+		File:    d.file,
+		Dir:     dir,
+		Targets: []Target{DefaultTarget},
+		Kernels: map[Target]KernelSource{},
+		Management: Management{VsockPort: DefaultVsockPort,
+			TLSCertFile: filepath.Join(dir, filepath.FromSlash(DefaultTLSCertFile)),
+			TLSKeyFile:  filepath.Join(dir, filepath.FromSlash(DefaultTLSKeyFile))},
+		Network:   Network{Mode: NetworkDHCP},
+		PermBytes: DefaultPermBytes,
+		Disk:      Disk{BootBytes: DefaultBootBytes, RootSlotBytes: DefaultRootSlotBytes},
+		TokenFile: filepath.Join(dir, filepath.FromSlash(DefaultTokenFile)),
+		Update:    Update{HealthWindow: DefaultHealthWindow},
 	}
 	f, ok := d.mapping(root, "", topFields...)
 	if !ok {
@@ -130,7 +132,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		c.Services = d.services(n, "services")
 	}
 	if n, ok := f.get("management"); ok {
-		d.management(n, "management", &c.Management)
+		d.management(n, "management", dir, &c.Management)
 	}
 	if n, ok := f.get("network"); ok {
 		d.network(n, "network", &c.Network)
@@ -279,10 +281,20 @@ func parseKernel(s, dir string) (KernelSource, error) {
 	return KernelSource{}, fmt.Errorf("%q is not a kernel source (debian:PATH.deb or gomod:MODULE@VERSION)", s)
 }
 
-func (d *decoder) management(n *yaml.Node, path string, m *Management) {
-	f, ok := d.mapping(n, path, "vsock_port", "tcp")
+func (d *decoder) management(n *yaml.Node, path, dir string, m *Management) {
+	f, ok := d.mapping(n, path, "vsock_port", "tcp", "tls_cert", "tls_key")
 	if !ok {
 		return
+	}
+	for _, k := range []struct {
+		name string
+		dst  *string
+	}{{"tls_cert", &m.TLSCertFile}, {"tls_key", &m.TLSKeyFile}} {
+		if v, ok := f.get(k.name); ok {
+			if s, ok := d.nonEmpty(v, fieldPath(path, k.name)); ok {
+				*k.dst = resolvePath(dir, s)
+			}
+		}
 	}
 	if v, ok := f.get("vsock_port"); ok {
 		// 0xFFFFFFFF is VMADDR_PORT_ANY.

@@ -26,18 +26,19 @@ func TestParseDefaults(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("dir")
 	want := &Config{
-		File:       "dir/ingot.yaml",
-		Dir:        dir,
-		Name:       "hello",
-		Hostname:   "hello",
-		Targets:    []Target{TargetVMAmd64},
-		Kernels:    map[Target]KernelSource{},
-		Management: Management{VsockPort: 1024},
-		Network:    Network{Mode: NetworkDHCP},
-		PermBytes:  64 << 20,
-		Disk:       Disk{BootBytes: 64 << 20, RootSlotBytes: 256 << 20},
-		TokenFile:  filepath.Join(dir, ".ingot", "token"),
-		Update:     Update{HealthWindow: 30 * time.Second},
+		File:     "dir/ingot.yaml",
+		Dir:      dir,
+		Name:     "hello",
+		Hostname: "hello",
+		Targets:  []Target{TargetVMAmd64},
+		Kernels:  map[Target]KernelSource{},
+		Management: Management{VsockPort: 1024,
+			TLSCertFile: filepath.Join(dir, ".ingot", "tls-cert.pem"), TLSKeyFile: filepath.Join(dir, ".ingot", "tls-key.pem")},
+		Network:   Network{Mode: NetworkDHCP},
+		PermBytes: 64 << 20,
+		Disk:      Disk{BootBytes: 64 << 20, RootSlotBytes: 256 << 20},
+		TokenFile: filepath.Join(dir, ".ingot", "token"),
+		Update:    Update{HealthWindow: 30 * time.Second},
 		Services: []Service{{
 			Name:           "hello",
 			Go:             &GoPackage{Path: "./cmd/hello"},
@@ -87,7 +88,7 @@ services:
     go: ../tools/cmd/tool
     restart: never
     user: root
-management: {vsock_port: 2000, tcp: "0.0.0.0:8443"}
+management: {vsock_port: 2000, tcp: "0.0.0.0:8443", tls_cert: /etc/ingot-certs/x.pem, tls_key: keys/x.key}
 network:
   static:
     address: 192.168.1.10/24
@@ -145,7 +146,7 @@ func TestParseFull(t *testing.T) {
 	if !tool.Go.Local() || tool.Restart != RestartNever || *tool.User != (User{Name: "root"}) {
 		t.Errorf("service tool = %+v, want local, never, root", tool)
 	}
-	if c.Management != (Management{VsockPort: 2000, TCP: "0.0.0.0:8443"}) {
+	if c.Management != (Management{VsockPort: 2000, TCP: "0.0.0.0:8443", TLSCertFile: "/etc/ingot-certs/x.pem", TLSKeyFile: "/a/b/keys/x.key"}) {
 		t.Errorf("management = %+v", c.Management)
 	}
 	wantNet := Network{Mode: NetworkStatic, Address: netip.MustParsePrefix("192.168.1.10/24"),

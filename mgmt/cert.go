@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -59,4 +60,22 @@ func GenerateCertificate(name string, now time.Time) (certPEM, keyPEM []byte, pi
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, CertificateSHA256(der), nil
+}
+
+// PEMCertificateSHA256 returns the pin of the first certificate in a PEM
+// file's content, as CertificateSHA256 computes it.
+func PEMCertificateSHA256(certPEM []byte) (string, error) {
+	for {
+		var b *pem.Block
+		b, certPEM = pem.Decode(certPEM)
+		if b == nil {
+			return "", errors.New("mgmt: no CERTIFICATE block in the PEM data")
+		}
+		if b.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+				return "", fmt.Errorf("mgmt: certificate: %w", err)
+			}
+			return CertificateSHA256(b.Bytes), nil
+		}
+	}
 }

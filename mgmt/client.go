@@ -397,6 +397,18 @@ func (c *Client) UpdateRoot(ctx context.Context, r io.Reader, size int64, sha256
 	return c.upload(ctx, PathUpdateRoot, r, size, sha256Hex, http.Header{HeaderArch: {arch}}, progress)
 }
 
+// BootFiles asks which kernel, initramfs and command line slot ("a", "b",
+// or "" for both) boots with, as hashes.
+func (c *Client) BootFiles(ctx context.Context, slot string) (BootFiles, error) {
+	var out BootFiles
+	path := PathBootFiles
+	if slot != "" {
+		path += "?" + url.Values{ParamSlot: {slot}}.Encode()
+	}
+	err := c.call(ctx, http.MethodGet, path, &out)
+	return out, err
+}
+
 // BootFile is one file of the boot partition for UpdateBoot.
 type BootFile struct {
 	// Name is the file's name on the boot partition, e.g. "vmlinuz".

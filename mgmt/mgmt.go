@@ -17,7 +17,8 @@
 //	POST /v1/reboot, /v1/poweroff            202, Accepted; the machine goes down after the reply
 //	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch;
 //	                                         Content-Length required; UpdateResult
-//	PUT  /v1/update/boot/{file}              body: a boot partition file; Ingot-Sha256; UpdateResult
+//	GET  /v1/update/boot?slot=S              BootFiles: per slot, the SHA-256 of the kernel, initramfs, cmdline it boots
+//	PUT  /v1/update/boot/{file}              body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 package mgmt
@@ -40,8 +41,10 @@ const (
 	PathUpdateRoot = APIPrefix + "/update/root"
 	// PathUpdateBoot is followed by the file name: /v1/update/boot/vmlinuz.
 	PathUpdateBoot = APIPrefix + "/update/boot/"
-	PathCommit     = APIPrefix + "/update/commit"
-	PathRollback   = APIPrefix + "/rollback"
+	// PathBootFiles lists the boot files each slot boots with.
+	PathBootFiles = APIPrefix + "/update/boot"
+	PathCommit    = APIPrefix + "/update/commit"
+	PathRollback  = APIPrefix + "/rollback"
 )
 
 // Query parameters of PathLogs.
@@ -52,6 +55,8 @@ const (
 	ParamLines = "n"
 	// ParamFollow, set to 1, keeps the stream open and sends new lines.
 	ParamFollow = "follow"
+	// ParamSlot of PathBootFiles limits the answer to one slot.
+	ParamSlot = "slot"
 )
 
 // Header names.
@@ -240,6 +245,13 @@ type UpdateResult struct {
 	File   string `json:"file,omitempty"`
 	Bytes  int64  `json:"bytes"`
 	SHA256 string `json:"sha256"`
+}
+
+// BootFiles says, for each root slot ("a", "b"), the lowercase hex
+// SHA-256 of each boot file that slot boots with ("vmlinuz", "initrd.img",
+// "cmdline.txt"). An update sends only the files its new image changes.
+type BootFiles struct {
+	Slots map[string]map[string]string `json:"slots"`
 }
 
 // Accepted is the answer to reboot and power-off: the request was taken

@@ -6,19 +6,24 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/gpt"
 	"github.com/ingotdev/ingot/packer/layout"
 )
@@ -52,6 +57,9 @@ type Report struct {
 	BuildID   string
 	Slot      string // the slot the update went to
 	RootBytes int64
+	// BootFiles are the boot files sent because the new image changes
+	// them (its kernel, initramfs or command line).
+	BootFiles []string
 	// PushDuration is the time the root upload took.
 	PushDuration time.Duration
 	Steps        []Step
@@ -201,6 +209,18 @@ func pushRoot(ctx context.Context, c *mgmt.Client, image, arch string, tm *timer
 	}
 	d := tm.end("push", fmt.Sprintf("%s to slot %s, %.1f MB/s", config.FormatSize(size), res.Slot, float64(size)/1e6/time.Since(tm.start).Seconds()))
 	r := &Report{Slot: res.Slot, RootBytes: size, PushDuration: d}
+
+	tm.begin()
+	sent, err := pushBootFiles(ctx, c, image, res.Slot)
+	if err != nil {
+		return nil, err
+	}
+	r.BootFiles = sent
+	detail := "kernel, initramfs and command line unchanged"
+	if len(sent) > 0 {
+		detail = "sent " + strings.Join(sent, ", ") + " for slot " + res.Slot
+	}
+	tm.end("boot", detail)
 
 	tm.begin()
 	st, err := c.Commit(ctx)
@@ -418,3 +438,82 @@ func (p *progress) print() {
 }
 
 func (p *progress) done() { p.print() }
+
+// pushBootFiles sends the kernel, initramfs and command line of image for
+// slot sl where they differ from what the agent says sl boots with now,
+// and returns the names sent. An agent that cannot say gets all three.
+func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]string, error) {
+	files, err := ImageBootFiles(image)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]string{}
+	if bf, err := c.BootFiles(ctx, sl); err == nil {
+		have = bf.Slots[sl]
+	} else if !errors.Is(err, mgmt.ErrNotFound) {
+		return nil, fmt.Errorf("push: boot files of slot %s: %w", sl, err)
+	}
+	var send []mgmt.BootFile
+	var names []string
+	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
+		data := files[name]
+		sum := sha256.Sum256(data)
+		hexSum := hex.EncodeToString(sum[:])
+		if have[name] == hexSum {
+			continue
+		}
+		send = append(send, mgmt.BootFile{Name: name, Body: bytes.NewReader(data), Size: int64(len(data)), SHA256: hexSum})
+		names = append(names, name)
+	}
+	if len(send) == 0 {
+		return nil, nil
+	}
+	if _, err := c.UpdateBoot(ctx, send, nil); err != nil {
+		return nil, fmt.Errorf("push: boot files for slot %s: %w", sl, err)
+	}
+	return names, nil
+}
+
+// ImageBootFiles reads the kernel, initramfs and command line a fresh
+// image boots slot a with from its boot partition.
+func ImageBootFiles(image string) (map[string][]byte, error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("push: %s: %w", image, err)
+	}
+	t, err := gpt.Read(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("push: %s: %w", image, err)
+	}
+	var part *gpt.Partition
+	for i := range t.Partitions {
+		if t.Partitions[i].Name == layout.BootPartition {
+			part = &t.Partitions[i]
+		}
+	}
+	if part == nil {
+		return nil, fmt.Errorf("push: %s: no %q partition", image, layout.BootPartition)
+	}
+	section := fat.NewSection(f, part.OffsetBytes(), part.SizeBytes())
+	bootFS, err := fat.Open(section, section.Size())
+	if err != nil {
+		return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+	}
+	out := map[string][]byte{}
+	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
+		data, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, "a"))
+		if errors.Is(err, fs.ErrNotExist) {
+			data, err = fs.ReadFile(bootFS, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+		}
+		out[name] = data
+	}
+	return out, nil
+}

@@ -24,6 +24,9 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
+	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/layout"
 )
 
 // testLog adapts t.Logf as an io.Writer for the update's step lines.
@@ -69,6 +72,7 @@ services:
     env:
       GREETING: %s
     restart: always
+management: {tcp: ":7443"}
 update:
   health_window: 3s
 `, pkg, `"`+strings.Join(args, `", "`)+`"`, greeting)
@@ -84,6 +88,20 @@ update:
 	}
 	if err := os.WriteFile(filepath.Join(dir, ".ingot/token"), tok, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// One certificate per directory: every build of it serves the same pin.
+	certPath := filepath.Join(dir, filepath.FromSlash(config.DefaultTLSCertFile))
+	if _, err := os.Stat(certPath); err != nil {
+		certPEM, keyPEM, _, err := mgmt.GenerateCertificate("hello", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(config.DefaultTLSKeyFile)), keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg, err := config.Load(filepath.Join(dir, config.FileName))
 	if err != nil {
@@ -142,6 +160,7 @@ func TestVMUpdate(t *testing.T) {
 	t.Logf("v1 build %s in %s", rep1.BuildID, time.Since(start).Round(time.Millisecond))
 
 	port := vmtest.FreePort(t)
+	tlsPort := vmtest.FreePort(t)
 	runDir := filepath.Join(tmp, "run")
 	console := &vmtest.Console{}
 	vmCtx, stopVM := context.WithCancel(ctx)
@@ -149,7 +168,7 @@ func TestVMUpdate(t *testing.T) {
 	go func() {
 		done <- vm.Run(vmCtx, vm.Config{
 			Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
-			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
+			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}, {Proto: "tcp", HostPort: tlsPort, GuestPort: 7443}},
 			Console:  console, Logf: t.Logf,
 		})
 	}()
@@ -180,6 +199,45 @@ func TestVMUpdate(t *testing.T) {
 	t.Logf("v1 answers %s after start", time.Since(start).Round(time.Millisecond))
 	opts := []Option{WithLog(testLog{t}), WithPollInterval(300 * time.Millisecond), WithWaitTimeout(3 * time.Minute),
 		WithAssembleOptions(cache)}
+
+	t.Run("tls", func(t *testing.T) {
+		// The same agent answers over TCP with TLS, pinned to the
+		// certificate of the appliance directory.
+		certPEM, err := os.ReadFile(cfg1.Management.TLSCertFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pin, err := mgmt.PEMCertificateSHA256(certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		httpsTarget := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
+		tc, err := mgmt.NewClient(httpsTarget, string(tok), mgmt.WithCertSHA256(pin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		st, err := callStatus(ctx, tc)
+		if err != nil || st.BuildID != rep1.BuildID {
+			t.Fatalf("status over %s = build %q, %v; want %s", httpsTarget, st.BuildID, err, rep1.BuildID)
+		}
+		wrongPin, err := mgmt.NewClient(httpsTarget, string(tok), mgmt.WithCertSHA256(strings.Repeat("ab", 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wrongPin.Close()
+		if _, err := wrongPin.Status(ctx); err == nil || !strings.Contains(err.Error(), "does not match the pinned") {
+			t.Errorf("status with a wrong pin = %v, want a pin mismatch", err)
+		}
+		noToken, err := mgmt.NewClient(httpsTarget, "wrong-token", mgmt.WithCertSHA256(pin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer noToken.Close()
+		if _, err := noToken.Status(ctx); err == nil || !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+			t.Errorf("status over TLS with a wrong token = %v, want unauthorized", err)
+		}
+	})
 
 	t.Run("bad updates", func(t *testing.T) {
 		phase := time.Now()
@@ -294,7 +352,16 @@ func TestVMUpdate(t *testing.T) {
 	t.Run("update", func(t *testing.T) {
 		phase := time.Now()
 		cfg2 := writeHello(t, appDir, "greeting v2")
-		rep, err := Update(ctx, c, cfg2, opts...)
+		// v2 also changes slot b's kernel command line, as a new kernel
+		// would change its boot files: the update must send it, and only
+		// slot b may boot with it.
+		img2 := filepath.Join(tmp, "hello-v2.img")
+		rep2, err := assemble.Image(ctx, cfg2, config.TargetVMAmd64, img2, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendCmdline(t, img2, cmdlineMark)
+		rep, err := PushImage(ctx, c, img2, "amd64", rep2.BuildID, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,6 +372,12 @@ func TestVMUpdate(t *testing.T) {
 		}
 		if rep.BuildID == rep1.BuildID {
 			t.Errorf("v2 build id %s = v1's", rep.BuildID)
+		}
+		if strings.Join(rep.BootFiles, ",") != "cmdline.txt" {
+			t.Errorf("boot files sent = %v, want just cmdline.txt (kernel and initramfs unchanged)", rep.BootFiles)
+		}
+		if n := strings.Count(console.String(), cmdlineMark); n == 0 {
+			t.Errorf("console shows no boot with %s", cmdlineMark)
 		}
 		waitGreeting(t, url, "greeting v2", time.Minute)
 		for _, s := range rep.Steps {
@@ -319,6 +392,7 @@ func TestVMUpdate(t *testing.T) {
 	t.Run("rollback", func(t *testing.T) {
 		phase := time.Now()
 		cfgBad := writeHello(t, appDir, "greeting bad", "-no-such-flag")
+		marksBefore := strings.Count(console.String(), cmdlineMark)
 		_, err := Update(ctx, c, cfgBad, opts...)
 		if err == nil || !strings.Contains(err.Error(), "trial failed") {
 			t.Fatalf("Update to a crashing build = %v, want a failed trial", err)
@@ -335,8 +409,51 @@ func TestVMUpdate(t *testing.T) {
 				st.Slot, st.SlotState, st.SlotState.LastFailed)
 		}
 		waitGreeting(t, url, "greeting v2", time.Minute)
+		// The trial of a booted a's command line; the fallback booted b's
+		// again, with its mark.
+		if n := strings.Count(console.String(), cmdlineMark); n <= marksBefore {
+			t.Errorf("console shows %d boots with %s, %d before the failed trial: the fallback to b did not boot b's command line", n, cmdlineMark, marksBefore)
+		}
 		t.Logf("fell back to slot b in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
 	})
+}
+
+// cmdlineMark is what the v2 image of TestVMUpdate adds to slot a's
+// kernel command line (which the update installs as slot b's); the kernel
+// prints its command line on the console at every boot.
+const cmdlineMark = "ingot.test_mark=v2"
+
+// appendCmdline adds word to the command line a fresh image boots slot a
+// with.
+func appendCmdline(t *testing.T, img, word string) {
+	t.Helper()
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := gpt.Read(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := table.Partitions[0]
+	section := fat.NewSection(f, p.OffsetBytes(), p.SizeBytes())
+	name := layout.SlotBootFile(layout.CmdlineFile, "a")
+	bootFS, err := fat.Open(section, section.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := bootFS.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fat.Rewrite(section, section.Size(), name, []byte(strings.TrimSpace(string(old))+" "+word+"\n")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // errReader fails the upload after the bytes before it, as a client that

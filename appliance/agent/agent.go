@@ -76,6 +76,9 @@ type Updater interface {
 	WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string) (mgmt.UpdateResult, error)
 	// WriteBootFile stages a boot partition file for the next Commit.
 	WriteBootFile(ctx context.Context, name string, body io.Reader, sizeBytes int64, sha256Hex string) (mgmt.UpdateResult, error)
+	// BootFiles reports the hashes of the boot files of slot ("a", "b",
+	// or "" for both).
+	BootFiles(ctx context.Context, slot string) (mgmt.BootFiles, error)
 	// Commit makes the written slot the trial slot.
 	Commit(ctx context.Context) (mgmt.SlotState, error)
 	// Rollback cancels a pending trial or makes the other slot the trial.
@@ -205,6 +208,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+mgmt.PathPoweroff, a.power(false))
 	mux.HandleFunc("PUT "+mgmt.PathUpdateRoot, a.updateRoot)
 	mux.HandleFunc("PUT "+mgmt.PathUpdateBoot+"{file}", a.updateBoot)
+	mux.HandleFunc("GET "+mgmt.PathBootFiles, a.bootFiles)
 	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

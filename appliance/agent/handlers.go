@@ -267,3 +267,16 @@ func (a *Agent) slotChange(w http.ResponseWriter, r *http.Request, what string, 
 	a.logf("agent: %s: slot.json now active %q trial %q tries %d", what, s.Active, s.Trial, s.TriesLeft)
 	writeJSON(w, http.StatusOK, s)
 }
+
+func (a *Agent) bootFiles(w http.ResponseWriter, r *http.Request) {
+	if a.deps.Updater == nil {
+		a.fail(w, r, unsupported("boot files"))
+		return
+	}
+	b, err := a.deps.Updater.BootFiles(r.Context(), r.URL.Query().Get(mgmt.ParamSlot))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}

@@ -13,7 +13,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/agent"
@@ -44,6 +47,62 @@ type Option func(*options)
 type options struct {
 	bootDir string
 	listen  func(port uint32) (listener, error)
+	// certPath and keyPath are the TCP listener's certificate and key.
+	certPath, keyPath string
+}
+
+// namedListener is a listener with its description for the log.
+type namedListener struct {
+	l    listener
+	what string
+}
+
+// listeners opens the agent's listeners: AF_VSOCK on the configured port
+// and, when configured, TCP with TLS (the only way in on bare metal).
+func (o options) listeners(m spec.Management) ([]namedListener, error) {
+	var out []namedListener
+	if m.VsockPort != 0 {
+		l, err := o.listen(m.VsockPort)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, namedListener{l, fmt.Sprintf("vsock port %d", m.VsockPort)})
+	}
+	if m.TCP != "" {
+		l, err := listenTLS(m.TCP, o.certPath, o.keyPath)
+		if err != nil {
+			for _, x := range out {
+				x.l.Close()
+			}
+			return nil, err
+		}
+		out = append(out, namedListener{l, fmt.Sprintf("tcp %s (TLS, certificate sha256 %s)", l.Addr(), m.TLSCertSHA256)})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("management: neither vsock_port nor tcp is set: no agent")
+	}
+	return out, nil
+}
+
+func listenTLS(addr, certPath, keyPath string) (listener, error) {
+	cert, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("management tcp %s: certificate: %w", addr, err)
+	}
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("management tcp %s: key: %w", addr, err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("management tcp: %w", err)
+	}
+	tl, err := agent.ListenTLS(l, cert, key)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return tl, nil
 }
 
 // WithBootDir sets where the boot partition is mounted (default BootDir).
@@ -51,7 +110,7 @@ func WithBootDir(dir string) Option { return func(o *options) { o.bootDir = dir 
 
 // Extension returns the stage1 extension.
 func Extension(opts ...Option) stage1.Extension {
-	o := options{bootDir: BootDir, listen: listenVsock}
+	o := options{bootDir: BootDir, listen: listenVsock, certPath: spec.TLSCertPath, keyPath: spec.TLSKeyPath}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -104,25 +163,33 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 	if err != nil {
 		return err
 	}
-	if sp.Management.VsockPort == 0 {
-		return errors.New("management.vsock_port is 0: no agent")
-	}
-	l, err := o.listen(sp.Management.VsockPort)
+	ls, err := o.listeners(sp.Management)
 	if err != nil {
 		return err
 	}
-	sys.Printf("manage: agent listening on vsock port %d", sp.Management.VsockPort)
+	for _, l := range ls {
+		sys.Printf("manage: agent listening on %s", l.what)
+	}
 
 	serveCtx, stopServe := context.WithCancel(ctx)
 	defer stopServe()
-	// served is closed when Serve returns: the trial check needs to know
-	// the agent is still serving at the end of the window.
+	// served is closed when a listener stops serving: the trial check
+	// needs to know the agent still serves at the end of the window, and
+	// the unmount below waits for requests in flight.
 	served := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Serve(serveCtx, l.l); err != nil {
+				sys.Printf("manage: %s: %v", l.what, err)
+			}
+		}()
+	}
 	go func() {
-		defer close(served)
-		if err := a.Serve(serveCtx, l); err != nil {
-			sys.Printf("manage: %v", err)
-		}
+		wg.Wait()
+		close(served)
 	}()
 
 	if boot.Trial {

@@ -103,6 +103,11 @@ type Service struct {
 	// Condition, when set, decides at boot whether stage1 runs the service
 	// at all; the builder uses it for the system services it adds.
 	Condition Condition `json:"condition,omitempty"`
+	// Resources are the service's cgroup v2 limits.
+	Resources Resources `json:"resources,omitzero"`
+	// Container is set for an image service; Path is then "/init" and
+	// Args is [ContainerSubcommand, Name].
+	Container *Container `json:"container,omitempty"`
 }
 
 // Condition is a boot-time condition for running a service.
@@ -126,13 +131,25 @@ type Management struct {
 	VsockPort uint32 `json:"vsock_port,omitempty"`
 	// TokenSHA256 is the lowercase hex SHA-256 of the bearer token.
 	TokenSHA256 string `json:"token_sha256,omitempty"`
-	// TCP is a listen address such as ":7443"; empty disables TCP.
+	// TCP is a listen address such as ":7443"; empty disables TCP. The
+	// listener speaks TLS with the certificate at TLSCertPath.
 	TCP string `json:"tcp,omitempty"`
+	// TLSCertSHA256 is the pin of that certificate (lowercase hex SHA-256
+	// of its DER encoding); set with TCP.
+	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"`
 	// HealthWindowSeconds is how long every restart: always service must
 	// stay up on a trial boot before the trial is confirmed; 0 means
 	// DefaultHealthWindowSeconds.
 	HealthWindowSeconds int `json:"health_window_seconds,omitempty"`
 }
+
+// Where the builder puts the management agent's TLS certificate and key
+// (PEM). The directory is readable by root only.
+const (
+	TLSDir      = "/etc/ingot/tls"
+	TLSCertPath = TLSDir + "/cert.pem"
+	TLSKeyPath  = TLSDir + "/key.pem"
+)
 
 // DefaultHealthWindowSeconds is the health window of a trial boot when
 // appliance.json gives none.
@@ -391,6 +408,14 @@ func (s Service) Validate() error {
 	default:
 		return fmt.Errorf("condition: %q: want %q or none", s.Condition, ConditionNoStaticNetwork)
 	}
+	if err := s.Resources.Validate(); err != nil {
+		return err
+	}
+	if s.Container != nil {
+		if err := s.Container.Validate(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -425,6 +450,9 @@ func (m Management) Validate() error {
 	}
 	if m.HealthWindowSeconds < 0 {
 		return fmt.Errorf("health_window_seconds: %d is negative", m.HealthWindowSeconds)
+	}
+	if m.TCP != "" && !tokenHashRE.MatchString(m.TLSCertSHA256) {
+		return fmt.Errorf("tls_cert_sha256: tcp is set, so want the certificate's 64 lowercase hex digit SHA-256")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/layout"
 )
@@ -35,14 +36,24 @@ const (
 // a few tens of MiB.
 const maxBootFileBytes = 256 << 20
 
-// StageBootFile writes a boot partition file from body, of declaredBytes
-// with SHA-256 wantSHA256, under a temporary name in bootDir; only when
-// length and hash match is it renamed to its staged name, which
-// ApplyBootFiles later renames over the live file. The live file is not
-// touched here.
-func StageBootFile(ctx context.Context, bootDir, name string, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
+// StageBootFile writes the boot partition file name for root slot sl
+// from body, of declaredBytes with SHA-256 wantSHA256, under a temporary
+// name in bootDir; only when length and hash match is it renamed to its
+// staged name, which ApplyBootFiles later renames over the live file. The
+// kernel, initramfs and command line are written as sl's own copies
+// (layout.SlotBootFile), which the running slot never reads, so a bad
+// kernel can only ever break the trial boot that the boot loader falls
+// back from. The live file is not touched here.
+func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
 	if !bootFiles[name] {
 		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json: %w", name, mgmt.ErrNotFound)
+	}
+	if !sl.Valid() {
+		return Result{}, fmt.Errorf("update: boot file %s: slot %q is not a or b", name, sl)
+	}
+	dest := name
+	if layout.PerSlot(name) {
+		dest = layout.SlotBootFile(name, string(sl))
 	}
 	want, err := ParseSHA256(wantSHA256)
 	if err != nil {
@@ -54,7 +65,7 @@ func StageBootFile(ctx context.Context, bootDir, name string, body io.Reader, de
 	case declaredBytes > maxBootFileBytes:
 		return Result{}, fmt.Errorf("update: boot file %s: %d bytes, at most %d: %w", name, declaredBytes, maxBootFileBytes, mgmt.ErrTooLarge)
 	}
-	tmpPath := filepath.Join(bootDir, tempPrefix+name)
+	tmpPath := filepath.Join(bootDir, tempPrefix+dest)
 	f, err := os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
@@ -64,7 +75,7 @@ func StageBootFile(ctx context.Context, bootDir, name string, body io.Reader, de
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+name))
+		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+dest))
 	}
 	if err == nil {
 		err = syncDir(bootDir)
@@ -119,7 +130,7 @@ func StagedBootFiles(bootDir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if name, ok := strings.CutPrefix(e.Name(), stagedPrefix); ok && bootFiles[name] {
+		if name, ok := strings.CutPrefix(e.Name(), stagedPrefix); ok && isBootFileName(name) {
 			names = append(names, name)
 		}
 	}
@@ -173,4 +184,62 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// isBootFileName reports whether name is a boot file an update may write:
+// a shared one, or a slot's copy of a per-slot one.
+func isBootFileName(name string) bool {
+	if bootFiles[name] {
+		return !layout.PerSlot(name)
+	}
+	base, sl, ok := cutSlotSuffix(name)
+	return ok && layout.PerSlot(base) && slot.Name(sl).Valid()
+}
+
+func cutSlotSuffix(name string) (base, sl string, ok bool) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return "", "", false
+	}
+	return name[:i], name[i+1:], true
+}
+
+// BootFileHashes returns, for each slot of slots, the lowercase hex SHA-256 of the
+// kernel, initramfs and command line that slot boots with: its own copy,
+// or the shared file of an image written before slots had their own. A
+// file neither has is missing from the map. The update client sends only
+// the files whose hash differs from its new image's.
+func BootFileHashes(bootDir string, slots ...slot.Name) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, sl := range slots {
+		files := map[string]string{}
+		for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
+			sum, err := fileSHA256(filepath.Join(bootDir, layout.SlotBootFile(name, string(sl))))
+			if errors.Is(err, os.ErrNotExist) {
+				sum, err = fileSHA256(filepath.Join(bootDir, name))
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("update: boot file hashes: %w", err)
+			}
+			files[name] = sum
+		}
+		out[string(sl)] = files
+	}
+	return out, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -150,7 +150,7 @@ func (m *Manager) WriteBootFile(ctx context.Context, name string, body io.Reader
 	if m.staged == "" {
 		return mgmt.UpdateResult{}, fmt.Errorf("update: boot file %s: no root was written for this update; PUT %s first: %w", name, mgmt.PathUpdateRoot, mgmt.ErrConflict)
 	}
-	res, err := StageBootFile(ctx, m.bootDir, name, body, sizeBytes, sha256Hex)
+	res, err := StageBootFile(ctx, m.bootDir, name, m.staged, body, sizeBytes, sha256Hex)
 	if err != nil {
 		return mgmt.UpdateResult{}, err
 	}
@@ -223,6 +223,27 @@ func (m *Manager) Confirm() (slot.State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return Confirm(m.bootDir, m.booted)
+}
+
+// BootFiles reports the hashes of the kernel, initramfs and command line
+// slot sl boots with (see BootFileHashes); an empty sl means both slots.
+func (m *Manager) BootFiles(ctx context.Context, sl string) (mgmt.BootFiles, error) {
+	slots := []slot.Name{slot.A, slot.B}
+	if sl != "" {
+		if !slot.Name(sl).Valid() {
+			return mgmt.BootFiles{}, fmt.Errorf("update: boot files: slot %q is not a or b: %w", sl, mgmt.ErrInvalid)
+		}
+		slots = []slot.Name{slot.Name(sl)}
+	}
+	if err := m.lock(); err != nil {
+		return mgmt.BootFiles{}, err
+	}
+	defer m.mu.Unlock()
+	hashes, err := BootFileHashes(m.bootDir, slots...)
+	if err != nil {
+		return mgmt.BootFiles{}, err
+	}
+	return mgmt.BootFiles{Slots: hashes}, nil
 }
 
 // SlotState returns slot.json as it is now.

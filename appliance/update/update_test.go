@@ -512,14 +512,32 @@ func TestBootFiles(t *testing.T) {
 	if err != nil || res.SHA256 != sum(kernel) || res.File != "vmlinuz" {
 		t.Fatalf("WriteBootFile = %+v, %v", res, err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(r.bootDir, "vmlinuz")); string(got) != "old kernel" {
-		t.Errorf("live vmlinuz before commit = %q, want the old one", got)
+	if got, _ := os.ReadFile(filepath.Join(r.bootDir, "vmlinuz.b")); got != nil {
+		t.Errorf("vmlinuz.b before commit = %q, want none", got)
 	}
 	if _, err := m.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(r.bootDir, "vmlinuz")); string(got) != "new kernel" {
-		t.Errorf("live vmlinuz after commit = %q, want the new one", got)
+	// The kernel went to slot b's own copy; slot a still boots the shared
+	// file of the old image.
+	if got, _ := os.ReadFile(filepath.Join(r.bootDir, "vmlinuz.b")); string(got) != "new kernel" {
+		t.Errorf("vmlinuz.b after commit = %q, want the new kernel", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(r.bootDir, "vmlinuz")); string(got) != "old kernel" {
+		t.Errorf("shared vmlinuz after commit = %q, want the old kernel, untouched", got)
+	}
+	hashes, err := m.BootFiles(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := hashes.Slots["a"]["vmlinuz"], sum([]byte("old kernel")); got != want {
+		t.Errorf("BootFiles a/vmlinuz = %s, want %s (the shared file)", got, want)
+	}
+	if got, want := hashes.Slots["b"]["vmlinuz"], sum(kernel); got != want {
+		t.Errorf("BootFiles b/vmlinuz = %s, want %s (slot b's copy)", got, want)
+	}
+	if _, ok := hashes.Slots["a"]["initrd.img"]; ok {
+		t.Errorf("BootFiles a has initrd.img, but the boot partition has none")
 	}
 	entries, _ := os.ReadDir(r.bootDir)
 	for _, e := range entries {

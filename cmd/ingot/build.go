@@ -14,8 +14,8 @@ import (
 func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs := newFlagSet("build", "[-C DIR] [-target TARGET] [-o FILE] [flags]", stderr)
 	dir := fs.String("C", ".", "appliance directory holding "+config.FileName)
-	targetFlag := fs.String("target", "", "target to build (default: the first in "+config.FileName+")")
-	out := fs.String("o", "", "image file to write (default: DIR/NAME-TARGET.img)")
+	targetFlag := fs.String("target", "", "target to build, or all for every target of "+config.FileName+" (default: the first in it)")
+	out := fs.String("o", "", "image file to write (default: DIR/NAME-TARGET.img; not with -target all)")
 	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
 	quiet := fs.Bool("q", false, "print only the image path")
@@ -29,17 +29,23 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	if err != nil {
 		return err
 	}
-	target := cfg.Targets[0]
-	if *targetFlag != "" {
-		if target, err = config.ParseTarget(*targetFlag); err != nil {
+	targets := cfg.Targets[:1]
+	switch *targetFlag {
+	case "":
+	case "all":
+		if *out != "" {
+			return usageError{"-o names one image; -target all writes DIR/NAME-TARGET.img for each target"}
+		}
+		targets = cfg.Targets
+	default:
+		target, err := config.ParseTarget(*targetFlag)
+		if err != nil {
 			return usageError{err.Error()}
 		}
 		if !cfg.HasTarget(target) {
 			return fmt.Errorf("%s does not list target %s", cfg.File, target)
 		}
-	}
-	if *out == "" {
-		*out = filepath.Join(*dir, cfg.Name+"-"+string(target)+".img")
+		targets = []config.Target{target}
 	}
 	var opts []assemble.Option
 	var bopts []builder.Option
@@ -54,15 +60,27 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 		opts = append(opts, assemble.WithCacheDir(*cacheDir))
 	}
 	opts = append(opts, assemble.WithBuilderOptions(bopts...))
-	rep, err := assemble.Image(ctx, cfg, target, *out, opts...)
-	if err != nil {
-		return err
+	// Targets build one after the other: they share the build cache, so
+	// targets of one architecture compile each package once, and each OCI
+	// image is pulled once per platform into the shared store.
+	for _, target := range targets {
+		path := *out
+		if path == "" {
+			path = filepath.Join(*dir, cfg.Name+"-"+string(target)+".img")
+		}
+		rep, err := assemble.Image(ctx, cfg, target, path, opts...)
+		if err != nil {
+			if len(targets) > 1 {
+				return fmt.Errorf("target %s: %w", target, err)
+			}
+			return err
+		}
+		if *quiet {
+			fmt.Fprintln(stdout, rep.Image)
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %s build %s, image %s (root %s)\n", rep.Image, rep.Target, rep.BuildID,
+			config.FormatSize(rep.ImageBytes), config.FormatSize(rep.RootBytes))
 	}
-	if *quiet {
-		fmt.Fprintln(stdout, rep.Image)
-		return nil
-	}
-	fmt.Fprintf(stdout, "%s: %s build %s, image %s (root %s)\n", rep.Image, rep.Target, rep.BuildID,
-		config.FormatSize(rep.ImageBytes), config.FormatSize(rep.RootBytes))
 	return nil
 }

@@ -35,7 +35,7 @@ func addMgmtFlags(fs *flag.FlagSet) *mgmtFlags {
 	fs.StringVar(&f.dir, "C", ".", "appliance directory: its ingot.yaml gives the token file and vsock port, and without -target the VM of 'ingot run -C DIR' is used")
 	fs.StringVar(&f.target, "target", "", "agent address: vsock://CID:PORT, unix:///PATH.sock[?port=N] (hybrid vsock; default port from the config), tcp://HOST:PORT or https://HOST:PORT")
 	fs.StringVar(&f.tokenFile, "token-file", "", "management token file (default: the config's, DIR/"+config.DefaultTokenFile+")")
-	fs.StringVar(&f.certSHA256, "cert-sha256", "", "pinned SHA-256 of the agent's TLS certificate, for https:// targets")
+	fs.StringVar(&f.certSHA256, "cert-sha256", "", "pinned SHA-256 of the agent's TLS certificate, for https:// targets (default: that of the config's tls_cert)")
 	fs.DurationVar(&f.timeout, "timeout", time.Minute, "how long to wait for the agent")
 	return f
 }
@@ -123,8 +123,27 @@ func (f *mgmtFlags) client() (*mgmt.Client, error) {
 		return nil, fmt.Errorf("management token: %s is empty", tokenFile)
 	}
 	var opts []mgmt.ClientOption
-	if f.certSHA256 != "" {
-		opts = append(opts, mgmt.WithCertSHA256(f.certSHA256))
+	pin := f.certSHA256
+	if pin == "" && strings.HasPrefix(target, "https:") {
+		// The appliance directory holds the certificate the image serves.
+		c, err := getConfig()
+		if err != nil {
+			return nil, err
+		}
+		certFile := filepath.Join(f.dir, filepath.FromSlash(config.DefaultTLSCertFile))
+		if c != nil {
+			certFile = c.Management.TLSCertFile
+		}
+		b, err := os.ReadFile(certFile)
+		if err != nil {
+			return nil, fmt.Errorf("https target: no pin: %w (give -cert-sha256 or -C DIR)", err)
+		}
+		if pin, err = mgmt.PEMCertificateSHA256(b); err != nil {
+			return nil, fmt.Errorf("%s: %w", certFile, err)
+		}
+	}
+	if pin != "" {
+		opts = append(opts, mgmt.WithCertSHA256(pin))
 	}
 	c, err := mgmt.NewClient(target, string(tok), opts...)
 	if err != nil {

@@ -60,7 +60,12 @@ func runNew(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 	if err := scaffoldService(dir, *name); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "created %s and %s\nnext: ingot build -C %s\n", cfgPath, tokenPath, dir)
+	certPath := filepath.Join(dir, filepath.FromSlash(config.DefaultTLSCertFile))
+	pin, err := writeCertificate(*name, certPath, filepath.Join(dir, filepath.FromSlash(config.DefaultTLSKeyFile)), false)
+	if err != nil {
+		return fmt.Errorf("TLS certificate: %w", err)
+	}
+	fmt.Fprintf(stdout, "created %s, %s and %s (sha256 %s)\nnext: ingot build -C %s\n", cfgPath, tokenPath, certPath, pin, dir)
 	return nil
 }
 

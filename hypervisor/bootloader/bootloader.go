@@ -9,6 +9,7 @@ package bootloader
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -71,6 +72,18 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 		}
 		return b, nil
 	}
+	// readSlot reads slot's copy of a per-slot boot file, or the shared
+	// file of an image written before slots had their own.
+	readSlot := func(name string, sl slot.Name) ([]byte, error) {
+		b, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, string(sl)))
+		if errors.Is(err, fs.ErrNotExist) {
+			return read(name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
+		}
+		return b, nil
+	}
 	var b Boot
 	infoData, err := read(layout.InfoFile)
 	if err != nil {
@@ -103,7 +116,7 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	if !ok {
 		return nil, fmt.Errorf("bootloader: %s: no %q partition in the GPT", path, d.Boot.PartitionLabel())
 	}
-	cmdline, err := read(layout.CmdlineFile)
+	cmdline, err := readSlot(layout.CmdlineFile, d.Boot)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +129,7 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	b.Cmdline = strings.Join(words, " ")
 
 	for _, file := range []struct{ name, dst string }{{layout.KernelFile, "vmlinuz"}, {layout.InitrdFile, "initrd.img"}} {
-		data, err := read(file.name)
+		data, err := readSlot(file.name, d.Boot)
 		if err != nil {
 			return nil, err
 		}

@@ -282,13 +282,20 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 	if s.PermBytes > 0 {
 		words = append(words, layout.ParamPerm+"=PARTUUID="+table.Partitions[3].GUID.String())
 	}
-	files := []fat.File{
-		fat.BytesFile(layout.KernelFile, s.Kernel),
-		fat.BytesFile(layout.InitrdFile, s.Initrd),
-		fat.BytesFile(layout.CmdlineFile, []byte(strings.Join(words, " ")+"\n")),
-		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
-		fat.BytesFile(layout.InfoFile, append(info, '\n')),
+	// Both slots get the kernel, initramfs and command line: slot b's
+	// copies are what an update replaces when it changes them, so the
+	// first update of an unchanged kernel sends none.
+	cmdline := []byte(strings.Join(words, " ") + "\n")
+	var files []fat.File
+	for _, sl := range []slot.Name{slot.A, slot.B} {
+		files = append(files,
+			fat.BytesFile(layout.SlotBootFile(layout.KernelFile, string(sl)), s.Kernel),
+			fat.BytesFile(layout.SlotBootFile(layout.InitrdFile, string(sl)), s.Initrd),
+			fat.BytesFile(layout.SlotBootFile(layout.CmdlineFile, string(sl)), cmdline))
 	}
+	files = append(files,
+		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
+		fat.BytesFile(layout.InfoFile, append(info, '\n')))
 	w := io.NewOffsetWriter(f, p.OffsetBytes())
 	if err := fat.Write(ctx, w, p.SizeBytes(), files,
 		fat.WithTime(time.Unix(s.ModTime, 0).UTC()), fat.WithVolumeLabel("INGOT-BOOT"),

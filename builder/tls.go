@@ -1,0 +1,53 @@
+package builder
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// tlsIdentity is the management listener's certificate and key as they go
+// into the image, and the certificate's pin for appliance.json.
+type tlsIdentity struct {
+	certPEM, keyPEM []byte
+	pin             string
+}
+
+// loadTLS reads the certificate and key the management TCP listener of
+// target serves, or returns nil when target has no TCP listener. The pair
+// must match, so a mix-up is found at build time, not by a client that
+// cannot connect to a device in the field.
+func loadTLS(cfg *config.Config, target config.Target) (*tlsIdentity, error) {
+	addr := cfg.ManagementTCP(target)
+	if addr == "" {
+		return nil, nil
+	}
+	m := cfg.Management
+	certPEM, err := os.ReadFile(m.TLSCertFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("builder: management over TCP (%s) on %s needs a TLS certificate, and %s does not exist (`ingot cert -C %s` writes one; or set management.tls_cert)", addr, target, m.TLSCertFile, cfg.Dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("builder: management TLS certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(m.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("builder: management TLS key (management.tls_key): %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("builder: management TLS certificate %s and key %s: %w", m.TLSCertFile, m.TLSKeyFile, err)
+	}
+	if _, err := x509.ParseCertificate(pair.Certificate[0]); err != nil {
+		return nil, fmt.Errorf("builder: management TLS certificate %s: %w", m.TLSCertFile, err)
+	}
+	// Only the first certificate block is served and pinned.
+	block, _ := pem.Decode(certPEM)
+	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: mgmt.CertificateSHA256(block.Bytes)}, nil
+}
