@@ -250,6 +250,7 @@ func TestBuildApplianceJSON(t *testing.T) {
   "name": "app",
   "build_id": "` + r.BuildID + `",
   "arch": "arm64",
+  "target": "vm-arm64",
   "hostname": "app.example.org",
   "services": [
     {

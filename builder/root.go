@@ -128,6 +128,7 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *
 	app := &spec.Appliance{
 		Name:     cfg.Name,
 		Arch:     target.Arch(),
+		Target:   string(target),
 		Hostname: cfg.Hostname,
 		Management: spec.Management{
 			TokenSHA256: tokenHash,

@@ -212,6 +212,31 @@ func decodeReply(resp *http.Response, method, path string, out any) error {
 	return nil
 }
 
+// SBOM returns the appliance image's software bill of materials (SPDX 2.3
+// JSON) as it was built into the image.
+func (c *Client) SBOM(ctx context.Context) ([]byte, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, PathSBOM, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSBOMBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("mgmt: GET %s: %w", PathSBOM, err)
+	}
+	if len(b) > maxSBOMBytes {
+		return nil, fmt.Errorf("mgmt: GET %s: more than %d bytes", PathSBOM, maxSBOMBytes)
+	}
+	return b, nil
+}
+
+// maxSBOMBytes bounds what the client reads of an SBOM.
+const maxSBOMBytes = 64 << 20
+
 // Status returns the appliance's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status

@@ -21,6 +21,7 @@
 //	PUT  /v1/update/boot/{file}              body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
+//	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
 package mgmt
 
 import (
@@ -45,6 +46,8 @@ const (
 	PathBootFiles = APIPrefix + "/update/boot"
 	PathCommit    = APIPrefix + "/update/commit"
 	PathRollback  = APIPrefix + "/rollback"
+	// PathSBOM serves the image's SPDX software bill of materials.
+	PathSBOM = APIPrefix + "/sbom"
 )
 
 // Query parameters of PathLogs.
@@ -107,9 +110,11 @@ const (
 
 // Status is the answer to GET /v1/status.
 type Status struct {
-	Name     string `json:"name,omitempty"`
-	BuildID  string `json:"build_id,omitempty"`
-	Arch     string `json:"arch,omitempty"`
+	Name    string `json:"name,omitempty"`
+	BuildID string `json:"build_id,omitempty"`
+	Arch    string `json:"arch,omitempty"`
+	// Target is the build target of the running image ("vm-amd64", "rpi").
+	Target   string `json:"target,omitempty"`
 	Hostname string `json:"hostname,omitempty"`
 	// Slot is the root slot this boot runs from ("a" or "b"); empty when
 	// the kernel was not told (a board booted without the ingot loader).

@@ -142,7 +142,7 @@ func Update(ctx context.Context, c *mgmt.Client, cfg *config.Config, opts ...Opt
 	if !before.HasFeature(mgmt.FeatureUpdateRoot) {
 		return nil, fmt.Errorf("push: the agent at %s does not offer root updates (%s)", c.Target(), before.SlotError)
 	}
-	target, err := targetFor(cfg, before.Arch)
+	target, err := targetFor(cfg, before.Target, before.Arch)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +335,23 @@ func callStatus(ctx context.Context, c *mgmt.Client) (mgmt.Status, error) {
 }
 
 // targetFor picks the VM target of cfg for GOARCH arch.
-func targetFor(cfg *config.Config, arch string) (config.Target, error) {
+func targetFor(cfg *config.Config, running, arch string) (config.Target, error) {
+	if running != "" {
+		// The agent says what it runs: build that again (a Pi and an
+		// arm64 VM share an architecture, not an image).
+		t, err := config.ParseTarget(running)
+		if err != nil {
+			return "", fmt.Errorf("push: the appliance runs target %q: %w", running, err)
+		}
+		if !cfg.HasTarget(t) {
+			return "", fmt.Errorf("push: the appliance runs target %s, which %s does not list (targets %v)", t, cfg.File, cfg.Targets)
+		}
+		if t.Arch() != arch {
+			return "", fmt.Errorf("push: the appliance reports target %s but architecture %s", t, arch)
+		}
+		return t, nil
+	}
+	// Agents of images without a target in appliance.json: go by arch.
 	for _, t := range cfg.Targets {
 		if t.IsVM() && t.Arch() == arch {
 			return t, nil

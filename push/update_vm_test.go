@@ -64,7 +64,7 @@ func writeHello(t *testing.T, dir, greeting string, extraArgs ...string) *config
 	pkg := "./cmd/hello"
 	args := append([]string{"-listen", ":8080"}, extraArgs...)
 	yaml := fmt.Sprintf(`name: hello
-targets: [vm-amd64]
+targets: [vm-amd64, vm-arm64]
 services:
   - name: hello
     go: %s

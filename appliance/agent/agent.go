@@ -96,6 +96,8 @@ type Deps struct {
 	Logs       Logs
 	Power      Power
 	Updater    Updater
+	// SBOM returns the image's SPDX document; nil answers 501.
+	SBOM func() ([]byte, error)
 }
 
 // Option configures an Agent.
@@ -211,6 +213,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET "+mgmt.PathBootFiles, a.bootFiles)
 	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
+	mux.HandleFunc("GET "+mgmt.PathSBOM, a.sbom)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})

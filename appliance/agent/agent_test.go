@@ -168,7 +168,8 @@ func newEnv(t *testing.T) *env {
 	}
 	e.upd = &watchedUpdater{Manager: m, done: make(chan error, 16)}
 	var logMu sync.Mutex
-	a, err := agent.New(agent.Deps{Info: e.info, Supervisor: e.sup, Logs: e.rings, Power: e.power, Updater: e.upd},
+	sbom := func() ([]byte, error) { return []byte(`{"spdxVersion":"SPDX-2.3"}`), nil }
+	a, err := agent.New(agent.Deps{Info: e.info, Supervisor: e.sup, Logs: e.rings, Power: e.power, Updater: e.upd, SBOM: sbom},
 		hashHex([]byte(token)),
 		agent.WithLogf(func(format string, args ...any) {
 			logMu.Lock()
@@ -662,5 +663,27 @@ func TestTLS(t *testing.T) {
 	defer bad.Close()
 	if _, err := bad.Status(context.Background()); err == nil || !strings.Contains(err.Error(), "pinned") {
 		t.Errorf("Status with a wrong pin = %v, want a pin mismatch", err)
+	}
+}
+
+func TestSBOMAndBootFiles(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	b, err := e.client(token).SBOM(ctx)
+	if err != nil || string(b) != `{"spdxVersion":"SPDX-2.3"}` {
+		t.Errorf("SBOM = %q, %v, want the document", b, err)
+	}
+	if _, err := e.client("wrong").SBOM(ctx); !errors.Is(err, mgmt.ErrUnauthorized) {
+		t.Errorf("SBOM with a wrong token = %v, want unauthorized", err)
+	}
+	if err := os.WriteFile(filepath.Join(e.bootDir, "vmlinuz.b"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bf, err := e.client(token).BootFiles(ctx, "b")
+	if err != nil || len(bf.Slots) != 1 || bf.Slots["b"]["vmlinuz"] != hashHex([]byte("k")) {
+		t.Errorf("BootFiles(b) = %+v, %v, want slot b with vmlinuz's hash", bf, err)
+	}
+	if _, err := e.client(token).BootFiles(ctx, "c"); !errors.Is(err, mgmt.ErrInvalid) {
+		t.Errorf("BootFiles(c) = %v, want invalid", err)
 	}
 }

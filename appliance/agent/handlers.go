@@ -280,3 +280,19 @@ func (a *Agent) bootFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, b)
 }
+
+func (a *Agent) sbom(w http.ResponseWriter, r *http.Request) {
+	if a.deps.SBOM == nil {
+		a.fail(w, r, unsupported("sbom"))
+		return
+	}
+	b, err := a.deps.SBOM()
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("sbom: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/spdx+json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}

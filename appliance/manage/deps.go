@@ -32,7 +32,7 @@ func (i info) Status() mgmt.Status {
 // measured here, at request time.
 func statusFrom(st stage1.Status, updatesErr string) mgmt.Status {
 	out := mgmt.Status{
-		Name: st.Name, BuildID: st.BuildID, Arch: st.Arch, Hostname: st.Hostname,
+		Name: st.Name, BuildID: st.BuildID, Arch: st.Arch, Target: st.Target, Hostname: st.Hostname,
 		Slot: st.Boot.Slot, Trial: st.Boot.Trial,
 		StartedAt:    st.StartedAt,
 		Perm:         mgmt.PermStatus{Mounted: st.Perm.Mounted, Error: st.Perm.Error},

@@ -155,6 +155,7 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 		Logs:    logsAdapter{sys},
 		Power:   power{sys},
 		Updater: updater,
+		SBOM:    func() ([]byte, error) { return os.ReadFile(spec.SBOMPath) },
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}

@@ -56,6 +56,9 @@ type Appliance struct {
 	BuildID string `json:"build_id"`
 	// Arch is the GOARCH the image was built for.
 	Arch string `json:"arch"`
+	// Target is the ingot.yaml target the image was built for ("vm-arm64",
+	// "rpi"); an update builds the same target again.
+	Target string `json:"target,omitempty"`
 	// Hostname defaults to Name.
 	Hostname string `json:"hostname,omitempty"`
 	// Services in the order they were declared.
@@ -142,6 +145,10 @@ type Management struct {
 	// DefaultHealthWindowSeconds.
 	HealthWindowSeconds int `json:"health_window_seconds,omitempty"`
 }
+
+// SBOMPath is the image's SPDX 2.3 JSON software bill of materials: the
+// Go modules of every Go service and the digest of every OCI image.
+const SBOMPath = "/etc/ingot/sbom.spdx.json"
 
 // Where the builder puts the management agent's TLS certificate and key
 // (PEM). The directory is readable by root only.

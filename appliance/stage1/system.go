@@ -58,6 +58,7 @@ type Status struct {
 	Name     string `json:"name,omitempty"`
 	BuildID  string `json:"build_id,omitempty"`
 	Arch     string `json:"arch,omitempty"`
+	Target   string `json:"target,omitempty"`
 	Hostname string `json:"hostname,omitempty"`
 	// SpecError says why /etc/ingot/appliance.json could not be used; no
 	// services run then.
@@ -136,7 +137,7 @@ func (s *System) Status() Status {
 		Orphans:   s.reaper.Orphans(),
 	}
 	if s.spec != nil {
-		st.Name, st.BuildID, st.Arch, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Arch, s.spec.EffectiveHostname()
+		st.Name, st.BuildID, st.Arch, st.Target, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Arch, s.spec.Target, s.spec.EffectiveHostname()
 	}
 	if s.sup != nil {
 		st.Services = s.sup.Status()

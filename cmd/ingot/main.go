@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"new":      {"scaffold a new appliance (ingot.yaml, a management token and TLS certificate)", runNew},
 		"cert":     {"write the management TLS certificate of an appliance and print its pin", runCert},
 		"status":   {"show a running appliance's build, slots, perm and services", runStatus},
+		"sbom":     {"print the SPDX bill of materials of a running appliance's image", runSBOM},
 		"logs":     {"print (and follow) a service's log from a running appliance", runLogs},
 		"restart":  {"restart a service of a running appliance", runRestart},
 		"stop":     {"stop a service of a running appliance", runStop},

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"io"
+)
+
+// runSBOM prints the SPDX bill of materials a running appliance was built
+// with.
+func runSBOM(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	fs := newFlagSet("sbom", mgmtTargetUsage, stderr)
+	mf := addMgmtFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError{"sbom takes no arguments"}
+	}
+	c, err := mf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := mf.withTimeout(ctx)
+	defer cancel()
+	b, err := c.SBOM(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(b)
+	return err
+}

@@ -1,0 +1,100 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ingotdev/ingot/assemble"
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vm"
+	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// TestVMUpdateARM64 boots hello v1 built for vm-arm64 under
+// qemu-system-aarch64 (TCG) and updates it to v2 over the hybrid vsock
+// channel, exactly as on amd64: the agent reports its target, the update
+// builds that target again, and v2 answers from slot b, confirmed.
+func TestVMUpdateARM64(t *testing.T) {
+	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
+		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` and export INGOT_KERNEL_DEB_ARM64=.cache/kernels/linux-image-cloud-arm64.deb (make test does this)")
+	}
+	ctx := t.Context()
+	tmp := t.TempDir()
+	cache := assemble.WithCacheDir(filepath.Join(tmp, "cache"))
+	appDir := filepath.Join(tmp, "hello")
+	cfg1 := writeHello(t, appDir, "arm greeting v1")
+	img := filepath.Join(tmp, "hello-arm64.img")
+	start := time.Now()
+	rep1, err := assemble.Image(ctx, cfg1, config.TargetVMArm64, img, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("v1 build %s in %s", rep1.BuildID, time.Since(start).Round(time.Millisecond))
+
+	port := vmtest.FreePort(t)
+	runDir := filepath.Join(tmp, "run")
+	console := &vmtest.Console{}
+	vmCtx, stopVM := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- vm.Run(vmCtx, vm.Config{
+			Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
+			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
+			Console:  console, Logf: t.Logf,
+		})
+	}()
+	defer func() {
+		stopVM()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Error("VM did not stop within a minute")
+		}
+		if t.Failed() {
+			t.Logf("console:\n%s", console.Tail(200))
+		}
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	target := fmt.Sprintf("unix://%s?port=%d", vm.VsockPath(runDir), config.DefaultVsockPort)
+	tok, err := os.ReadFile(filepath.Join(appDir, ".ingot/token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mgmt.NewClient(target, string(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitGreeting(t, url, "arm greeting v1", 5*time.Minute)
+	st, err := callStatus(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Arch != "arm64" || st.Target != string(config.TargetVMArm64) || st.BuildID != rep1.BuildID {
+		t.Fatalf("status over vsock: arch %q target %q build %q; want arm64, vm-arm64, %s", st.Arch, st.Target, st.BuildID, rep1.BuildID)
+	}
+
+	cfg2 := writeHello(t, appDir, "arm greeting v2")
+	rep, err := Update(ctx, c, cfg2, WithLog(testLog{t}), WithPollInterval(500*time.Millisecond),
+		WithWaitTimeout(5*time.Minute), WithAssembleOptions(cache))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Slot != "b" || rep.Status.Slot != "b" || rep.Status.Arch != "arm64" || rep.Status.SlotState == nil ||
+		rep.Status.SlotState.Active != "b" || rep.Status.SlotState.Trial != "" {
+		t.Errorf("after update: slot %q, status %+v; want arm64 on b, active, no trial", rep.Slot, rep.Status)
+	}
+	if len(rep.BootFiles) != 0 {
+		t.Errorf("boot files sent = %v, want none (same kernel and initramfs)", rep.BootFiles)
+	}
+	waitGreeting(t, url, "arm greeting v2", time.Minute)
+	for _, s := range rep.Steps {
+		t.Logf("step %s: %s", s.Name, s.Duration.Round(time.Millisecond))
+	}
+}
