@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
 )
 
 // Scheme names a transport.
@@ -232,11 +233,55 @@ func hybridHandshake(c *net.UnixConn, port uint32) (uint32, error) {
 	return 0, fmt.Errorf("reply %q... longer than %d bytes", line, hybridReplyBytes)
 }
 
-// Listen accepts AF_VSOCK connections on port inside a guest.
+// Listen accepts AF_VSOCK connections on port inside a guest. Accepted
+// connections get a receive buffer of ReceiveBufferBytes.
 func Listen(port uint32) (net.Listener, error) {
 	l, err := vsock.Listen(port, nil)
 	if err != nil {
 		return nil, fmt.Errorf("transport: vsock listen on port %d: %w", port, err)
 	}
-	return l, nil
+	return bufferedListener{l}, nil
+}
+
+// ReceiveBufferBytes is the vsock receive buffer of accepted connections.
+// The kernel's default, 256 KiB, is the credit the peer may have in
+// flight; a bulk receiver (an update upload) then stalls the sender every
+// 64 packets of 4 KiB until it has read and returned credit. Four MiB
+// keeps the receive ring full while the reader catches up.
+const ReceiveBufferBytes = 4 << 20
+
+// bufferedListener raises the receive buffer of each connection it
+// accepts.
+type bufferedListener struct{ *vsock.Listener }
+
+func (l bufferedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if vc, ok := c.(*vsock.Conn); ok {
+		// Best effort: a kernel that refuses keeps its default, which
+		// works, only slower.
+		_ = setReceiveBuffer(vc, ReceiveBufferBytes)
+	}
+	return c, nil
+}
+
+func setReceiveBuffer(c *vsock.Conn, n uint64) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		// The maximum first: the size is clamped to it.
+		if serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, n); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
