@@ -61,6 +61,13 @@ func TestArgs(t *testing.T) {
 	if line := strings.Join(args, " "); !strings.Contains(line, "virt,memory-backend=mem") || !strings.Contains(line, "-cpu max") {
 		t.Errorf("Args(arm64) = %q, want the virt machine with -cpu max", line)
 	}
+	// -vsock kernel: the host's vhost_vsock with a fixed guest CID, and
+	// no vhost-user device beside it.
+	m.Arch, m.VhostUserVsock, m.KernelVsockCID = "amd64", "", 42
+	args, _ = m.Args(AccelTCG)
+	if line := strings.Join(args, " "); !strings.Contains(line, "-device vhost-vsock-pci,guest-cid=42") || strings.Contains(line, "vhost-user") {
+		t.Errorf("Args(kernel vsock) = %q, want vhost-vsock-pci,guest-cid=42 only", line)
+	}
 	m.Arch = "riscv64"
 	if _, err := m.Args(AccelTCG); err == nil {
 		t.Error("Args(riscv64) succeeded, want error")
