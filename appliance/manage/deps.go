@@ -111,7 +111,19 @@ func (l logsAdapter) Logs(ctx context.Context, name string, n int, follow bool) 
 }
 
 // power serves agent.Power through stage1's orderly shutdown.
-type power struct{ sys *stage1.System }
+type power struct {
+	sys *stage1.System
+	// rebootArg returns the firmware's reboot argument, if any.
+	rebootArg func() string
+}
 
-func (p power) Reboot(ctx context.Context) error   { return p.sys.Shutdown(ctx, true) }
+func (p power) Reboot(ctx context.Context) error {
+	if p.rebootArg != nil {
+		if arg := p.rebootArg(); arg != "" {
+			return p.sys.RebootWithArg(ctx, arg, "requested by the management API; the firmware boots the trial slot")
+		}
+	}
+	return p.sys.Shutdown(ctx, true)
+}
+
 func (p power) Poweroff(ctx context.Context) error { return p.sys.Shutdown(ctx, false) }

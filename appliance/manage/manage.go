@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage1"
@@ -140,7 +141,18 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 			}
 		}()
 		open := slotOpener(bootPart)
-		m, err := update.NewManager(o.bootDir, slot.Name(boot.Slot), open, update.WithArch(runtime.GOARCH))
+		uopts := []update.Option{update.WithArch(runtime.GOARCH)}
+		if _, err := piboot.Active(o.bootDir); err == nil {
+			// The Raspberry Pi firmware chose this boot: apply the trial
+			// rules no host-side loader applied.
+			uopts = append(uopts, update.WithFirmware(piboot.Firmware{}))
+			trial, err := update.FirmwareBoot(o.bootDir, slot.Name(boot.Slot))
+			if err != nil {
+				sys.Printf("manage: firmware boot state: %v", err)
+			}
+			boot.Trial = boot.Trial || trial
+		}
+		m, err := update.NewManager(o.bootDir, slot.Name(boot.Slot), open, uopts...)
 		if err != nil {
 			updatesErr = err
 			sys.Printf("manage: updates disabled: %v", err)
@@ -153,7 +165,7 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 	deps := agent.Deps{
 		Info:    info{sys: sys, updatesErr: errString(updatesErr)},
 		Logs:    logsAdapter{sys},
-		Power:   power{sys},
+		Power:   power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }},
 		Updater: updater,
 		SBOM:    func() ([]byte, error) { return os.ReadFile(spec.SBOMPath) },
 	}
@@ -231,4 +243,13 @@ func errString(err error) string {
 		return ""
 	}
 	return fmt.Sprintf("updates disabled: %v", err)
+}
+
+// rebootArg is the reboot argument a pending firmware trial needs; "" with
+// updates off.
+func rebootArg(m *update.Manager) string {
+	if m == nil {
+		return ""
+	}
+	return m.RebootArg()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,11 +59,16 @@ func (s *System) shutdown(req shutdownRequest, stopAll context.CancelFunc, supDo
 	_ = s.console.Flush(ctx)
 	cancel()
 
-	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
-	if req.reboot {
-		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	var err error
+	switch {
+	case !req.reboot:
+		err = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	case req.rebootArg != "":
+		s.Printf("reboot argument %q", req.rebootArg)
+		err = rebootWithArg(req.rebootArg)
+	default:
+		err = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	}
-	err := unix.Reboot(cmd)
 	// Only reached if reboot(2) failed. Exiting would panic the kernel;
 	// idle instead, keeping the watchdog (if any) unfed so it resets us.
 	s.Printf("%s failed: %v; idling", what, err)
@@ -139,4 +145,20 @@ func waitNoChildren(limit time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// rebootWithArg is reboot(2) with LINUX_REBOOT_CMD_RESTART2 and arg, which
+// the kernel hands to the platform's reboot notifiers (the Raspberry Pi
+// firmware driver turns "0 tryboot" into its one-shot tryboot flag).
+func rebootWithArg(arg string) error {
+	p, err := unix.BytePtrFromString(arg)
+	if err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_REBOOT, unix.LINUX_REBOOT_MAGIC1, unix.LINUX_REBOOT_MAGIC2,
+		unix.LINUX_REBOOT_CMD_RESTART2, uintptr(unsafe.Pointer(p)), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

@@ -101,7 +101,11 @@ type System struct {
 
 type shutdownRequest struct {
 	reboot bool
-	reason string
+	// rebootArg, when set, is passed to the kernel with
+	// LINUX_REBOOT_CMD_RESTART2: "0 tryboot" makes the Raspberry Pi
+	// firmware boot tryboot.txt once.
+	rebootArg string
+	reason    string
 }
 
 // ErrShuttingDown is returned by Shutdown when one is already under way.
@@ -113,6 +117,12 @@ var ErrShuttingDown = errors.New("stage1: already shutting down")
 // agent should answer its client first.
 func (s *System) Shutdown(ctx context.Context, reboot bool) error {
 	return s.requestShutdown(ctx, shutdownRequest{reboot: reboot, reason: "requested by the management API"})
+}
+
+// RebootWithArg is Shutdown(ctx, true) with a reboot argument for the
+// firmware (see LINUX_REBOOT_CMD_RESTART2), such as "0 tryboot".
+func (s *System) RebootWithArg(ctx context.Context, arg, reason string) error {
+	return s.requestShutdown(ctx, shutdownRequest{reboot: true, rebootArg: arg, reason: reason})
 }
 
 func (s *System) requestShutdown(ctx context.Context, req shutdownRequest) error {

@@ -45,6 +45,11 @@ const maxBootFileBytes = 256 << 20
 // kernel can only ever break the trial boot that the boot loader falls
 // back from. The live file is not touched here.
 func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
+	return stageBootFile(ctx, bootDir, nil, name, sl, body, declaredBytes, wantSHA256)
+}
+
+// stageBootFile is StageBootFile naming per-slot files for fw.
+func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
 	if !bootFiles[name] {
 		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json: %w", name, mgmt.ErrNotFound)
 	}
@@ -53,7 +58,7 @@ func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body
 	}
 	dest := name
 	if layout.PerSlot(name) {
-		dest = layout.SlotBootFile(name, string(sl))
+		dest = slotBootFile(fw, name, sl)
 	}
 	want, err := ParseSHA256(wantSHA256)
 	if err != nil {
@@ -65,7 +70,9 @@ func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body
 	case declaredBytes > maxBootFileBytes:
 		return Result{}, fmt.Errorf("update: boot file %s: %d bytes, at most %d: %w", name, declaredBytes, maxBootFileBytes, mgmt.ErrTooLarge)
 	}
-	tmpPath := filepath.Join(bootDir, tempPrefix+dest)
+	// Names in transit are flat, in the partition's root, whatever
+	// directory the file goes to.
+	tmpPath := filepath.Join(bootDir, tempPrefix+flatName(dest))
 	f, err := os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
@@ -75,7 +82,7 @@ func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+dest))
+		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+flatName(dest)))
 	}
 	if err == nil {
 		err = syncDir(bootDir)
@@ -130,8 +137,8 @@ func StagedBootFiles(bootDir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if name, ok := strings.CutPrefix(e.Name(), stagedPrefix); ok && isBootFileName(name) {
-			names = append(names, name)
+		if flat, ok := strings.CutPrefix(e.Name(), stagedPrefix); ok && isBootFileName(unflatName(flat)) {
+			names = append(names, unflatName(flat))
 		}
 	}
 	return names, nil
@@ -147,7 +154,11 @@ func ApplyBootFiles(bootDir string) ([]string, error) {
 		return nil, err
 	}
 	for _, name := range names {
-		if err := os.Rename(filepath.Join(bootDir, stagedPrefix+name), filepath.Join(bootDir, name)); err != nil {
+		dst := filepath.Join(bootDir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
+		}
+		if err := os.Rename(filepath.Join(bootDir, stagedPrefix+flatName(name)), dst); err != nil {
 			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
 		}
 	}
@@ -187,14 +198,24 @@ func syncDir(dir string) error {
 }
 
 // isBootFileName reports whether name is a boot file an update may write:
-// a shared one, or a slot's copy of a per-slot one.
+// a shared one, or a slot's copy of a per-slot one, either as the
+// host-side loader names it ("vmlinuz.b") or in a slot directory
+// ("slot-b/vmlinuz", the Raspberry Pi's os_prefix).
 func isBootFileName(name string) bool {
 	if bootFiles[name] {
 		return !layout.PerSlot(name)
 	}
+	if dir, base, ok := strings.Cut(name, "/"); ok {
+		return (dir == "slot-a" || dir == "slot-b") && layout.PerSlot(base)
+	}
 	base, sl, ok := cutSlotSuffix(name)
 	return ok && layout.PerSlot(base) && slot.Name(sl).Valid()
 }
+
+// flatName and unflatName map a boot file path to a name in the
+// partition's root and back; '+' is in no boot file name.
+func flatName(name string) string   { return strings.ReplaceAll(name, "/", "+") }
+func unflatName(flat string) string { return strings.ReplaceAll(flat, "+", "/") }
 
 func cutSlotSuffix(name string) (base, sl string, ok bool) {
 	i := strings.LastIndexByte(name, '.')
@@ -209,12 +230,12 @@ func cutSlotSuffix(name string) (base, sl string, ok bool) {
 // or the shared file of an image written before slots had their own. A
 // file neither has is missing from the map. The update client sends only
 // the files whose hash differs from its new image's.
-func BootFileHashes(bootDir string, slots ...slot.Name) (map[string]map[string]string, error) {
+func BootFileHashes(bootDir string, fw Firmware, slots ...slot.Name) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
 	for _, sl := range slots {
 		files := map[string]string{}
 		for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-			sum, err := fileSHA256(filepath.Join(bootDir, layout.SlotBootFile(name, string(sl))))
+			sum, err := fileSHA256(filepath.Join(bootDir, filepath.FromSlash(slotBootFile(fw, name, sl))))
 			if errors.Is(err, os.ErrNotExist) {
 				sum, err = fileSHA256(filepath.Join(bootDir, name))
 			}

@@ -150,7 +150,7 @@ func (m *Manager) WriteBootFile(ctx context.Context, name string, body io.Reader
 	if m.staged == "" {
 		return mgmt.UpdateResult{}, fmt.Errorf("update: boot file %s: no root was written for this update; PUT %s first: %w", name, mgmt.PathUpdateRoot, mgmt.ErrConflict)
 	}
-	res, err := StageBootFile(ctx, m.bootDir, name, m.staged, body, sizeBytes, sha256Hex)
+	res, err := stageBootFile(ctx, m.bootDir, m.firmware(), name, m.staged, body, sizeBytes, sha256Hex)
 	if err != nil {
 		return mgmt.UpdateResult{}, err
 	}
@@ -195,6 +195,11 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 	if err != nil {
 		return mgmt.SlotState{}, err
 	}
+	if fw := m.firmware(); fw != nil {
+		if err := fw.Trial(m.bootDir, t); err != nil {
+			return mgmt.SlotState{}, fmt.Errorf("update: commit: %w", err)
+		}
+	}
 	m.staged = ""
 	return SlotState(s), nil
 }
@@ -214,6 +219,16 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 	if err != nil {
 		return mgmt.SlotState{}, err
 	}
+	if fw := m.firmware(); fw != nil {
+		if s.Trial != "" {
+			err = fw.Trial(m.bootDir, s.Trial)
+		} else {
+			err = fw.Cancel(m.bootDir)
+		}
+		if err != nil {
+			return mgmt.SlotState{}, fmt.Errorf("update: rollback: %w", err)
+		}
+	}
 	return SlotState(s), nil
 }
 
@@ -222,7 +237,33 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 func (m *Manager) Confirm() (slot.State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Confirm(m.bootDir, m.booted)
+	s, err := Confirm(m.bootDir, m.booted)
+	if err != nil {
+		return s, err
+	}
+	if fw := m.firmware(); fw != nil && s.Active == m.booted {
+		if err := fw.Activate(m.bootDir, m.booted); err != nil {
+			return s, fmt.Errorf("update: confirm: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// firmware returns the Firmware of WithFirmware, or nil.
+func (m *Manager) firmware() Firmware { return newOptions(m.opts).firmware }
+
+// RebootArg returns the reboot(2) argument the next reboot needs: the
+// firmware's trial argument while a trial is pending, else "".
+func (m *Manager) RebootArg() string {
+	fw := m.firmware()
+	if fw == nil {
+		return ""
+	}
+	s, err := ReadState(m.bootDir)
+	if err != nil || s.Trial == "" || s.TriesLeft == 0 {
+		return ""
+	}
+	return fw.RebootArg()
 }
 
 // BootFiles reports the hashes of the kernel, initramfs and command line
@@ -239,7 +280,7 @@ func (m *Manager) BootFiles(ctx context.Context, sl string) (mgmt.BootFiles, err
 		return mgmt.BootFiles{}, err
 	}
 	defer m.mu.Unlock()
-	hashes, err := BootFileHashes(m.bootDir, slots...)
+	hashes, err := BootFileHashes(m.bootDir, m.firmware(), slots...)
 	if err != nil {
 		return mgmt.BootFiles{}, err
 	}

@@ -79,11 +79,18 @@ type options struct {
 	// beforeWrite runs once every up-front check passed and before the
 	// first byte is written; its error aborts with the device untouched.
 	beforeWrite func() error
+	// firmware is the boot loader on the boot partition that needs more
+	// than slot.json; nil for the host-side loader of VMs.
+	firmware Firmware
 }
 
 // WithArch sets the architecture images must be built for (default: the
 // running init's GOARCH).
 func WithArch(goarch string) Option { return func(o *options) { o.arch = goarch } }
+
+// WithFirmware makes the Manager keep fw informed of every slot change
+// and name the boot files of a slot the way fw reads them.
+func WithFirmware(fw Firmware) Option { return func(o *options) { o.firmware = fw } }
 
 func withBeforeWrite(f func() error) Option { return func(o *options) { o.beforeWrite = f } }
 
