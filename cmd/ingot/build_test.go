@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// TestNewAndCert scaffolds an appliance: ingot new writes the token and a
+// TLS certificate whose pin it prints; ingot cert keeps it unless forced.
+func TestNewAndCert(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "app")
+	var out, errs bytes.Buffer
+	if err := runNew(context.Background(), &out, &errs, []string{dir}); err != nil {
+		t.Fatalf("new: %v\n%s", err, errs.String())
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, config.DefaultTLSCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, err := mgmt.PEMCertificateSHA256(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), pin) {
+		t.Errorf("new printed %q, want the certificate pin %s", out.String(), pin)
+	}
+	if st, err := os.Stat(filepath.Join(dir, config.DefaultTLSKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v, mode %v; want 0600", err, st.Mode().Perm())
+	}
+	out.Reset()
+	if err := runCert(context.Background(), &out, &errs, []string{"-C", dir}); err != nil || !strings.Contains(out.String(), pin) {
+		t.Errorf("cert = %v, printed %q; want the same pin %s", err, out.String(), pin)
+	}
+	out.Reset()
+	if err := runCert(context.Background(), &out, &errs, []string{"-C", dir, "-force"}); err != nil || strings.Contains(out.String(), pin) {
+		t.Errorf("cert -force = %v, printed %q; want a new pin", err, out.String())
+	}
+}
+
+// TestBuildAllTargets builds examples/hello for every target of a copy of
+// its config with both VM targets: one image per target, each named after
+// its target.
+func TestBuildAllTargets(t *testing.T) {
+	for _, env := range []string{"INGOT_KERNEL_DEB", "INGOT_KERNEL_DEB_ARM64"} {
+		if os.Getenv(env) == "" {
+			t.Fatalf("%s is not set: run `make setup` (make test sets it)", env)
+		}
+	}
+	repo, _ := filepath.Abs("../..")
+	dir := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(repo, "examples/hello", config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copy is its own module holding the example's service, which
+	// uses only the standard library.
+	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB") + "\", vm-arm64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB_ARM64") + "\"}\n"
+	if !strings.Contains(y, "targets: [vm-amd64, vm-arm64]") {
+		t.Fatalf("examples/hello/%s no longer lists both VM targets:\n%s", config.FileName, cfg)
+	}
+	if err := os.WriteFile(filepath.Join(dir, config.FileName), []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{".ingot", "cmd"} {
+		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join(repo, "examples/hello", sub))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hellocopy\n\ngo 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	args := []string{"-C", dir, "-target", "all", "-q", "-cache", filepath.Join(t.TempDir(), "cache")}
+	if err := runBuild(context.Background(), &out, &errs, args); err != nil {
+		t.Fatalf("build %q: %v\n%s", args, err, errs.String())
+	}
+	lines := strings.Fields(out.String())
+	want := []string{filepath.Join(dir, "hello-vm-amd64.img"), filepath.Join(dir, "hello-vm-arm64.img")}
+	if strings.Join(lines, " ") != strings.Join(want, " ") {
+		t.Errorf("build -target all printed %q, want %q", lines, want)
+	}
+	for _, img := range want {
+		if st, err := os.Stat(img); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", img, err)
+		}
+	}
+	if err := runBuild(context.Background(), &out, &errs, []string{"-C", dir, "-target", "all", "-o", "x.img"}); err == nil || !strings.Contains(err.Error(), "-target all") {
+		t.Errorf("build -target all -o = %v, want a usage error", err)
+	}
+}
