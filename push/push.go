@@ -381,24 +381,30 @@ func RootImage(image string) (*io.SectionReader, func() error, error) {
 	return sr, f.Close, nil
 }
 
-func rootSection(f *os.File, image string) (*io.SectionReader, error) {
+// imagePartition finds the GPT partition called name in the image file f.
+func imagePartition(f *os.File, image, name string) (gpt.Partition, error) {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return nil, fmt.Errorf("push: %s: %w", image, err)
+		return gpt.Partition{}, fmt.Errorf("push: %s: %w", image, err)
 	}
 	t, err := gpt.Read(f, size)
 	if err != nil {
-		return nil, fmt.Errorf("push: %s: %w", image, err)
+		return gpt.Partition{}, fmt.Errorf("push: %s: %w", image, err)
 	}
-	var part *gpt.Partition
-	for i := range t.Partitions {
-		if t.Partitions[i].Name == layout.RootAPartition {
-			part = &t.Partitions[i]
+	for _, p := range t.Partitions {
+		if p.Name == name {
+			return p, nil
 		}
 	}
-	if part == nil {
-		return nil, fmt.Errorf("push: %s: no %q partition", image, layout.RootAPartition)
+	return gpt.Partition{}, fmt.Errorf("push: %s: no %q partition", image, name)
+}
+
+func rootSection(f *os.File, image string) (*io.SectionReader, error) {
+	p, err := imagePartition(f, image, layout.RootAPartition)
+	if err != nil {
+		return nil, err
 	}
+	part := &p
 	sb := make([]byte, squashfsSuperblockBytes)
 	if _, err := f.ReadAt(sb, part.OffsetBytes()); err != nil {
 		return nil, fmt.Errorf("push: %s: partition %s: superblock: %w", image, part.Name, err)
@@ -498,22 +504,9 @@ func ImageBootFiles(image string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
+	part, err := imagePartition(f, image, layout.BootPartition)
 	if err != nil {
-		return nil, fmt.Errorf("push: %s: %w", image, err)
-	}
-	t, err := gpt.Read(f, size)
-	if err != nil {
-		return nil, fmt.Errorf("push: %s: %w", image, err)
-	}
-	var part *gpt.Partition
-	for i := range t.Partitions {
-		if t.Partitions[i].Name == layout.BootPartition {
-			part = &t.Partitions[i]
-		}
-	}
-	if part == nil {
-		return nil, fmt.Errorf("push: %s: no %q partition", image, layout.BootPartition)
+		return nil, err
 	}
 	section := fat.NewSection(f, part.OffsetBytes(), part.SizeBytes())
 	bootFS, err := fat.Open(section, section.Size())

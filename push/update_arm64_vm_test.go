@@ -1,7 +1,6 @@
 package push
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,9 +10,7 @@ import (
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
-	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/vmtest"
-	"github.com/ingotdev/ingot/mgmt"
 )
 
 // TestVMUpdateARM64 boots hello v1 built for vm-arm64 under
@@ -39,38 +36,9 @@ func TestVMUpdateARM64(t *testing.T) {
 
 	port := vmtest.FreePort(t)
 	runDir := filepath.Join(tmp, "run")
-	console := &vmtest.Console{}
-	vmCtx, stopVM := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- vm.Run(vmCtx, vm.Config{
-			Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
-			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
-			Console:  console, Logf: t.Logf,
-		})
-	}()
-	defer func() {
-		stopVM()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("VM did not stop within a minute")
-		}
-		if t.Failed() {
-			t.Logf("console:\n%s", console.Tail(200))
-		}
-	}()
+	runVM(t, img, runDir, qemu.Forward{Proto: "tcp", HostPort: port, GuestPort: 8080})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	target := fmt.Sprintf("unix://%s?port=%d", vm.VsockPath(runDir), config.DefaultVsockPort)
-	tok, err := os.ReadFile(filepath.Join(appDir, ".ingot/token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := mgmt.NewClient(target, string(tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _, _ := agentClient(t, appDir, runDir)
 	waitGreeting(t, url, "arm greeting v1", 5*time.Minute)
 	st, err := callStatus(ctx, c)
 	if err != nil {

@@ -21,7 +21,6 @@ import (
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
-	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/fat"
@@ -162,39 +161,11 @@ func TestVMUpdate(t *testing.T) {
 	port := vmtest.FreePort(t)
 	tlsPort := vmtest.FreePort(t)
 	runDir := filepath.Join(tmp, "run")
-	console := &vmtest.Console{}
-	vmCtx, stopVM := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- vm.Run(vmCtx, vm.Config{
-			Image: img, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512,
-			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}, {Proto: "tcp", HostPort: tlsPort, GuestPort: 7443}},
-			Console:  console, Logf: t.Logf,
-		})
-	}()
-	defer func() {
-		stopVM()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("VM did not stop within a minute")
-		}
-		if t.Failed() {
-			t.Logf("console:\n%s", console.String())
-		}
-	}()
+	console := runVM(t, img, runDir, qemu.Forward{Proto: "tcp", HostPort: port, GuestPort: 8080},
+		qemu.Forward{Proto: "tcp", HostPort: tlsPort, GuestPort: 7443})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	target := fmt.Sprintf("unix://%s?port=%d", vm.VsockPath(runDir), config.DefaultVsockPort)
-	tok, err := os.ReadFile(filepath.Join(appDir, ".ingot/token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := mgmt.NewClient(target, string(tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
+	c, target, tokStr := agentClient(t, appDir, runDir)
+	tok := []byte(tokStr)
 	waitGreeting(t, url, "greeting v1", 3*time.Minute)
 	t.Logf("v1 answers %s after start", time.Since(start).Round(time.Millisecond))
 	opts := []Option{WithLog(testLog{t}), WithPollInterval(300 * time.Millisecond), WithWaitTimeout(3 * time.Minute),
