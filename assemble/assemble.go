@@ -24,6 +24,7 @@ import (
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
+	"github.com/ingotdev/ingot/packer/rpiboot"
 )
 
 // Report describes a finished image.
@@ -33,7 +34,10 @@ type Report struct {
 	BuildID    string
 	ImageBytes int64
 	RootBytes  int64
-	Steps      []Step
+	// Kernel and Firmware name the Go modules (MODULE@VERSION) a
+	// Raspberry Pi image was made from.
+	Kernel, Firmware string
+	Steps            []Step
 }
 
 // Step is one timed stage of the build.
@@ -80,8 +84,8 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 		}
 		o.cacheDir = filepath.Join(dir, "ingot")
 	}
-	if !target.IsVM() {
-		return nil, fmt.Errorf("assemble: target %s: only VM targets (vm-amd64, vm-arm64) can be built so far", target)
+	if target == config.TargetRPiArmv7 {
+		return nil, fmt.Errorf("assemble: target %s: not supported yet: %s ships only a 64-bit kernel; use target rpi (Pi 3, 4, 5, Zero 2 W)", target, rpiboot.KernelModule)
 	}
 	rep := &Report{Image: out, Target: target}
 	step := func(name string, start time.Time) {
@@ -100,6 +104,9 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	}
 	rep.BuildID = res.BuildID
 	step("compile", start)
+	if !target.IsVM() {
+		return rpiImage(ctx, cfg, res, out, rep, step)
+	}
 
 	start = time.Now()
 	if res.Kernel.Kind != config.KernelDebian {

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/mgmt"
@@ -465,7 +466,7 @@ func (p *progress) done() { p.print() }
 // slot sl where they differ from what the agent says sl boots with now,
 // and returns the names sent. An agent that cannot say gets all three.
 func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]string, error) {
-	files, err := ImageBootFiles(image)
+	files, err := ImageBootFiles(image, sl)
 	if err != nil {
 		return nil, err
 	}
@@ -478,7 +479,10 @@ func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]str
 	var send []mgmt.BootFile
 	var names []string
 	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-		data := files[name]
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
 		sum := sha256.Sum256(data)
 		hexSum := hex.EncodeToString(sum[:])
 		if have[name] == hexSum {
@@ -496,9 +500,9 @@ func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]str
 	return names, nil
 }
 
-// ImageBootFiles reads the kernel, initramfs and command line a fresh
-// image boots slot a with from its boot partition.
-func ImageBootFiles(image string) (map[string][]byte, error) {
+// ImageBootFiles reads the kernel, initramfs (none on a Raspberry Pi) and
+// command line a fresh image boots slot sl with from its boot partition.
+func ImageBootFiles(image, sl string) (map[string][]byte, error) {
 	f, err := os.Open(image)
 	if err != nil {
 		return nil, fmt.Errorf("push: %w", err)
@@ -514,8 +518,19 @@ func ImageBootFiles(image string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
 	}
 	out := map[string][]byte{}
+	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
+		// A Raspberry Pi image: the slot's directory, no initramfs.
+		for _, name := range []string{layout.KernelFile, layout.CmdlineFile} {
+			data, err := fs.ReadFile(bootFS, piboot.PrefixDir(sl)+name)
+			if err != nil {
+				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+			}
+			out[name] = data
+		}
+		return out, nil
+	}
 	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-		data, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, "a"))
+		data, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, sl))
 		if errors.Is(err, fs.ErrNotExist) {
 			data, err = fs.ReadFile(bootFS, name)
 		}

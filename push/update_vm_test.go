@@ -389,12 +389,12 @@ func TestVMUpdate(t *testing.T) {
 	})
 }
 
-// cmdlineMark is what the v2 image of TestVMUpdate adds to slot a's
-// kernel command line (which the update installs as slot b's); the kernel
-// prints its command line on the console at every boot.
+// cmdlineMark is what the v2 image of TestVMUpdate adds to slot b's
+// kernel command line, which the update installs; the kernel prints its
+// command line on the console at every boot.
 const cmdlineMark = "ingot.test_mark=v2"
 
-// appendCmdline adds word to the command line a fresh image boots slot a
+// appendCmdline adds word to the command line the image boots slot b
 // with.
 func appendCmdline(t *testing.T, img, word string) {
 	t.Helper()
@@ -413,7 +413,7 @@ func appendCmdline(t *testing.T, img, word string) {
 	}
 	p := table.Partitions[0]
 	section := fat.NewSection(f, p.OffsetBytes(), p.SizeBytes())
-	name := layout.SlotBootFile(layout.CmdlineFile, "a")
+	name := layout.SlotBootFile(layout.CmdlineFile, "b")
 	bootFS, err := fat.Open(section, section.Size())
 	if err != nil {
 		t.Fatal(err)

@@ -44,9 +44,9 @@ func TestNewAndCert(t *testing.T) {
 	}
 }
 
-// TestBuildAllTargets builds examples/hello for every target of a copy of
-// its config with both VM targets: one image per target, each named after
-// its target.
+// TestBuildAllTargets builds a copy of examples/hello for every target of
+// its config (both VMs and the Raspberry Pi): one image per target, each
+// named after its target.
 func TestBuildAllTargets(t *testing.T) {
 	for _, env := range []string{"INGOT_KERNEL_DEB", "INGOT_KERNEL_DEB_ARM64"} {
 		if os.Getenv(env) == "" {
@@ -62,8 +62,8 @@ func TestBuildAllTargets(t *testing.T) {
 	// The copy is its own module holding the example's service, which
 	// uses only the standard library.
 	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB") + "\", vm-arm64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB_ARM64") + "\"}\n"
-	if !strings.Contains(y, "targets: [vm-amd64, vm-arm64]") {
-		t.Fatalf("examples/hello/%s no longer lists both VM targets:\n%s", config.FileName, cfg)
+	if !strings.Contains(y, "targets: [vm-amd64, vm-arm64, rpi]") {
+		t.Fatalf("examples/hello/%s no longer lists the VM targets and rpi:\n%s", config.FileName, cfg)
 	}
 	if err := os.WriteFile(filepath.Join(dir, config.FileName), []byte(y), 0o644); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestBuildAllTargets(t *testing.T) {
 		t.Fatalf("build %q: %v\n%s", args, err, errs.String())
 	}
 	lines := strings.Fields(out.String())
-	want := []string{filepath.Join(dir, "hello-vm-amd64.img"), filepath.Join(dir, "hello-vm-arm64.img")}
+	want := []string{filepath.Join(dir, "hello-vm-amd64.img"), filepath.Join(dir, "hello-vm-arm64.img"), filepath.Join(dir, "hello-rpi.img")}
 	if strings.Join(lines, " ") != strings.Join(want, " ") {
 		t.Errorf("build -target all printed %q, want %q", lines, want)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/gpt"
 	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/mbr"
 	"github.com/ingotdev/ingot/packer/squashfs"
 	"github.com/ingotdev/ingot/rootfs"
 )
@@ -54,6 +55,17 @@ type Spec struct {
 	PermBytes int64
 	// SquashfsOptions tune the root filesystem (compression, block size).
 	SquashfsOptions []squashfs.Option
+
+	// BootFiles, when set, makes the boot partition's operating-system
+	// files for a firmware that boots the disk itself (the Raspberry Pi's)
+	// instead of Kernel, Initrd and Cmdline for ingot's host-side loader.
+	// It gets the partition table, whose GUIDs command lines name.
+	// slot.json and ingot.json are added either way.
+	BootFiles func(table gpt.Table) ([]fat.File, error)
+	// HybridMBR mirrors the boot partition as the first MBR entry (FAT32,
+	// bootable) beside the GPT, for boot ROMs that read only the MBR.
+	// Linux still reads the GPT, so PARTUUIDs stay GPT GUIDs.
+	HybridMBR bool
 }
 
 // Partition names, in disk order.
@@ -109,9 +121,9 @@ func (s *Spec) validate() error {
 	switch {
 	case s.Name == "":
 		return fmt.Errorf("disk: spec: empty appliance name")
-	case len(s.Kernel) == 0:
+	case s.BootFiles == nil && len(s.Kernel) == 0:
 		return fmt.Errorf("disk: spec: no kernel")
-	case len(s.Initrd) == 0:
+	case s.BootFiles == nil && len(s.Initrd) == 0:
 		return fmt.Errorf("disk: spec: no initramfs")
 	case s.Root == nil:
 		return fmt.Errorf("disk: spec: no root tree")
@@ -149,7 +161,11 @@ func write(ctx context.Context, f *os.File, s Spec) (*Report, error) {
 			FirstLBA: e.FirstLBA, LastLBA: e.LastLBA,
 		})
 	}
-	if err := gpt.Write(f, diskBytes, table); err != nil {
+	var gopts []gpt.Option
+	if s.HybridMBR {
+		gopts = append(gopts, gpt.WithHybridMBR(gpt.Hybrid{Number: 1, Type: mbr.TypeFAT32LBA, Bootable: true}))
+	}
+	if err := gpt.Write(f, diskBytes, table, gopts...); err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
 	rep := &Report{ImageBytes: diskBytes, Partitions: table.Partitions}
@@ -282,16 +298,22 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 	if s.PermBytes > 0 {
 		words = append(words, layout.ParamPerm+"=PARTUUID="+table.Partitions[3].GUID.String())
 	}
-	// Both slots get the kernel, initramfs and command line: slot b's
-	// copies are what an update replaces when it changes them, so the
-	// first update of an unchanged kernel sends none.
-	cmdline := []byte(strings.Join(words, " ") + "\n")
 	var files []fat.File
-	for _, sl := range []slot.Name{slot.A, slot.B} {
-		files = append(files,
-			fat.BytesFile(layout.SlotBootFile(layout.KernelFile, string(sl)), s.Kernel),
-			fat.BytesFile(layout.SlotBootFile(layout.InitrdFile, string(sl)), s.Initrd),
-			fat.BytesFile(layout.SlotBootFile(layout.CmdlineFile, string(sl)), cmdline))
+	if s.BootFiles != nil {
+		if files, err = s.BootFiles(table); err != nil {
+			return fmt.Errorf("disk: boot partition: %w", err)
+		}
+	} else {
+		// Both slots get the kernel, initramfs and command line: slot b's
+		// copies are what an update replaces when it changes them, so the
+		// first update of an unchanged kernel sends none.
+		cmdline := []byte(strings.Join(words, " ") + "\n")
+		for _, sl := range []slot.Name{slot.A, slot.B} {
+			files = append(files,
+				fat.BytesFile(layout.SlotBootFile(layout.KernelFile, string(sl)), s.Kernel),
+				fat.BytesFile(layout.SlotBootFile(layout.InitrdFile, string(sl)), s.Initrd),
+				fat.BytesFile(layout.SlotBootFile(layout.CmdlineFile, string(sl)), cmdline))
+		}
 	}
 	files = append(files,
 		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),

@@ -1,0 +1,133 @@
+package assemble
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/gpt"
+)
+
+// raspi3bSDBytes is the SD card QEMU's raspi3b gets: its SD model wants a
+// power of two, and the hello image is smaller.
+const raspi3bSDBytes = 1 << 30
+
+// TestVMRaspi3b boots the hello appliance's Raspberry Pi image on QEMU's
+// raspi3b machine (TCG): the kernel and device tree the firmware would
+// load, from the image's boot partition, and the image as the SD card.
+// The kernel mounts slot a's squashfs root by PARTUUID, as on a Pi, and
+// ingot-init runs as stage1: it mounts perm, starts the service and the
+// agent's TLS listener. QEMU emulates no Pi firmware (the test gives it
+// the kernel, as config.txt would) and its watchdog resets the machine the
+// moment the driver arms it, so the test keeps that one driver out with
+// initcall_blacklist. The console is the mini UART (ttyS0), QEMU's second
+// serial port.
+func TestVMRaspi3b(t *testing.T) {
+	cfg, err := config.Load("../examples/hello/ingot.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "sd.img")
+	if _, err := Image(t.Context(), cfg, config.TargetRPi, img, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
+		t.Fatal(err)
+	}
+	kernel, dtb, cmdline := raspiBootFiles(t, img, dir)
+	if err := os.Truncate(img, raspi3bSDBytes); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	console := &vmtest.Console{}
+	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "raspi3b",
+		"-kernel", kernel, "-dtb", dtb,
+		"-append", strings.TrimSpace(cmdline)+" initcall_blacklist=bcm2835_wdt_driver_init",
+		"-drive", "file="+img+",if=sd,format=raw",
+		"-serial", "null", "-serial", "stdio", "-display", "none", "-monitor", "none")
+	cmd.Stdout, cmd.Stderr = console, console
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("console:\n%s", console.Tail(100))
+		}
+	}()
+	want := []string{
+		"init: ingot-init stage1 (linux/arm64)",
+		"init: perm: /dev/mmcblk0p4 mounted on /perm",
+		"hello: started pid",
+		"agent listening on tcp",
+		"serving on :8080",
+	}
+	for {
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(console.String(), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("raspi3b console has no %q after %s", missing, 4*time.Minute)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if strings.Count(console.String(), "Booting Linux") > 1 {
+		t.Errorf("the machine rebooted during the test")
+	}
+}
+
+// raspiBootFiles extracts what the Pi firmware would load for slot a from
+// the image's boot partition: the kernel, the Pi 3 device tree and the
+// command line.
+func raspiBootFiles(t *testing.T, img, dir string) (kernel, dtb, cmdline string) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := gpt.Read(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := table.Partitions[0]
+	bootFS, err := fat.Open(fat.NewSection(f, boot.OffsetBytes(), boot.SizeBytes()), boot.SizeBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []byte {
+		b, err := fs.ReadFile(bootFS, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	kernel, dtb = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "bcm2710-rpi-3-b.dtb")
+	if err := os.WriteFile(kernel, read("slot-a/vmlinuz"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dtb, read("bcm2710-rpi-3-b.dtb"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return kernel, dtb, string(read("slot-a/cmdline.txt"))
+}

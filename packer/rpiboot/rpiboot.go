@@ -1,0 +1,266 @@
+// Package rpiboot makes the boot partition of a Raspberry Pi image: the
+// firmware from github.com/gokrazy/firmware, the kernel and device trees
+// from github.com/gokrazy/kernel.rpi (both Go modules, fetched and
+// version-pinned through the Go module proxy like any module), and
+// config.txt and per-slot cmdline.txt files in the layout package piboot
+// switches at run time.
+//
+// The kernel starts ingot-init directly from the squashfs root (root=,
+// rootfstype=squashfs, init=/init): kernel.rpi has squashfs, ext4, vfat,
+// the SD/MMC host and the Ethernet drivers built in, so there is no
+// initramfs.
+package rpiboot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ingotdev/ingot/appliance/piboot"
+	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/layout"
+)
+
+// The Go modules a Pi image is made from.
+const (
+	KernelModule   = "github.com/gokrazy/kernel.rpi"
+	FirmwareModule = "github.com/gokrazy/firmware"
+)
+
+// Module is a downloaded Go module.
+type Module struct {
+	Path, Version string
+	// Dir is the module's extracted tree in the module cache.
+	Dir string
+}
+
+// Download resolves module path at version ("" for latest) through the Go
+// module proxy with `go mod download -json` and returns where the go
+// command extracted it; a second call with the pinned version needs no
+// network.
+func Download(ctx context.Context, goCmd, modPath, version string) (Module, error) {
+	if version == "" {
+		version = "latest"
+	}
+	cmd := exec.CommandContext(ctx, goCmd, "mod", "download", "-json", modPath+"@"+version)
+	// Outside any module, so the project's go.mod neither constrains nor
+	// records the download.
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var m struct {
+		Path, Version, Dir, Error string
+	}
+	if jerr := json.Unmarshal(out, &m); jerr == nil && m.Error != "" {
+		return Module{}, fmt.Errorf("rpiboot: go mod download %s@%s: %s", modPath, version, m.Error)
+	}
+	if err != nil {
+		return Module{}, fmt.Errorf("rpiboot: go mod download %s@%s: %w: %s", modPath, version, err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
+		return Module{}, fmt.Errorf("rpiboot: go mod download %s@%s: unexpected output %q", modPath, version, out)
+	}
+	return Module{Path: m.Path, Version: m.Version, Dir: m.Dir}, nil
+}
+
+// Config returns config.txt booting slot. It stays below the size
+// piboot rewrites atomically.
+func Config(name, slot string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# ingot appliance %s: Raspberry Pi firmware configuration.\n", name)
+	b.WriteString("# The kernel= and cmdline= lines select the root slot; ingot rewrites them.\n")
+	b.WriteString("arm_64bit=1\n")
+	b.WriteString("enable_uart=1\n")
+	b.WriteString("disable_splash=1\n")
+	fmt.Fprintf(&b, "kernel=%svmlinuz\n", piboot.PrefixDir(slot))
+	fmt.Fprintf(&b, "cmdline=%scmdline.txt\n", piboot.PrefixDir(slot))
+	return []byte(b.String())
+}
+
+// CmdlineParams are the partitions a slot's command line names.
+type CmdlineParams struct {
+	Slot string
+	// Root is the PARTUUID of the slot's root partition; Boot and Perm
+	// those of the boot and perm partitions (Perm empty without perm).
+	Root, Boot, Perm string
+}
+
+// Cmdline returns slot's cmdline.txt: the kernel mounts the squashfs root
+// itself and starts /init (ingot-init as stage1). The serial consoles are
+// the mini UART of Pi 3, 4 and Zero 2 W (ttyS0) and the PL011 (ttyAMA0),
+// which QEMU's raspi3b machine connects.
+func Cmdline(p CmdlineParams) string {
+	words := []string{
+		"console=ttyAMA0,115200", "console=ttyS0,115200",
+		"root=PARTUUID=" + p.Root, "rootfstype=squashfs", "ro", "rootwait", "init=/init", "panic=10",
+		layout.ParamSlot + "=" + p.Slot, layout.ParamBoot + "=PARTUUID=" + p.Boot,
+	}
+	if p.Perm != "" {
+		words = append(words, layout.ParamPerm+"=PARTUUID="+p.Perm)
+	}
+	return strings.Join(words, " ") + "\n"
+}
+
+// Files lists the boot partition of a Pi image: the firmware, the device
+// trees and overlays, config.txt booting slot a, and for each slot its
+// kernel and command line (cmdline(slot)).
+func Files(name string, kernel, firmware Module, cmdline func(slot string) string) ([]fat.File, error) {
+	var files []fat.File
+	fw, err := matching(firmware.Dir, func(n string) bool {
+		return n == "bootcode.bin" || strings.HasSuffix(n, ".elf") || strings.HasSuffix(n, ".dat")
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !contains(fw, "bootcode.bin") || !contains(fw, "start.elf") || !contains(fw, "start4.elf") {
+		return nil, fmt.Errorf("rpiboot: %s@%s: no bootcode.bin, start.elf and start4.elf in %s", firmware.Path, firmware.Version, firmware.Dir)
+	}
+	for _, n := range fw {
+		files = append(files, hostFile(n, filepath.Join(firmware.Dir, n)))
+	}
+	dtbs, err := matching(kernel.Dir, func(n string) bool { return strings.HasSuffix(n, ".dtb") })
+	if err != nil {
+		return nil, err
+	}
+	if len(dtbs) == 0 {
+		return nil, fmt.Errorf("rpiboot: %s@%s: no device trees (*.dtb) in %s", kernel.Path, kernel.Version, kernel.Dir)
+	}
+	for _, n := range dtbs {
+		files = append(files, hostFile(n, filepath.Join(kernel.Dir, n)))
+	}
+	overlays := filepath.Join(kernel.Dir, "overlays")
+	err = filepath.WalkDir(overlays, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(kernel.Dir, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, hostFile(filepath.ToSlash(rel), p))
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("rpiboot: overlays: %w", err)
+	}
+	vmlinuz := filepath.Join(kernel.Dir, "vmlinuz")
+	if _, err := os.Stat(vmlinuz); err != nil {
+		return nil, fmt.Errorf("rpiboot: %s@%s: %w", kernel.Path, kernel.Version, err)
+	}
+	for _, sl := range []string{"a", "b"} {
+		files = append(files,
+			hostFile(piboot.PrefixDir(sl)+layout.KernelFile, vmlinuz),
+			fat.BytesFile(piboot.PrefixDir(sl)+layout.CmdlineFile, []byte(cmdline(sl))))
+	}
+	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, "a")))
+	return files, nil
+}
+
+// matching lists the regular files directly in dir whose names pass keep,
+// sorted.
+func matching(dir string, keep func(string) bool) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("rpiboot: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && keep(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// hostFile is a boot partition file read from the build machine when the
+// partition is written.
+func hostFile(p, src string) fat.File {
+	st, err := os.Stat(src)
+	size := int64(0)
+	if err == nil {
+		size = st.Size()
+	}
+	return fat.File{Path: path.Clean(p), Size: size, Content: hostContent(src)}
+}
+
+type hostContent string
+
+func (h hostContent) Open() (io.ReadCloser, error) { return os.Open(string(h)) }
+
+// Lock is the versions of the Pi modules an appliance directory pins, in
+// ingot.lock beside ingot.yaml: "MODULE VERSION" lines.
+type Lock map[string]string
+
+// LockFile is the lock's name in the appliance directory.
+const LockFile = "ingot.lock"
+
+// ReadLock reads dir's lock; a missing one is empty.
+func ReadLock(dir string) (Lock, error) {
+	f, err := os.Open(filepath.Join(dir, LockFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Lock{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rpiboot: %w", err)
+	}
+	defer f.Close()
+	l := Lock{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("rpiboot: %s:%d: want MODULE VERSION", filepath.Join(dir, LockFile), n)
+		}
+		l[fields[0]] = fields[1]
+	}
+	return l, sc.Err()
+}
+
+// Write writes the lock to dir when it differs from what is there.
+func (l Lock) Write(dir string) error {
+	var b strings.Builder
+	b.WriteString("# Versions of the Go modules ingot builds Raspberry Pi images from; ingot build writes this.\n")
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s %s\n", k, l[k])
+	}
+	p := filepath.Join(dir, LockFile)
+	if old, err := os.ReadFile(p); err == nil && string(old) == b.String() {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("rpiboot: %w", err)
+	}
+	return nil
+}
