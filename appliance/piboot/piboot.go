@@ -1,18 +1,19 @@
 // Package piboot switches root slots on a Raspberry Pi, whose boot loader
 // is the firmware on the FAT boot partition rather than ingot's host-side
-// loader. Each slot has its own directory of operating-system files on the
-// boot partition (PrefixDir: kernel, device trees, overlays, cmdline.txt
-// naming its root partition), and config.txt selects one with os_prefix=.
+// loader. Each slot has its own directory on the boot partition (PrefixDir)
+// with its kernel and its cmdline.txt, which names the slot's root
+// partition; config.txt selects one with its kernel= and cmdline= lines.
+// Device trees and overlays are shared by both slots.
 //
 // A trial boots through the firmware's one-shot tryboot flag: the agent
 // writes tryboot.txt, a copy of config.txt selecting the trial slot, and
 // reboots with the argument "0 tryboot"; the firmware clears the flag
 // before it starts the kernel, so any reset during the trial (a crash, a
 // watchdog, a failed health check, pulling the power) boots config.txt,
-// the old slot, again. Confirming rewrites the one os_prefix line of
-// config.txt in place: the slot names have the same length, so the file
-// keeps its size and the change is a single sector write, which a power
-// cut cannot tear (a rename on vfat can lose the file).
+// the old slot, again. Confirming rewrites config.txt in place: the slot
+// names have the same length and the file is smaller than a sector, so the
+// change is a single sector write, which a power cut cannot tear (a rename
+// on vfat can lose the file).
 package piboot
 
 import (
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ingotdev/ingot/appliance/slot"
 )
@@ -35,67 +37,86 @@ const (
 // flag (LINUX_REBOOT_CMD_RESTART2; "0" is the boot partition number).
 const RebootArg = "0 tryboot"
 
-// prefixKey starts the config.txt line that selects the slot.
-const prefixKey = "os_prefix="
+// slotLines are the config.txt settings that select the slot; the slot
+// letter follows "slot-" in their values.
+var slotLines = []string{"kernel=slot-%s/vmlinuz", "cmdline=slot-%s/cmdline.txt"}
 
-// PrefixDir is the directory of slot's operating-system files on the boot
-// partition, as os_prefix= names it (with its trailing slash).
+// maxConfigBytes keeps config.txt within one sector, so that rewriting it
+// in place is atomic.
+const maxConfigBytes = 512
+
+// PrefixDir is the directory of slot's files on the boot partition, with
+// its trailing slash.
 func PrefixDir(slot string) string { return "slot-" + slot + "/" }
 
 // validSlot reports whether s names a slot.
 func validSlot(s string) bool { return s == "a" || s == "b" }
 
-// SetPrefix returns config with its os_prefix= line set to slot's
-// directory; the result has the same length as config. It fails when the
-// config has no single os_prefix line naming a slot.
+// SetPrefix returns config with its slot lines set to slot; the result has
+// the same length as config. It fails when the config does not have each
+// slot line exactly once, all naming the same slot.
 func SetPrefix(config []byte, slot string) ([]byte, error) {
 	if !validSlot(slot) {
 		return nil, fmt.Errorf("piboot: slot %q is not a or b", slot)
 	}
-	start, end, err := prefixLine(config)
+	offs, _, err := slotOffsets(config)
 	if err != nil {
 		return nil, err
 	}
 	out := bytes.Clone(config)
-	copy(out[start:end], prefixKey+PrefixDir(slot))
+	for _, o := range offs {
+		out[o] = slot[0]
+	}
 	return out, nil
 }
 
-// Prefix returns the slot config's os_prefix= line selects.
+// Prefix returns the slot config selects.
 func Prefix(config []byte) (string, error) {
-	start, end, err := prefixLine(config)
-	if err != nil {
-		return "", err
-	}
-	if string(config[start+len(prefixKey):end]) == PrefixDir("a") {
-		return "a", nil
-	}
-	return "b", nil
+	_, slot, err := slotOffsets(config)
+	return slot, err
 }
 
-// prefixLine finds the os_prefix= line: its start and the end of its
-// value. Exactly one, naming a slot directory, is allowed: a config that
-// says more than ingot wrote is not ours to rewrite.
-func prefixLine(config []byte) (start, end int, err error) {
-	start = -1
-	off := 0
-	for line := range bytes.Lines(config) {
-		if bytes.HasPrefix(line, []byte(prefixKey)) {
-			if start >= 0 {
-				return 0, 0, fmt.Errorf("piboot: %s: more than one %s line", ConfigFile, prefixKey)
+// slotOffsets finds the byte offset of the slot letter in each slot line,
+// and the slot they name.
+func slotOffsets(config []byte) ([]int, string, error) {
+	if len(config) > maxConfigBytes {
+		return nil, "", fmt.Errorf("piboot: %s: %d bytes, more than the %d a single sector write covers", ConfigFile, len(config), maxConfigBytes)
+	}
+	var offs []int
+	slot := ""
+	for _, pattern := range slotLines {
+		key, _, _ := strings.Cut(pattern, "=")
+		found := -1
+		off := 0
+		for line := range bytes.Lines(config) {
+			text := string(bytes.TrimRight(line, "\r\n"))
+			if strings.HasPrefix(text, key+"=") {
+				if found >= 0 {
+					return nil, "", fmt.Errorf("piboot: %s: more than one %s= line", ConfigFile, key)
+				}
+				var s string
+				switch text {
+				case fmt.Sprintf(pattern, "a"):
+					s = "a"
+				case fmt.Sprintf(pattern, "b"):
+					s = "b"
+				default:
+					return nil, "", fmt.Errorf("piboot: %s: %q is not %q for slot a or b", ConfigFile, text, fmt.Sprintf(pattern, "X"))
+				}
+				if slot != "" && s != slot {
+					return nil, "", fmt.Errorf("piboot: %s: the kernel and cmdline lines name different slots", ConfigFile)
+				}
+				slot = s
+				found = off + strings.Index(text, "slot-") + len("slot-")
 			}
-			start = off
-			end = off + len(bytes.TrimRight(line, "\r\n"))
+			off += len(line)
 		}
-		off += len(line)
+		if found < 0 {
+			return nil, "", fmt.Errorf("piboot: %s: no %s= line", ConfigFile, key)
+		}
+		offs = append(offs, found)
 	}
-	if start < 0 {
-		return 0, 0, fmt.Errorf("piboot: %s: no %s line", ConfigFile, prefixKey)
-	}
-	if v := string(config[start:end]); v != prefixKey+PrefixDir("a") && v != prefixKey+PrefixDir("b") {
-		return 0, 0, fmt.Errorf("piboot: %s: %q is not %sslot-a/ or slot-b/", ConfigFile, config[start:end], prefixKey)
-	}
-	return start, end, nil
+	return offs, slot, nil
 }
 
 // Active returns the slot config.txt in bootDir boots.
@@ -152,13 +173,11 @@ func SetActive(bootDir, slot string) error {
 		return err
 	}
 	if !bytes.Equal(next, b) {
-		start, _, _ := prefixLine(b)
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
 			return fmt.Errorf("piboot: %w", err)
 		}
-		// Only the bytes that differ: the line, within one sector.
-		_, werr := f.WriteAt(next[start:start+len(prefixKey)+len(PrefixDir(slot))], int64(start))
+		_, werr := f.WriteAt(next, 0)
 		serr := f.Sync()
 		cerr := f.Close()
 		if err := errors.Join(werr, serr, cerr); err != nil {

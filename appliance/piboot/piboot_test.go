@@ -7,14 +7,14 @@ import (
 	"testing"
 )
 
-const config = "# ingot\narm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\nenable_uart=1\n"
+const config = "# ingot\narm_64bit=1\nkernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\nenable_uart=1\n"
 
 func TestSetPrefix(t *testing.T) {
 	got, err := SetPrefix([]byte(config), "b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := strings.Replace(config, "os_prefix=slot-a/", "os_prefix=slot-b/", 1)
+	want := strings.ReplaceAll(config, "slot-a/", "slot-b/")
 	if string(got) != want {
 		t.Errorf("SetPrefix(b) = %q, want %q", got, want)
 	}
@@ -22,9 +22,12 @@ func TestSetPrefix(t *testing.T) {
 		t.Errorf("Prefix = %q, %v, want b", s, err)
 	}
 	for _, tc := range []struct{ name, config, slot, want string }{
-		{"no line", "arm_64bit=1\n", "b", "no os_prefix= line"},
-		{"two lines", config + "os_prefix=slot-b/\n", "b", "more than one"},
-		{"foreign prefix", "os_prefix=custom/\n", "b", "is not os_prefix=slot-a/"},
+		{"no line", "arm_64bit=1\n", "b", "no kernel= line"},
+		{"no cmdline line", "kernel=slot-a/vmlinuz\n", "b", "no cmdline= line"},
+		{"two lines", config + "kernel=slot-b/vmlinuz\n", "b", "more than one kernel= line"},
+		{"foreign kernel", "kernel=vmlinuz\ncmdline=slot-a/cmdline.txt\n", "b", `"kernel=vmlinuz" is not`},
+		{"mixed slots", "kernel=slot-a/vmlinuz\ncmdline=slot-b/cmdline.txt\n", "b", "different slots"},
+		{"too long", config + strings.Repeat("#\n", 300), "b", "single sector"},
 		{"bad slot", config, "c", `slot "c" is not a or b`},
 	} {
 		if _, err := SetPrefix([]byte(tc.config), tc.slot); err == nil || !strings.Contains(err.Error(), tc.want) {

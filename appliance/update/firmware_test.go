@@ -12,7 +12,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/slot"
 )
 
-const piConfig = "arm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\n"
+const piConfig = "arm_64bit=1\nkernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\n"
 
 // TestRaspberryPiTrial runs an update through the Raspberry Pi firmware's
 // files: the trial goes to tryboot.txt, the kernel to slot b's os_prefix
