@@ -80,6 +80,9 @@ type Result struct {
 	Appliance *spec.Appliance
 	// Binaries lists ingot-init and then every Go service, in config order.
 	Binaries []Binary
+	// Images lists the image services, in config order, with the digests
+	// their references resolved to.
+	Images []ImageService
 	// GoVersion is the Go toolchain that built the binaries.
 	GoVersion string
 	// Disk sizes from the config.
@@ -151,11 +154,6 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if !cfg.HasTarget(target) {
 		return nil, fmt.Errorf("builder: %s: target %s is not in targets: %s", cfg.File, target, targetNames(cfg.Targets))
 	}
-	for _, s := range cfg.Services {
-		if s.Image != "" {
-			return nil, fmt.Errorf("builder: %s: service %q: image services are not supported yet", s.Pos, s.Name)
-		}
-	}
 	if _, ok := cfg.Service(spec.DHCPServiceName); ok && usesDHCP(cfg) {
 		return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the DHCP client of network: dhcp; rename the service or set network: none or static", cfg.File, spec.DHCPServiceName)
 	}
@@ -195,6 +193,12 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	for _, j := range jobs {
 		eg.Go(func() error { return g.build(ectx, j) })
 	}
+	var images map[string]*ImageService
+	eg.Go(func() error {
+		var err error
+		images, err = pullImages(ectx, cfg, target, &o, epoch, g.progress)
+		return err
+	})
 	var kernelSum string
 	if kernel.Kind == config.KernelDebian {
 		eg.Go(func() error {
@@ -218,7 +222,8 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 		Kernel: kernel, KernelSHA256: kernelSum,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
-	if err := assemble(r, cfg, target, jobs, tokenHash, tlsID); err != nil {
+	r.Images = imageList(cfg, images)
+	if err := assemble(r, cfg, target, jobs, images, tokenHash, tlsID); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -500,9 +500,10 @@ func TestBuildErrors(t *testing.T) {
 	if _, err := Build(ctx, cfg, config.TargetVMAmd64, append(opts, WithKernelDeb(missing))...); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("Build(missing kernel) = %v, want an error naming %s", err, missing)
 	}
-	withImage := testConfig(t, "  - {name: web, image: nginx:1}")
-	if _, err := Build(ctx, withImage, config.TargetVMAmd64, opts...); err == nil || !strings.Contains(err.Error(), `service "web": image services are not supported yet`) {
-		t.Errorf("Build(image service) = %v, want not supported", err)
+	missingLayout := filepath.Join(t.TempDir(), "no-layout")
+	withImage := testConfig(t, "  - {name: web, image: \"oci-layout:"+missingLayout+"\"}")
+	if _, err := Build(ctx, withImage, config.TargetVMAmd64, opts...); err == nil || !strings.Contains(err.Error(), `service "web": oci: oci-layout:`+missingLayout) {
+		t.Errorf("Build(missing image) = %v, want an error naming the service and image", err)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()

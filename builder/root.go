@@ -48,6 +48,8 @@ type BuildInfo struct {
 	GoVersion       string   `json:"go_version,omitempty"`
 	Kernel          Kernel   `json:"kernel"`
 	Binaries        []Binary `json:"binaries"`
+	// Images are the image services with their resolved digests.
+	Images []ImageService `json:"images,omitempty"`
 }
 
 // Kernel describes the kernel in BuildInfo.
@@ -73,7 +75,7 @@ var mountPoints = []struct {
 	{"/tmp", 0o1777},
 }
 
-func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, tokenHash string, tlsID *tlsIdentity) error {
+func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, images map[string]*ImageService, tokenHash string, tlsID *tlsIdentity) error {
 	initJob := jobs[0]
 	bySvc := map[string]*job{}
 	for _, j := range jobs[1:] {
@@ -81,13 +83,16 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 			bySvc[s] = j
 		}
 	}
-	app := applianceSpec(cfg, target, tokenHash)
+	app := applianceSpec(cfg, target, tokenHash, images)
 	if tlsID != nil {
 		app.Management.TLSCertSHA256 = tlsID.pin
 	}
 	r.Binaries = append(r.Binaries, Binary{Package: InitPackage, Path: InitPath, SHA256: initJob.sum, Bytes: int64(len(initJob.data))})
 	for _, s := range cfg.Services {
 		j := bySvc[s.Name]
+		if j == nil {
+			continue // an image service
+		}
 		r.Binaries = append(r.Binaries, Binary{Service: s.Name, Package: s.Go.String(), Path: servicePath(s.Name),
 			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
@@ -113,18 +118,32 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 		return fmt.Errorf("builder: %w", err)
 	}
 	info := BuildInfo{BuildID: id, Name: cfg.Name, Target: string(target), Arch: r.Arch,
-		SourceDateEpoch: r.ModTime, GoVersion: r.GoVersion, Kernel: kernelInfo(r), Binaries: r.Binaries}
+		SourceDateEpoch: r.ModTime, GoVersion: r.GoVersion, Kernel: kernelInfo(r), Binaries: r.Binaries, Images: r.Images}
 	infoJSON, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}
-	r.Root, err = rootTree(r, cfg, bySvc, appJSON, append(infoJSON, '\n'), tlsID)
+	bins := map[string][]byte{InitPath: initJob.data}
+	for _, j := range jobs[1:] {
+		for _, s := range j.services {
+			p := servicePath(s)
+			if s == spec.DHCPServiceName && usesDHCP(cfg) {
+				p = DHCPPath
+			}
+			bins[p] = j.data
+		}
+	}
+	sbomDoc, err := sbomJSON(r, bins, r.Images)
+	if err != nil {
+		return err
+	}
+	r.Root, err = rootTree(r, cfg, bySvc, images, appJSON, append(infoJSON, '\n'), sbomDoc, tlsID)
 	return err
 }
 
 func servicePath(name string) string { return ServiceDir + "/" + name }
 
-func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *spec.Appliance {
+func applianceSpec(cfg *config.Config, target config.Target, tokenHash string, images map[string]*ImageService) *spec.Appliance {
 	app := &spec.Appliance{
 		Name:     cfg.Name,
 		Arch:     target.Arch(),
@@ -144,6 +163,10 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
 	}
 	for _, s := range cfg.Services {
+		if is, ok := images[s.Name]; ok {
+			app.Services = append(app.Services, imageServiceSpec(s, is))
+			continue
+		}
 		ss := spec.Service{
 			Name:           s.Name,
 			Path:           servicePath(s.Name),
@@ -154,6 +177,7 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string) *
 			NeedsPerm:      s.NeedsPerm,
 			LogBufferBytes: int(s.LogBufferBytes),
 			GraceSeconds:   int(s.Grace.Seconds()),
+			Resources:      specResources(s.Resources),
 		}
 		if s.User != nil {
 			ss.User = specUser(*s.User)
@@ -226,7 +250,7 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error)
 }
 
 // rootTree lays out the root filesystem.
-func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, infoJSON []byte, tlsID *tlsIdentity) (*rootfs.Tree, error) {
+func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, images map[string]*ImageService, appJSON, infoJSON, sbomJSON []byte, tlsID *tlsIdentity) (*rootfs.Tree, error) {
 	t := rootfs.New(r.ModTime)
 	var firstErr error
 	dir := func(p string, mode uint32) {
@@ -258,6 +282,9 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, inf
 	first := map[*job]string{}
 	for _, s := range cfg.Services {
 		j, p := bySvc[s.Name], servicePath(s.Name)
+		if j == nil {
+			continue // an image service
+		}
 		if other, ok := first[j]; ok {
 			add(p, rootfs.Entry{Kind: rootfs.KindHardlink, Target: other})
 			continue
@@ -274,6 +301,10 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, appJSON, inf
 		file(spec.TLSKeyPath, 0o600, tlsID.keyPEM)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
+	file(spec.SBOMPath, 0o644, sbomJSON)
+	if firstErr == nil {
+		firstErr = addImages(t, cfg, images, r.ModTime)
+	}
 	add("/etc/resolv.conf", rootfs.Entry{Kind: rootfs.KindSymlink, Mode: 0o777, Target: ResolvConfTarget})
 	file("/etc/hostname", 0o644, []byte(cfg.Hostname+"\n"))
 	file("/etc/hosts", 0o644, []byte(hosts(cfg.Hostname)))

@@ -1,0 +1,105 @@
+package flatten
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+// section is a file's content as a byte range of a layer tar.
+type section struct {
+	path        string
+	offset, len int64
+}
+
+func (s section) Open() (io.ReadCloser, error) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("flatten: content: %w", err)
+	}
+	return sectionReader{io.NewSectionReader(f, s.offset, s.len), f}, nil
+}
+
+type sectionReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r sectionReader) Close() error { return r.f.Close() }
+
+// sparse reports whether hdr is a GNU sparse file, whose data in the
+// archive is not the file's bytes in order.
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// content returns the source of a regular file's bytes: a section of the
+// layer file, or for a sparse file a copy with the holes filled in.
+func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (rootfs.Content, error) {
+	if hdr.Size == 0 {
+		return rootfs.Bytes(nil), nil
+	}
+	if sparse(hdr) {
+		return f.spool(hdr, tr)
+	}
+	// tar.Reader reads headers with exact-size reads from the unbuffered
+	// file, so the file offset now is the start of the entry's data.
+	off, err := file.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, err
+	}
+	return section{path: f.layer.Path, offset: off, len: hdr.Size}, nil
+}
+
+func (f *flattener) spool(hdr *tar.Header, tr *tar.Reader) (rootfs.Content, error) {
+	if f.opts.spoolDir == "" {
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("sparse file: %w", err)
+		}
+		if int64(len(data)) != hdr.Size {
+			return nil, fmt.Errorf("sparse file: read %d bytes, header says %d", len(data), hdr.Size)
+		}
+		return rootfs.Bytes(data), nil
+	}
+	if err := os.MkdirAll(f.opts.spoolDir, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(f.opts.spoolDir, "sparse-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), tr)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sparse file: %w", err)
+	}
+	if n != hdr.Size {
+		return nil, fmt.Errorf("sparse file: read %d bytes, header says %d", n, hdr.Size)
+	}
+	// Named by content, so equal files share one copy across builds.
+	dst := filepath.Join(f.opts.spoolDir, hex.EncodeToString(h.Sum(nil)))
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return nil, err
+	}
+	return rootfs.HostFile(dst), nil
+}

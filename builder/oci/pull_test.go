@@ -1,0 +1,318 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/ingotdev/ingot/builder/oci"
+	"github.com/ingotdev/ingot/builder/oci/flatten"
+	"github.com/ingotdev/ingot/builder/oci/ocitest"
+	"github.com/ingotdev/ingot/rootfs"
+)
+
+var (
+	amd64 = v1.Platform{OS: "linux", Architecture: "amd64"}
+	arm64 = v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	armv7 = v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+)
+
+// archImage is a two-layer image for p whose /arch names p, with a
+// whiteout in the second layer.
+func archImage(t *testing.T, p v1.Platform) v1.Image {
+	t.Helper()
+	l1, err := ocitest.LayerOf(ocitest.File("arch", "wrong"), ocitest.File("etc/gone", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := ocitest.LayerOf(ocitest.File("arch", p.String()), ocitest.Whiteout("etc", "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ocitest.Image(p, v1.Config{Entrypoint: []string{"/bin/" + p.Architecture}}, l1, l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func digest(t *testing.T, x interface{ Digest() (v1.Hash, error) }) v1.Hash {
+	t.Helper()
+	h, err := x.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func readTree(t *testing.T, tree *rootfs.Tree, p string) string {
+	t.Helper()
+	b, err := oci.ReadFile(tree, p, 1<<20)
+	if err != nil {
+		t.Fatalf("ReadFile(%s) = %v", p, err)
+	}
+	return string(b)
+}
+
+func flattenImage(t *testing.T, img *oci.Image) *rootfs.Tree {
+	t.Helper()
+	tree, err := flatten.Flatten(context.Background(), img.Layers)
+	if err != nil {
+		t.Fatalf("Flatten(%s) = %v", img.Ref, err)
+	}
+	return tree
+}
+
+func TestPullPlatforms(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	imgs := map[string]v1.Image{"amd64": archImage(t, amd64), "arm64": archImage(t, arm64), "arm": archImage(t, armv7)}
+	idx, err := ocitest.Index(imgs["amd64"], imgs["arm64"], imgs["arm"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Host + "/multi:1"
+	if err := ocitest.Push(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	store, err := oci.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, arch := range []string{"amd64", "arm64", "arm"} {
+		want, err := oci.PlatformForArch(arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var progress bytes.Buffer
+		img, err := store.Pull(context.Background(), ref, want, oci.WithProgress(&progress))
+		if err != nil {
+			t.Fatalf("Pull(%s, %s) = %v", ref, want, err)
+		}
+		if got, wantD := img.Digest, digest(t, imgs[arch]); got != wantD {
+			t.Errorf("Pull(%s, %s).Digest = %s, want %s", ref, want, got, wantD)
+		}
+		if img.IndexDigest != digest(t, idx) {
+			t.Errorf("Pull(%s, %s).IndexDigest = %s, want %s", ref, want, img.IndexDigest, digest(t, idx))
+		}
+		tree := flattenImage(t, img)
+		if got := readTree(t, tree, "/arch"); !strings.HasPrefix(got, "linux/"+arch) {
+			t.Errorf("Pull(%s, %s): /arch = %q", ref, want, got)
+		}
+		if _, ok := tree.Get("/etc/gone"); ok {
+			t.Errorf("Pull(%s, %s): /etc/gone survived its whiteout", ref, want)
+		}
+		if rc := oci.RunConfigOf(img.Config); len(rc.Entrypoint) != 1 || rc.Entrypoint[0] != "/bin/"+arch {
+			t.Errorf("Pull(%s, %s) entrypoint = %q", ref, want, rc.Entrypoint)
+		}
+		if !strings.Contains(progress.String(), "layer 2/2") {
+			t.Errorf("Pull(%s, %s) progress = %q, want a line per layer", ref, want, progress.String())
+		}
+	}
+}
+
+func TestPullMissingPlatform(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	idx, err := ocitest.Index(archImage(t, amd64), archImage(t, arm64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Host + "/two:1"
+	if err := ocitest.Push(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := oci.OpenStore(t.TempDir())
+	_, err = store.Pull(context.Background(), ref, armv7)
+	if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), "linux/arm/v7") ||
+		!strings.Contains(err.Error(), "the image has linux/amd64, linux/arm64/v8") {
+		t.Errorf("Pull(%s, arm/v7) = %v, want an error naming the image, the platform and those it has", ref, err)
+	}
+	// A single-platform image for another platform is refused too.
+	single := reg.Host + "/single:1"
+	if err := ocitest.Push(single, archImage(t, amd64)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Pull(context.Background(), single, arm64); err == nil || !strings.Contains(err.Error(), "is for linux/amd64") {
+		t.Errorf("Pull(amd64 image, arm64) = %v, want refused", err)
+	}
+}
+
+func TestPullPinnedOffline(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	idx, err := ocitest.Index(archImage(t, amd64), archImage(t, arm64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Host + "/pinned"
+	if err := ocitest.Push(ref+":latest", idx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	store, _ := oci.OpenStore(dir)
+	pinned := ref + "@" + digest(t, idx).String()
+	first, err := store.Pull(context.Background(), pinned, arm64)
+	if err != nil {
+		t.Fatalf("Pull(%s) = %v", pinned, err)
+	}
+	want := describe(t, flattenImage(t, first))
+	reg.Close()
+
+	// A fresh store on the same directory, the registry gone.
+	store2, _ := oci.OpenStore(dir)
+	var progress bytes.Buffer
+	again, err := store2.Pull(context.Background(), pinned, arm64, oci.WithProgress(&progress))
+	if err != nil {
+		t.Fatalf("offline Pull(%s) = %v", pinned, err)
+	}
+	if again.Digest != first.Digest || again.IndexDigest != first.IndexDigest || len(again.Layers) != len(first.Layers) {
+		t.Errorf("offline Pull = %s (index %s), want %s (index %s)", again.Digest, again.IndexDigest, first.Digest, first.IndexDigest)
+	}
+	if got := describe(t, flattenImage(t, again)); got != want {
+		t.Errorf("offline Pull flattened to\n%s\nwant\n%s", got, want)
+	}
+	if !strings.Contains(progress.String(), "found in the store") {
+		t.Errorf("offline Pull progress = %q", progress.String())
+	}
+	// The manifest digest pins as well as the index digest.
+	byManifest := ref + "@" + first.Digest.String()
+	if img, err := store2.Pull(context.Background(), byManifest, arm64); err != nil || img.Digest != first.Digest {
+		t.Errorf("offline Pull(%s) = %v", byManifest, err)
+	}
+	// A platform the store lacks needs the network, which is gone.
+	if _, err := store2.Pull(context.Background(), pinned, amd64); err == nil {
+		t.Errorf("offline Pull(%s, amd64) succeeded without the amd64 layers", pinned)
+	}
+	// Tags always ask the registry.
+	if _, err := store2.Pull(context.Background(), ref+":latest", arm64); err == nil {
+		t.Errorf("offline Pull(tag) succeeded")
+	}
+	// The store is a valid OCI layout naming what was pulled.
+	ii, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := ii.IndexManifest()
+	if err != nil || len(im.Manifests) != 2 {
+		t.Fatalf("store index.json = %v, %v; want the index and the arm64 manifest", im, err)
+	}
+	if _, err := ii.Image(first.Digest); err != nil {
+		t.Errorf("store layout: image %s: %v", first.Digest, err)
+	}
+}
+
+// describe lists a tree's paths, kinds and file contents.
+func describe(t *testing.T, tree *rootfs.Tree) string {
+	t.Helper()
+	var b strings.Builder
+	err := tree.Walk(func(p string, e *rootfs.Entry) error {
+		b.WriteString(p + " " + e.Kind.String())
+		if e.Kind == rootfs.KindFile {
+			rc, err := e.Content.Open()
+			if err != nil {
+				return err
+			}
+			data, _ := io.ReadAll(rc)
+			rc.Close()
+			b.WriteString(" " + string(data))
+		}
+		b.WriteString("\n")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestPullLocalSources(t *testing.T) {
+	tmp := t.TempDir()
+	imgAmd, imgArm := archImage(t, amd64), archImage(t, arm64)
+	idx, err := ocitest.Index(imgAmd, imgArm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp := filepath.Join(tmp, "layout")
+	if _, err := layout.Write(lp, idx); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(tmp, "img.tar")
+	tag, _ := name.NewTag("example/img:1")
+	if err := tarball.WriteToFile(archive, tag, imgArm); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := oci.OpenStore(filepath.Join(tmp, "store"))
+	for _, tt := range []struct {
+		ref  string
+		want v1.Platform
+	}{
+		{"oci-layout:" + lp, arm64},
+		{"oci-layout:" + lp, amd64},
+		{"oci-layout:" + lp + "@" + digest(t, imgAmd).String(), amd64},
+		{"docker-archive:" + archive, arm64},
+	} {
+		img, err := store.Pull(context.Background(), tt.ref, tt.want)
+		if err != nil {
+			t.Errorf("Pull(%s, %s) = %v", tt.ref, tt.want, err)
+			continue
+		}
+		if got := readTree(t, flattenImage(t, img), "/arch"); got != tt.want.String() {
+			t.Errorf("Pull(%s, %s): /arch = %q", tt.ref, tt.want, got)
+		}
+	}
+	if _, err := store.Pull(context.Background(), "oci-layout:"+lp, armv7); err == nil || !strings.Contains(err.Error(), "no image for platform linux/arm/v7") {
+		t.Errorf("Pull(layout, arm/v7) = %v, want no image for the platform", err)
+	}
+	if _, err := store.Pull(context.Background(), "docker-archive:"+filepath.Join(tmp, "missing.tar"), arm64); err == nil {
+		t.Errorf("Pull(missing archive) succeeded")
+	}
+}
+
+func TestPullCancelled(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	ref := reg.Host + "/c:1"
+	if err := ocitest.Push(ref, archImage(t, amd64)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	store, _ := oci.OpenStore(t.TempDir())
+	if _, err := store.Pull(ctx, ref, amd64); !errors.Is(err, context.Canceled) {
+		t.Errorf("Pull(cancelled) = %v, want context.Canceled", err)
+	}
+}
+
+func TestPullCorruptLayer(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	ref := reg.Host + "/x:1"
+	img := archImage(t, amd64)
+	if err := ocitest.Push(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	store, _ := oci.OpenStore(dir)
+	first, err := store.Pull(context.Background(), ref, amd64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A tampered uncompressed layer is replaced on the next pull only if
+	// missing; a tampered manifest blob is detected.
+	if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", first.Digest.Hex), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pinned := reg.Host + "/x@" + first.Digest.String()
+	if _, err := store.Pull(context.Background(), pinned, amd64); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Errorf("Pull(tampered manifest) = %v, want a digest error", err)
+	}
+}
