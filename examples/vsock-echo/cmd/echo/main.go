@@ -25,13 +25,15 @@ const (
 func main() {
 	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	bootID = bytes.TrimSpace(bootID)
-	go announce(bootID)
 	go control()
 	l, err := vsock.Listen(echoPort, nil)
 	if err != nil {
 		log.Fatalf("listen vsock port %d: %v", echoPort, err)
 	}
 	log.Printf("echoing on vsock port %d (boot %s)", echoPort, bootID)
+	// Announce only now: whoever hears of this boot may dial the echo at
+	// once.
+	go announce(bootID)
 	for {
 		c, err := l.Accept()
 		if err != nil {
