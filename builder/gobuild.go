@@ -167,6 +167,9 @@ func (g *goTool) build(ctx context.Context, j *job) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if cgo := g.cgoError(ctx, dir, pkg, j, out); cgo != nil {
+			return cgo
+		}
 		return j.compileError(out, err)
 	}
 	data, err := os.ReadFile(j.out)

@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"poweroff": {"power off a running appliance", runPoweroff},
 		"update":   {"build and install an update on a running appliance (A/B, trial boot, automatic rollback)", runUpdate},
 		"rollback": {"switch a running appliance back to its other slot", runRollback},
+		"flash":    {"write an image to an SD card or USB disk, verify it and grow perm to fill it", runFlash},
 	}
 }
 
