@@ -193,6 +193,9 @@ type ServiceStatus struct {
 	// NextStart is when a service in backoff starts again.
 	NextStart time.Time `json:"next_start,omitzero"`
 	LastExit  *Exit     `json:"last_exit,omitempty"`
+	// OOMKills counts the service's processes the kernel's OOM killer
+	// killed (its cgroup's memory.events), across restarts.
+	OOMKills uint64 `json:"oom_kills,omitempty"`
 }
 
 // Exit describes how a run of a service ended.
@@ -207,6 +210,9 @@ type Exit struct {
 	RanSeconds float64 `json:"ran_s"`
 	// Requested reports that a stop, restart or shutdown ended it.
 	Requested bool `json:"requested,omitempty"`
+	// OOMKilled reports that the OOM killer ended the run (the service
+	// went over its memory limit).
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...".
@@ -214,6 +220,8 @@ func (e Exit) String() string {
 	switch {
 	case e.Error != "":
 		return "start failed: " + e.Error
+	case e.Signal != "" && e.OOMKilled:
+		return "signal " + e.Signal + " (out of memory)"
 	case e.Signal != "":
 		return "signal " + e.Signal
 	}

@@ -60,10 +60,10 @@ func statusFrom(st stage1.Status, updatesErr string) mgmt.Status {
 
 func serviceStatus(s supervise.Status) mgmt.ServiceStatus {
 	out := mgmt.ServiceStatus{Name: s.Name, State: string(s.State), Reason: s.Reason, PID: s.PID,
-		Restarts: s.Restarts, StartedAt: s.StartedAt, NextStart: s.NextStart}
+		Restarts: s.Restarts, StartedAt: s.StartedAt, NextStart: s.NextStart, OOMKills: s.OOMKills}
 	if e := s.LastExit; e != nil {
 		out.LastExit = &mgmt.Exit{Time: e.Time, Code: e.Code, Signal: e.Signal, Error: e.Err,
-			RanSeconds: e.Ran.Seconds(), Requested: e.Requested}
+			RanSeconds: e.Ran.Seconds(), Requested: e.Requested, OOMKilled: e.OOMKilled}
 	}
 	return out
 }

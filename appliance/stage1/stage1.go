@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
+	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
 	"github.com/ingotdev/ingot/appliance/logs"
@@ -358,6 +359,13 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 	services, skipped := servicesToRun(s.spec.Services, staticSource(s.Status().Network.Source))
 	for _, sk := range skipped {
 		s.Printf("%s: %s", sk.name, sk.reason)
+	}
+	// Every service runs in its own cgroup (resources: limits, OOM
+	// accounting, killing what a service leaves behind).
+	if h, err := cgroup.Setup(cgroup.DefaultRoot); err != nil {
+		s.warnf("cgroups: %v; services with resources will not start", err)
+	} else {
+		opts = append(opts, supervise.WithCgroups(h))
 	}
 	sup, err := supervise.New(services, s.reaper, opts...)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ingotdev/ingot/appliance/cgroup"
+	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/spec"
 )
@@ -47,6 +49,8 @@ type service struct {
 	inst     *instance
 	timer    *time.Timer
 	failures int
+	group    *cgroup.Group // nil until made, or without cgroups
+	noGroup  bool          // the missing group was logged
 }
 
 // instance is one run of the program.
@@ -54,6 +58,8 @@ type instance struct {
 	pid     int
 	started time.Time
 	exited  <-chan ProcessExit
+	// oomBefore is the group's OOM kill count when the run started.
+	oomBefore uint64
 }
 
 func (sv *service) snapshotLocked() Status {
@@ -78,7 +84,9 @@ func (sv *service) state() State {
 }
 
 func (sv *service) heldReason() string {
-	if sv.spec.NeedsPerm && sv.sup.o.permDir == "" {
+	// A container's volumes live on /perm; its launcher would only fail.
+	needsPerm := sv.spec.NeedsPerm || (sv.spec.Container != nil && len(sv.spec.Container.Volumes) > 0)
+	if needsPerm && sv.sup.o.permDir == "" {
 		if r := sv.sup.o.permMissing; r != "" {
 			return "needs /perm, which is not mounted: " + r
 		}
@@ -89,7 +97,11 @@ func (sv *service) heldReason() string {
 
 func (sv *service) run(ctx context.Context) {
 	if reason := sv.heldReason(); reason != "" {
-		sv.update(func(st *Status) { st.State, st.Reason = StateHeld, reason })
+		sv.sup.mu.Lock()
+		sv.st.State, sv.st.Reason = StateHeld, reason
+		// Services waiting for this one re-read why.
+		sv.sup.notifyLocked()
+		sv.sup.mu.Unlock()
 		sv.sink.Printf("held: %s", reason)
 	}
 	defer sv.stopTimer()
@@ -219,9 +231,24 @@ func (sv *service) exited(pe ProcessExit, requested bool) {
 	sv.inst = nil
 	ex := exitFromStatus(pe.Status, pe.Time, pe.Time.Sub(inst.started))
 	ex.Requested = requested
+	var ooms uint64
+	if g := sv.group; g != nil {
+		var err error
+		if ooms, err = g.OOMKills(); err != nil {
+			sv.sink.Printf("%v", err)
+		}
+		ex.OOMKilled = ooms > inst.oomBefore
+		// What the run left behind, even in another session, ends with it.
+		if err := g.Kill(); err != nil {
+			sv.sink.Printf("killing what is left in %s: %v", g.Dir(), err)
+		}
+	}
 	sv.sup.mu.Lock()
 	sv.st.PID = 0
 	sv.st.LastExit = &ex
+	if ooms > sv.st.OOMKills {
+		sv.st.OOMKills = ooms
+	}
 	sv.sup.mu.Unlock()
 	if requested {
 		sv.sink.Printf("stopped: %s after %s", ex, ex.Ran.Round(time.Millisecond))
@@ -280,8 +307,21 @@ func (sv *service) terminate() {
 
 // spawn starts one run of the program.
 func (sv *service) spawn() (*instance, error) {
-	dir := sv.workDir()
+	c := sv.spec.Container
+	dir := "/" // the launcher's own directory does not matter
+	if c == nil {
+		dir = sv.workDir()
+	}
 	env := sv.environ(dir)
+	cg, err := sv.cgroupDir()
+	if err != nil {
+		return nil, err
+	}
+	var oomBefore uint64
+	if cg != nil {
+		defer cg.Close()
+		oomBefore, _ = sv.group.OOMKills() // an error shows at exit
+	}
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -307,8 +347,19 @@ func (sv *service) spawn() (*instance, error) {
 			Setsid: true,
 		},
 	}
-	if !sv.cred.IsRoot() {
+	switch {
+	case c != nil:
+		// The launcher needs root for its mounts and drops to the
+		// image's user itself.
+		attr.Sys.Cloneflags = container.CloneFlags(c)
+	case !sv.cred.IsRoot():
 		attr.Sys.Credential = &syscall.Credential{Uid: sv.cred.UID, Gid: sv.cred.GID, Groups: []uint32{}}
+	}
+	if cg != nil {
+		// clone3(CLONE_INTO_CGROUP): the process is in its group from its
+		// first instruction, with no window to fork around a limit.
+		attr.Sys.UseCgroupFD = true
+		attr.Sys.CgroupFD = int(cg.Fd())
 	}
 	argv := append([]string{sv.spec.Path}, sv.spec.Args...)
 	var started time.Time
@@ -334,7 +385,39 @@ func (sv *service) spawn() (*instance, error) {
 	// anything it forked) has exited or closed them.
 	go sv.drain(logs.Stdout, outR)
 	go sv.drain(logs.Stderr, errR)
-	return &instance{pid: pid, started: started, exited: exited}, nil
+	return &instance{pid: pid, started: started, exited: exited, oomBefore: oomBefore}, nil
+}
+
+// cgroupDir returns an open handle of the service's cgroup, creating the
+// group and writing its limits on first use; nil (and no error) when the
+// service runs without one. See WithCgroups for when that is allowed.
+func (sv *service) cgroupDir() (*os.File, error) {
+	h := sv.sup.o.cgroups
+	res := sv.spec.Resources
+	if h == nil {
+		if !res.IsZero() {
+			return nil, fmt.Errorf("resources %+v: cgroups are not available, so the limits cannot be enforced", res)
+		}
+		return nil, nil
+	}
+	var err error
+	if sv.group == nil {
+		sv.group, err = h.Service(sv.spec.Name, res)
+	}
+	var f *os.File
+	if err == nil {
+		if f, err = sv.group.Open(); err == nil {
+			return f, nil
+		}
+	}
+	if !res.IsZero() {
+		return nil, err
+	}
+	if !sv.noGroup {
+		sv.noGroup = true
+		sv.sink.Printf("running without a cgroup: %v", err)
+	}
+	return nil, nil
 }
 
 func (sv *service) drain(stream logs.Stream, r *os.File) {

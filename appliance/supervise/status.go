@@ -42,6 +42,10 @@ type Status struct {
 	NextStart time.Time `json:"next_start,omitzero"`
 	// LastExit describes the last run's end; nil before any.
 	LastExit *Exit `json:"last_exit,omitempty"`
+	// OOMKills counts processes of the service the kernel's OOM killer
+	// ended since boot (its cgroup's memory.events oom_kill), as of the
+	// last exit.
+	OOMKills uint64 `json:"oom_kills,omitempty"`
 }
 
 // Exit describes how a run ended.
@@ -58,21 +62,32 @@ type Exit struct {
 	Ran time.Duration `json:"ran_ns"`
 	// Requested reports that Stop, Restart or shutdown ended it.
 	Requested bool `json:"requested,omitempty"`
+	// OOMKilled reports that the OOM killer killed a process of the
+	// service's cgroup during the run (with a memory limit, the whole
+	// group: memory.oom.group).
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // Failed reports whether the run counts as a failure for the on-failure
 // restart policy: a non-zero exit, a signal, or no start at all.
 func (e Exit) Failed() bool { return e.Code != 0 }
 
-// String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...".
+// String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...",
+// with " (out of memory)" after an OOM kill.
 func (e Exit) String() string {
+	var s string
 	switch {
 	case e.Err != "":
-		return "start failed: " + e.Err
+		s = "start failed: " + e.Err
 	case e.Signal != "":
-		return "signal " + e.Signal
+		s = "signal " + e.Signal
+	default:
+		s = fmt.Sprintf("exit status %d", e.Code)
 	}
-	return fmt.Sprintf("exit status %d", e.Code)
+	if e.OOMKilled {
+		s += " (out of memory)"
+	}
+	return s
 }
 
 func exitFromStatus(ws unix.WaitStatus, t time.Time, ran time.Duration) Exit {

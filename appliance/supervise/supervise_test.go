@@ -22,6 +22,9 @@ import (
 const helperEnv = "SUPERVISE_TEST_HELPER"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == spec.ContainerSubcommand {
+		launcherMain() // this binary plays /init for TestContainerService
+	}
 	switch os.Getenv(helperEnv) {
 	case "":
 		os.Exit(m.Run())

@@ -4,6 +4,14 @@
 // output into logs; restarts them by policy with exponential backoff and
 // jitter; and stops them with SIGTERM, a grace period and SIGKILL.
 //
+// With WithCgroups every service runs in a cgroup v2 group of its own
+// (package cgroup), entered at clone time, with the limits of its
+// Resources; leftovers of a run are killed with the group, and OOM kills
+// are counted. Image services (Container set) are started as their
+// launcher, /init container <name>, in the new namespaces the launcher
+// expects (package container), always as root: the launcher drops to the
+// image's user itself.
+//
 // It is a library so that it can be tested on any Linux host without root;
 // ingot-init's stage1 drives it as PID 1. Children are waited for only by a
 // Reaper (see there), so orphans that PID 1 inherits cannot steal a
@@ -20,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/spec"
 )
@@ -59,6 +68,7 @@ type options struct {
 	killWait                 time.Duration
 	logFileBytes             int64
 	path                     string
+	cgroups                  *cgroup.Hierarchy
 }
 
 // WithBuildID sets INGOT_BUILD_ID for the services.
@@ -93,6 +103,14 @@ func WithKillWait(d time.Duration) Option { return func(o *options) { o.killWait
 
 // WithLogFileBytes sets the size at which a service's log file rotates.
 func WithLogFileBytes(n int64) Option { return func(o *options) { o.logFileBytes = n } }
+
+// WithCgroups runs every service in its own group of h (see
+// cgroup.Hierarchy.Service), created at its first start. A service whose
+// group cannot be made runs without one (and says so in its log) unless
+// it sets Resources: a limit that cannot be enforced makes the start fail
+// instead, so it never runs unlimited by accident. Without WithCgroups,
+// services with Resources fail to start for the same reason.
+func WithCgroups(h *cgroup.Hierarchy) Option { return func(o *options) { o.cgroups = h } }
 
 // WithPath sets the services' default PATH.
 func WithPath(p string) Option { return func(o *options) { o.path = p } }

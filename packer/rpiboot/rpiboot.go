@@ -106,6 +106,9 @@ func Cmdline(p CmdlineParams) string {
 	words := []string{
 		"console=ttyAMA0,115200", "console=ttyS0,115200",
 		"root=PARTUUID=" + p.Root, "rootfstype=squashfs", "ro", "rootwait", "init=/init", "panic=10",
+		// Raspberry Pi kernels leave the memory controller off by default;
+		// resources: memory limits need it.
+		"cgroup_enable=memory",
 		layout.ParamSlot + "=" + p.Slot, layout.ParamBoot + "=PARTUUID=" + p.Boot,
 	}
 	if p.Perm != "" {

@@ -3,13 +3,16 @@
 // modules, find and mount the root slot, switch root), and /init in the
 // root filesystem, where it runs stage1 (PID 1: mounts, network, perm,
 // service supervision, shutdown) with the management extension (agent,
-// A/B updates, trial confirmation).
+// A/B updates, trial confirmation). As `/init container <service>`, which
+// the supervisor starts for image services, it is the container launcher
+// (package container) instead.
 package main
 
 import (
 	"fmt"
 	"os"
 
+	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/manage"
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage0"
@@ -17,6 +20,11 @@ import (
 )
 
 func main() {
+	// The launcher is PID 1 of its own pid namespace, so this comes before
+	// the check below, which is about the appliance's.
+	if len(os.Args) > 1 && os.Args[1] == spec.ContainerSubcommand {
+		container.Main(os.Args)
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "ingot-init: this is the init of an ingot appliance; it runs only as PID 1")
 		os.Exit(2)

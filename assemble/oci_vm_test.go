@@ -1,0 +1,222 @@
+package assemble
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/ingotdev/ingot/builder/oci/ocitest"
+	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/hypervisor/vm"
+	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// boxScript is the container's entrypoint: it reports what it sees, one
+// key=value per line, counts its starts in the volume, and on its first
+// start ever allocates more than its memory limit.
+const boxScript = `#!/bin/sh
+echo "start"
+echo "hostname=$(hostname)"
+echo "pid=$$ ppid=$PPID"
+echo "greeting=$GREETING"
+echo "uid=$(id -u)"
+if touch /rootfile 2>/dev/null; then echo "root=writable"; else echo "root=readonly"; fi
+if [ -e /etc/removed.txt ]; then echo "whiteout=ignored"; else echo "whiteout=applied"; fi
+date >> /data/starts
+echo "starts=$(wc -l < /data/starts)"
+if [ ! -e /data/oom-tried ]; then
+  touch /data/oom-tried
+  echo "oom=trying"
+  x=$(head -c 200000000 /dev/zero | tr '\0' a)
+  echo "oom=survived ${#x}"
+fi
+echo "ready"
+exec sleep 1000000
+`
+
+// busyboxApplets are linked to /bin/busybox in the image.
+var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch", "date", "head", "tr", "sleep", "cat"}
+
+// TestVMContainer builds an appliance whose service is an OCI image made
+// here from Debian's busybox-static (a base layer, and a second layer that
+// whites out a file and adds the entrypoint), served by an in-process
+// registry, boots it and checks through the agent's logs that the
+// container has its own hostname and PID namespace, its env and user, a
+// read-only root, a volume that persists across a reboot, and that going
+// over its memory limit gets it OOM-killed and restarted.
+func TestVMContainer(t *testing.T) {
+	if os.Getenv("INGOT_KERNEL_DEB") == "" {
+		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` (make test sets it)")
+	}
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static (scripts/setup.sh installs it): %v", err)
+	}
+	base := []ocitest.Entry{
+		{Name: "bin/busybox", Body: busybox, Mode: 0o755},
+		ocitest.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
+		ocitest.File("etc/group", "root:x:0:\napp:x:1000:\n"),
+		ocitest.File("etc/removed.txt", "a later layer deletes this\n"),
+		ocitest.Dir("data"),
+	}
+	for _, a := range busyboxApplets {
+		base = append(base, ocitest.Symlink("bin/"+a, "busybox"))
+	}
+	l1, err := ocitest.LayerOf(base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := ocitest.LayerOf(ocitest.Whiteout("etc", "removed.txt"),
+		ocitest.Entry{Name: "app/run.sh", Body: []byte(boxScript), Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ocitest.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, v1.Config{
+		Entrypoint: []string{"/app/run.sh"}, User: "app", WorkingDir: "/",
+		Env: []string{"PATH=/bin", "GREETING=from the image"},
+	}, l1, l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	ref := reg.Host + "/box:1"
+	if err := ocitest.Push(ref, img); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	appDir := filepath.Join(dir, "app")
+	if err := os.CopyFS(filepath.Join(appDir, ".ingot"), os.DirFS("../examples/hello/.ingot")); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`name: boxapp
+services:
+  - name: box
+    image: %s
+    env: {GREETING: from ingot.yaml}
+    volumes: ["/perm/box:/data"]
+    resources: {memory: 48Mi}
+`, ref)
+	if err := os.WriteFile(filepath.Join(appDir, config.FileName), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join(appDir, config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := filepath.Join(dir, "boxapp.img")
+	if _, err := Image(t.Context(), cfg, config.TargetVMAmd64, image, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
+		t.Fatal(err)
+	}
+
+	runDir := filepath.Join(dir, "run")
+	console := &vmtest.Console{}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- vm.Run(ctx, vm.Config{Image: image, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512, Console: console, Logf: t.Logf})
+	}()
+	defer func() {
+		stop()
+		<-done
+		if t.Failed() {
+			t.Logf("console (tail):\n%s", console.Tail(150))
+		}
+	}()
+	tok, err := os.ReadFile(filepath.Join(appDir, ".ingot/token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mgmt.NewClient(fmt.Sprintf("unix://%s?port=%d", vm.VsockPath(runDir), config.DefaultVsockPort), string(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// First boot: the first start goes over the limit and is killed; the
+	// restart reports and settles.
+	lines := waitServiceLog(t, c, "box", func(l []string) bool { return count(l, "ready") >= 1 && count(l, "start") >= 2 }, 4*time.Minute)
+	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2"} {
+		if count(lines, want) == 0 {
+			t.Errorf("container log lacks %q:\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+	if n := count(lines, "oom=survived"); n != 0 {
+		t.Errorf("the container allocated past its 48 MiB memory limit and lived:\n%s", strings.Join(lines, "\n"))
+	}
+	// In its own PID namespace the shell is one of the first processes,
+	// a child of the namespace's PID 1 (the launcher).
+	for _, l := range lines {
+		var pid, ppid int
+		if _, err := fmt.Sscanf(l, "pid=%d ppid=%d", &pid, &ppid); err == nil && (pid > 10 || ppid != 1) {
+			t.Errorf("the container's shell has pid %d, parent %d; want a small pid under PID 1 (a new PID namespace)", pid, ppid)
+		}
+	}
+	if count(lines, "pid=") == 0 {
+		t.Errorf("container log has no pid= line")
+	}
+	if st, err := c.Status(t.Context()); err != nil {
+		t.Error(err)
+	} else {
+		for _, s := range st.Services {
+			if s.Name == "box" && (s.Restarts < 1 || s.OOMKills < 1) {
+				t.Errorf("box restarts = %d, oom kills = %d after going over its memory limit; want both at least 1", s.Restarts, s.OOMKills)
+			}
+		}
+	}
+
+	// The volume persists across a reboot of the appliance.
+	if err := c.Reboot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	lines = waitServiceLog(t, c, "box", func(l []string) bool { return count(l, "starts=3") >= 1 && count(l, "ready") >= 1 }, 4*time.Minute)
+	if count(lines, "oom=trying") != 0 {
+		t.Errorf("after the reboot the container tried the OOM again: the volume lost /data/oom-tried")
+	}
+}
+
+// waitServiceLog polls the agent for the service's whole log until done
+// accepts its lines.
+func waitServiceLog(t *testing.T, c *mgmt.Client, name string, done func([]string) bool, limit time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var lines []string
+	for time.Now().Before(deadline) {
+		lines = lines[:0]
+		if s, err := c.Logs(t.Context(), name, -1, false); err == nil {
+			for {
+				l, err := s.Next()
+				if err != nil {
+					break
+				}
+				lines = append(lines, strings.TrimSpace(l.Text))
+			}
+			s.Close()
+			if done(lines) {
+				return lines
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("service %s log did not get there within %s:\n%s", name, limit, strings.Join(lines, "\n"))
+	return nil
+}
+
+func count(lines []string, s string) int {
+	n := 0
+	for _, l := range lines {
+		if l == s || strings.HasPrefix(l, s) {
+			n++
+		}
+	}
+	return n
+}
