@@ -16,6 +16,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/internal/filelock"
 )
 
 // InitPackage is the import path of the appliance's PID 1.
@@ -157,7 +158,7 @@ func (g *goTool) build(ctx context.Context, j *job) error {
 	if err := os.MkdirAll(filepath.Dir(j.out), 0o755); err != nil {
 		return fmt.Errorf("builder: %s: %w", j.label, err)
 	}
-	unlock, err := lockFile(j.out + ".lock")
+	unlock, err := filelock.Lock(j.out + ".lock")
 	if err != nil {
 		return fmt.Errorf("builder: %s: %w", j.label, err)
 	}
@@ -230,7 +231,7 @@ func (g *goTool) versionModule(ctx context.Context, j *job) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("builder: %s: %w", j.label, err)
 	}
-	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	unlock, err := filelock.Lock(filepath.Join(dir, ".lock"))
 	if err != nil {
 		return "", fmt.Errorf("builder: %s: %w", j.label, err)
 	}

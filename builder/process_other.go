@@ -5,5 +5,3 @@ package builder
 import "os/exec"
 
 func killGroupOnCancel(cmd *exec.Cmd) {}
-
-func lockFile(path string) (func(), error) { return func() {}, nil }

@@ -82,7 +82,7 @@ func sha256File(t *testing.T, path string, n int64) string {
 
 func runTool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	p, err := lookSbin(name)
+	p, err := ext4.LookTool(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/gpt"
 	"github.com/ingotdev/ingot/packer/layout"
 	"github.com/ingotdev/ingot/packer/mbr"
@@ -179,7 +179,7 @@ func permIdentity(r io.ReaderAt, number int, offsetBytes int64) (Grown, error) {
 // a regular file lacks, and a card gets only after the kernel re-reads its
 // table) is needed. The appliance creates what it needs in perm.
 func makePerm(ctx context.Context, target string, g Grown) error {
-	mke2fs, err := lookSbin("mke2fs")
+	mke2fs, err := ext4.LookTool("mke2fs")
 	if err != nil {
 		return err
 	}
@@ -198,19 +198,4 @@ func makePerm(ctx context.Context, target string, g Grown) error {
 		return fmt.Errorf("perm (partition %d): mke2fs %s: %w: %s", g.Partition, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
 	return nil
-}
-
-// lookSbin finds an e2fsprogs tool, which lives in sbin directories a
-// normal user's PATH may lack.
-func lookSbin(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found in PATH or sbin directories (install e2fsprogs): %w", name, exec.ErrNotFound)
 }

@@ -26,6 +26,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/ingotdev/ingot/internal/filelock"
 )
 
 // Bounds on the JSON documents read from registries and stores; real
@@ -159,7 +160,7 @@ func writeAtomic(p string, data []byte) error {
 // addToIndex records descriptors in index.json, replacing entries with
 // the same digest and reference name.
 func (s *Store) addToIndex(descs ...v1.Descriptor) error {
-	unlock, err := lockFile(s.path(".lock"))
+	unlock, err := filelock.Lock(s.path(".lock"))
 	if err != nil {
 		return fmt.Errorf("oci: store: lock: %w", err)
 	}

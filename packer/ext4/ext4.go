@@ -272,7 +272,7 @@ func normalize(ctx context.Context, env []string, image, srcDir string, paths []
 // run runs an e2fsprogs tool, returning its stderr, or an error that
 // includes it.
 func run(ctx context.Context, env []string, tool string, args ...string) (string, error) {
-	path, err := lookTool(tool)
+	path, err := LookTool(tool)
 	if err != nil {
 		return "", err
 	}
@@ -287,9 +287,9 @@ func run(ctx context.Context, env []string, tool string, args ...string) (string
 	return stderr.String(), nil
 }
 
-// lookTool finds an e2fsprogs tool; they live in sbin, which a normal
-// user's PATH may lack.
-func lookTool(name string) (string, error) {
+// LookTool finds an e2fsprogs tool (mke2fs, e2fsck, ...); they live in
+// sbin, which a normal user's PATH may lack.
+func LookTool(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}

@@ -66,7 +66,7 @@ func makeImage(t *testing.T, src string, opts ...Option) string {
 
 func tool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	path, err := lookTool(name)
+	path, err := LookTool(name)
 	if err != nil {
 		t.Fatal(err)
 	}
