@@ -2,8 +2,6 @@ package builder
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -44,10 +42,6 @@ func loadTLS(cfg *config.Config, target config.Target) (*tlsIdentity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("builder: management TLS certificate %s and key %s: %w", m.TLSCertFile, m.TLSKeyFile, err)
 	}
-	if _, err := x509.ParseCertificate(pair.Certificate[0]); err != nil {
-		return nil, fmt.Errorf("builder: management TLS certificate %s: %w", m.TLSCertFile, err)
-	}
-	// Only the first certificate block is served and pinned.
-	block, _ := pem.Decode(certPEM)
-	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: mgmt.CertificateSHA256(block.Bytes)}, nil
+	// The served certificate is the first one, which is what clients pin.
+	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: mgmt.CertificateSHA256(pair.Certificate[0])}, nil
 }

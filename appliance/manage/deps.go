@@ -22,10 +22,15 @@ type info struct {
 	sys *stage1.System
 	// updatesErr says why updates are off; shown as SlotError.
 	updatesErr string
+	// firmwareTrial is a trial boot that the command line does not show
+	// (a Raspberry Pi's firmware chose it; see update.FirmwareBoot).
+	firmwareTrial bool
 }
 
 func (i info) Status() mgmt.Status {
-	return statusFrom(i.sys.Status(), i.updatesErr)
+	st := statusFrom(i.sys.Status(), i.updatesErr)
+	st.Trial = st.Trial || i.firmwareTrial
+	return st
 }
 
 // statusFrom converts stage1's snapshot for the protocol. Perm usage is

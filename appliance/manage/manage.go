@@ -163,7 +163,7 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 	}
 
 	deps := agent.Deps{
-		Info:    info{sys: sys, updatesErr: errString(updatesErr)},
+		Info:    info{sys: sys, updatesErr: errString(updatesErr), firmwareTrial: boot.Trial},
 		Logs:    logsAdapter{sys},
 		Power:   power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }},
 		Updater: updater,

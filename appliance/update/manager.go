@@ -56,6 +56,8 @@ type Manager struct {
 	booted  slot.Name
 	open    OpenFunc
 	opts    []Option
+	// fw is the firmware of WithFirmware, or nil.
+	fw Firmware
 
 	mu sync.Mutex
 	// staged is the slot the last successful WriteRoot wrote, which
@@ -77,7 +79,7 @@ func NewManager(bootDir string, booted slot.Name, open OpenFunc, opts ...Option)
 	if err := DiscardBootFiles(bootDir); err != nil {
 		return nil, err
 	}
-	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts}, nil
+	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts, fw: newOptions(opts).firmware}, nil
 }
 
 func (m *Manager) lock() error {
@@ -150,7 +152,7 @@ func (m *Manager) WriteBootFile(ctx context.Context, name string, body io.Reader
 	if m.staged == "" {
 		return mgmt.UpdateResult{}, fmt.Errorf("update: boot file %s: no root was written for this update; PUT %s first: %w", name, mgmt.PathUpdateRoot, mgmt.ErrConflict)
 	}
-	res, err := stageBootFile(ctx, m.bootDir, m.firmware(), name, m.staged, body, sizeBytes, sha256Hex)
+	res, err := stageBootFile(ctx, m.bootDir, m.fw, name, m.staged, body, sizeBytes, sha256Hex)
 	if err != nil {
 		return mgmt.UpdateResult{}, err
 	}
@@ -195,7 +197,7 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 	if err != nil {
 		return mgmt.SlotState{}, err
 	}
-	if fw := m.firmware(); fw != nil {
+	if fw := m.fw; fw != nil {
 		if err := fw.Trial(m.bootDir, t); err != nil {
 			return mgmt.SlotState{}, fmt.Errorf("update: commit: %w", err)
 		}
@@ -219,7 +221,7 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 	if err != nil {
 		return mgmt.SlotState{}, err
 	}
-	if fw := m.firmware(); fw != nil {
+	if fw := m.fw; fw != nil {
 		if s.Trial != "" {
 			err = fw.Trial(m.bootDir, s.Trial)
 		} else {
@@ -241,7 +243,7 @@ func (m *Manager) Confirm() (slot.State, error) {
 	if err != nil {
 		return s, err
 	}
-	if fw := m.firmware(); fw != nil && s.Active == m.booted {
+	if fw := m.fw; fw != nil && s.Active == m.booted {
 		if err := fw.Activate(m.bootDir, m.booted); err != nil {
 			return s, fmt.Errorf("update: confirm: %w", err)
 		}
@@ -249,13 +251,10 @@ func (m *Manager) Confirm() (slot.State, error) {
 	return s, nil
 }
 
-// firmware returns the Firmware of WithFirmware, or nil.
-func (m *Manager) firmware() Firmware { return newOptions(m.opts).firmware }
-
 // RebootArg returns the reboot(2) argument the next reboot needs: the
 // firmware's trial argument while a trial is pending, else "".
 func (m *Manager) RebootArg() string {
-	fw := m.firmware()
+	fw := m.fw
 	if fw == nil {
 		return ""
 	}
@@ -280,7 +279,7 @@ func (m *Manager) BootFiles(ctx context.Context, sl string) (mgmt.BootFiles, err
 		return mgmt.BootFiles{}, err
 	}
 	defer m.mu.Unlock()
-	hashes, err := BootFileHashes(m.bootDir, m.firmware(), slots...)
+	hashes, err := BootFileHashes(m.bootDir, m.fw, slots...)
 	if err != nil {
 		return mgmt.BootFiles{}, err
 	}

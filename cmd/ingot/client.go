@@ -168,6 +168,19 @@ func hybridTarget(sock string, port uint32) string {
 }
 
 // withTimeout bounds a request by the -timeout flag.
+// call runs fn with a client of the flags' agent and the -timeout
+// deadline, and closes the client.
+func (f *mgmtFlags) call(ctx context.Context, fn func(context.Context, *mgmt.Client) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := f.withTimeout(ctx)
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func (f *mgmtFlags) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if f.timeout <= 0 {
 		return context.WithCancel(ctx)

@@ -29,14 +29,11 @@ func runServiceAction(ctx context.Context, stdout, stderr io.Writer, args []stri
 	if fs.NArg() != 1 {
 		return usageError{"want exactly one SERVICE"}
 	}
-	c, err := mf.client()
-	if err != nil {
+	var st mgmt.ServiceStatus
+	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) (err error) {
+		st, err = c.Service(ctx, fs.Arg(0), a)
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := mf.withTimeout(ctx)
-	defer cancel()
-	st, err := c.Service(ctx, fs.Arg(0), a)
+	})
 	if err != nil {
 		return err
 	}
@@ -75,18 +72,12 @@ func runPower(ctx context.Context, stdout, stderr io.Writer, args []string, rebo
 	if fs.NArg() != 0 {
 		return usageError{name + " takes no arguments"}
 	}
-	c, err := mf.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := mf.withTimeout(ctx)
-	defer cancel()
-	if reboot {
-		err = c.Reboot(ctx)
-	} else {
-		err = c.Poweroff(ctx)
-	}
+	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error {
+		if reboot {
+			return c.Reboot(ctx)
+		}
+		return c.Poweroff(ctx)
+	})
 	if err != nil {
 		return err
 	}

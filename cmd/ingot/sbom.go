@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"io"
+
+	"github.com/ingotdev/ingot/mgmt"
 )
 
 // runSBOM prints the SPDX bill of materials a running appliance was built
@@ -16,17 +18,12 @@ func runSBOM(ctx context.Context, stdout, stderr io.Writer, args []string) error
 	if fs.NArg() != 0 {
 		return usageError{"sbom takes no arguments"}
 	}
-	c, err := mf.client()
-	if err != nil {
+	return mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error {
+		b, err := c.SBOM(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := mf.withTimeout(ctx)
-	defer cancel()
-	b, err := c.SBOM(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(b)
-	return err
+	})
 }

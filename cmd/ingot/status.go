@@ -22,14 +22,11 @@ func runStatus(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	if fs.NArg() != 0 {
 		return usageError{"status takes no arguments"}
 	}
-	c, err := mf.client()
-	if err != nil {
+	var s mgmt.Status
+	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) (err error) {
+		s, err = c.Status(ctx)
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := mf.withTimeout(ctx)
-	defer cancel()
-	s, err := c.Status(ctx)
+	})
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -128,11 +129,20 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 	if err != nil {
 		return nil, err
 	}
-	if !contains(fw, "bootcode.bin") || !contains(fw, "start.elf") || !contains(fw, "start4.elf") {
+	if !slices.Contains(fw, "bootcode.bin") || !slices.Contains(fw, "start.elf") || !slices.Contains(fw, "start4.elf") {
 		return nil, fmt.Errorf("rpiboot: %s@%s: no bootcode.bin, start.elf and start4.elf in %s", firmware.Path, firmware.Version, firmware.Dir)
 	}
+	add := func(p, src string) error {
+		f, err := hostFile(p, src)
+		if err == nil {
+			files = append(files, f)
+		}
+		return err
+	}
 	for _, n := range fw {
-		files = append(files, hostFile(n, filepath.Join(firmware.Dir, n)))
+		if err := add(n, filepath.Join(firmware.Dir, n)); err != nil {
+			return nil, err
+		}
 	}
 	dtbs, err := matching(kernel.Dir, func(n string) bool { return strings.HasSuffix(n, ".dtb") })
 	if err != nil {
@@ -142,7 +152,9 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 		return nil, fmt.Errorf("rpiboot: %s@%s: no device trees (*.dtb) in %s", kernel.Path, kernel.Version, kernel.Dir)
 	}
 	for _, n := range dtbs {
-		files = append(files, hostFile(n, filepath.Join(kernel.Dir, n)))
+		if err := add(n, filepath.Join(kernel.Dir, n)); err != nil {
+			return nil, err
+		}
 	}
 	overlays := filepath.Join(kernel.Dir, "overlays")
 	err = filepath.WalkDir(overlays, func(p string, d fs.DirEntry, err error) error {
@@ -153,20 +165,17 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 		if err != nil {
 			return err
 		}
-		files = append(files, hostFile(filepath.ToSlash(rel), p))
-		return nil
+		return add(filepath.ToSlash(rel), p)
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rpiboot: overlays: %w", err)
 	}
 	vmlinuz := filepath.Join(kernel.Dir, "vmlinuz")
-	if _, err := os.Stat(vmlinuz); err != nil {
-		return nil, fmt.Errorf("rpiboot: %s@%s: %w", kernel.Path, kernel.Version, err)
-	}
 	for _, sl := range []string{"a", "b"} {
-		files = append(files,
-			hostFile(piboot.PrefixDir(sl)+layout.KernelFile, vmlinuz),
-			fat.BytesFile(piboot.PrefixDir(sl)+layout.CmdlineFile, []byte(cmdline(sl))))
+		if err := add(piboot.PrefixDir(sl)+layout.KernelFile, vmlinuz); err != nil {
+			return nil, fmt.Errorf("%s@%s: %w", kernel.Path, kernel.Version, err)
+		}
+		files = append(files, fat.BytesFile(piboot.PrefixDir(sl)+layout.CmdlineFile, []byte(cmdline(sl))))
 	}
 	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, "a")))
 	return files, nil
@@ -189,24 +198,15 @@ func matching(dir string, keep func(string) bool) ([]string, error) {
 	return out, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // hostFile is a boot partition file read from the build machine when the
-// partition is written.
-func hostFile(p, src string) fat.File {
+// partition is written; the file must exist now, its size goes into the
+// directory entry.
+func hostFile(p, src string) (fat.File, error) {
 	st, err := os.Stat(src)
-	size := int64(0)
-	if err == nil {
-		size = st.Size()
+	if err != nil {
+		return fat.File{}, fmt.Errorf("rpiboot: %w", err)
 	}
-	return fat.File{Path: path.Clean(p), Size: size, Content: hostContent(src)}
+	return fat.File{Path: path.Clean(p), Size: st.Size(), Content: hostContent(src)}, nil
 }
 
 type hostContent string
