@@ -45,6 +45,16 @@ func sh(name, script string) spec.Service {
 	return spec.Service{Name: name, Path: "/bin/sh", Args: []string{"-c", script}, User: "root"}
 }
 
+// reap runs r until the returned stop is called. stop returns only after
+// Run has, so no reaper of an earlier test is left behind to steal a later
+// test's child exits with its wildcard wait.
+func reap(r *Reaper) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
 // start runs a Reaper and a Supervisor until the test ends.
 func start(t *testing.T, services []spec.Service, opts ...Option) *Supervisor {
 	t.Helper()
@@ -53,19 +63,15 @@ func start(t *testing.T, services []spec.Service, opts ...Option) *Supervisor {
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
+	stopReaper := reap(r)
 	ctx, cancel := context.WithCancel(context.Background())
-	reaperDone := make(chan struct{})
-	go func() { r.Run(ctx); close(reaperDone) }()
 	runDone := make(chan error, 1)
 	go func() { runDone <- s.Run(ctx) }()
 	t.Cleanup(func() {
+		// Run stops the services after ctx ends, so the reaper keeps going
+		// until Run returns.
+		defer stopReaper()
 		cancel()
-		// Run stops the services after ctx ends, so the reaper must keep
-		// going until Run returns: restart it on a fresh context.
-		<-reaperDone
-		rctx, rcancel := context.WithCancel(context.Background())
-		go r.Run(rctx)
-		defer rcancel()
 		select {
 		case err := <-runDone:
 			if err != nil {
@@ -497,9 +503,9 @@ func TestControlAPI(t *testing.T) {
 	if err := s.Start(context.Background(), "svc"); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Start before Run = %v, want ErrNotRunning", err)
 	}
+	defer reap(r)()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Run(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- s.Run(ctx) }()
 
@@ -540,10 +546,7 @@ func TestControlAPI(t *testing.T) {
 
 	// Shutdown: cancel stops everything and Run returns.
 	pid := status(t, s, "svc").PID
-	rctx, rcancel := context.WithCancel(context.Background())
-	defer rcancel()
-	go r.Run(rctx) // keep reaping while Run stops the services
-	cancel()
+	cancel() // the reaper keeps going while Run stops the services
 	select {
 	case err := <-runDone:
 		if err != nil {
