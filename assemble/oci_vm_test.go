@@ -39,20 +39,27 @@ if [ ! -e /data/oom-tried ]; then
   # instead of the cgroup thrashing on page cache near its limit.
   dd if=/dev/zero of=/dev/null bs=128M count=1 && echo "oom=survived"
 fi
+# The resolver configuration is the appliance's, bound live: it fills in
+# when the DHCP lease comes, even after the container started.
+i=0
+while [ $i -lt 600 ] && ! grep -q nameserver /etc/resolv.conf; do sleep 0.1; i=$((i+1)); done
+echo "dns=$(grep nameserver /etc/resolv.conf)"
+echo "etchostname=$(cat /etc/hostname)"
 echo "ready"
 exec sleep 1000000
 `
 
 // busyboxApplets are linked to /bin/busybox in the image.
-var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch", "date", "dd", "sleep", "cat"}
+var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch", "date", "dd", "sleep", "cat", "grep"}
 
 // TestVMContainer builds an appliance whose service is an OCI image made
 // here from Debian's busybox-static (a base layer, and a second layer that
 // whites out a file and adds the entrypoint), served by an in-process
 // registry, boots it and checks through the agent's logs that the
 // container has its own hostname and PID namespace, its env and user, a
-// read-only root, a volume that persists across a reboot, and that going
-// over its memory limit gets it OOM-killed and restarted.
+// read-only root, the appliance's resolver configuration, a volume that
+// persists across a reboot, and that going over its memory limit gets it
+// OOM-killed and restarted.
 func TestVMContainer(t *testing.T) {
 	if os.Getenv("INGOT_KERNEL_DEB") == "" {
 		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` (make test sets it)")
@@ -146,7 +153,7 @@ services:
 	// First boot: the first start goes over the limit and is killed; the
 	// restart reports and settles.
 	lines := waitServiceLog(t, c, "box", func(l []string) bool { return count(l, "ready") >= 1 && count(l, "start") >= 2 }, 4*time.Minute)
-	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2"} {
+	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2", "dns=nameserver 10.0.2.3", "etchostname=box"} {
 		if count(lines, want) == 0 {
 			t.Errorf("container log lacks %q:\n%s", want, strings.Join(lines, "\n"))
 		}

@@ -55,7 +55,12 @@
 // stdin, stdout, stderr and ptmx links, a private devpts instance on
 // /dev/pts and a tmpfs on /dev/shm; tmpfs on /tmp and /run; the volumes
 // from /perm (created if missing, owned by the container user) in path
-// order, read-only where asked, always nosuid and nodev. The /dev tmpfs is
+// order, read-only where asked, always nosuid and nodev; and, read-only,
+// /etc/resolv.conf (a bind of the copy of the appliance's resolver
+// configuration that init rewrites in place on every lease, so it stays
+// current), /etc/hosts and /etc/hostname (naming the container's hostname,
+// staged on a small tmpfs private to the launcher), each unless a volume
+// covers it; an image symlink in their place is replaced. The /dev tmpfs is
 // made read-only once populated: cgroup v2 has no device controller, so
 // a container root with CAP_MKNOD must not find a writable place that
 // honours device nodes.
@@ -121,6 +126,8 @@ type options struct {
 	rootDir       string
 	permDir       string
 	hostDev       string
+	resolvConf    string
+	stageDir      string
 }
 
 // WithAppliancePath reads the appliance description from p instead of
@@ -134,6 +141,14 @@ func WithRootDir(dir string) Option { return func(o *options) { o.rootDir = dir 
 // WithPermDir maps volume sources "/perm/..." to dir instead of
 // DefaultPermDir, for tests.
 func WithPermDir(dir string) Option { return func(o *options) { o.permDir = dir } }
+
+// WithResolvConf bind-mounts p as the container's /etc/resolv.conf instead
+// of spec.ContainerResolvConfPath, for tests.
+func WithResolvConf(p string) Option { return func(o *options) { o.resolvConf = p } }
+
+// WithStageDir stages the generated /etc files on a tmpfs mounted on dir
+// instead of spec.ContainerStageDir, for tests.
+func WithStageDir(dir string) Option { return func(o *options) { o.stageDir = dir } }
 
 // CloneFlags are the namespaces the launcher of c must be started in, for
 // syscall.SysProcAttr.Cloneflags.
@@ -149,7 +164,10 @@ func CloneFlags(c *spec.Container) uintptr {
 // spec.ContainerSubcommand, argv[2] the service name) and exits; it never
 // returns.
 func Main(args []string, opts ...Option) {
-	o := options{appliancePath: spec.AppliancePath, rootDir: "/", permDir: DefaultPermDir, hostDev: "/dev"}
+	o := options{
+		appliancePath: spec.AppliancePath, rootDir: "/", permDir: DefaultPermDir, hostDev: "/dev",
+		resolvConf: spec.ContainerResolvConfPath, stageDir: spec.ContainerStageDir,
+	}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/ingotdev/ingot/appliance/netconf"
 	"github.com/ingotdev/ingot/appliance/spec"
 )
 
@@ -32,6 +33,8 @@ const (
 	envTestSpec = "INGOT_CONTAINER_TEST_SPEC"
 	envTestRoot = "INGOT_CONTAINER_TEST_ROOT"
 	envTestPerm = "INGOT_CONTAINER_TEST_PERM"
+	envTestDNS  = "INGOT_CONTAINER_TEST_RESOLV"
+	envTestStg  = "INGOT_CONTAINER_TEST_STAGE"
 
 	busyboxPath   = "/bin/busybox"
 	launchTimeout = 30 * time.Second
@@ -50,6 +53,12 @@ func TestMain(m *testing.M) {
 		if v := os.Getenv(envTestPerm); v != "" {
 			opts = append(opts, WithPermDir(v))
 		}
+		if v := os.Getenv(envTestDNS); v != "" {
+			opts = append(opts, WithResolvConf(v))
+		}
+		if v := os.Getenv(envTestStg); v != "" {
+			opts = append(opts, WithStageDir(v))
+		}
 		Main(os.Args, opts...)
 	}
 	os.Exit(m.Run())
@@ -58,7 +67,12 @@ func TestMain(m *testing.M) {
 // testEnv is one appliance with one container service "web".
 type testEnv struct {
 	dir, rootDir, rootfs, perm, specPath string
+	// resolvConf stands for init's copy of the resolver configuration.
+	resolvConf, stageDir string
 }
+
+// testResolvConf is what the appliance's resolver configuration holds.
+const testResolvConf = "nameserver 192.0.2.53\n"
 
 // newTestEnv makes an image rootfs with only /bin/busybox and the
 // applets the scripts use as symlinks, plus dirs; the image lacks /proc,
@@ -70,6 +84,11 @@ func newTestEnv(t *testing.T, dirs ...string) *testEnv {
 	e.rootfs = filepath.Join(e.rootDir, spec.ContainerRoot, "web", "rootfs")
 	e.perm = filepath.Join(e.dir, "perm")
 	e.specPath = filepath.Join(e.dir, "appliance.json")
+	e.resolvConf = filepath.Join(e.dir, "resolv.conf")
+	e.stageDir = filepath.Join(e.dir, "stage")
+	if err := os.WriteFile(e.resolvConf, []byte(testResolvConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range append([]string{"bin", "etc", e.perm}, dirs...) {
 		p := d
 		if !filepath.IsAbs(d) {
@@ -157,7 +176,10 @@ func (e *testEnv) start(t *testing.T, c spec.Container) (*exec.Cmd, *syncBuffer,
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, spec.ContainerSubcommand, "web")
-	cmd.Env = []string{envTestSpec + "=" + e.specPath, envTestRoot + "=" + e.rootDir, envTestPerm + "=" + e.perm}
+	cmd.Env = []string{
+		envTestSpec + "=" + e.specPath, envTestRoot + "=" + e.rootDir, envTestPerm + "=" + e.perm,
+		envTestDNS + "=" + e.resolvConf, envTestStg + "=" + e.stageDir,
+	}
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: CloneFlags(&c), Setsid: true}
@@ -237,6 +259,10 @@ echo datawrite=$(echo persisted > /data/hello 2>&1 && echo ok)
 echo subwrite=$(echo nested > /data/sub/file 2>&1 && echo ok)
 echo rowrite=$(touch /ro/x 2>&1 && echo ok)
 echo roread=$(cat /ro/seed)
+echo resolv=$(cat /etc/resolv.conf)
+echo resolvwrite=$( (echo x >> /etc/resolv.conf) 2>&1 && echo ok)
+echo hosts=$(grep -c -e '^127.0.0.1	localhost$' -e '^127.0.1.1	webhost$' /etc/hosts)
+echo etchostname=$(cat /etc/hostname)
 echo mknod=$(busybox mknod /tmp/sda b 8 0 2>&1 && head -c 1 /tmp/sda 2>/dev/null | wc -c)
 `
 
@@ -297,6 +323,10 @@ func TestContainerRoot(t *testing.T) {
 		{key: "subwrite", want: "ok"},
 		{key: "rowrite", want: rofs, contains: true},
 		{key: "roread", want: "seeded"},
+		{key: "resolv", want: strings.TrimSpace(testResolvConf)},
+		{key: "resolvwrite", want: rofs, contains: true},
+		{key: "hosts", want: "2"},
+		{key: "etchostname", want: "webhost"},
 		// The node can be made in /tmp (CAP_MKNOD) but not used: nodev.
 		{key: "mknod", want: "0"},
 	} {
@@ -327,8 +357,142 @@ func TestContainerRoot(t *testing.T) {
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(b), e.rootfs) {
 		t.Errorf("host mountinfo mentions the container rootfs %s (err %v)", e.rootfs, err)
 	}
-	if _, err := os.Stat(filepath.Join(e.rootfs, "proc")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("image rootfs got a /proc directory (%v); the launcher must not write to the image", err)
+	for _, p := range []string{"proc", "etc/resolv.conf", "etc/hosts", "etc/hostname"} {
+		if _, err := os.Lstat(filepath.Join(e.rootfs, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("image rootfs got /%s (%v); the launcher must not write to the image", p, err)
+		}
+	}
+	if ents, err := os.ReadDir(e.stageDir); err != nil || len(ents) != 0 {
+		t.Errorf("host stage dir %s holds %v (%v); the files belong on the launcher's private tmpfs", e.stageDir, ents, err)
+	}
+}
+
+func TestContainerEtcFiles(t *testing.T) {
+	const probe = `echo resolv=$(cat /etc/resolv.conf); echo hostname=$(cat /etc/hostname); ` +
+		`echo hosts=$(grep -c '^127.0.1.1	web$' /etc/hosts); echo other=$(cat /etc/other 2>&1)`
+	for _, tc := range []struct {
+		name string
+		// image prepares the image's /etc.
+		image   func(t *testing.T, etc string)
+		volumes []spec.Volume
+		// want are the probe's values; note is in stderr.
+		want map[string]string
+		note string
+	}{{
+		name: "image without /etc",
+		image: func(t *testing.T, etc string) {
+			if err := os.RemoveAll(etc); err != nil {
+				t.Fatal(err)
+			}
+		},
+		want: map[string]string{"resolv": strings.TrimSpace(testResolvConf), "hostname": "web", "hosts": "1"},
+	}, {
+		name: "image files and symlinks replaced",
+		image: func(t *testing.T, etc string) {
+			for _, err := range []error{
+				os.Symlink("../run/systemd/resolve/stub-resolv.conf", filepath.Join(etc, "resolv.conf")),
+				os.WriteFile(filepath.Join(etc, "hosts"), []byte("10.0.0.1 image\n"), 0o644),
+				os.Symlink("/nonexistent", filepath.Join(etc, "hostname")),
+				os.WriteFile(filepath.Join(etc, "other"), []byte("kept\n"), 0o644),
+			} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		want: map[string]string{"resolv": strings.TrimSpace(testResolvConf), "hostname": "web", "hosts": "1", "other": "kept"},
+	}, {
+		name:    "volume over /etc",
+		image:   func(t *testing.T, etc string) {},
+		volumes: []spec.Volume{{Source: "/perm/web/etc", Target: "/etc"}},
+		want:    map[string]string{"hosts": "", "resolv": ""},
+		note:    "/etc/resolv.conf: not provided, volume /etc is mounted there",
+	}, {
+		name: "/etc is a symlink",
+		image: func(t *testing.T, etc string) {
+			if err := os.Rename(etc, etc+"2"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("etc2", etc); err != nil {
+				t.Fatal(err)
+			}
+		},
+		want: map[string]string{"hosts": "", "resolv": ""},
+		note: "/etc/hosts: not provided: mount point /etc: /etc is a symlink in the image",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			tc.image(t, filepath.Join(e.rootfs, "etc"))
+			before := treeListing(t, e.rootfs)
+			c := testContainer(probe)
+			c.Volumes = tc.volumes
+			r := e.run(t, c)
+			if r.code != 0 {
+				t.Fatalf("exit status %d, want 0; stderr:\n%s\nstdout:\n%s", r.code, r.stderr, r.stdout)
+			}
+			for k, want := range tc.want {
+				if got := r.kv[k]; got != want {
+					t.Errorf("container %s = %q, want %q", k, got, want)
+				}
+			}
+			if tc.note != "" && !strings.Contains(r.stderr, "container: web: note: "+tc.note) {
+				t.Errorf("stderr lacks the note %q:\n%s", tc.note, r.stderr)
+			}
+			if after := treeListing(t, e.rootfs); after != before {
+				t.Errorf("the image changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+}
+
+// treeListing lists every path under root with its type and link target.
+func treeListing(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		target, _ := os.Readlink(p)
+		fmt.Fprintf(&b, "%s %v %s\n", strings.TrimPrefix(p, root), d.Type(), target)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestContainerResolvConfFollows rewrites the resolver configuration in
+// place, as init does on a new DHCP lease, while the container runs.
+func TestContainerResolvConfFollows(t *testing.T) {
+	e := newTestEnv(t)
+	c := testContainer(`cat /etc/resolv.conf; echo ready; ` +
+		`while ! grep -q 198.51.100.7 /etc/resolv.conf; do sleep 0.05; done; echo updated`)
+	cmd, stdout, stderr := e.start(t, c)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(launchTimeout)
+	for !strings.Contains(stdout.String(), "ready") {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("container not ready; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := netconf.WriteInPlace(e.resolvConf, []byte("nameserver 198.51.100.7\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(stdout.String(), "updated") {
+			t.Errorf("container: %v; stdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		}
+	case <-time.After(launchTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("the container never saw the new resolver; stdout:\n%s", stdout)
 	}
 }
 

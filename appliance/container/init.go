@@ -102,7 +102,8 @@ func runInit(args []string, o options) int {
 	if err := unix.Sethostname([]byte(host)); err != nil {
 		return report(name, fail("hostname", fmt.Errorf("%q: %w", host, err)))
 	}
-	if err := setupRoot(c, p.Dir, o, waitReady); err != nil {
+	warn := func(msg string) { fmt.Fprintf(os.Stderr, "container: %s: note: %s\n", name, msg) }
+	if err := setupRoot(c, host, p.Dir, o, warn, waitReady); err != nil {
 		return report(name, err)
 	}
 	select {

@@ -60,10 +60,11 @@ type mountTarget struct {
 	mount  func(b *rootBuilder, host string) error
 }
 
-// setupRoot builds the mount tree for c and pivot_roots into it; dir is
-// the working directory, which must exist afterwards. beforePivot runs
-// right before pivot_root.
-func setupRoot(c *spec.Container, dir string, o options, beforePivot func() error) error {
+// setupRoot builds the mount tree for c and pivot_roots into it; hostname
+// is the container's, dir the working directory, which must exist
+// afterwards. warn reports what the container goes without; beforePivot
+// runs right before pivot_root.
+func setupRoot(c *spec.Container, hostname, dir string, o options, warn func(string), beforePivot func() error) error {
 	// Nothing we mount may propagate back into the appliance.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make mounts private", err)
@@ -84,6 +85,11 @@ func setupRoot(c *spec.Container, dir string, o options, beforePivot func() erro
 	}
 	if err := unix.Mount("", b.root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
 		return fail("remount rootfs read-only", fmt.Errorf("%s: %w", b.root, err))
+	}
+
+	files, err := stageEtcFiles(c, hostname, o, warn)
+	if err != nil {
+		return err
 	}
 
 	targets := []mountTarget{
@@ -118,6 +124,19 @@ func setupRoot(c *spec.Container, dir string, o options, beforePivot func() erro
 			}
 		}
 	}
+	// The /etc files are never under a mount (stageEtcFiles leaves
+	// those under volumes out), so theirs can all be made now. An image
+	// whose /etc cannot hold them (a symlink, say) runs without.
+	var etc []etcFile
+	for _, f := range files {
+		host, err := b.ensureFile(f.target)
+		if err != nil {
+			warn(fmt.Sprintf("%s: not provided: %v", f.target, err))
+			continue
+		}
+		f.host = host
+		etc = append(etc, f)
+	}
 	if !nested(dir) {
 		if _, err := b.ensureDir(dir, true); err != nil {
 			return fail("working_dir", err)
@@ -129,6 +148,11 @@ func setupRoot(c *spec.Container, dir string, o options, beforePivot func() erro
 			return err
 		}
 		if err := t.mount(b, host); err != nil {
+			return err
+		}
+	}
+	for _, f := range etc {
+		if err := bindEtcFile(f); err != nil {
 			return err
 		}
 	}

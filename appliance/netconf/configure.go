@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -140,6 +141,37 @@ func WriteFile(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("netconf: %w", err)
+	}
+	return nil
+}
+
+// WriteInPlace makes path (created mode 0644 if missing) hold data,
+// keeping its inode, so bind mounts of the file see the change; WriteFile's
+// rename would leave them on the old file. The new content is written
+// over the old before the file is cut to length, so a reader never finds
+// it empty, though one may read a mix during the write. A file that
+// already holds data is not touched.
+func WriteInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("netconf: %w", err)
+	}
+	defer f.Close()
+	old, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("netconf: %s: %w", path, err)
+	}
+	if bytes.Equal(old, data) {
+		return nil
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return fmt.Errorf("netconf: %s: %w", path, err)
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		return fmt.Errorf("netconf: %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("netconf: %s: %w", path, err)
 	}
 	return nil
 }

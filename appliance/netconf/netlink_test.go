@@ -250,3 +250,34 @@ func TestFiles(t *testing.T) {
 		t.Errorf("WriteFile then read = %q, %v, mode %v; want \"y\\n\", 0644", b, err, st.Mode())
 	}
 }
+
+func TestWriteInPlace(t *testing.T) {
+	p := t.TempDir() + "/resolv.conf"
+	ino := func() uint64 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	if err := WriteInPlace(p, []byte("nameserver 10.0.0.1\nnameserver 10.0.0.2\n")); err != nil {
+		t.Fatal(err)
+	}
+	first := ino()
+	for _, want := range []string{"nameserver 10.9.9.9\n", "", "nameserver 10.0.0.3\nsearch example\n"} {
+		if err := WriteInPlace(p, []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != want {
+			t.Errorf("after WriteInPlace(%q): %q, %v", want, b, err)
+		}
+		if got := ino(); got != first {
+			t.Errorf("WriteInPlace(%q) changed the inode %d to %d; bind mounts would go stale", want, first, got)
+		}
+	}
+	if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, %v; want 0644", st.Mode(), err)
+	}
+}

@@ -17,6 +17,17 @@ const ContainerRoot = "/oci"
 // reads the service's Container from AppliancePath.
 const ContainerSubcommand = "container"
 
+// ContainerResolvConfPath is the resolver configuration that init keeps
+// for containers, a copy of the appliance's /etc/resolv.conf rewritten in
+// place (its inode never changes) whenever the network configuration
+// does, so that a container's read-only bind mount of it stays current.
+const ContainerResolvConfPath = "/run/ingot/resolv.conf"
+
+// ContainerStageDir is where each container launcher, in its own mount
+// namespace, mounts a small tmpfs for the /etc/hosts and /etc/hostname it
+// generates for its container.
+const ContainerStageDir = "/run/ingot/container"
+
 // Resources are cgroup v2 limits of a service (any service, Go or image);
 // zero means unlimited.
 type Resources struct {

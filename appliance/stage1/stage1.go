@@ -14,7 +14,9 @@
 //   - /init: ingot-init itself; /etc/ingot/appliance.json (package spec);
 //   - empty directories /proc, /sys, /dev, /run, /tmp and /perm to mount on;
 //   - symlinks /etc/resolv.conf -> /run/resolv.conf and /etc/hosts ->
-//     /run/hosts, which stage1 writes;
+//     /run/hosts, which stage1 writes (and a copy of the resolver
+//     configuration for containers, spec.ContainerResolvConfPath, kept
+//     current on the DHCP client's SIGHUP);
 //   - optionally /dev/console (char 5:1), for kernels that start stage1
 //     directly and do not mount devtmpfs themselves.
 //
@@ -36,6 +38,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -167,6 +170,7 @@ func Main(opts ...Option) {
 			} else if sig == unix.SIGHUP {
 				// gokrazy's DHCP client signals init after each lease.
 				s.Printf("network: SIGHUP: addresses changed")
+				s.syncContainerResolvConf()
 			} else {
 				s.Printf("ignoring signal %v", sig)
 			}
@@ -295,6 +299,27 @@ func (s *System) setupNetwork() {
 	s.mu.Lock()
 	s.network = st
 	s.mu.Unlock()
+	s.syncContainerResolvConf()
+}
+
+// syncContainerResolvConf copies the appliance's resolver configuration
+// (ResolvConfPath, or the DHCP client's file it points to) to
+// spec.ContainerResolvConfPath, in place, so containers that bind-mounted
+// it follow the lease. A configuration that is not there yet (no lease)
+// is copied as empty: resolvers treat that as no configuration too.
+func (s *System) syncContainerResolvConf() {
+	b, err := os.ReadFile(ResolvConfPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.warnf("network: containers' resolv.conf: %v", err)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(spec.ContainerResolvConfPath), 0o755); err != nil {
+		s.warnf("network: containers' resolv.conf: %v", err)
+		return
+	}
+	if err := netconf.WriteInPlace(spec.ContainerResolvConfPath, b); err != nil {
+		s.warnf("network: containers' resolv.conf: %v", err)
+	}
 }
 
 func (s *System) setupPerm() {
