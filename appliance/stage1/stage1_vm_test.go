@@ -279,7 +279,7 @@ func getWeb(t *testing.T, port int) string {
 	}
 }
 
-func TestApplianceVM(t *testing.T) {
+func TestVMAppliance(t *testing.T) {
 	deb := os.Getenv("INGOT_KERNEL_DEB")
 	if deb == "" {
 		t.Fatalf("INGOT_KERNEL_DEB is not set: point it at a Debian linux-image-*-cloud-amd64.deb (make test sets it)")

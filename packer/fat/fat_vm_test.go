@@ -48,7 +48,7 @@ sync
 poweroff -f
 `
 
-func TestLinuxVFAT(t *testing.T) {
+func TestVMLinuxVFAT(t *testing.T) {
 	deb := os.Getenv("INGOT_KERNEL_DEB")
 	if deb == "" {
 		t.Fatal("INGOT_KERNEL_DEB is not set: it must name a Debian linux-image .deb (make test sets it; scripts/fetch-kernel.sh amd64 downloads one)")

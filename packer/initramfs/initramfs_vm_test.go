@@ -19,13 +19,13 @@ import (
 // or hang, and this test is about the initramfs, not the accelerator.
 const vmBootTimeout = 4 * time.Minute
 
-// TestBootVM boots the real Debian kernel with an initramfs made by Tree and
+// TestVMBoot boots the real Debian kernel with an initramfs made by Tree and
 // packer/cpio, whose /init (internal/testinit) loads every module of the
 // DefaultVMModules closure in stage0.json order with finit_module. It proves
 // the kernel unpacks our cpio (zstd on amd64, gzip on arm64) including a
 // hard link, that the closure's order satisfies every symbol dependency, and
 // that virtio-blk finds a disk once the modules are in.
-func TestBootVM(t *testing.T) {
+func TestVMBoot(t *testing.T) {
 	for _, tc := range []struct {
 		arch, env, qemu, console string
 		c                        cpio.Compression
