@@ -15,8 +15,9 @@ import (
 )
 
 // minRPiBootBytes is the smallest boot partition of a Pi image: the
-// firmware (about 25 MB for every board's start*.elf), device trees and
-// overlays, and a 46 MB uncompressed kernel for each slot.
+// firmware (about 25 MB for every board's start*.elf), and for each slot a
+// 46 MB uncompressed kernel with its device trees and overlays (3 MB),
+// plus room for an update to stage a third such set before its commit.
 const minRPiBootBytes = 256 << 20
 
 // rpiImage writes the Raspberry Pi image of a build: the same GPT disk as

@@ -15,9 +15,10 @@ import (
 
 // TestRPiImage builds the hello example for the Raspberry Pi and checks it
 // with independent tools: the hybrid MBR that the Pi boot ROM reads
-// (sfdisk), the boot partition's firmware, kernel, device trees,
-// config.txt and per-slot cmdline.txt (mtools, fsck.vfat), and that the
-// root is an arm64 squashfs (unsquashfs, debug/elf).
+// (sfdisk), the boot partition's shared firmware and config.txt and each
+// slot's kernel, cmdline.txt, device trees and overlays (mtools,
+// fsck.vfat), and that the root is an arm64 squashfs (unsquashfs,
+// debug/elf).
 func TestRPiImage(t *testing.T) {
 	cfg, err := config.Load("../examples/hello/ingot.yaml")
 	if err != nil {
@@ -55,14 +56,17 @@ func TestRPiImage(t *testing.T) {
 	at := img + "@@" + strconv.FormatInt(bootStart*512, 10)
 	listing := run(t, "mdir", "-i", at, "-b", "::")
 	for _, f := range []string{"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat",
-		"bcm2710-rpi-3-b.dtb", "bcm2710-rpi-zero-2-w.dtb", "bcm2711-rpi-4-b.dtb", "bcm2712-rpi-5-b.dtb",
-		"config.txt", "overlays/", "slot-a/", "slot-b/", "slot.json", "ingot.json"} {
+		"config.txt", "slot-a/", "slot-b/", "slot.json", "ingot.json"} {
 		if !strings.Contains(listing, "::/"+f+"\n") {
 			t.Errorf("boot partition lacks %s; mdir -b:\n%s", f, listing)
 		}
 	}
+	// Device trees belong to a slot's kernel; none is shared.
+	if strings.Contains(listing, ".dtb\n") || strings.Contains(listing, "::/overlays/") {
+		t.Errorf("boot partition has shared device trees or overlays; mdir -b:\n%s", listing)
+	}
 	configTxt := run(t, "mtype", "-i", at, "::config.txt")
-	for _, want := range []string{"arm_64bit=1\n", "enable_uart=1\n", "kernel=slot-a/vmlinuz\n", "cmdline=slot-a/cmdline.txt\n"} {
+	for _, want := range []string{"arm_64bit=1\n", "enable_uart=1\n", "os_prefix=slot-a/\n", "kernel=vmlinuz\n", "cmdline=cmdline.txt\n"} {
 		if !strings.Contains(configTxt, want) {
 			t.Errorf("config.txt lacks %q:\n%s", want, configTxt)
 		}
@@ -75,8 +79,12 @@ func TestRPiImage(t *testing.T) {
 				t.Errorf("slot-%s/cmdline.txt lacks %q:\n%s", sl, want, cmdline)
 			}
 		}
-		if kernel := run(t, "mdir", "-i", at, "-b", "::slot-"+sl); !strings.Contains(kernel, "vmlinuz") {
-			t.Errorf("slot-%s has no vmlinuz:\n%s", sl, kernel)
+		slotListing := run(t, "mdir", "-i", at, "-b", "-/", "::slot-"+sl)
+		for _, f := range []string{"vmlinuz", "cmdline.txt", "bcm2710-rpi-3-b.dtb", "bcm2710-rpi-zero-2-w.dtb",
+			"bcm2711-rpi-4-b.dtb", "bcm2712-rpi-5-b.dtb", "overlays/README", "overlays/overlay_map.dtb", "overlays/vc4-kms-v3d.dtbo"} {
+			if !strings.Contains(slotListing, "::/slot-"+sl+"/"+f+"\n") {
+				t.Errorf("slot-%s lacks %s; mdir -b -/:\n%s", sl, f, slotListing)
+			}
 		}
 	}
 

@@ -92,9 +92,9 @@ func TestVMRaspi3b(t *testing.T) {
 	}
 }
 
-// raspiBootFiles extracts what the Pi firmware would load for slot a from
-// the image's boot partition: the kernel, the Pi 3 device tree and the
-// command line.
+// raspiBootFiles extracts what the Pi firmware would load from the image's
+// boot partition, following config.txt as the firmware does: os_prefix,
+// then kernel= and cmdline= and the Pi 3 device tree under that prefix.
 func raspiBootFiles(t *testing.T, img, dir string) (kernel, dtb, cmdline string) {
 	t.Helper()
 	f, err := os.Open(img)
@@ -122,12 +122,22 @@ func raspiBootFiles(t *testing.T, img, dir string) (kernel, dtb, cmdline string)
 		}
 		return b
 	}
+	settings := map[string]string{}
+	for _, line := range strings.Split(string(read("config.txt")), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			settings[k] = v
+		}
+	}
+	prefix := settings["os_prefix"]
+	if prefix == "" || settings["kernel"] == "" || settings["cmdline"] == "" {
+		t.Fatalf("config.txt lacks os_prefix=, kernel= or cmdline=: %q", settings)
+	}
 	kernel, dtb = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "bcm2710-rpi-3-b.dtb")
-	if err := os.WriteFile(kernel, read("slot-a/vmlinuz"), 0o644); err != nil {
+	if err := os.WriteFile(kernel, read(prefix+settings["kernel"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(dtb, read("bcm2710-rpi-3-b.dtb"), 0o644); err != nil {
+	if err := os.WriteFile(dtb, read(prefix+"bcm2710-rpi-3-b.dtb"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return kernel, dtb, string(read("slot-a/cmdline.txt"))
+	return kernel, dtb, string(read(prefix + settings["cmdline"]))
 }

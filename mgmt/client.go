@@ -443,13 +443,29 @@ type BootFile struct {
 	SHA256 string
 }
 
+// validBootFileName reports whether name can travel in a PUT's path: a
+// slash-separated relative path ("overlays/x.dtbo") without empty, "." or
+// ".." elements or characters a URL path would treat specially. The agent
+// decides which names it takes.
+func validBootFileName(name string) bool {
+	if name == "" || strings.ContainsAny(name, "\\?#%") {
+		return false
+	}
+	for _, el := range strings.Split(name, "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	return true
+}
+
 // UpdateBoot stages files for the boot partition; the agent keeps them
 // under temporary names until Commit. progress, when not nil, is called
 // with the file's name and the bytes of it sent so far.
 func (c *Client) UpdateBoot(ctx context.Context, files []BootFile, progress func(name string, n int64)) ([]UpdateResult, error) {
 	var out []UpdateResult
 	for _, f := range files {
-		if f.Name == "" || strings.ContainsAny(f.Name, "/\\?#%") {
+		if !validBootFileName(f.Name) {
 			return out, fmt.Errorf("mgmt: boot file name %q is not valid", f.Name)
 		}
 		var p func(int64)

@@ -17,8 +17,8 @@
 //	POST /v1/reboot, /v1/poweroff            202, Accepted; the machine goes down after the reply
 //	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch;
 //	                                         Content-Length required; UpdateResult
-//	GET  /v1/update/boot?slot=S              BootFiles: per slot, the SHA-256 of the kernel, initramfs, cmdline it boots
-//	PUT  /v1/update/boot/{file}              body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
+//	GET  /v1/update/boot?slot=S              BootFiles: per slot, the SHA-256 of the kernel, initramfs, cmdline (and device trees) it boots
+//	PUT  /v1/update/boot/{file...}           body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built

@@ -15,8 +15,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -462,9 +465,9 @@ func (p *progress) print() {
 
 func (p *progress) done() { p.print() }
 
-// pushBootFiles sends the kernel, initramfs and command line of image for
-// slot sl where they differ from what the agent says sl boots with now,
-// and returns the names sent. An agent that cannot say gets all three.
+// pushBootFiles sends the boot files of image for slot sl (ImageBootFiles)
+// where they differ from what the agent says sl boots with now, and
+// returns the names sent. An agent that cannot say gets them all.
 func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]string, error) {
 	files, err := ImageBootFiles(image, sl)
 	if err != nil {
@@ -478,11 +481,8 @@ func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]str
 	}
 	var send []mgmt.BootFile
 	var names []string
-	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-		data, ok := files[name]
-		if !ok {
-			continue
-		}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		data := files[name]
 		sum := sha256.Sum256(data)
 		hexSum := hex.EncodeToString(sum[:])
 		if have[name] == hexSum {
@@ -500,8 +500,10 @@ func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]str
 	return names, nil
 }
 
-// ImageBootFiles reads the kernel, initramfs (none on a Raspberry Pi) and
-// command line a fresh image boots slot sl with from its boot partition.
+// ImageBootFiles reads the kernel, initramfs (none on a Raspberry Pi),
+// command line and, on a Raspberry Pi, device trees and overlays (names
+// relative to the slot's directory) that a fresh image boots slot sl with
+// from its boot partition.
 func ImageBootFiles(image, sl string) (map[string][]byte, error) {
 	f, err := os.Open(image)
 	if err != nil {
@@ -519,13 +521,33 @@ func ImageBootFiles(image, sl string) (map[string][]byte, error) {
 	}
 	out := map[string][]byte{}
 	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
-		// A Raspberry Pi image: the slot's directory, no initramfs.
+		// A Raspberry Pi image: the slot's directory with its kernel,
+		// command line and device trees; no initramfs.
+		prefix := piboot.PrefixDir(sl)
 		for _, name := range []string{layout.KernelFile, layout.CmdlineFile} {
-			data, err := fs.ReadFile(bootFS, piboot.PrefixDir(sl)+name)
+			data, err := fs.ReadFile(bootFS, prefix+name)
 			if err != nil {
 				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
 			}
 			out[name] = data
+		}
+		for _, sub := range []string{"", layout.OverlaysDir} {
+			entries, err := fs.ReadDir(bootFS, path.Join(prefix, sub))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+			}
+			for _, e := range entries {
+				name := path.Join(sub, e.Name())
+				if !e.Type().IsRegular() || !layout.DeviceTreeFile(name) {
+					continue
+				}
+				if out[name], err = fs.ReadFile(bootFS, prefix+name); err != nil {
+					return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+				}
+			}
 		}
 		return out, nil
 	}

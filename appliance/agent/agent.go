@@ -209,7 +209,8 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+mgmt.PathReboot, a.power(true))
 	mux.HandleFunc("POST "+mgmt.PathPoweroff, a.power(false))
 	mux.HandleFunc("PUT "+mgmt.PathUpdateRoot, a.updateRoot)
-	mux.HandleFunc("PUT "+mgmt.PathUpdateBoot+"{file}", a.updateBoot)
+	// A device tree overlay's name has a directory: overlays/NAME.dtbo.
+	mux.HandleFunc("PUT "+mgmt.PathUpdateBoot+"{file...}", a.updateBoot)
 	mux.HandleFunc("GET "+mgmt.PathBootFiles, a.bootFiles)
 	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)

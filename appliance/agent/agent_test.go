@@ -466,6 +466,18 @@ func TestUpdateRoot(t *testing.T) {
 	if got := e.partition(slot.B); !bytes.Equal(got[:len(img)], img) {
 		t.Error("slot b does not hold the image")
 	}
+	// A name with a directory reaches the updater whole; this one, an
+	// overlay, is refused by an appliance without a Pi firmware.
+	ov := []byte("overlay")
+	_, err = c.UpdateBoot(ctx, []mgmt.BootFile{{Name: "overlays/x.dtbo", Body: bytes.NewReader(ov), Size: int64(len(ov)), SHA256: hashHex(ov)}}, nil)
+	if !errors.Is(err, mgmt.ErrNotFound) || !strings.Contains(err.Error(), `"overlays/x.dtbo"`) {
+		t.Errorf("UpdateBoot(overlays/x.dtbo) = %v, want the updater's refusal naming it", err)
+	}
+	for _, bad := range []string{"../x.dtb", "overlays//x.dtbo", "/abs", "a?b"} {
+		if _, err := c.UpdateBoot(ctx, []mgmt.BootFile{{Name: bad, Body: bytes.NewReader(ov), Size: int64(len(ov)), SHA256: hashHex(ov)}}, nil); err == nil || !strings.Contains(err.Error(), "not valid") {
+			t.Errorf("UpdateBoot(%q) = %v, want the client to refuse the name", bad, err)
+		}
+	}
 	s, err := c.Commit(ctx)
 	if err != nil {
 		t.Fatal(err)

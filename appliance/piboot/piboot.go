@@ -1,9 +1,11 @@
 // Package piboot switches root slots on a Raspberry Pi, whose boot loader
 // is the firmware on the FAT boot partition rather than ingot's host-side
 // loader. Each slot has its own directory on the boot partition (PrefixDir)
-// with its kernel and its cmdline.txt, which names the slot's root
-// partition; config.txt selects one with its kernel= and cmdline= lines.
-// Device trees and overlays are shared by both slots.
+// with its kernel, its cmdline.txt, which names the slot's root partition,
+// and the device trees and overlays of its kernel (with overlays/README,
+// without which the firmware would read a shared overlays directory);
+// config.txt selects one with its os_prefix= line. Only the firmware
+// itself (bootcode.bin, start*.elf, fixup*.dat) and config.txt are shared.
 //
 // A trial boots through the firmware's one-shot tryboot flag: the agent
 // writes tryboot.txt, a copy of config.txt selecting the trial slot, and
@@ -39,7 +41,7 @@ const RebootArg = "0 tryboot"
 
 // slotLines are the config.txt settings that select the slot; the slot
 // letter follows "slot-" in their values.
-var slotLines = []string{"kernel=slot-%s/vmlinuz", "cmdline=slot-%s/cmdline.txt"}
+var slotLines = []string{"os_prefix=slot-%s/"}
 
 // maxConfigBytes keeps config.txt within one sector, so that rewriting it
 // in place is atomic.
@@ -104,7 +106,7 @@ func slotOffsets(config []byte) ([]int, string, error) {
 					return nil, "", fmt.Errorf("piboot: %s: %q is not %q for slot a or b", ConfigFile, text, fmt.Sprintf(pattern, "X"))
 				}
 				if slot != "" && s != slot {
-					return nil, "", fmt.Errorf("piboot: %s: the kernel and cmdline lines name different slots", ConfigFile)
+					return nil, "", fmt.Errorf("piboot: %s: the slot lines name different slots", ConfigFile)
 				}
 				slot = s
 				found = off + strings.Index(text, "slot-") + len("slot-")

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-const config = "# ingot\narm_64bit=1\nkernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\nenable_uart=1\n"
+const config = "# ingot\narm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\nenable_uart=1\n"
 
 func TestSetPrefix(t *testing.T) {
 	got, err := SetPrefix([]byte(config), "b")
@@ -22,11 +22,11 @@ func TestSetPrefix(t *testing.T) {
 		t.Errorf("Prefix = %q, %v, want b", s, err)
 	}
 	for _, tc := range []struct{ name, config, slot, want string }{
-		{"no line", "arm_64bit=1\n", "b", "no kernel= line"},
-		{"no cmdline line", "kernel=slot-a/vmlinuz\n", "b", "no cmdline= line"},
-		{"two lines", config + "kernel=slot-b/vmlinuz\n", "b", "more than one kernel= line"},
-		{"foreign kernel", "kernel=vmlinuz\ncmdline=slot-a/cmdline.txt\n", "b", `"kernel=vmlinuz" is not`},
-		{"mixed slots", "kernel=slot-a/vmlinuz\ncmdline=slot-b/cmdline.txt\n", "b", "different slots"},
+		{"no line", "arm_64bit=1\n", "b", "no os_prefix= line"},
+		{"before os_prefix", "kernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\n", "b", "no os_prefix= line"},
+		{"two lines", config + "os_prefix=slot-b/\n", "b", "more than one os_prefix= line"},
+		{"foreign prefix", "os_prefix=recovery/\n", "b", `"os_prefix=recovery/" is not "os_prefix=slot-X/"`},
+		{"no slash", "os_prefix=slot-a\n", "b", `is not "os_prefix=slot-X/"`},
 		{"too long", config + strings.Repeat("#\n", 300), "b", "single sector"},
 		{"bad slot", config, "c", `slot "c" is not a or b`},
 	} {

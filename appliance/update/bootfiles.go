@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -50,14 +51,18 @@ func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body
 
 // stageBootFile is StageBootFile naming per-slot files for fw.
 func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
-	if !bootFiles[name] {
-		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json: %w", name, mgmt.ErrNotFound)
+	tree := layout.DeviceTreeFile(name)
+	switch {
+	case tree && fw == nil:
+		return Result{}, fmt.Errorf("update: boot file %q: a device tree, and this appliance's boot loader reads none (only a Raspberry Pi's firmware does): %w", name, mgmt.ErrNotFound)
+	case !tree && !bootFiles[name]:
+		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json or a device tree: %w", name, mgmt.ErrNotFound)
 	}
 	if !sl.Valid() {
 		return Result{}, fmt.Errorf("update: boot file %s: slot %q is not a or b", name, sl)
 	}
 	dest := name
-	if layout.PerSlot(name) {
+	if layout.PerSlot(name) || tree {
 		dest = slotBootFile(fw, name, sl)
 	}
 	want, err := ParseSHA256(wantSHA256)
@@ -200,20 +205,22 @@ func syncDir(dir string) error {
 // isBootFileName reports whether name is a boot file an update may write:
 // a shared one, or a slot's copy of a per-slot one, either as the
 // host-side loader names it ("vmlinuz.b") or in a slot directory
-// ("slot-b/vmlinuz", the Raspberry Pi's os_prefix).
+// ("slot-b/vmlinuz", "slot-b/overlays/NAME.dtbo": the Raspberry Pi's
+// os_prefix).
 func isBootFileName(name string) bool {
 	if bootFiles[name] {
 		return !layout.PerSlot(name)
 	}
 	if dir, base, ok := strings.Cut(name, "/"); ok {
-		return (dir == "slot-a" || dir == "slot-b") && layout.PerSlot(base)
+		return (dir == "slot-a" || dir == "slot-b") && (layout.PerSlot(base) || layout.DeviceTreeFile(base))
 	}
 	base, sl, ok := cutSlotSuffix(name)
 	return ok && layout.PerSlot(base) && slot.Name(sl).Valid()
 }
 
 // flatName and unflatName map a boot file path to a name in the
-// partition's root and back; '+' is in no boot file name.
+// partition's root and back; '+' is in no boot file name
+// (layout.DeviceTreeFile allows none).
 func flatName(name string) string   { return strings.ReplaceAll(name, "/", "+") }
 func unflatName(flat string) string { return strings.ReplaceAll(flat, "+", "/") }
 
@@ -227,13 +234,19 @@ func cutSlotSuffix(name string) (base, sl string, ok bool) {
 
 // BootFileHashes returns, for each slot of slots, the lowercase hex SHA-256 of the
 // kernel, initramfs and command line that slot boots with: its own copy,
-// or the shared file of an image written before slots had their own. A
-// file neither has is missing from the map. The update client sends only
-// the files whose hash differs from its new image's.
+// or the shared file of an image written before slots had their own; with
+// a firmware, also of the device trees in the slot's directory. A file
+// neither has is missing from the map. The update client sends only the
+// files whose hash differs from its new image's.
 func BootFileHashes(bootDir string, fw Firmware, slots ...slot.Name) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
 	for _, sl := range slots {
 		files := map[string]string{}
+		if fw != nil {
+			if err := deviceTreeHashes(bootDir, fw, sl, files); err != nil {
+				return nil, err
+			}
+		}
 		for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
 			sum, err := fileSHA256(filepath.Join(bootDir, filepath.FromSlash(slotBootFile(fw, name, sl))))
 			if errors.Is(err, os.ErrNotExist) {
@@ -263,4 +276,32 @@ func fileSHA256(path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// deviceTreeHashes adds the hashes of the device tree files in slot sl's
+// directory (that of its kernel, for fw) to files, keyed by their names
+// relative to it.
+func deviceTreeHashes(bootDir string, fw Firmware, sl slot.Name, files map[string]string) error {
+	dir := filepath.Join(bootDir, filepath.FromSlash(path.Dir(fw.BootFile(layout.KernelFile, sl))))
+	for _, sub := range []string{"", layout.OverlaysDir} {
+		entries, err := os.ReadDir(filepath.Join(dir, sub))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("update: boot file hashes: %w", err)
+		}
+		for _, e := range entries {
+			name := path.Join(sub, e.Name())
+			if !e.Type().IsRegular() || !layout.DeviceTreeFile(name) {
+				continue
+			}
+			sum, err := fileSHA256(filepath.Join(dir, filepath.FromSlash(name)))
+			if err != nil {
+				return fmt.Errorf("update: boot file hashes: %w", err)
+			}
+			files[name] = sum
+		}
+	}
+	return nil
 }

@@ -6,13 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/appliance/slot"
 )
 
-const piConfig = "arm_64bit=1\nkernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\n"
+const piConfig = "arm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\n"
 
 // TestRaspberryPiTrial runs an update through the Raspberry Pi firmware's
 // files: the trial goes to tryboot.txt, the kernel to slot b's os_prefix
@@ -35,6 +36,17 @@ func TestRaspberryPiTrial(t *testing.T) {
 		if _, err := m.WriteBootFile(ctx, "vmlinuz", bytes.NewReader(kernel), int64(len(kernel)), sum(kernel)); err != nil {
 			t.Fatal(err)
 		}
+		trees := map[string]string{"bcm2711-rpi-4-b.dtb": "pi4 tree v2", "overlays/vc4-kms-v3d.dtbo": "overlay v2", "overlays/README": "readme"}
+		for name, body := range trees {
+			if _, err := m.WriteBootFile(ctx, name, strings.NewReader(body), int64(len(body)), sum([]byte(body))); err != nil {
+				t.Fatalf("WriteBootFile(%s) = %v", name, err)
+			}
+		}
+		for _, bad := range []string{"overlays/../../x.dtbo", "../x.dtb", "overlays/sub/x.dtbo", "config.txt", "bootcode.bin"} {
+			if _, err := m.WriteBootFile(ctx, bad, strings.NewReader("x"), 1, sum([]byte("x"))); err == nil {
+				t.Errorf("WriteBootFile(%q) = nil, want an error", bad)
+			}
+		}
 		if arg := m.RebootArg(); arg != "" {
 			t.Errorf("RebootArg before commit = %q, want none", arg)
 		}
@@ -43,6 +55,18 @@ func TestRaspberryPiTrial(t *testing.T) {
 		}
 		if got, _ := os.ReadFile(filepath.Join(r.bootDir, "slot-b", "vmlinuz")); string(got) != "pi kernel v2" {
 			t.Errorf("slot-b/vmlinuz = %q, want the new kernel", got)
+		}
+		bf, err := m.BootFiles(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, body := range trees {
+			if got, _ := os.ReadFile(filepath.Join(r.bootDir, "slot-b", filepath.FromSlash(name))); string(got) != body {
+				t.Errorf("slot-b/%s = %q, want %q", name, got, body)
+			}
+			if h := bf.Slots["b"][name]; h != sum([]byte(body)) {
+				t.Errorf("BootFiles(b)[%s] = %q, want the hash of %q", name, h, body)
+			}
 		}
 		try, _ := os.ReadFile(filepath.Join(r.bootDir, piboot.TrybootFile))
 		if s, err := piboot.Prefix(try); err != nil || s != "b" {
@@ -96,5 +120,21 @@ func TestFirmwareBootUnstartedTrial(t *testing.T) {
 	st, _ := ReadState(r.bootDir)
 	if st.Trial != slot.B || st.TriesLeft != 1 || st.LastFailed != nil {
 		t.Errorf("slot.json = %+v, want the trial of b still pending", st)
+	}
+}
+
+// TestDeviceTreesNeedFirmware: an appliance booted by ingot's own loader
+// has no use for device trees and refuses them.
+func TestDeviceTreesNeedFirmware(t *testing.T) {
+	r := newRig(t, slot.Initial())
+	m := r.manager(t, slot.A)
+	img := image(100_000, 3)
+	if _, err := m.WriteRoot(context.Background(), bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("tree")
+	_, err := m.WriteBootFile(context.Background(), "bcm2711-rpi-4-b.dtb", bytes.NewReader(body), int64(len(body)), sum(body))
+	if err == nil || !strings.Contains(err.Error(), "reads none") {
+		t.Errorf("WriteBootFile(dtb) without firmware = %v, want a refusal", err)
 	}
 }

@@ -1,8 +1,11 @@
 // Package layout is the on-disk contract of an ingot image, shared by the
 // packer that writes it, the host-side boot loader and the guest that read
 // it: partition names, boot-partition file names, and the image info file.
-// It has no dependencies so the guest binary can use it cheaply.
+// It depends on the standard library only, so the guest binary can use it
+// cheaply.
 package layout
+
+import "strings"
 
 // Partition names in the GPT, in disk order.
 const (
@@ -27,6 +30,41 @@ const (
 // for its slot only, and a rollback boots the old slot with its old kernel.
 func PerSlot(name string) bool {
 	return name == KernelFile || name == InitrdFile || name == CmdlineFile
+}
+
+// OverlaysDir is the directory of device tree overlays in a Raspberry Pi
+// slot's directory, and OverlaysReadme the file whose presence makes the
+// firmware load overlays from the slot's directory instead of a shared one.
+const (
+	OverlaysDir    = "overlays"
+	OverlaysReadme = OverlaysDir + "/README"
+)
+
+// DeviceTreeFile reports whether name, relative to a Raspberry Pi slot's
+// directory, is one of the device tree files that slot boots with, which
+// belong to its kernel as much as the kernel itself: a device tree
+// ("bcm2711-rpi-4-b.dtb"), an overlay ("overlays/NAME.dtbo"), the
+// overlay map or OverlaysReadme. Names are restricted to letters, digits
+// and ".-_", so a name can never leave the slot's directory.
+func DeviceTreeFile(name string) bool {
+	if rest, ok := strings.CutPrefix(name, OverlaysDir+"/"); ok {
+		return name == OverlaysReadme || rest == "overlay_map.dtb" || plainName(rest) && strings.HasSuffix(rest, ".dtbo")
+	}
+	return plainName(name) && strings.HasSuffix(name, ".dtb")
+}
+
+// plainName reports whether s is a file name of letters, digits and
+// ".-_" that does not start with a dot.
+func plainName(s string) bool {
+	if s == "" || s[0] == '.' || len(s) > 255 {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // SlotBootFile is the name on the boot partition of slot's copy of the

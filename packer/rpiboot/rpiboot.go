@@ -2,8 +2,9 @@
 // firmware from github.com/gokrazy/firmware, the kernel and device trees
 // from github.com/gokrazy/kernel.rpi (both Go modules, fetched and
 // version-pinned through the Go module proxy like any module), and
-// config.txt and per-slot cmdline.txt files in the layout package piboot
-// switches at run time.
+// config.txt, in the layout package piboot switches at run time: each
+// root slot has a directory with its kernel, cmdline.txt, device trees
+// and overlays, which config.txt's os_prefix= line selects.
 //
 // The kernel starts ingot-init directly from the squashfs root (root=,
 // rootfstype=squashfs, init=/init): kernel.rpi has squashfs, ext4, vfat,
@@ -78,18 +79,26 @@ func Download(ctx context.Context, goCmd, modPath, version string) (Module, erro
 }
 
 // Config returns config.txt booting slot. It stays below the size
-// piboot rewrites atomically.
+// piboot rewrites atomically. os_prefix makes the firmware load the
+// kernel, the command line, the device tree and the overlays from the
+// slot's directory.
 func Config(name, slot string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ingot appliance %s: Raspberry Pi firmware configuration.\n", name)
-	b.WriteString("# The kernel= and cmdline= lines select the root slot; ingot rewrites them.\n")
+	b.WriteString("# The os_prefix= line selects the root slot; ingot rewrites it.\n")
 	b.WriteString("arm_64bit=1\n")
 	b.WriteString("enable_uart=1\n")
 	b.WriteString("disable_splash=1\n")
-	fmt.Fprintf(&b, "kernel=%svmlinuz\n", piboot.PrefixDir(slot))
-	fmt.Fprintf(&b, "cmdline=%scmdline.txt\n", piboot.PrefixDir(slot))
+	fmt.Fprintf(&b, "os_prefix=%s\n", piboot.PrefixDir(slot))
+	fmt.Fprintf(&b, "kernel=%s\n", layout.KernelFile)
+	fmt.Fprintf(&b, "cmdline=%s\n", layout.CmdlineFile)
 	return []byte(b.String())
 }
+
+// overlaysReadme marks a slot's overlays directory as the one to use (the
+// firmware falls back to a shared /overlays without it).
+const overlaysReadme = "Device tree overlays of this root slot's kernel, written by ingot.\n" +
+	"The firmware loads overlays from here because this file exists.\n"
 
 // CmdlineParams are the partitions a slot's command line names.
 type CmdlineParams struct {
@@ -118,9 +127,12 @@ func Cmdline(p CmdlineParams) string {
 	return strings.Join(words, " ") + "\n"
 }
 
-// Files lists the boot partition of a Pi image: the firmware, the device
-// trees and overlays, config.txt booting slot a, and for each slot its
-// kernel and command line (cmdline(slot)).
+// Files lists the boot partition of a Pi image: the firmware and
+// config.txt booting slot a, shared; and for each slot, in its os_prefix
+// directory, the kernel, the command line (cmdline(slot)), the device
+// trees and the overlays, which belong together: an update that brings a
+// new kernel brings its device trees, and a rollback boots the old kernel
+// with the old ones.
 func Files(name string, kernel, firmware Module, cmdline func(slot string) string) ([]fat.File, error) {
 	var files []fat.File
 	fw, err := matching(firmware.Dir, func(n string) bool {
@@ -144,41 +156,50 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 			return nil, err
 		}
 	}
-	dtbs, err := matching(kernel.Dir, func(n string) bool { return strings.HasSuffix(n, ".dtb") })
+	trees, err := DeviceTrees(kernel)
+	if err != nil {
+		return nil, err
+	}
+	vmlinuz := filepath.Join(kernel.Dir, layout.KernelFile)
+	for _, sl := range []string{"a", "b"} {
+		prefix := piboot.PrefixDir(sl)
+		if err := add(prefix+layout.KernelFile, vmlinuz); err != nil {
+			return nil, fmt.Errorf("%s@%s: %w", kernel.Path, kernel.Version, err)
+		}
+		files = append(files, fat.BytesFile(prefix+layout.CmdlineFile, []byte(cmdline(sl))))
+		for _, t := range trees {
+			if err := add(prefix+t, filepath.Join(kernel.Dir, filepath.FromSlash(t))); err != nil {
+				return nil, err
+			}
+		}
+		files = append(files, fat.BytesFile(prefix+layout.OverlaysReadme, []byte(overlaysReadme)))
+	}
+	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, "a")))
+	return files, nil
+}
+
+// DeviceTrees lists the device tree files of the kernel module that a
+// slot boots with (layout.DeviceTreeFile names, sorted): its *.dtb and
+// overlays/*.dtbo and overlays/overlay_map.dtb. Other files of the module
+// are not for the firmware.
+func DeviceTrees(kernel Module) ([]string, error) {
+	dtbs, err := matching(kernel.Dir, func(n string) bool { return layout.DeviceTreeFile(n) })
 	if err != nil {
 		return nil, err
 	}
 	if len(dtbs) == 0 {
 		return nil, fmt.Errorf("rpiboot: %s@%s: no device trees (*.dtb) in %s", kernel.Path, kernel.Version, kernel.Dir)
 	}
-	for _, n := range dtbs {
-		if err := add(n, filepath.Join(kernel.Dir, n)); err != nil {
-			return nil, err
-		}
-	}
-	overlays := filepath.Join(kernel.Dir, "overlays")
-	err = filepath.WalkDir(overlays, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, err := filepath.Rel(kernel.Dir, p)
-		if err != nil {
-			return err
-		}
-		return add(filepath.ToSlash(rel), p)
+	overlays, err := matching(filepath.Join(kernel.Dir, layout.OverlaysDir), func(n string) bool {
+		return n != "README" && layout.DeviceTreeFile(layout.OverlaysDir+"/"+n)
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rpiboot: overlays: %w", err)
 	}
-	vmlinuz := filepath.Join(kernel.Dir, "vmlinuz")
-	for _, sl := range []string{"a", "b"} {
-		if err := add(piboot.PrefixDir(sl)+layout.KernelFile, vmlinuz); err != nil {
-			return nil, fmt.Errorf("%s@%s: %w", kernel.Path, kernel.Version, err)
-		}
-		files = append(files, fat.BytesFile(piboot.PrefixDir(sl)+layout.CmdlineFile, []byte(cmdline(sl))))
+	for _, n := range overlays {
+		dtbs = append(dtbs, layout.OverlaysDir+"/"+n)
 	}
-	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, "a")))
-	return files, nil
+	return dtbs, nil
 }
 
 // matching lists the regular files directly in dir whose names pass keep,
