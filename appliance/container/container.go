@@ -23,7 +23,9 @@
 //     process group, and exits with the program's status (128+N when a
 //     signal N ended it) as soon as the program exits, which makes the
 //     kernel kill whatever else is left in the pid namespace.
-//  2. the exec stage, on one locked OS thread: drops the capability
+//  2. the exec stage, on one locked OS thread: enters a new cgroup
+//     namespace rooted at the service's cgroup and mounts it on
+//     /sys/fs/cgroup (read-only unless privileged), drops the capability
 //     bounding set to Docker's default (unless privileged), clears
 //     inheritable and ambient capabilities, sets no_new_privs, switches to
 //     the image user and groups, changes to the working directory and
@@ -50,7 +52,11 @@
 //
 // The image root is bind-mounted onto itself (in the private mount
 // namespace nothing needs a staging directory) and made read-only and
-// nodev; then, in this order: /proc (new, for the pid namespace); /dev, a
+// nodev; then, in this order: /proc (new, for the pid namespace) and a
+// read-only /sys, in both of which what reaches beyond the container is
+// read-only (/proc/sys, /proc/sysrq-trigger, /proc/irq, /proc/bus,
+// /proc/fs) or masked (/proc/kcore, /proc/keys, /proc/timer_list,
+// /sys/firmware and the rest of runc's list) unless privileged; /dev, a
 // tmpfs with null, zero, full, random, urandom and tty, the /dev/fd,
 // stdin, stdout, stderr and ptmx links, a private devpts instance on
 // /dev/pts and a tmpfs on /dev/shm; tmpfs on /tmp and /run; the volumes

@@ -263,6 +263,17 @@ echo resolv=$(cat /etc/resolv.conf)
 echo resolvwrite=$( (echo x >> /etc/resolv.conf) 2>&1 && echo ok)
 echo hosts=$(grep -c -e '^127.0.0.1	localhost$' -e '^127.0.1.1	webhost$' /etc/hosts)
 echo etchostname=$(cat /etc/hostname)
+echo sysrq=$( (echo h > /proc/sysrq-trigger) 2>&1 && echo ok)
+echo sysctl=$( (echo ingot > /proc/sys/kernel/domainname) 2>&1 && echo ok)
+echo timerlist=$(head -c 1 /proc/timer_list 2>/dev/null | wc -c)
+echo keys=$(cat /proc/keys | wc -c)
+echo procsysro=$(grep -c '^proc /proc/sys proc ro,' /proc/mounts)
+echo firmware=$(ls -A /sys/firmware | wc -l)
+echo syswrite=$(touch /sys/kernel/x 2>&1 && echo ok)
+echo sysmounted=$(ls -d /sys/kernel 2>&1)
+echo cgroupns=$(grep '^0::' /proc/self/cgroup)
+echo cgroupfs=$(grep -c '^cgroup2 /sys/fs/cgroup cgroup2 ro,' /proc/mounts)
+echo cgroupwrite=$(touch /sys/fs/cgroup/x 2>&1 && echo ok)
 echo mknod=$(busybox mknod /tmp/sda b 8 0 2>&1 && head -c 1 /tmp/sda 2>/dev/null | wc -c)
 `
 
@@ -287,6 +298,11 @@ func TestContainerRoot(t *testing.T) {
 		t.Fatalf("exit status %d, want 0; stderr:\n%s\nstdout:\n%s", r.code, r.stderr, r.stdout)
 	}
 	const rofs = "Read-only file system"
+	// A kernel without CONFIG_MAGIC_SYSRQ has no trigger to protect.
+	sysrqWant := rofs
+	if _, err := os.Stat("/proc/sysrq-trigger"); errors.Is(err, os.ErrNotExist) {
+		sysrqWant = "nonexistent"
+	}
 	for _, tc := range []struct {
 		key, want string
 		contains  bool
@@ -327,6 +343,19 @@ func TestContainerRoot(t *testing.T) {
 		{key: "resolvwrite", want: rofs, contains: true},
 		{key: "hosts", want: "2"},
 		{key: "etchostname", want: "webhost"},
+		// What reaches beyond the container is read-only or masked.
+		{key: "sysrq", want: sysrqWant, contains: true},
+		{key: "sysctl", want: rofs, contains: true},
+		{key: "timerlist", want: "0"},
+		{key: "keys", want: "0"},
+		{key: "procsysro", want: "1"},
+		{key: "firmware", want: "0"},
+		{key: "syswrite", want: rofs, contains: true},
+		{key: "sysmounted", want: "/sys/kernel"},
+		// Its own cgroup is the root of its cgroup namespace.
+		{key: "cgroupns", want: "0::/"},
+		{key: "cgroupfs", want: "1"},
+		{key: "cgroupwrite", want: rofs, contains: true},
 		// The node can be made in /tmp (CAP_MKNOD) but not used: nodev.
 		{key: "mknod", want: "0"},
 	} {
@@ -541,7 +570,12 @@ func TestContainerUser(t *testing.T) {
 
 func TestContainerPrivileged(t *testing.T) {
 	e := newTestEnv(t)
-	c := testContainer(probeScript)
+	// Unprotected, the sysrq line would really reach the kernel.
+	script := strings.ReplaceAll(probeScript, "echo sysrq=$( (echo h > /proc/sysrq-trigger) 2>&1 && echo ok)\n", "")
+	if script == probeScript {
+		t.Fatal("probeScript's sysrq line changed; keep it out of the privileged run")
+	}
+	c := testContainer(script)
 	c.Privileged = true
 	r := e.run(t, c)
 	if r.code != 0 {
@@ -562,6 +596,13 @@ func TestContainerPrivileged(t *testing.T) {
 	}
 	if got := r.kv["nnp"]; got != "NoNewPrivs: 1" {
 		t.Errorf("privileged container nnp = %q, want NoNewPrivs 1", got)
+	}
+	// Nothing masked or read-only beyond the read-only /sys.
+	if got := r.kv["procsysro"]; got != "0" {
+		t.Errorf("privileged container: /proc/sys read-only mounts = %q, want none", got)
+	}
+	if got := r.kv["timerlist"]; got != "1" {
+		t.Errorf("privileged container read %q bytes of /proc/timer_list, want it unmasked", got)
 	}
 }
 

@@ -34,6 +34,11 @@ func runExec(service string) int {
 	if err != nil {
 		return report(service, fail("exec stage", fmt.Errorf("reading the plan: %w", err)))
 	}
+	if err := enterCgroupNamespace(p.Privileged); err != nil {
+		// The program runs anyway, seeing the appliance's cgroup paths
+		// and no /sys/fs/cgroup.
+		fmt.Fprintf(os.Stderr, "container: %s: note: %v\n", service, err)
+	}
 	if err := dropPrivileges(p); err != nil {
 		return report(service, err)
 	}
@@ -52,6 +57,31 @@ func runExec(service string) int {
 		code = ExitNotFound // e.g. the #! interpreter is missing
 	}
 	return report(service, &stepError{step: "exec", err: fmt.Errorf("%s: %w", prog, err), code: code})
+}
+
+// cgroupMount is where the container sees its cgroup.
+const cgroupMount = "/sys/fs/cgroup"
+
+// enterCgroupNamespace makes the service's cgroup (the launcher was started
+// in it) the root of the program's cgroup namespace and mounts that part
+// of the hierarchy on /sys/fs/cgroup, read-only unless privileged, as
+// Docker does on cgroup v2: the program reads its own memory.max and
+// cpu.max there (runtimes size heaps and thread pools by them) and sees
+// nothing of the appliance's other groups. It runs on the exec stage's
+// locked thread: a cgroup namespace belongs to a thread, and the mount
+// takes its root from the caller's.
+func enterCgroupNamespace(privileged bool) error {
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("cgroup namespace: %w", err)
+	}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if !privileged {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount("cgroup2", cgroupMount, "cgroup2", flags, ""); err != nil {
+		return fmt.Errorf("mount cgroup2 on %s: %w", cgroupMount, err)
+	}
+	return nil
 }
 
 // dropPrivileges reduces the calling thread to what the program may

@@ -49,6 +49,8 @@ var devLinks = [][2]string{
 type rootBuilder struct {
 	root string
 	o    options
+	// privileged containers see /proc and /sys unmasked.
+	privileged bool
 	// shadows are tmpfs mounts over read-only image directories, made
 	// read-only again once every mount point exists.
 	shadows []string
@@ -69,7 +71,7 @@ func setupRoot(c *spec.Container, hostname, dir string, o options, warn func(str
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make mounts private", err)
 	}
-	b := &rootBuilder{root: filepath.Join(o.rootDir, c.Rootfs), o: o}
+	b := &rootBuilder{root: filepath.Join(o.rootDir, c.Rootfs), o: o, privileged: c.Privileged}
 	var st unix.Stat_t
 	if err := unix.Lstat(b.root, &st); err != nil {
 		return fail("rootfs", fmt.Errorf("%s: %w", b.root, err))
@@ -94,6 +96,7 @@ func setupRoot(c *spec.Container, hostname, dir string, o options, warn func(str
 
 	targets := []mountTarget{
 		{"/proc", (*rootBuilder).mountProc},
+		{"/sys", (*rootBuilder).mountSys},
 		{"/dev", (*rootBuilder).mountDev},
 		{"/tmp", tmpfsMount("mode=1777")},
 		{"/run", tmpfsMount("mode=755")},
@@ -309,13 +312,95 @@ func readlinkat(dirfd int, name string) (string, error) {
 	return string(buf[:n]), nil
 }
 
+// Parts of /proc and /sys that reach beyond the container, as Docker
+// (runc's default spec) treats them: a root with Docker's default
+// capabilities could otherwise reboot the appliance through
+// /proc/sysrq-trigger or change its sysctls, which only check file
+// permissions. Privileged containers see them as they are.
+var (
+	readOnlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+	maskedPaths   = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats",
+		"/sys/devices/virtual/powercap", "/sys/firmware",
+	}
+)
+
 func (b *rootBuilder) mountProc(host string) error {
 	// Mounted by PID 1 of the new pid namespace, so it shows only the
 	// container's processes.
 	if err := unix.Mount("proc", host, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fail("mount /proc", fmt.Errorf("%s: %w", host, err))
 	}
-	return nil
+	return b.restrict(host, "/proc")
+}
+
+// mountSys mounts a read-only sysfs (of the container's network namespace,
+// when it has its own). The cgroup hierarchy is mounted on its
+// /sys/fs/cgroup by the exec stage, in the container's cgroup namespace.
+func (b *rootBuilder) mountSys(host string) error {
+	if err := unix.Mount("sysfs", host, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail("mount /sys", fmt.Errorf("%s: %w", host, err))
+	}
+	return b.restrict(host, "/sys")
+}
+
+// restrict applies readOnlyPaths and maskedPaths under mount, the
+// container path whose host path is host: read-only binds of themselves,
+// and masks (the appliance's /dev/null over a file, an empty read-only
+// tmpfs over a directory). Paths the kernel does not have are skipped.
+func (b *rootBuilder) restrict(host, mount string) error {
+	if b.privileged {
+		return nil
+	}
+	const ro = unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	under := func(paths []string, f func(p, h string, st *unix.Stat_t) error) error {
+		for _, p := range paths {
+			rel, ok := strings.CutPrefix(p, mount+"/")
+			if !ok {
+				continue
+			}
+			h := filepath.Join(host, rel)
+			var st unix.Stat_t
+			if err := unix.Lstat(h, &st); errors.Is(err, unix.ENOENT) {
+				continue
+			} else if err != nil {
+				return fail("restrict "+p, err)
+			}
+			if err := f(p, h, &st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := under(readOnlyPaths, func(p, h string, _ *unix.Stat_t) error {
+		if err := unix.Mount(h, h, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fail("read-only "+p, err)
+		}
+		if err := unix.Mount("", h, "", ro, ""); err != nil {
+			return fail("read-only "+p, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return under(maskedPaths, func(p, h string, st *unix.Stat_t) error {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := unix.Mount("tmpfs", h, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=555"); err != nil {
+				return fail("mask "+p, err)
+			}
+			return nil
+		}
+		null := filepath.Join(b.o.hostDev, "null")
+		if err := unix.Mount(null, h, "", unix.MS_BIND, ""); err != nil {
+			return fail("mask "+p, fmt.Errorf("bind %s: %w", null, err))
+		}
+		if err := unix.Mount("", h, "", ro, ""); err != nil {
+			return fail("mask "+p, err)
+		}
+		return nil
+	})
 }
 
 func (b *rootBuilder) mountDev(host string) error {
