@@ -32,6 +32,7 @@ if [ -e /etc/removed.txt ]; then echo "whiteout=ignored"; else echo "whiteout=ap
 echo "cgself=$(cat /proc/self/cgroup)"
 echo "cgmax=$(cat /sys/fs/cgroup/memory.max)"
 echo "sysrqro=$(grep -c '^proc /proc/sysrq-trigger proc ro,' /proc/mounts)"
+echo "seccomp=$(grep -c '^Seccomp:.2$' /proc/self/status)"
 date >> /data/starts
 echo "starts=$(wc -l < /data/starts)"
 if [ ! -e /data/oom-tried ]; then
@@ -158,7 +159,7 @@ services:
 	lines := waitServiceLog(t, c, "box", func(l []string) bool { return count(l, "ready") >= 1 && count(l, "start") >= 2 }, 4*time.Minute)
 	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2", "dns=nameserver 10.0.2.3", "etchostname=box",
 		// Its cgroup namespace: its own group is "/", with its limit.
-		"cgself=0::/", "cgmax=50331648", "sysrqro=1"} {
+		"cgself=0::/", "cgmax=50331648", "sysrqro=1", "seccomp=1"} {
 		if count(lines, want) == 0 {
 			t.Errorf("container log lacks %q:\n%s", want, strings.Join(lines, "\n"))
 		}

@@ -28,7 +28,8 @@
 //     /sys/fs/cgroup (read-only unless privileged), drops the capability
 //     bounding set to Docker's default (unless privileged), clears
 //     inheritable and ambient capabilities, sets no_new_privs, switches to
-//     the image user and groups, changes to the working directory and
+//     the image user and groups, changes to the working directory, loads
+//     the seccomp filter (unless privileged; see deniedSyscalls) and
 //     execve's the entrypoint, whose parent is PID 1.
 //
 // Why the launcher stays as PID 1 instead of exec'ing the program there

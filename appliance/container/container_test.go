@@ -105,7 +105,7 @@ func newTestEnv(t *testing.T, dirs ...string) *testEnv {
 	if err := os.WriteFile(filepath.Join(e.rootfs, "bin/busybox"), bb, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "cat", "echo", "id", "hostname", "touch", "ls", "grep", "sleep", "stat", "head", "wc", "pwd", "mkdir", "readlink", "tr", "cut", "true"} {
+	for _, applet := range []string{"sh", "cat", "echo", "id", "hostname", "touch", "ls", "grep", "sleep", "stat", "head", "wc", "pwd", "mkdir", "readlink", "tr", "cut", "true", "unshare"} {
 		if err := os.Symlink("busybox", filepath.Join(e.rootfs, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}
@@ -274,6 +274,8 @@ echo sysmounted=$(ls -d /sys/kernel 2>&1)
 echo cgroupns=$(grep '^0::' /proc/self/cgroup)
 echo cgroupfs=$(grep -c '^cgroup2 /sys/fs/cgroup cgroup2 ro,' /proc/mounts)
 echo cgroupwrite=$(touch /sys/fs/cgroup/x 2>&1 && echo ok)
+echo seccomp=$(grep '^Seccomp:' /proc/self/status | tr -d ' \t')
+echo userns=$(unshare -U true 2>&1 && echo ok)
 echo mknod=$(busybox mknod /tmp/sda b 8 0 2>&1 && head -c 1 /tmp/sda 2>/dev/null | wc -c)
 `
 
@@ -356,6 +358,10 @@ func TestContainerRoot(t *testing.T) {
 		{key: "cgroupns", want: "0::/"},
 		{key: "cgroupfs", want: "1"},
 		{key: "cgroupwrite", want: rofs, contains: true},
+		// The seccomp filter: a user namespace needs no capability, so
+		// only the filter stops it.
+		{key: "seccomp", want: "Seccomp:2"},
+		{key: "userns", want: "Operation not permitted", contains: true},
 		// The node can be made in /tmp (CAP_MKNOD) but not used: nodev.
 		{key: "mknod", want: "0"},
 	} {
@@ -596,6 +602,9 @@ func TestContainerPrivileged(t *testing.T) {
 	}
 	if got := r.kv["nnp"]; got != "NoNewPrivs: 1" {
 		t.Errorf("privileged container nnp = %q, want NoNewPrivs 1", got)
+	}
+	if got := r.kv["seccomp"]; got != "Seccomp:0" {
+		t.Errorf("privileged container %s, want no seccomp filter", got)
 	}
 	// Nothing masked or read-only beyond the read-only /sys.
 	if got := r.kv["procsysro"]; got != "0" {

@@ -51,6 +51,12 @@ func runExec(service string) int {
 	}
 	// Docker's umask; init's would leak into the container otherwise.
 	unix.Umask(0o022)
+	if !p.Privileged {
+		// Last: nothing below but execve needs a syscall.
+		if err := installSeccomp(); err != nil {
+			return report(service, fail("seccomp", err))
+		}
+	}
 	err = unix.Exec(prog, p.Argv, p.Env)
 	code := ExitCannotExec
 	if errors.Is(err, unix.ENOENT) {
