@@ -345,6 +345,25 @@ func (c *Client) Logs(ctx context.Context, service string, n int, follow bool) (
 	return &LogStream{body: resp.Body, dec: json.NewDecoder(resp.Body)}, nil
 }
 
+// DiskLogs opens the log of service as the appliance keeps it on its perm
+// partition: the last n lines (n < 0: all) across boots, including the
+// boots before this one, such as a failed trial's. It ends after them.
+func (c *Client) DiskLogs(ctx context.Context, service string, n int) (*LogStream, error) {
+	q := url.Values{ParamService: {service}, ParamSource: {SourceDisk}}
+	if n >= 0 {
+		q.Set(ParamLines, strconv.Itoa(n))
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, PathLogs+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	return &LogStream{body: resp.Body, dec: json.NewDecoder(resp.Body)}, nil
+}
+
 // progressReader reports the bytes read so far after every read.
 type progressReader struct {
 	r        io.Reader

@@ -12,7 +12,8 @@
 // Endpoints:
 //
 //	GET  /v1/status                          Status
-//	GET  /v1/logs?service=S&n=N&follow=1     NDJSON stream of LogLine
+//	GET  /v1/logs?service=S&n=N&follow=1     NDJSON stream of LogLine (this boot's, from memory)
+//	GET  /v1/logs?service=S&n=N&source=disk  NDJSON stream of LogLine kept on perm across boots
 //	POST /v1/services/{name}/start|stop|restart   ServiceStatus
 //	POST /v1/reboot, /v1/poweroff            202, Accepted; the machine goes down after the reply
 //	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch;
@@ -58,6 +59,9 @@ const (
 	ParamLines = "n"
 	// ParamFollow, set to 1, keeps the stream open and sends new lines.
 	ParamFollow = "follow"
+	// ParamSource, set to SourceDisk, reads the log kept on the perm
+	// partition across boots instead of this boot's memory.
+	ParamSource = "source"
 	// ParamSlot of PathBootFiles limits the answer to one slot.
 	ParamSlot = "slot"
 )
@@ -237,6 +241,9 @@ const (
 	// reader missed lines.
 	StreamSystem = "system"
 )
+
+// SourceDisk is the ParamSource value for the logs kept on perm.
+const SourceDisk = "disk"
 
 // LogLine is one line of a log stream; GET /v1/logs sends one JSON object
 // per line (NDJSON).

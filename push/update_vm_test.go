@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -385,8 +386,38 @@ func TestVMUpdate(t *testing.T) {
 		if n := strings.Count(console.String(), cmdlineMark); n <= marksBefore {
 			t.Errorf("console shows %d boots with %s, %d before the failed trial: the fallback to b did not boot b's command line", n, cmdlineMark, marksBefore)
 		}
+		// Why the trial failed is in the failed boot's log, which only
+		// perm still has: this boot's memory does not.
+		const why = "flag provided but not defined: -no-such-flag"
+		if got := logTexts(t, func() (*mgmt.LogStream, error) { return c.DiskLogs(ctx, "hello", -1) }); !strings.Contains(got, why) {
+			t.Errorf("hello's log on disk lacks the trial's %q:\n%s", why, got)
+		}
+		if got := logTexts(t, func() (*mgmt.LogStream, error) { return c.Logs(ctx, "hello", -1, false) }); strings.Contains(got, why) {
+			t.Errorf("hello's log of this boot has the failed trial's %q:\n%s", why, got)
+		}
 		t.Logf("fell back to slot b in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
 	})
+}
+
+// logTexts reads a whole log stream into its texts, one per line.
+func logTexts(t *testing.T, open func() (*mgmt.LogStream, error)) string {
+	t.Helper()
+	s, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var b strings.Builder
+	for {
+		l, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			return b.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(l.Text + "\n")
+	}
 }
 
 // cmdlineMark is what the v2 image of TestVMUpdate adds to slot b's

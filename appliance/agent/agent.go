@@ -60,6 +60,14 @@ type Logs interface {
 	Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error)
 }
 
+// DiskLogs reads the logs kept on the perm partition across boots.
+type DiskLogs interface {
+	// DiskLogs returns the last n lines (n < 0: all) of the named log as
+	// kept on disk, oldest first. An unknown name is an error wrapping
+	// mgmt.ErrNotFound; no perm partition, one wrapping mgmt.ErrConflict.
+	DiskLogs(ctx context.Context, name string, n int) ([]mgmt.LogLine, error)
+}
+
 // Power shuts the appliance down. The agent calls it after the reply was
 // sent, so the methods may take the machine down at any time after they
 // return; they should return once the request was accepted.
@@ -94,8 +102,10 @@ type Deps struct {
 	Info       Info
 	Supervisor Supervisor
 	Logs       Logs
-	Power      Power
-	Updater    Updater
+	// DiskLogs may be nil (answers 501 to source=disk).
+	DiskLogs DiskLogs
+	Power    Power
+	Updater  Updater
 	// SBOM returns the image's SPDX document; nil answers 501.
 	SBOM func() ([]byte, error)
 }

@@ -94,6 +94,28 @@ func (r ringLogs) Logs(ctx context.Context, name string, n int, follow bool) (<-
 	return agent.RingLines(ctx, ring, n, follow), nil
 }
 
+// fileLogs serves agent.DiskLogs from <dir>/<name>.log for the names of
+// the rings.
+type fileLogs struct {
+	dir   string
+	rings ringLogs
+}
+
+func (f fileLogs) DiskLogs(ctx context.Context, name string, n int) ([]mgmt.LogLine, error) {
+	if _, ok := f.rings[name]; !ok {
+		return nil, fmt.Errorf("no log %q: %w", name, mgmt.ErrNotFound)
+	}
+	lines, err := logs.ReadFile(filepath.Join(f.dir, name+".log"), n)
+	if err != nil {
+		return nil, err
+	}
+	var out []mgmt.LogLine
+	for _, l := range lines {
+		out = append(out, agent.LogLine(l))
+	}
+	return out, nil
+}
+
 // fakePower records requests.
 type fakePower struct{ calls chan string }
 
@@ -131,6 +153,7 @@ type env struct {
 	info    *fakeInfo
 	power   *fakePower
 	rings   ringLogs
+	logDir  string
 	upd     *watchedUpdater
 	bootDir string
 	parts   map[slot.Name]string
@@ -145,6 +168,7 @@ func newEnv(t *testing.T) *env {
 		t: t, sup: &fakeSupervisor{}, info: &fakeInfo{}, power: &fakePower{calls: make(chan string, 4)},
 		rings:   ringLogs{"web": logs.NewRing(1 << 20), "init": logs.NewRing(1 << 20)},
 		bootDir: filepath.Join(dir, "boot"), parts: map[slot.Name]string{}, logged: &bytes.Buffer{},
+		logDir: filepath.Join(dir, "log"),
 	}
 	if err := os.Mkdir(e.bootDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -169,7 +193,11 @@ func newEnv(t *testing.T) *env {
 	e.upd = &watchedUpdater{Manager: m, done: make(chan error, 16)}
 	var logMu sync.Mutex
 	sbom := func() ([]byte, error) { return []byte(`{"spdxVersion":"SPDX-2.3"}`), nil }
-	a, err := agent.New(agent.Deps{Info: e.info, Supervisor: e.sup, Logs: e.rings, Power: e.power, Updater: e.upd, SBOM: sbom},
+	deps := agent.Deps{
+		Info: e.info, Supervisor: e.sup, Logs: e.rings, DiskLogs: fileLogs{e.logDir, e.rings},
+		Power: e.power, Updater: e.upd, SBOM: sbom,
+	}
+	a, err := agent.New(deps,
 		hashHex([]byte(token)),
 		agent.WithLogf(func(format string, args ...any) {
 			logMu.Lock()
@@ -423,6 +451,64 @@ func TestLogs(t *testing.T) {
 	ring.Append(time.Now(), logs.Stdout, "line 9")
 	if got := next(f2); got != "line 9" {
 		t.Errorf("follower 2 after follower 1 left = %q, want line 9", got)
+	}
+}
+
+// TestDiskLogs reads a log as kept on disk across boots: what a ring of
+// this boot does not have.
+func TestDiskLogs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.client(token)
+	if err := os.Mkdir(e.logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := logs.OpenFile(filepath.Join(e.logDir, "web.log"), logs.DefaultFileBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, text := range []string{"boot 1 line", "trial boot: health check failed", "boot 3 line"} {
+		f.Write(logs.Line{Time: t0.Add(time.Duration(i) * time.Minute), Stream: logs.Stderr, Text: text})
+	}
+	f.Close()
+	read := func(s *mgmt.LogStream) []mgmt.LogLine {
+		defer s.Close()
+		var out []mgmt.LogLine
+		for {
+			l, err := s.Next()
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, l)
+		}
+	}
+	s, err := c.DiskLogs(ctx, "web", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := read(s)
+	if len(got) != 3 || got[1].Text != "trial boot: health check failed" || got[1].Stream != mgmt.StreamStderr || !got[1].Time.Equal(t0.Add(time.Minute)) || got[2].Seq != 3 {
+		t.Errorf("DiskLogs(web) = %+v, want the three lines with their times and streams", got)
+	}
+	if s, err = c.DiskLogs(ctx, "web", 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(s); len(got) != 1 || got[0].Text != "boot 3 line" {
+		t.Errorf("DiskLogs(web, n=1) = %+v, want the last line", got)
+	}
+	if _, err := c.DiskLogs(ctx, "nope", -1); !errors.Is(err, mgmt.ErrNotFound) {
+		t.Errorf("DiskLogs(nope) = %v, want ErrNotFound", err)
+	}
+	// The ring of this boot is another thing.
+	if s, err = c.Logs(ctx, "web", -1, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(s); len(got) != 0 {
+		t.Errorf("Logs(web) from memory = %+v, want this boot's (none)", got)
 	}
 }
 

@@ -83,9 +83,36 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel() // stops the sender if the client went away
-	lines, err := a.deps.Logs.Logs(ctx, name, n, follow)
-	if err != nil {
-		a.fail(w, r, fmt.Errorf("logs %q: %w", name, err))
+	var lines <-chan mgmt.LogLine
+	switch src := q.Get(mgmt.ParamSource); src {
+	case "":
+		var err error
+		if lines, err = a.deps.Logs.Logs(ctx, name, n, follow); err != nil {
+			a.fail(w, r, fmt.Errorf("logs %q: %w", name, err))
+			return
+		}
+	case mgmt.SourceDisk:
+		if follow {
+			a.fail(w, r, fmt.Errorf("logs: %s=%s cannot be followed; follow this boot's log instead: %w", mgmt.ParamSource, src, mgmt.ErrInvalid))
+			return
+		}
+		if a.deps.DiskLogs == nil {
+			a.fail(w, r, unsupported("logs on disk"))
+			return
+		}
+		kept, err := a.deps.DiskLogs.DiskLogs(ctx, name, n)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("logs %q on disk: %w", name, err))
+			return
+		}
+		ch := make(chan mgmt.LogLine, len(kept))
+		for _, l := range kept {
+			ch <- l
+		}
+		close(ch)
+		lines = ch
+	default:
+		a.fail(w, r, fmt.Errorf("logs: %s=%q: want %q or nothing: %w", mgmt.ParamSource, src, mgmt.SourceDisk, mgmt.ErrInvalid))
 		return
 	}
 	w.Header().Set("Content-Type", mgmt.ContentTypeNDJSON)

@@ -1,9 +1,12 @@
 package logs
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultFileBytes is the size at which a log file is rotated.
@@ -119,4 +122,52 @@ func (f *File) Close() error {
 	err := f.f.Close()
 	f.f = nil
 	return err
+}
+
+// ReadFile returns the last n lines (n < 0: all) of the log file at path
+// and of its rotated predecessor path + ".1", oldest first, numbered from
+// 1 in that order: what a source logged across boots. A line that does not
+// parse (torn by a power cut) is returned whole as a System line without
+// a time. Missing files are empty.
+func ReadFile(path string, n int) ([]Line, error) {
+	var lines []Line
+	for _, p := range []string{path + ".1", path} {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("logs: %w", err)
+		}
+		for text := range strings.Lines(string(b)) {
+			lines = append(lines, parseLine(strings.TrimSuffix(text, "\n")))
+		}
+	}
+	if n >= 0 && len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i := range lines {
+		lines[i].Seq = uint64(i + 1)
+	}
+	return lines, nil
+}
+
+// parseLine reads a line as Format writes it.
+func parseLine(s string) Line {
+	const layout = "2006-01-02T15:04:05.000000Z"
+	raw := Line{Stream: System, Text: s}
+	if len(s) < len(layout)+1 || s[len(layout)] != ' ' {
+		return raw
+	}
+	t, err := time.Parse(layout, s[:len(layout)])
+	if err != nil {
+		return raw
+	}
+	stream, text, _ := strings.Cut(s[len(layout)+1:], " ")
+	for _, st := range []Stream{Stdout, Stderr, System} {
+		if stream == st.String() {
+			return Line{Time: t, Stream: st, Text: text}
+		}
+	}
+	return raw
 }

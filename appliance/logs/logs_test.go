@@ -289,3 +289,56 @@ func TestSinkReportsFileErrorOnce(t *testing.T) {
 		t.Errorf("ring has %d lines, want 3 despite the file error", s.Ring().Len())
 	}
 }
+
+func TestReadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "svc.log")
+	if lines, err := ReadFile(p, -1); err != nil || len(lines) != 0 {
+		t.Fatalf("ReadFile(missing) = %v, %v; want nothing", lines, err)
+	}
+	f, err := OpenFile(p, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 12; i++ {
+		st := []Stream{Stdout, Stderr, System}[i%3]
+		if err := f.Write(Line{Time: t0.Add(time.Duration(i) * time.Second), Stream: st, Text: fmt.Sprintf("line %02d with  spaces", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	// A write a power cut tore in half.
+	tf, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf.WriteString("2025-01-02T03:0")
+	tf.Close()
+	if _, err := os.Stat(p + ".1"); err != nil {
+		t.Fatalf("want a rotated file for the test: %v", err)
+	}
+	all, err := ReadFile(p, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := all[len(all)-1]
+	if last.Text != "2025-01-02T03:0" || last.Stream != System || !last.Time.IsZero() {
+		t.Errorf("torn line = %+v, want it whole as a system line without time", last)
+	}
+	all = all[:len(all)-1]
+	var first int
+	fmt.Sscanf(all[0].Text, "line %d", &first)
+	for i, l := range all {
+		n := first + i
+		want := Line{Seq: uint64(i + 1), Time: t0.Add(time.Duration(n) * time.Second), Stream: []Stream{Stdout, Stderr, System}[n%3], Text: fmt.Sprintf("line %02d with  spaces", n)}
+		if !l.Time.Equal(want.Time) || l.Stream != want.Stream || l.Text != want.Text || l.Seq != want.Seq {
+			t.Errorf("line %d = %+v, want %+v", i, l, want)
+		}
+	}
+	if all[len(all)-1].Text != "line 11 with  spaces" {
+		t.Errorf("last whole line %q, want line 11", all[len(all)-1].Text)
+	}
+	tail, err := ReadFile(p, 2)
+	if err != nil || len(tail) != 2 || tail[0].Text != "line 11 with  spaces" || tail[0].Seq != 1 {
+		t.Errorf("ReadFile(n=2) = %+v, %v; want line 11 and the torn line", tail, err)
+	}
+}

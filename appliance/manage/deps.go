@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 
 	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/supervise"
 	"github.com/ingotdev/ingot/mgmt"
@@ -113,6 +115,28 @@ func (l logsAdapter) Logs(ctx context.Context, name string, n int, follow bool) 
 		return nil, fmt.Errorf("logs: no service %q (init's own log is %q): %w", name, stage1.InitLogName, mgmt.ErrNotFound)
 	}
 	return agent.RingLines(ctx, ring, n, follow), nil
+}
+
+// diskLogs serves agent.DiskLogs from the log files on perm.
+type diskLogs struct{ sys *stage1.System }
+
+func (d diskLogs) DiskLogs(ctx context.Context, name string, n int) ([]mgmt.LogLine, error) {
+	// Only names the System knows: the name becomes part of a path.
+	if _, ok := d.sys.Logs(name); !ok {
+		return nil, fmt.Errorf("no service %q (init's own log is %q): %w", name, stage1.InitLogName, mgmt.ErrNotFound)
+	}
+	if perm := d.sys.Status().Perm; !perm.Mounted {
+		return nil, fmt.Errorf("no perm partition mounted (%s), so nothing is kept: %w", perm.Error, mgmt.ErrConflict)
+	}
+	lines, err := logs.ReadFile(filepath.Join(stage1.LogDir, name+".log"), n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]mgmt.LogLine, len(lines))
+	for i, l := range lines {
+		out[i] = agent.LogLine(l)
+	}
+	return out, nil
 }
 
 // power serves agent.Power through stage1's orderly shutdown.

@@ -163,11 +163,12 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 	}
 
 	deps := agent.Deps{
-		Info:    info{sys: sys, updatesErr: errString(updatesErr), firmwareTrial: boot.Trial},
-		Logs:    logsAdapter{sys},
-		Power:   power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }},
-		Updater: updater,
-		SBOM:    func() ([]byte, error) { return os.ReadFile(spec.SBOMPath) },
+		Info:     info{sys: sys, updatesErr: errString(updatesErr), firmwareTrial: boot.Trial},
+		Logs:     logsAdapter{sys},
+		DiskLogs: diskLogs{sys},
+		Power:    power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }},
+		Updater:  updater,
+		SBOM:     func() ([]byte, error) { return os.ReadFile(spec.SBOMPath) },
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}

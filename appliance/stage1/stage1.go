@@ -62,6 +62,10 @@ import (
 // symlinks to ResolvConfPath and HostsPath.
 const (
 	PermDir        = "/perm"
+	// LogDir keeps each service's log, and init's, across boots
+	// (<name>.log and its rotated <name>.log.1); the supervisor writes
+	// there under its perm directory.
+	LogDir = PermDir + "/log"
 	ResolvConfPath = "/run/resolv.conf"
 	HostsPath      = "/run/hosts"
 )
@@ -350,12 +354,11 @@ func (s *System) setupPerm() {
 	}
 	st.Mounted = true
 	s.Printf("perm: %s mounted on %s", part.Device, PermDir)
-	logDir := PermDir + "/log"
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	if err := os.MkdirAll(LogDir, 0o755); err != nil {
 		s.warnf("perm: %v", err)
 		return
 	}
-	f, err := logs.OpenFile(logDir+"/"+InitLogName+".log", logs.DefaultFileBytes)
+	f, err := logs.OpenFile(LogDir+"/"+InitLogName+".log", logs.DefaultFileBytes)
 	if err != nil {
 		s.warnf("perm: %v", err)
 		return

@@ -13,9 +13,10 @@ import (
 const logTimeLayout = "2006-01-02 15:04:05.000"
 
 func runLogs(ctx context.Context, stdout, stderr io.Writer, args []string) error {
-	fs := newFlagSet("logs", mgmtTargetUsage+" [-f] [-n N] SERVICE", stderr)
+	fs := newFlagSet("logs", mgmtTargetUsage+" [-f | -disk] [-n N] SERVICE", stderr)
 	mf := addMgmtFlags(fs)
 	follow := fs.Bool("f", false, "keep printing new lines until interrupted")
+	disk := fs.Bool("disk", false, "print the log kept on the perm partition across boots (earlier boots too, such as a failed trial's) instead of this boot's")
 	n := fs.Int("n", -1, "print the last N lines (-1: all the appliance holds)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -29,15 +30,18 @@ func runLogs(ctx context.Context, stdout, stderr io.Writer, args []string) error
 		if fs.NArg() != 0 {
 			return usageError{"want exactly one SERVICE (\"init\" is ingot-init's own log)"}
 		}
-		return streamLogs(ctx, stdout, mf, service, *n, *follow)
+		return streamLogs(ctx, stdout, mf, service, *n, *follow, *disk)
 	}
 	if fs.NArg() != 1 {
 		return usageError{"want exactly one SERVICE (\"init\" is ingot-init's own log)"}
 	}
-	return streamLogs(ctx, stdout, mf, fs.Arg(0), *n, *follow)
+	return streamLogs(ctx, stdout, mf, fs.Arg(0), *n, *follow, *disk)
 }
 
-func streamLogs(ctx context.Context, stdout io.Writer, mf *mgmtFlags, service string, n int, follow bool) error {
+func streamLogs(ctx context.Context, stdout io.Writer, mf *mgmtFlags, service string, n int, follow, disk bool) error {
+	if follow && disk {
+		return usageError{"-f and -disk do not go together: the log on disk is read once; follow this boot's"}
+	}
 	c, err := mf.client()
 	if err != nil {
 		return err
@@ -48,7 +52,12 @@ func streamLogs(ctx context.Context, stdout io.Writer, mf *mgmtFlags, service st
 		ctx, cancel = mf.withTimeout(ctx)
 		defer cancel()
 	}
-	s, err := c.Logs(ctx, service, n, follow)
+	var s *mgmt.LogStream
+	if disk {
+		s, err = c.DiskLogs(ctx, service, n)
+	} else {
+		s, err = c.Logs(ctx, service, n, follow)
+	}
 	if err != nil {
 		return err
 	}
