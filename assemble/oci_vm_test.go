@@ -1,9 +1,12 @@
 package assemble
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,7 +64,8 @@ var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch
 // whites out a file and adds the entrypoint), served by an in-process
 // registry, boots it and checks through the agent's logs that the
 // container has its own hostname and PID namespace, its env and user, a
-// read-only root, the appliance's resolver configuration, a volume that
+// read-only root, the appliance's resolver configuration, its cgroup
+// namespace and limit, /proc protections and seccomp, a volume that
 // persists across a reboot, and that going over its memory limit gets it
 // OOM-killed and restarted.
 func TestVMContainer(t *testing.T) {
@@ -72,6 +76,36 @@ func TestVMContainer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("busybox-static (scripts/setup.sh installs it): %v", err)
 	}
+	testVMContainer(t, config.TargetVMAmd64, "amd64", busybox)
+}
+
+// TestVMContainerARM64 is TestVMContainer on vm-arm64 under
+// qemu-system-aarch64, with Debian's arm64 busybox-static: the launcher,
+// its seccomp filter (the arm64 syscall table and audit arch) and the
+// cgroup and namespace setup on the other architecture.
+func TestVMContainerARM64(t *testing.T) {
+	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
+		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` (make test sets it)")
+	}
+	deb := os.Getenv("INGOT_BUSYBOX_DEB_ARM64")
+	if deb == "" {
+		t.Fatal("INGOT_BUSYBOX_DEB_ARM64 is not set: run `make setup` (scripts/fetch-deb.sh busybox-static arm64; make test sets it)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x %s: %v\n%s", deb, err, out)
+	}
+	busybox, err := os.ReadFile(filepath.Join(dir, "bin/busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := elf.NewFile(bytes.NewReader(busybox)); err != nil || f.Machine != elf.EM_AARCH64 {
+		t.Fatalf("%s: bin/busybox is not an arm64 ELF (%v)", deb, err)
+	}
+	testVMContainer(t, config.TargetVMArm64, "arm64", busybox)
+}
+
+func testVMContainer(t *testing.T, target config.Target, arch string, busybox []byte) {
 	base := []ocitest.Entry{
 		{Name: "bin/busybox", Body: busybox, Mode: 0o755},
 		ocitest.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
@@ -91,7 +125,7 @@ func TestVMContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := ocitest.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, v1.Config{
+	img, err := ocitest.Image(v1.Platform{OS: "linux", Architecture: arch}, v1.Config{
 		Entrypoint: []string{"/app/run.sh"}, User: "app", WorkingDir: "/",
 		Env: []string{"PATH=/bin", "GREETING=from the image"},
 	}, l1, l2)
@@ -126,7 +160,7 @@ services:
 		t.Fatal(err)
 	}
 	image := filepath.Join(dir, "boxapp.img")
-	if _, err := Image(t.Context(), cfg, config.TargetVMAmd64, image, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
+	if _, err := Image(t.Context(), cfg, target, image, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
 		t.Fatal(err)
 	}
 

@@ -27,3 +27,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 scripts/fetch-kernel.sh amd64
 scripts/fetch-kernel.sh arm64
+scripts/fetch-deb.sh busybox-static arm64

@@ -258,8 +258,14 @@ func TestContainerService(t *testing.T) {
 			t.Errorf("container log %q = %q, want %q", tc.prefix, got, tc.want)
 		}
 	}
-	if got := logLine(t, s, "box", "cgroup "); !strings.HasSuffix(got, "/"+cgroup.Subtree+"/box") {
-		t.Errorf("container's cgroup = %q, want the service's group", got)
+	// Inside, its group is the root of its cgroup namespace; outside, the
+	// launcher is in the service's group.
+	if got := logLine(t, s, "box", "cgroup "); got != "0::/" {
+		t.Errorf("container's cgroup = %q, want 0::/ (its own cgroup namespace)", got)
+	}
+	pid := status(t, s, "box").PID
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err != nil || !strings.Contains(string(b), "/"+cgroup.Subtree+"/box\n") {
+		t.Errorf("launcher %d's cgroup = %q, %v; want the service's group", pid, b, err)
 	}
 	ctx := t.Context()
 	if err := s.Stop(ctx, "box"); err != nil {
