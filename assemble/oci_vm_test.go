@@ -145,13 +145,14 @@ func testVMContainer(t *testing.T, target config.Target, arch string, busybox []
 		t.Fatal(err)
 	}
 	yaml := fmt.Sprintf(`name: boxapp
+targets: [%s]
 services:
   - name: box
     image: %s
     env: {GREETING: from ingot.yaml}
     volumes: ["/perm/box:/data"]
     resources: {memory: 48Mi}
-`, ref)
+`, target, ref)
 	if err := os.WriteFile(filepath.Join(appDir, config.FileName), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
