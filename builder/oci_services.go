@@ -196,6 +196,19 @@ func imageServiceSpec(s config.Service, is *ImageService) spec.Service {
 		GraceSeconds:   int(s.Grace.Seconds()),
 		Resources:      specResources(s.Resources),
 		Container:      &c,
+		Health:         specHealth(s.Health),
+	}
+}
+
+// specHealth is the appliance's form of a health check; nil stays nil.
+func specHealth(h *config.Health) *spec.Health {
+	if h == nil {
+		return nil
+	}
+	return &spec.Health{
+		HTTP: h.HTTP, TCP: h.TCP,
+		IntervalMillis: h.Interval.Milliseconds(), TimeoutMillis: h.Timeout.Milliseconds(),
+		Retries: h.Retries, Restart: h.Restart,
 	}
 }
 

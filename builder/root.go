@@ -178,6 +178,7 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string, i
 			LogBufferBytes: int(s.LogBufferBytes),
 			GraceSeconds:   int(s.Grace.Seconds()),
 			Resources:      specResources(s.Resources),
+			Health:         specHealth(s.Health),
 		}
 		if s.User != nil {
 			ss.User = specUser(*s.User)

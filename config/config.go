@@ -200,6 +200,8 @@ type Service struct {
 	LogBufferBytes int64
 	// Grace is how long the service has between SIGTERM and SIGKILL.
 	Grace time.Duration
+	// Health is the service's health check; nil without one.
+	Health *Health
 	// Pos is where the service is defined, for later errors about it.
 	Pos Pos
 }
@@ -256,6 +258,31 @@ type Volume struct {
 	Target   string // absolute, inside the container
 	ReadOnly bool
 }
+
+// Health is a service's health check (see ingot.yaml's health:): init
+// probes it while the service runs; a trial boot needs every checked
+// service healthy, and Restart restarts a service that turns unhealthy.
+// Exactly one of HTTP and TCP is set; zero durations and Retries mean the
+// defaults.
+type Health struct {
+	HTTP     string // http:// URL; 2xx or 3xx is healthy
+	TCP      string // HOST:PORT; a connection is healthy
+	Interval time.Duration
+	Timeout  time.Duration
+	Retries  int
+	Restart  bool
+}
+
+// Defaults and bounds of a health check, as the appliance applies them.
+const (
+	DefaultHealthInterval = 5 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultHealthRetries  = 3
+	MinHealthInterval     = time.Second
+	MaxHealthInterval     = time.Hour
+	MinHealthTimeout      = 100 * time.Millisecond
+	MaxHealthRetries      = 100
+)
 
 // Resources are cgroup v2 limits; zero means unlimited.
 type Resources struct {

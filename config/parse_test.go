@@ -84,6 +84,7 @@ services:
     after: [db]
     user: "1000:100"
     resources: {cpu: 1.5}
+    health: {http: "http://127.0.0.1:8080/healthz", interval: 10s, timeout: 1500ms, retries: 5, restart: true}
   - name: tool
     go: ../tools/cmd/tool
     restart: never
@@ -142,6 +143,13 @@ func TestParseFull(t *testing.T) {
 	if web.Resources.CPUMillis != 1500 {
 		t.Errorf("web cpu = %d millis, want 1500", web.Resources.CPUMillis)
 	}
+	wantHealth := &Health{HTTP: "http://127.0.0.1:8080/healthz", Interval: 10 * time.Second, Timeout: 1500 * time.Millisecond, Retries: 5, Restart: true}
+	if diff := cmp.Diff(wantHealth, web.Health); diff != "" {
+		t.Errorf("service web health (-want +got):\n%s", diff)
+	}
+	if db.Health != nil {
+		t.Errorf("service db health = %+v, want none", db.Health)
+	}
 	tool := c.Services[2]
 	if !tool.Go.Local() || tool.Restart != RestartNever || *tool.User != (User{Name: "root"}) {
 		t.Errorf("service tool = %+v, want local, never, root", tool)
@@ -187,7 +195,7 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", minimal + "---\nname: x\n", `ingot.yaml:5:1: a second YAML document; the config is one document`},
 		// Unknown fields.
 		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update)`},
-		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace)`},
+		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace, health)`},
 		{"unknown resources field", svc("name: a\ngo: ./a\nresources: {memroy: 1Mi}"), `ingot.yaml:5:17: services[0].resources.memroy: unknown field (known: memory, cpu, pids)`},
 		{"field twice", "name: a\nname: b\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:2:1: name: set twice (first at line 1)`},
 		// Missing required fields.
@@ -240,6 +248,15 @@ func TestParseErrors(t *testing.T) {
 		{"entrypoint on go", svc("name: a\ngo: ./a\nentrypoint: [x]"), `ingot.yaml:5:5: services[0].entrypoint: only an image service has an entrypoint; a Go service's program is its binary`},
 		{"reserved service name", svc("name: log\ngo: ./a"), `ingot.yaml:3:11: services[0].name: "log" is reserved for ingot-init (reserved: init, log)`},
 		{"log buffer too large", svc("name: a\ngo: ./a\nlog_buffer: 1Gi"), `ingot.yaml:5:17: services[0].log_buffer: 1Gi is more than the maximum, 64Mi`},
+		{"health without probe", svc("name: a\ngo: ./a\nhealth: {retries: 2}"), `ingot.yaml:5:13: services[0].health: set http: (a URL to GET) or tcp: (HOST:PORT to connect to)`},
+		{"health both probes", svc("name: a\ngo: ./a\nhealth: {http: \"http://127.0.0.1/\", tcp: \"127.0.0.1:1\"}"), `ingot.yaml:5:41: services[0].health.tcp: set http: or tcp:, not both`},
+		{"health https", svc("name: a\ngo: ./a\nhealth: {http: \"https://127.0.0.1/\"}"), `ingot.yaml:5:20: services[0].health.http: "https://127.0.0.1/": want an http:// URL (the probe runs inside the appliance, e.g. http://127.0.0.1:8080/healthz)`},
+		{"health tcp no port", svc("name: a\ngo: ./a\nhealth: {tcp: \"127.0.0.1\"}"), `ingot.yaml:5:19: services[0].health.tcp: "127.0.0.1": want HOST:PORT (127.0.0.1:5432): address 127.0.0.1: missing port in address`},
+		{"health no host", svc("name: a\ngo: ./a\nhealth: {tcp: \":80\"}"), `ingot.yaml:5:19: services[0].health.tcp: ":80" has no host (127.0.0.1:PORT for the appliance itself)`},
+		{"health interval short", svc("name: a\ngo: ./a\nhealth: {tcp: \"127.0.0.1:80\", interval: 10ms}"), `ingot.yaml:5:45: services[0].health.interval: 10ms is outside 1s..1h0m0s (whole milliseconds)`},
+		{"health timeout long", svc("name: a\ngo: ./a\nhealth: {tcp: \"127.0.0.1:80\", interval: 2s, timeout: 3s}"), `ingot.yaml:5:58: services[0].health.timeout: 3s is outside 100ms..the interval, 2s (whole milliseconds)`},
+		{"health unknown field", svc("name: a\ngo: ./a\nhealth: {tcp: \"127.0.0.1:80\", every: 2s}"), `ingot.yaml:5:35: services[0].health.every: unknown field (known: http, tcp, interval, timeout, retries, restart)`},
+		{"health retries zero", svc("name: a\ngo: ./a\nhealth: {tcp: \"127.0.0.1:80\", retries: 0}"), `ingot.yaml:5:44: services[0].health.retries: 0 is out of range 1..100`},
 		{"grace too long", svc("name: a\ngo: ./a\ngrace: 1h"), `ingot.yaml:5:12: services[0].grace: 1h0m0s is longer than the maximum, 10m0s`},
 		{"grace fraction", svc("name: a\ngo: ./a\ngrace: 1500ms"), `ingot.yaml:5:12: services[0].grace: 1.5s is not a whole number of seconds`},
 		{"uid -1", svc("name: a\ngo: ./a\nuser: 4294967295"), `ingot.yaml:5:11: services[0].user: "4294967295": ids go up to 4294967294`},

@@ -23,6 +23,7 @@ services:
     # resources: {memory: 128Mi, cpu: "0.5", pids: 256}
     # log_buffer: 1Mi
     # grace: 10s                      # SIGTERM to SIGKILL on shutdown
+    # health: {http: "http://127.0.0.1:8080/healthz", interval: 5s, retries: 3, restart: true}
   # - name: web
   #   image: docker.io/library/nginx:1.27
   #   volumes: ["/perm/web:/var/lib/web"]

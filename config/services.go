@@ -1,6 +1,9 @@
 package config
 
 import (
+	"fmt"
+	"net"
+	"net/url"
 	"path"
 	"regexp"
 	"strconv"
@@ -11,7 +14,7 @@ import (
 )
 
 var serviceFields = []string{"name", "go", "image", "args", "entrypoint", "env", "restart",
-	"after", "user", "volumes", "resources", "privileged", "needs_perm", "log_buffer", "grace"}
+	"after", "user", "volumes", "resources", "privileged", "needs_perm", "log_buffer", "grace", "health"}
 
 // reservedServiceNames are used by ingot-init itself: "init" is its own
 // log, "log" would collide with the log directory /perm/log.
@@ -208,7 +211,108 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 			}
 		}
 	}
+	if v, ok := f.get("health"); ok {
+		s.Health = d.health(v, fieldPath(p, "health"))
+	}
 	return s, sn
+}
+
+// health reads a health check: http: URL or tcp: HOST:PORT, and
+// interval, timeout, retries and restart.
+func (d *decoder) health(n *yaml.Node, p string) *Health {
+	f, ok := d.mapping(n, p, "http", "tcp", "interval", "timeout", "retries", "restart")
+	if !ok {
+		return nil
+	}
+	h := &Health{}
+	if v, ok := f.get("http"); ok {
+		fp := fieldPath(p, "http")
+		if u, ok := d.str(v, fp); ok {
+			if reason := checkHealthURL(u); reason != "" {
+				d.fail(v, fp, "%s", reason)
+			}
+			h.HTTP = u
+		}
+	}
+	if v, ok := f.get("tcp"); ok {
+		fp := fieldPath(p, "tcp")
+		if a, ok := d.str(v, fp); ok {
+			if reason := checkHealthAddress(a); reason != "" {
+				d.fail(v, fp, "%s", reason)
+			}
+			h.TCP = a
+		}
+	}
+	_, hasHTTP := f.get("http")
+	_, hasTCP := f.get("tcp")
+	switch {
+	case !hasHTTP && !hasTCP:
+		d.fail(n, p, "set http: (a URL to GET) or tcp: (HOST:PORT to connect to)")
+	case hasHTTP && hasTCP:
+		d.fail(f.keys["tcp"], fieldPath(p, "tcp"), "set http: or tcp:, not both")
+	}
+	if v, ok := f.get("interval"); ok {
+		fp := fieldPath(p, "interval")
+		if iv, ok := d.duration(v, fp); ok {
+			if iv < MinHealthInterval || iv > MaxHealthInterval || iv%time.Millisecond != 0 {
+				d.fail(v, fp, "%v is outside %v..%v (whole milliseconds)", iv, MinHealthInterval, MaxHealthInterval)
+			}
+			h.Interval = iv
+		}
+	}
+	if v, ok := f.get("timeout"); ok {
+		fp := fieldPath(p, "timeout")
+		if to, ok := d.duration(v, fp); ok {
+			iv := h.Interval
+			if iv == 0 {
+				iv = DefaultHealthInterval
+			}
+			if to < MinHealthTimeout || to > iv || to%time.Millisecond != 0 {
+				d.fail(v, fp, "%v is outside %v..the interval, %v (whole milliseconds)", to, MinHealthTimeout, iv)
+			}
+			h.Timeout = to
+		}
+	}
+	if v, ok := f.get("retries"); ok {
+		r, _ := d.integer(v, fieldPath(p, "retries"), 1, MaxHealthRetries)
+		h.Retries = int(r)
+	}
+	if v, ok := f.get("restart"); ok {
+		h.Restart, _ = d.boolean(v, fieldPath(p, "restart"))
+	}
+	return h
+}
+
+// checkHealthURL says what is wrong with an http health check URL.
+func checkHealthURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL: %v", s, err)
+	case u.Scheme != "http":
+		return fmt.Sprintf("%q: want an http:// URL (the probe runs inside the appliance, e.g. http://127.0.0.1:8080/healthz)", s)
+	case u.Hostname() == "":
+		return fmt.Sprintf("%q has no host", s)
+	case u.User != nil:
+		return fmt.Sprintf("%q: no user info in a health check URL", s)
+	case u.Fragment != "":
+		return fmt.Sprintf("%q: a fragment is never sent", s)
+	}
+	return ""
+}
+
+// checkHealthAddress says what is wrong with a tcp health check address.
+func checkHealthAddress(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q: want HOST:PORT (127.0.0.1:5432): %v", s, err)
+	case host == "":
+		return fmt.Sprintf("%q has no host (127.0.0.1:PORT for the appliance itself)", s)
+	case port == "" || port == "0":
+		return fmt.Sprintf("%q has no port", s)
+	}
+	return ""
 }
 
 // parseGoPackage splits "path[@version]" and returns a reason when the

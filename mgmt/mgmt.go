@@ -200,6 +200,19 @@ type ServiceStatus struct {
 	// OOMKills counts the service's processes the kernel's OOM killer
 	// killed (its cgroup's memory.events), across restarts.
 	OOMKills uint64 `json:"oom_kills,omitempty"`
+	// Health is the state of the service's health check in its current
+	// run; nil without a check or when it does not run.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health is where a service's health check stands.
+type Health struct {
+	// State is starting, healthy or unhealthy.
+	State string `json:"state"`
+	// Failures counts the probes that failed in a row.
+	Failures  int       `json:"failures,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	LastProbe time.Time `json:"last_probe,omitzero"`
 }
 
 // Exit describes how a run of a service ended.
@@ -217,19 +230,29 @@ type Exit struct {
 	// OOMKilled reports that the OOM killer ended the run (the service
 	// went over its memory limit).
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Unhealthy reports that init ended the run because its health check
+	// turned unhealthy.
+	Unhealthy bool `json:"unhealthy,omitempty"`
 }
 
 // String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...".
 func (e Exit) String() string {
+	var s string
 	switch {
 	case e.Error != "":
 		return "start failed: " + e.Error
-	case e.Signal != "" && e.OOMKilled:
-		return "signal " + e.Signal + " (out of memory)"
 	case e.Signal != "":
-		return "signal " + e.Signal
+		s = "signal " + e.Signal
+	default:
+		s = fmt.Sprintf("exit status %d", e.Code)
 	}
-	return fmt.Sprintf("exit status %d", e.Code)
+	if e.OOMKilled {
+		s += " (out of memory)"
+	}
+	if e.Unhealthy {
+		s += " (ended as unhealthy)"
+	}
+	return s
 }
 
 // Log streams.

@@ -72,6 +72,7 @@ services:
     env:
       GREETING: %s
     restart: always
+    health: {http: "http://127.0.0.1:8080/healthz", interval: 1s, timeout: 500ms}
 management: {tcp: ":7443"}
 update:
   health_window: 3s
@@ -396,6 +397,47 @@ func TestVMUpdate(t *testing.T) {
 			t.Errorf("hello's log of this boot has the failed trial's %q:\n%s", why, got)
 		}
 		t.Logf("fell back to slot b in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
+	})
+	if t.Failed() {
+		return
+	}
+
+	// A build that runs but fails its health check: the process never
+	// exits, only /healthz says 503.
+	t.Run("unhealthy", func(t *testing.T) {
+		phase := time.Now()
+		cfgSick := writeHello(t, appDir, "greeting sick", "-unhealthy")
+		_, err := Update(ctx, c, cfgSick, opts...)
+		if err == nil || !strings.Contains(err.Error(), "trial failed") {
+			t.Fatalf("Update to an unhealthy build = %v, want a failed trial", err)
+		}
+		st, err := callStatus(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Slot != "b" || st.SlotState == nil || st.SlotState.LastFailed == nil ||
+			!strings.Contains(st.SlotState.LastFailed.Reason, "service hello: health check") ||
+			!strings.Contains(st.SlotState.LastFailed.Reason, "HTTP 503") {
+			t.Errorf("after the unhealthy trial: slot %q, slot.json %+v; want b, a failed by hello's health check (HTTP 503)", st.Slot, st.SlotState)
+		}
+		waitGreeting(t, url, "greeting v2", time.Minute)
+		var h *mgmt.Health
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if st, err := callStatus(ctx, c); err == nil {
+				for _, sv := range st.Services {
+					if sv.Name == "hello" {
+						h = sv.Health
+					}
+				}
+			}
+			if h != nil && h.State == "healthy" {
+				break
+			}
+		}
+		if h == nil || h.State != "healthy" {
+			t.Errorf("hello on b after the fallback: health %+v, want healthy", h)
+		}
+		t.Logf("fell back from the unhealthy build in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
 	})
 }
 

@@ -70,7 +70,10 @@ func serviceStatus(s supervise.Status) mgmt.ServiceStatus {
 		Restarts: s.Restarts, StartedAt: s.StartedAt, NextStart: s.NextStart, OOMKills: s.OOMKills}
 	if e := s.LastExit; e != nil {
 		out.LastExit = &mgmt.Exit{Time: e.Time, Code: e.Code, Signal: e.Signal, Error: e.Err,
-			RanSeconds: e.Ran.Seconds(), Requested: e.Requested, OOMKilled: e.OOMKilled}
+			RanSeconds: e.Ran.Seconds(), Requested: e.Requested, OOMKilled: e.OOMKilled, Unhealthy: e.Unhealthy}
+	}
+	if h := s.Health; h != nil {
+		out.Health = &mgmt.Health{State: string(h.State), Failures: h.Failures, LastError: h.LastError, LastProbe: h.LastProbe}
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage1"
@@ -31,7 +32,7 @@ type trialDeps struct {
 // checkTrial watches a trial boot for the health window, then confirms
 // it, or records why it failed and reboots so the loader falls back.
 func checkTrial(ctx context.Context, d trialDeps) {
-	d.sys.Printf("manage: trial boot of slot %s: confirming after %s if every restart: always service stays up and the agent serves", d.booted, d.window)
+	d.sys.Printf("manage: trial boot of slot %s: confirming after %s if every restart: always service stays up (and healthy, with a health check) and the agent serves", d.booted, d.window)
 	status := func() []supervise.Status { return d.sys.Status().Services }
 	reason := watchHealth(ctx, d.window, healthPoll, alwaysServices(d.spec), status, d.served)
 	if ctx.Err() != nil {
@@ -84,7 +85,8 @@ func alwaysServices(sp *spec.Appliance) []string {
 
 // watchHealth polls the services for window and returns why the trial
 // failed, or "" when it is healthy: every service in names stayed up with
-// no restart, is running at the end, and the agent still serves. Services
+// no restart, never turned unhealthy, is running (and, with a health
+// check, healthy) at the end, and the agent still serves. Services
 // held back (a condition not met, perm missing) do not count: they would
 // not run on the old slot either.
 func watchHealth(ctx context.Context, window, poll time.Duration, names []string, status func() []supervise.Status, served <-chan struct{}) string {
@@ -130,6 +132,18 @@ func unhealthy(names []string, sts []supervise.Status, end bool) string {
 		}
 		if e := s.LastExit; e != nil && !e.Requested {
 			return fmt.Sprintf("service %s: %s after %s (restarts %d)", n, e.String(), e.Ran.Round(time.Millisecond), s.Restarts)
+		}
+		if h := s.Health; h != nil && s.State == supervise.StateRunning {
+			switch {
+			case h.State == health.Unhealthy:
+				return fmt.Sprintf("service %s: health check unhealthy after %d failed probes: %s", n, h.Failures, h.LastError)
+			case end && h.State != health.Healthy:
+				why := "no probe has succeeded yet"
+				if h.LastError != "" {
+					why = "last probe: " + h.LastError
+				}
+				return fmt.Sprintf("service %s: health check still %s at the end of the health window (%s)", n, h.State, why)
+			}
 		}
 		if s.Restarts > 0 {
 			return fmt.Sprintf("service %s restarted %d times", n, s.Restarts)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/supervise"
 )
 
@@ -26,6 +27,12 @@ func TestUnhealthy(t *testing.T) {
 		{"waiting mid-window", []supervise.Status{{Name: "web", State: supervise.StateWaiting}}, false, ""},
 		{"waiting at the end", []supervise.Status{{Name: "web", State: supervise.StateWaiting, Reason: "after db"}}, true, "still waiting"},
 		{"other policies ignored", []supervise.Status{{Name: "job", State: supervise.StateExited, LastExit: crash}}, true, ""},
+		{"healthy check", []supervise.Status{{Name: "web", State: supervise.StateRunning, Health: &health.Status{State: health.Healthy}}}, true, ""},
+		{"starting check mid-window", []supervise.Status{{Name: "web", State: supervise.StateRunning, Health: &health.Status{State: health.Starting, Failures: 1, LastError: "GET x: HTTP 503"}}}, false, ""},
+		{"starting check at the end", []supervise.Status{{Name: "web", State: supervise.StateRunning, Health: &health.Status{State: health.Starting, Failures: 1, LastError: "GET x: HTTP 503"}}}, true, "health check still starting at the end of the health window (last probe: GET x: HTTP 503)"},
+		{"never probed at the end", []supervise.Status{{Name: "web", State: supervise.StateRunning, Health: &health.Status{State: health.Starting}}}, true, "no probe has succeeded yet"},
+		{"unhealthy mid-window", []supervise.Status{{Name: "web", State: supervise.StateRunning, Health: &health.Status{State: health.Unhealthy, Failures: 3, LastError: "connect 127.0.0.1:80: refused"}}}, false, "health check unhealthy after 3 failed probes: connect 127.0.0.1:80: refused"},
+		{"ended as unhealthy", []supervise.Status{{Name: "web", State: supervise.StateBackoff, LastExit: &supervise.Exit{Code: -1, Signal: "SIGTERM", Unhealthy: true}}}, false, "(ended as unhealthy)"},
 	} {
 		got := unhealthy([]string{"web"}, tc.sts, tc.end)
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {

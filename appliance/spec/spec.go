@@ -111,6 +111,8 @@ type Service struct {
 	// Container is set for an image service; Path is then "/init" and
 	// Args is [ContainerSubcommand, Name].
 	Container *Container `json:"container,omitempty"`
+	// Health is the service's health check, if it has one.
+	Health *Health `json:"health,omitempty"`
 }
 
 // Condition is a boot-time condition for running a service.
@@ -417,6 +419,14 @@ func (s Service) Validate() error {
 	}
 	if err := s.Resources.Validate(); err != nil {
 		return err
+	}
+	if s.Health != nil {
+		if err := s.Health.Validate(); err != nil {
+			return err
+		}
+		if s.Container != nil && s.Container.NetworkNamespace {
+			return fmt.Errorf("health: the container has its own network namespace, which init's probes cannot reach")
+		}
 	}
 	if s.Container != nil {
 		if err := s.Container.Validate(); err != nil {

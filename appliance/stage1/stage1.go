@@ -61,11 +61,11 @@ import (
 // points (the root is read-only); /etc/resolv.conf and /etc/hosts should be
 // symlinks to ResolvConfPath and HostsPath.
 const (
-	PermDir        = "/perm"
+	PermDir = "/perm"
 	// LogDir keeps each service's log, and init's, across boots
 	// (<name>.log and its rotated <name>.log.1); the supervisor writes
 	// there under its perm directory.
-	LogDir = PermDir + "/log"
+	LogDir         = PermDir + "/log"
 	ResolvConfPath = "/run/resolv.conf"
 	HostsPath      = "/run/hosts"
 )

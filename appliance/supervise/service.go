@@ -14,6 +14,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/container"
+	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/spec"
 )
@@ -51,6 +52,19 @@ type service struct {
 	failures int
 	group    *cgroup.Group // nil until made, or without cgroups
 	noGroup  bool          // the missing group was logged
+	// check is the running instance's health check; nil without one.
+	check *healthCheck
+}
+
+// healthCheck is the health check of one run.
+type healthCheck struct {
+	cancel  context.CancelFunc
+	results chan error
+	// killAt fires the SIGKILL of a run being ended as unhealthy, after
+	// its grace period; nil otherwise.
+	killAt *time.Timer
+	// ending is set once the run is being ended as unhealthy.
+	ending bool
 }
 
 // instance is one run of the program.
@@ -67,6 +81,10 @@ func (sv *service) snapshotLocked() Status {
 	if st.LastExit != nil {
 		e := *st.LastExit
 		st.LastExit = &e
+	}
+	if st.Health != nil {
+		h := *st.Health
+		st.Health = &h
 	}
 	return st
 }
@@ -110,6 +128,8 @@ func (sv *service) run(ctx context.Context) {
 			exitC    <-chan ProcessExit
 			timerC   <-chan time.Time
 			changedC <-chan struct{}
+			healthC  <-chan error
+			killC    <-chan time.Time
 		)
 		switch sv.state() {
 		case StateWaiting:
@@ -126,6 +146,12 @@ func (sv *service) run(ctx context.Context) {
 				continue
 			}
 			exitC = sv.inst.exited
+			if sv.check != nil {
+				healthC = sv.check.results
+				if sv.check.killAt != nil {
+					killC = sv.check.killAt.C
+				}
+			}
 		case StateBackoff:
 			timerC = sv.timer.C
 		}
@@ -145,6 +171,12 @@ func (sv *service) run(ctx context.Context) {
 		case <-changedC:
 		case ex := <-exitC:
 			sv.exited(ex, false)
+		case err := <-healthC:
+			sv.observeHealth(err)
+		case <-killC:
+			sv.check.killAt = nil
+			sv.sink.Printf("health: still running %s after SIGTERM: sending SIGKILL", sv.spec.Grace())
+			_ = sv.sup.reaper.Signal(sv.inst.pid, unix.SIGKILL)
 		case <-timerC:
 			sv.timer = nil
 			sv.launch()
@@ -211,6 +243,7 @@ func (sv *service) launch() error {
 	}
 	sv.inst = inst
 	sv.sink.Printf("started pid %d", inst.pid)
+	sv.startHealth()
 	sv.sup.mu.Lock()
 	if sv.everStarted || sv.st.LastExit != nil {
 		sv.st.Restarts++
@@ -231,6 +264,10 @@ func (sv *service) exited(pe ProcessExit, requested bool) {
 	sv.inst = nil
 	ex := exitFromStatus(pe.Status, pe.Time, pe.Time.Sub(inst.started))
 	ex.Requested = requested
+	if sv.check != nil {
+		ex.Unhealthy = sv.check.ending && !requested
+		sv.stopHealth()
+	}
 	var ooms uint64
 	if g := sv.group; g != nil {
 		var err error
@@ -245,6 +282,7 @@ func (sv *service) exited(pe ProcessExit, requested bool) {
 	}
 	sv.sup.mu.Lock()
 	sv.st.PID = 0
+	sv.st.Health = nil
 	sv.st.LastExit = &ex
 	if ooms > sv.st.OOMKills {
 		sv.st.OOMKills = ooms
@@ -276,6 +314,63 @@ func (sv *service) afterRun(ex Exit) {
 	sv.update(func(st *Status) { st.State, st.Reason, st.NextStart = StateBackoff, "", next })
 }
 
+// healthFirstProbe is how long after a start the first probe comes.
+const healthFirstProbe = time.Second
+
+// startHealth starts the health check of the run that just started.
+func (sv *service) startHealth() {
+	h := sv.spec.Health
+	if h == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &healthCheck{cancel: cancel, results: make(chan error)}
+	sv.check = c
+	go health.Run(ctx, *h, min(healthFirstProbe, h.Interval()), c.results)
+	sv.update(func(st *Status) { st.Health = &health.Status{State: health.Starting} })
+}
+
+// stopHealth ends the current run's health check.
+func (sv *service) stopHealth() {
+	if c := sv.check; c != nil {
+		c.cancel()
+		if c.killAt != nil {
+			c.killAt.Stop()
+		}
+		sv.check = nil
+	}
+}
+
+// observeHealth records a probe's result; a check that turns unhealthy
+// with Restart set ends the run as a failure (SIGTERM now, SIGKILL after
+// the grace period), so the restart policy and the trial see it.
+func (sv *service) observeHealth(err error) {
+	h := sv.spec.Health
+	var now health.Status
+	changed := false
+	sv.sup.mu.Lock()
+	if sv.st.Health != nil {
+		*sv.st.Health, changed = sv.st.Health.Observe(err, time.Now(), h.RetryCount())
+		now = *sv.st.Health
+	}
+	sv.sup.mu.Unlock()
+	if !changed {
+		return
+	}
+	switch now.State {
+	case health.Healthy:
+		sv.sink.Printf("health: healthy (%s)", h.Target())
+	case health.Unhealthy:
+		sv.sink.Printf("health: unhealthy after %d failed probes: %s", now.Failures, now.LastError)
+		if h.Restart && sv.inst != nil && !sv.check.ending {
+			sv.sink.Printf("health: ending pid %d to restart it", sv.inst.pid)
+			sv.check.ending = true
+			_ = sv.sup.reaper.Signal(sv.inst.pid, unix.SIGTERM)
+			sv.check.killAt = time.NewTimer(sv.spec.Grace())
+		}
+	}
+}
+
 // terminate stops the running instance: SIGTERM to its process group, the
 // grace period, SIGKILL, and a bounded wait for the exit.
 func (sv *service) terminate() {
@@ -301,7 +396,8 @@ func (sv *service) terminate() {
 		// exit, if it ever comes, goes to a channel nobody reads.
 		sv.sink.Printf("pid %d did not exit %s after SIGKILL; giving up on it", inst.pid, sv.sup.o.killWait)
 		sv.inst = nil
-		sv.update(func(st *Status) { st.PID = 0 })
+		sv.stopHealth()
+		sv.update(func(st *Status) { st.PID, st.Health = 0, nil })
 	}
 }
 

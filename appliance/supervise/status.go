@@ -1,6 +1,8 @@
 package supervise
 
 import (
+	"github.com/ingotdev/ingot/appliance/health"
+
 	"fmt"
 	"time"
 
@@ -46,6 +48,9 @@ type Status struct {
 	// ended since boot (its cgroup's memory.events oom_kill), as of the
 	// last exit.
 	OOMKills uint64 `json:"oom_kills,omitempty"`
+	// Health is the state of the service's health check during its
+	// current run; nil without a check or when it is not running.
+	Health *health.Status `json:"health,omitempty"`
 }
 
 // Exit describes how a run ended.
@@ -66,6 +71,9 @@ type Exit struct {
 	// service's cgroup during the run (with a memory limit, the whole
 	// group: memory.oom.group).
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Unhealthy reports that the run was ended because its health check
+	// turned unhealthy (spec.Health.Restart).
+	Unhealthy bool `json:"unhealthy,omitempty"`
 }
 
 // Failed reports whether the run counts as a failure for the on-failure
@@ -86,6 +94,9 @@ func (e Exit) String() string {
 	}
 	if e.OOMKilled {
 		s += " (out of memory)"
+	}
+	if e.Unhealthy {
+		s += " (ended as unhealthy)"
 	}
 	return s
 }

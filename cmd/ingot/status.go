@@ -64,6 +64,12 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 		if sv.Reason != "" {
 			state += " (" + sv.Reason + ")"
 		}
+		if h := sv.Health; h != nil {
+			state += ", " + h.State
+			if h.State != "healthy" && h.LastError != "" {
+				state += " (" + h.LastError + ")"
+			}
+		}
 		pid, since, last := "-", "-", "-"
 		if sv.PID != 0 {
 			pid = fmt.Sprint(sv.PID)

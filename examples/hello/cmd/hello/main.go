@@ -1,5 +1,8 @@
 // Command hello is the example appliance service: an HTTP server that
-// answers every request with a greeting and the appliance's build id.
+// answers every request with a greeting and the appliance's build id, and
+// /healthz, its health check (ingot.yaml's health:), with "ok"; with
+// -unhealthy, /healthz answers 503, as a build that runs but is broken
+// would, which an update's trial boot must catch.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 
 func main() {
 	listen := flag.String("listen", ":8080", "address to serve HTTP on")
+	unhealthy := flag.Bool("unhealthy", false, "answer /healthz with 503 Service Unavailable")
 	flag.Parse()
 	greeting := os.Getenv("GREETING")
 	if greeting == "" {
@@ -27,6 +31,13 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s\nbuild %s\n", greeting, buildID)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if *unhealthy {
+			http.Error(w, "unhealthy on purpose (-unhealthy)", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
