@@ -327,12 +327,19 @@ func (s *LogStream) Close() error { return s.body.Close() }
 // lines (n < 0: all the agent holds), then, with follow, every new line
 // until ctx ends or the stream is closed.
 func (c *Client) Logs(ctx context.Context, service string, n int, follow bool) (*LogStream, error) {
-	q := url.Values{ParamService: {service}}
-	if n >= 0 {
-		q.Set(ParamLines, strconv.Itoa(n))
-	}
+	q := url.Values{}
 	if follow {
 		q.Set(ParamFollow, "1")
+	}
+	return c.openLogs(ctx, service, n, q)
+}
+
+// openLogs asks for the last n lines of service's log with the further
+// parameters q.
+func (c *Client) openLogs(ctx context.Context, service string, n int, q url.Values) (*LogStream, error) {
+	q.Set(ParamService, service)
+	if n >= 0 {
+		q.Set(ParamLines, strconv.Itoa(n))
 	}
 	req, err := c.newRequest(ctx, http.MethodGet, PathLogs+"?"+q.Encode(), nil)
 	if err != nil {
@@ -349,19 +356,7 @@ func (c *Client) Logs(ctx context.Context, service string, n int, follow bool) (
 // partition: the last n lines (n < 0: all) across boots, including the
 // boots before this one, such as a failed trial's. It ends after them.
 func (c *Client) DiskLogs(ctx context.Context, service string, n int) (*LogStream, error) {
-	q := url.Values{ParamService: {service}, ParamSource: {SourceDisk}}
-	if n >= 0 {
-		q.Set(ParamLines, strconv.Itoa(n))
-	}
-	req, err := c.newRequest(ctx, http.MethodGet, PathLogs+"?"+q.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return nil, err
-	}
-	return &LogStream{body: resp.Body, dec: json.NewDecoder(resp.Body)}, nil
+	return c.openLogs(ctx, service, n, url.Values{ParamSource: {SourceDisk}})
 }
 
 // progressReader reports the bytes read so far after every read.

@@ -382,16 +382,10 @@ func TestLogs(t *testing.T) {
 	}
 	read := func(s *mgmt.LogStream) []string {
 		var out []string
-		for {
-			l, err := s.Next()
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, l := range readStream(t, s) {
 			out = append(out, l.Text)
 		}
+		return out
 	}
 	for _, tt := range []struct {
 		n    int
@@ -454,6 +448,22 @@ func TestLogs(t *testing.T) {
 	}
 }
 
+// readStream reads a log stream to its end.
+func readStream(t *testing.T, s *mgmt.LogStream) []mgmt.LogLine {
+	t.Helper()
+	var out []mgmt.LogLine
+	for {
+		l, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l)
+	}
+}
+
 // TestDiskLogs reads a log as kept on disk across boots: what a ring of
 // this boot does not have.
 func TestDiskLogs(t *testing.T) {
@@ -474,17 +484,7 @@ func TestDiskLogs(t *testing.T) {
 	f.Close()
 	read := func(s *mgmt.LogStream) []mgmt.LogLine {
 		defer s.Close()
-		var out []mgmt.LogLine
-		for {
-			l, err := s.Next()
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, l)
-		}
+		return readStream(t, s)
 	}
 	s, err := c.DiskLogs(ctx, "web", -1)
 	if err != nil {
