@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/gpt"
@@ -91,6 +92,11 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	}
 	if err := json.Unmarshal(infoData, &b.Info); err != nil {
 		return nil, fmt.Errorf("bootloader: %s: %s: %w", path, layout.InfoFile, err)
+	}
+	// Before slot.json is touched: a Raspberry Pi image is the board
+	// firmware's to boot.
+	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
+		return nil, fmt.Errorf("bootloader: %s is a Raspberry Pi image (target %s): the board's firmware boots it, not a VM; write it to a card with `ingot flash`, or build target vm-arm64 to run the same appliance here", path, b.Info.Target)
 	}
 	stateData, err := read(layout.SlotFile)
 	if err != nil {

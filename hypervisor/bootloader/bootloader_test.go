@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/disk"
@@ -172,5 +173,30 @@ func withBootMounted(t *testing.T, img string, f func(dir string)) {
 	}
 	if err := fat.Write(context.Background(), io.NewOffsetWriter(fd, p.OffsetBytes()), p.SizeBytes(), files); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRaspberryPiImageRefused: a Pi image gets a clear refusal, and its
+// slot.json is left as it was.
+func TestRaspberryPiImageRefused(t *testing.T) {
+	img := writeImage(t)
+	withBootMounted(t, img, func(bootDir string) {
+		if err := os.WriteFile(filepath.Join(bootDir, piboot.ConfigFile), []byte("os_prefix=slot-a/\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A trial pending: Prepare would spend its try.
+		if err := slot.Save(filepath.Join(bootDir, slot.FileName), slot.State{Active: slot.A, Trial: slot.B, TriesLeft: 1}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	before, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(img, t.TempDir()); err == nil || !strings.Contains(err.Error(), "is a Raspberry Pi image") || !strings.Contains(err.Error(), "ingot flash") {
+		t.Errorf("Prepare(Pi image) = %v, want a refusal pointing at ingot flash", err)
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
+		t.Error("Prepare changed the Pi image")
 	}
 }
