@@ -392,11 +392,12 @@ func (b *rootBuilder) restrict(host, mount string) error {
 			}
 			return nil
 		}
+		// Reads find nothing: /dev/null, usable (not nodev) but read-only.
 		null := filepath.Join(b.o.hostDev, "null")
 		if err := unix.Mount(null, h, "", unix.MS_BIND, ""); err != nil {
 			return fail("mask "+p, fmt.Errorf("bind %s: %w", null, err))
 		}
-		if err := unix.Mount("", h, "", ro, ""); err != nil {
+		if err := unix.Mount("", h, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
 			return fail("mask "+p, err)
 		}
 		return nil
