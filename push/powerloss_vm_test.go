@@ -124,6 +124,7 @@ services:
       GREETING: %s
     restart: always
     needs_perm: true
+    health: {http: "http://127.0.0.1:8080/", interval: 1s, timeout: 500ms}
 update:
   health_window: 3s
 `, greeting),
