@@ -17,7 +17,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -531,22 +530,13 @@ func ImageBootFiles(image, sl string) (map[string][]byte, error) {
 			}
 			out[name] = data
 		}
-		for _, sub := range []string{"", layout.OverlaysDir} {
-			entries, err := fs.ReadDir(bootFS, path.Join(prefix, sub))
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
+		trees, err := layout.DeviceTreeFiles(bootFS, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
+		}
+		for _, name := range trees {
+			if out[name], err = fs.ReadFile(bootFS, prefix+name); err != nil {
 				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-			}
-			for _, e := range entries {
-				name := path.Join(sub, e.Name())
-				if !e.Type().IsRegular() || !layout.DeviceTreeFile(name) {
-					continue
-				}
-				if out[name], err = fs.ReadFile(bootFS, prefix+name); err != nil {
-					return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-				}
 			}
 		}
 		return out, nil

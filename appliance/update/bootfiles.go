@@ -282,26 +282,17 @@ func fileSHA256(path string) (string, error) {
 // directory (that of its kernel, for fw) to files, keyed by their names
 // relative to it.
 func deviceTreeHashes(bootDir string, fw Firmware, sl slot.Name, files map[string]string) error {
-	dir := filepath.Join(bootDir, filepath.FromSlash(path.Dir(fw.BootFile(layout.KernelFile, sl))))
-	for _, sub := range []string{"", layout.OverlaysDir} {
-		entries, err := os.ReadDir(filepath.Join(dir, sub))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+	dir := path.Dir(fw.BootFile(layout.KernelFile, sl))
+	trees, err := layout.DeviceTreeFiles(os.DirFS(bootDir), dir)
+	if err != nil {
+		return fmt.Errorf("update: boot file hashes: %w", err)
+	}
+	for _, name := range trees {
+		sum, err := fileSHA256(filepath.Join(bootDir, filepath.FromSlash(path.Join(dir, name))))
 		if err != nil {
 			return fmt.Errorf("update: boot file hashes: %w", err)
 		}
-		for _, e := range entries {
-			name := path.Join(sub, e.Name())
-			if !e.Type().IsRegular() || !layout.DeviceTreeFile(name) {
-				continue
-			}
-			sum, err := fileSHA256(filepath.Join(dir, filepath.FromSlash(name)))
-			if err != nil {
-				return fmt.Errorf("update: boot file hashes: %w", err)
-			}
-			files[name] = sum
-		}
+		files[name] = sum
 	}
 	return nil
 }

@@ -5,7 +5,13 @@
 // cheaply.
 package layout
 
-import "strings"
+import (
+	"errors"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+)
 
 // Partition names in the GPT, in disk order.
 const (
@@ -51,6 +57,31 @@ func DeviceTreeFile(name string) bool {
 		return name == OverlaysReadme || rest == "overlay_map.dtb" || plainName(rest) && strings.HasSuffix(rest, ".dtbo")
 	}
 	return plainName(name) && strings.HasSuffix(name, ".dtb")
+}
+
+// DeviceTreeFiles lists the device tree files (DeviceTreeFile names,
+// relative to dir) that are regular files in dir and its OverlaysDir of
+// fsys, sorted; a missing directory holds none. The build lists a kernel
+// module with it, the update client an image's slot directory and the
+// agent the slot directory on the boot partition.
+func DeviceTreeFiles(fsys fs.FS, dir string) ([]string, error) {
+	var names []string
+	for _, sub := range []string{"", OverlaysDir} {
+		entries, err := fs.ReadDir(fsys, path.Join(dir, sub))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if name := path.Join(sub, e.Name()); e.Type().IsRegular() && DeviceTreeFile(name) {
+				names = append(names, name)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // plainName reports whether s is a file name of letters, digits and

@@ -183,23 +183,16 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 // overlays/*.dtbo and overlays/overlay_map.dtb. Other files of the module
 // are not for the firmware.
 func DeviceTrees(kernel Module) ([]string, error) {
-	dtbs, err := matching(kernel.Dir, func(n string) bool { return layout.DeviceTreeFile(n) })
+	all, err := layout.DeviceTreeFiles(os.DirFS(kernel.Dir), ".")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rpiboot: %s@%s: %w", kernel.Path, kernel.Version, err)
 	}
-	if len(dtbs) == 0 {
+	// Each slot gets ingot's own overlays/README, whatever the module has.
+	trees := slices.DeleteFunc(all, func(n string) bool { return n == layout.OverlaysReadme })
+	if !slices.ContainsFunc(trees, func(n string) bool { return !strings.Contains(n, "/") }) {
 		return nil, fmt.Errorf("rpiboot: %s@%s: no device trees (*.dtb) in %s", kernel.Path, kernel.Version, kernel.Dir)
 	}
-	overlays, err := matching(filepath.Join(kernel.Dir, layout.OverlaysDir), func(n string) bool {
-		return n != "README" && layout.DeviceTreeFile(layout.OverlaysDir+"/"+n)
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("rpiboot: overlays: %w", err)
-	}
-	for _, n := range overlays {
-		dtbs = append(dtbs, layout.OverlaysDir+"/"+n)
-	}
-	return dtbs, nil
+	return trees, nil
 }
 
 // matching lists the regular files directly in dir whose names pass keep,
