@@ -42,9 +42,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"golang.org/x/sync/errgroup"
 )
 

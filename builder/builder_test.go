@@ -19,9 +19,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 const testToken = "s3cret-token"

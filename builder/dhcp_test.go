@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // TestBuildDHCPService checks that network: dhcp (the default) adds the

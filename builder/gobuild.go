@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/filelock"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // InitPackage is the import path of the appliance's PID 1.

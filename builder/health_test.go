@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // TestHealthMatchesSpec: the config package checks health checks with its

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 // kernelFileName is the file name the Makefile and scripts/fetch-kernel.sh

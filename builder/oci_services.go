@@ -9,12 +9,12 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/builder/oci"
 	"github.com/ingotdev/ingot/builder/oci/flatten"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/rootfs"
-	"github.com/ingotdev/ingot/sbom"
+	"github.com/ingotdev/ingot/builder/sbom"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // ociStoreDir is the OCI image store inside the artifact cache.

@@ -9,12 +9,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/builder/oci"
 	"github.com/ingotdev/ingot/builder/oci/ocitest"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/rootfs"
-	"github.com/ingotdev/ingot/sbom"
+	"github.com/ingotdev/ingot/builder/sbom"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // webImage is a two-layer image for p: a base with accounts, a program

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // Paths in the root filesystem.

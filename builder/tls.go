@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/mgmt"
 )
 

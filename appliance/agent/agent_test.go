@@ -22,9 +22,9 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/agent"
 	"github.com/ingotdev/ingot/appliance/logs"
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 const token = "0123456789abcdef-token"

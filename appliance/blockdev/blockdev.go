@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
 )
 
 // Partition is a partition found on a disk.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
 )
 
 const diskBytes = 4 << 20

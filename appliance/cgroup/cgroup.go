@@ -35,7 +35,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // DefaultRoot is where stage1 mounts cgroup2.

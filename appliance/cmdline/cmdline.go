@@ -11,10 +11,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/slot"
-	"github.com/ingotdev/ingot/appliance/spec"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // ProcPath is where the kernel shows its command line.

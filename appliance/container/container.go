@@ -97,7 +97,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // Exit statuses of the launcher when the program did not run.

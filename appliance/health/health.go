@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // maxBodyBytes is how much of an answer a probe reads before it closes the

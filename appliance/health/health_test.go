@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 func TestProbeHTTP(t *testing.T) {

@@ -8,9 +8,9 @@ import (
 	"os"
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/update"
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 	"golang.org/x/sys/unix"
 )
 

@@ -20,11 +20,11 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/agent"
-	"github.com/ingotdev/ingot/appliance/piboot"
-	"github.com/ingotdev/ingot/appliance/slot"
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/update"
+	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // Name is the extension's name in init's log.

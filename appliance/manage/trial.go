@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/health"
-	"github.com/ingotdev/ingot/appliance/slot"
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/supervise"
 	"github.com/ingotdev/ingot/appliance/update"
+	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // healthPoll is how often the services are looked at during the window;

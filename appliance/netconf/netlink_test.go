@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // The golden messages are little-endian, the byte order of every ingot

@@ -26,7 +26,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/blockdev"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 const (

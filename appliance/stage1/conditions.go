@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // dhcpResolvConf is where gokrazy's DHCP client writes the resolver

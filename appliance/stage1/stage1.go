@@ -52,9 +52,9 @@ import (
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/netconf"
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/supervise"
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // Paths stage1 uses in the root filesystem. The image must have the mount

@@ -17,12 +17,12 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/packer/cpio"
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // This test boots ingot-init for real: stage0 from an initramfs made by

@@ -18,12 +18,12 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
-	"github.com/ingotdev/ingot/assemble"
-	ingotconfig "github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	ingotconfig "github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 // The pipeline test: examples/supervision goes through the real builder and

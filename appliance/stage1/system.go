@@ -9,8 +9,8 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/logs"
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // InitLogName is the name under which init's own log is served.

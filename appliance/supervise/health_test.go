@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/health"
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // TestHealthCheck runs two services probed against a server whose answer

@@ -16,7 +16,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/logs"
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 type opKind int

@@ -12,9 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/mgmt"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // bootFiles are the boot partition files an update may replace. slot.json

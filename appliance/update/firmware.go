@@ -1,8 +1,8 @@
 package update
 
 import (
-	"github.com/ingotdev/ingot/appliance/slot"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // Firmware is a boot loader that lives on the boot partition and reads

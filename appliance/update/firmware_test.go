@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/appliance/piboot"
-	"github.com/ingotdev/ingot/appliance/slot"
+	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 const piConfig = "arm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\n"

@@ -7,8 +7,8 @@ import (
 	"os"
 	"sync"
 
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // Partition is an open root slot partition.

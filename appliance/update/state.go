@@ -5,8 +5,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // trialTries is how many boots a committed slot gets to confirm. One: a

@@ -16,8 +16,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 const partBytes = 1 << 20

@@ -14,8 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 func main() {

@@ -28,8 +28,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/squashfs"
-	"github.com/ingotdev/ingot/rootfs"
 )
 
 type config struct {

@@ -31,13 +31,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/transport"
-	"github.com/ingotdev/ingot/push"
 )
 
 const (

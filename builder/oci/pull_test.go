@@ -17,7 +17,7 @@ import (
 	"github.com/ingotdev/ingot/builder/oci"
 	"github.com/ingotdev/ingot/builder/oci/flatten"
 	"github.com/ingotdev/ingot/builder/oci/ocitest"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 var (

@@ -6,9 +6,9 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/builder"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) error {

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/mgmt"
 )
 

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt"
 )

@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/ingotdev/ingot/flash"
+	"github.com/ingotdev/ingot/packer/flash"
 )
 
 const flashUsage = "-image FILE [-yes] DEVICE"

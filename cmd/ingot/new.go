@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 // tokenBytes is the size of a management token's random part.

@@ -6,8 +6,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/squashfs"
-	"github.com/ingotdev/ingot/rootfs"
 )
 
 const squashfsUsage = "[-comp zstd|gzip|none] [-level N] [-block-size N] SRC_DIR OUT"

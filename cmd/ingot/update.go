@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ingotdev/ingot/assemble"
 	"github.com/ingotdev/ingot/builder"
-	"github.com/ingotdev/ingot/config"
-	"github.com/ingotdev/ingot/push"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/mgmt/push"
 )
 
 func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) error {

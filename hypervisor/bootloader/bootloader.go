@@ -16,11 +16,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/piboot"
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // Boot is one prepared boot.

@@ -12,14 +12,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/appliance/piboot"
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // writeImage packs a small image whose kernel and initramfs are marker

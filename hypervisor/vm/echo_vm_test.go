@@ -18,8 +18,8 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt/transport"

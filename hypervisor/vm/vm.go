@@ -16,7 +16,7 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/bootloader"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vhostuser"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 // Vsock selects the vsock transport of the VM.

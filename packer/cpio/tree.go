@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // maxHardlinkChain bounds how many hard links WriteTree follows to find a

@@ -16,14 +16,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ingotdev/ingot/appliance/slot"
 	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
-	"github.com/ingotdev/ingot/packer/mbr"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/mbr"
+	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/squashfs"
-	"github.com/ingotdev/ingot/rootfs"
 )
 
 // Default partition sizes. Images are sparse, so unused space costs no disk.

@@ -9,7 +9,7 @@ import (
 	"fmt"
 
 	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // Paths inside the initramfs that stage0 relies on.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 func testKernel() (*kernel.Kernel, []*kernel.Module) {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // vmBootTimeout bounds one subtest. The boots use TCG even where /dev/kvm

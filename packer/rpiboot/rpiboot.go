@@ -29,9 +29,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/piboot"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/piboot"
 )
 
 // The Go modules a Pi image is made from.

@@ -10,7 +10,7 @@ import (
 	"io"
 	"io/fs"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"golang.org/x/sys/unix"
 )
 

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // maxHardlinkChain bounds how many hard links are followed to find a

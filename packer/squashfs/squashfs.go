@@ -20,7 +20,7 @@ import (
 	"math/bits"
 	"runtime"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 type config struct {

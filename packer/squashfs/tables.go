@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // tableWriter builds the inode and directory tables. Nodes come in plan

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // unpackMetadata joins the uncompressed metadata blocks of a stream

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // sparseContent is a file of zeros except for markWindow-byte windows of

@@ -14,9 +14,9 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/manage"
-	"github.com/ingotdev/ingot/appliance/spec"
 	"github.com/ingotdev/ingot/appliance/stage0"
 	"github.com/ingotdev/ingot/appliance/stage1"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 func main() {

@@ -11,7 +11,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // TestFlattenBoundedMemory flattens a layer with a 128 MiB file and checks

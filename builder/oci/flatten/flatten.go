@@ -31,7 +31,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // Names with which layers mark deletions (OCI image spec, "Whiteouts").

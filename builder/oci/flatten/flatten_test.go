@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // ent is a tar entry to put in a test layer.

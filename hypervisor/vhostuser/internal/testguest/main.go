@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/kmod"
-	"github.com/ingotdev/ingot/appliance/spec"
+	"github.com/ingotdev/ingot/packer/format/spec"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/mdlayher/vsock"

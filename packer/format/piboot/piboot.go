@@ -26,7 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ingotdev/ingot/appliance/slot"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // Boot partition files the firmware reads.

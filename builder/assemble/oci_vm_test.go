@@ -13,8 +13,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/builder/oci/ocitest"
-	"github.com/ingotdev/ingot/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/vmtest"
@@ -141,7 +141,7 @@ func testVMContainer(t *testing.T, target config.Target, arch string, busybox []
 
 	dir := t.TempDir()
 	appDir := filepath.Join(dir, "app")
-	if err := os.CopyFS(filepath.Join(appDir, ".ingot"), os.DirFS("../examples/hello/.ingot")); err != nil {
+	if err := os.CopyFS(filepath.Join(appDir, ".ingot"), os.DirFS("../../examples/hello/.ingot")); err != nil {
 		t.Fatal(err)
 	}
 	yaml := fmt.Sprintf(`name: boxapp

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/builder"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/initramfs"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/packer/mbr"
+	"github.com/ingotdev/ingot/packer/format/mbr"
 )
 
 // memDisk is an in-memory disk image.

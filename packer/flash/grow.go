@@ -13,9 +13,9 @@ import (
 	"strings"
 
 	"github.com/ingotdev/ingot/packer/ext4"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
-	"github.com/ingotdev/ingot/packer/mbr"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/mbr"
 )
 
 const sectorBytes = gpt.SectorBytes

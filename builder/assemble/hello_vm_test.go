@@ -13,7 +13,7 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 )

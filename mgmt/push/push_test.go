@@ -5,15 +5,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 // TestImageBootFilesRPi: what an update sends a Raspberry Pi for a slot is
 // everything in that slot's directory: kernel, command line, device trees
 // and overlays, named as the agent takes them, and no initramfs.
 func TestImageBootFilesRPi(t *testing.T) {
-	cfg, err := config.Load("../examples/hello/ingot.yaml")
+	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 // TestRPiImage builds the hello example for the Raspberry Pi and checks it
@@ -20,7 +20,7 @@ import (
 // fsck.vfat), and that the root is an arm64 squashfs (unsquashfs,
 // debug/elf).
 func TestRPiImage(t *testing.T) {
-	cfg, err := config.Load("../examples/hello/ingot.yaml")
+	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

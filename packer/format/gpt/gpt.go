@@ -16,7 +16,7 @@ import (
 	"io"
 	"unicode/utf16"
 
-	"github.com/ingotdev/ingot/packer/mbr"
+	"github.com/ingotdev/ingot/packer/format/mbr"
 )
 
 // SectorBytes is the logical sector size this package supports.

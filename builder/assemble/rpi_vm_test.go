@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
 )
 
 // raspi3bSDBytes is the SD card QEMU's raspi3b gets: its SD model wants a
@@ -31,7 +31,7 @@ const raspi3bSDBytes = 1 << 30
 // initcall_blacklist. The console is the mini UART (ttyS0), QEMU's second
 // serial port.
 func TestVMRaspi3b(t *testing.T) {
-	cfg, err := config.Load("../examples/hello/ingot.yaml")
+	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

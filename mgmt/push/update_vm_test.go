@@ -19,14 +19,14 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/layout"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 // testLog adapts t.Logf as an io.Writer for the update's step lines.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingotdev/ingot/assemble"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/assemble"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/vmtest"
 )

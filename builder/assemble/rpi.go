@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/builder"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/fat"
-	"github.com/ingotdev/ingot/packer/gpt"
+	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/rpiboot"
 	"github.com/ingotdev/ingot/packer/squashfs"
 )

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/ingotdev/ingot/builder"
-	"github.com/ingotdev/ingot/config"
+	"github.com/ingotdev/ingot/builder/config"
 )
 
 // helloConfig loads the hello example; the kernel comes from
@@ -22,7 +22,7 @@ func helloConfig(t *testing.T) *config.Config {
 	if os.Getenv("INGOT_KERNEL_DEB") == "" {
 		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` and export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make test does this)")
 	}
-	cfg, err := config.Load("../examples/hello/ingot.yaml")
+	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestImageErrorsLeaveNoOutput(t *testing.T) {
 		want string
 	}{
 		{"missing kernel", cfg, []Option{WithBuilderOptions(builder.WithKernelDeb(filepath.Join(dir, "nope.deb")))}, "nope.deb"},
-		{"kernel is not a deb", cfg, []Option{WithBuilderOptions(builder.WithKernelDeb("../go.mod"))}, "go.mod"},
+		{"kernel is not a deb", cfg, []Option{WithBuilderOptions(builder.WithKernelDeb("../../go.mod"))}, "go.mod"},
 		{"does not compile", brokenCfg, nil, "undefinedThing"},
 	}
 	for _, tt := range tests {

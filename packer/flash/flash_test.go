@@ -17,9 +17,9 @@ import (
 
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/ext4"
-	"github.com/ingotdev/ingot/packer/gpt"
-	"github.com/ingotdev/ingot/packer/mbr"
-	"github.com/ingotdev/ingot/rootfs"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/mbr"
+	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 const (
