@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/ingotdev/ingot/builder/config"
-	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // tlsIdentity is the management listener's certificate and key as they go
@@ -43,5 +43,5 @@ func loadTLS(cfg *config.Config, target config.Target) (*tlsIdentity, error) {
 		return nil, fmt.Errorf("builder: management TLS certificate %s and key %s: %w", m.TLSCertFile, m.TLSKeyFile, err)
 	}
 	// The served certificate is the first one, which is what clients pin.
-	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: mgmt.CertificateSHA256(pair.Certificate[0])}, nil
+	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: certpin.OfDER(pair.Certificate[0])}, nil
 }

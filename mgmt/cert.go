@@ -4,23 +4,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"time"
-)
 
-// CertificateSHA256 is the pin of a certificate: the lowercase hex SHA-256
-// of its DER encoding.
-func CertificateSHA256(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
-}
+	"github.com/ingotdev/ingot/packer/format/certpin"
+)
 
 // certValidity is long on purpose: the certificate is pinned, not trusted
 // through a chain, and an appliance on a shelf must not lock itself out by
@@ -29,7 +21,7 @@ const certValidity = 100 * 365 * 24 * time.Hour
 
 // GenerateCertificate makes a self-signed ECDSA P-256 certificate for the
 // agent's TLS listener, named for the appliance, and returns it and its key
-// PEM-encoded with the certificate's pin (CertificateSHA256).
+// PEM-encoded with the certificate's pin (certpin.OfDER).
 func GenerateCertificate(name string, now time.Time) (certPEM, keyPEM []byte, pin string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -59,23 +51,5 @@ func GenerateCertificate(name string, now time.Time) (certPEM, keyPEM []byte, pi
 	}
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	return certPEM, keyPEM, CertificateSHA256(der), nil
-}
-
-// PEMCertificateSHA256 returns the pin of the first certificate in a PEM
-// file's content, as CertificateSHA256 computes it.
-func PEMCertificateSHA256(certPEM []byte) (string, error) {
-	for {
-		var b *pem.Block
-		b, certPEM = pem.Decode(certPEM)
-		if b == nil {
-			return "", errors.New("mgmt: no CERTIFICATE block in the PEM data")
-		}
-		if b.Type == "CERTIFICATE" {
-			if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-				return "", fmt.Errorf("mgmt: certificate: %w", err)
-			}
-			return CertificateSHA256(b.Bytes), nil
-		}
-	}
+	return certPEM, keyPEM, certpin.OfDER(der), nil
 }

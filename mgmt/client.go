@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // Client talks to the agent of one appliance. It is safe for concurrent
@@ -37,7 +38,7 @@ type clientOptions struct {
 }
 
 // WithCertSHA256 pins the agent's TLS certificate for https:// targets: the
-// lowercase hex SHA-256 of its DER encoding (CertificateSHA256). The agent's
+// lowercase hex SHA-256 of its DER encoding (certpin.OfDER). The agent's
 // certificate is self-signed, so the pin is the only thing that
 // authenticates it, and an https:// target without one is refused.
 func WithCertSHA256(hexDigest string) ClientOption {
@@ -129,7 +130,7 @@ func pinnedTLS(pin []byte) *tls.Config {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("mgmt: agent sent no certificate")
 			}
-			got := CertificateSHA256(cs.PeerCertificates[0].Raw)
+			got := certpin.OfDER(cs.PeerCertificates[0].Raw)
 			if got != hex.EncodeToString(pin) {
 				return fmt.Errorf("mgmt: agent certificate sha256 %s does not match the pinned %x", got, pin)
 			}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/ingotdev/ingot/builder/config"
-	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // TestNewAndCert scaffolds an appliance: ingot new writes the token and a
@@ -24,7 +24,7 @@ func TestNewAndCert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin, err := mgmt.PEMCertificateSHA256(certPEM)
+	pin, err := certpin.OfPEM(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

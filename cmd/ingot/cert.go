@@ -12,6 +12,7 @@ import (
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // runCert writes the management TLS certificate and key of an appliance
@@ -45,7 +46,7 @@ func runCert(ctx context.Context, stdout, stderr io.Writer, args []string) error
 func writeCertificate(name, certPath, keyPath string, force bool) (string, error) {
 	if !force {
 		if b, err := os.ReadFile(certPath); err == nil {
-			return mgmt.PEMCertificateSHA256(b)
+			return certpin.OfPEM(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return "", err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // mgmtFlags are the flags of every command that talks to a running
@@ -138,7 +139,7 @@ func (f *mgmtFlags) client() (*mgmt.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("https target: no pin: %w (give -cert-sha256 or -C DIR)", err)
 		}
-		if pin, err = mgmt.PEMCertificateSHA256(b); err != nil {
+		if pin, err = certpin.OfPEM(b); err != nil {
 			return nil, fmt.Errorf("%s: %w", certFile, err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 )
@@ -180,7 +181,7 @@ func TestVMUpdate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pin, err := mgmt.PEMCertificateSHA256(certPEM)
+		pin, err := certpin.OfPEM(certPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
