@@ -98,6 +98,11 @@ func newConn(key connKey) *vconn {
 	}
 }
 
+// coalesceBytes is the most guest data one write-queue item gathers from
+// consecutive packets: large enough that queued bytes dominate per-item
+// overhead, small enough to stay one modest allocation.
+const coalesceBytes = 64 << 10
+
 // writeQueue carries guest data to the connection's writer goroutine.
 type writeQueue struct {
 	mu    sync.Mutex
@@ -113,7 +118,15 @@ type writeItem struct {
 
 func (q *writeQueue) push(it writeItem) {
 	q.mu.Lock()
-	q.items = append(q.items, it)
+	// Guest payloads are private copies, so a small one joins the data
+	// item before it: a guest sending 1-byte packets to a host peer that
+	// does not read would otherwise cost a queue entry and an allocation
+	// per byte of its credit (36 times the credit in host memory).
+	if n := len(q.items); n > 0 && it.counted && q.items[n-1].counted && len(q.items[n-1].data)+len(it.data) <= coalesceBytes {
+		q.items[n-1].data = append(q.items[n-1].data, it.data...)
+	} else {
+		q.items = append(q.items, it)
+	}
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:

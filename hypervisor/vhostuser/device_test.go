@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -575,4 +576,38 @@ func TestFrontendDisconnect(t *testing.T) {
 	vm.startRings(0, [2]uint16{0, 0})
 	vm.postRxBuffers()
 	vm.hostConnect(5000, 256<<10)
+}
+
+// TestOneBytePacketsCostLittleHostMemory performs the buffering attack: a
+// guest sends its whole credit as 1-byte packets to a host peer that does
+// not read. The host memory this holds must stay a small multiple of the
+// credit (it was about 36 times the credit, one queue entry per byte).
+func TestOneBytePacketsCostLittleHostMemory(t *testing.T) {
+	const buf = 64 << 10
+	vm := newTestVM(t, harnessOpts{devOpts: []Option{WithBufferBytes(buf)}})
+	_, g := vm.hostConnect(5000, 256<<10)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	// One byte a packet for as long as the device grants credit: the host
+	// socket fills, then the device's queue holds the rest.
+	for {
+		if g.txCnt-g.devFwd < buf {
+			g.send(opRW, 0, []byte{'x'})
+			continue
+		}
+		p, ok := vm.guestRecv(500 * time.Millisecond)
+		if !ok {
+			break
+		}
+		if p.hdr.op == opRST {
+			t.Fatalf("device reset the connection: %v", p.hdr)
+		}
+		g.devFwd = p.hdr.fwdCnt
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8*buf {
+		t.Errorf("one-byte packets up to a %d-byte credit grew the host heap by %d bytes, want at most %d", buf, grew, 8*buf)
+	}
 }

@@ -182,16 +182,18 @@ func (e *engine) serviceKicks() {
 	e.kicked[rxQueue].Store(false)
 }
 
-// txBudgetRounds bounds how many ring-fulls of tx chains one pass takes, so
-// a guest that keeps the tx ring full cannot starve other events.
-const txBudgetRounds = 4
+// ringBudgetRounds bounds how many ring-fulls of chains one pass takes from
+// either queue, so a guest that keeps the tx ring full, or keeps posting rx
+// buffers while the host has output, cannot starve other events: the rest
+// waits for the next pass, which a self-kick schedules.
+const ringBudgetRounds = 4
 
 func (e *engine) processTx() {
 	r := e.rings[txQueue]
 	if !e.running(r) {
 		return
 	}
-	budget := txBudgetRounds * int(r.size)
+	budget := ringBudgetRounds * int(r.size)
 	for {
 		for ; budget > 0; budget-- {
 			ok, err := r.pop(e.mem, &e.txChain)
@@ -234,7 +236,11 @@ func (e *engine) fillRx() {
 	if !e.running(r) {
 		return
 	}
-	for e.hasOutput() {
+	for budget := ringBudgetRounds * int(r.size); e.hasOutput(); budget-- {
+		if budget == 0 {
+			e.kick(rxQueue)
+			return
+		}
 		ok, err := r.pop(e.mem, &e.rxChain)
 		if err != nil {
 			e.breakDevice(err)
