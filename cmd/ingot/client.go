@@ -83,7 +83,11 @@ func (f *mgmtFlags) client() (*mgmt.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		sock := vm.VsockPath(defaultRunDir(img))
+		runDir, err := vm.DefaultRunDir(img)
+		if err != nil {
+			return nil, err
+		}
+		sock := vm.VsockPath(runDir)
 		if _, err := os.Stat(sock); err != nil {
 			return nil, fmt.Errorf("no VM socket %s for %s: is 'ingot run -C %s' running? (or give -target)", sock, img, f.dir)
 		}

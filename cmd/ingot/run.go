@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
@@ -59,7 +55,9 @@ func runRun(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 		return err
 	}
 	if *runDir == "" {
-		*runDir = defaultRunDir(img)
+		if *runDir, err = vm.DefaultRunDir(img); err != nil {
+			return err
+		}
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "ingot run: "+format+"\n", a...) }
 	mode := vm.Vsock(*vsockMode)
@@ -74,19 +72,4 @@ func runRun(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 		Image: img, RunDir: *runDir, Accel: accel, MemoryMiB: *memory, CPUs: *cpus,
 		Forwards: forwards, Vsock: mode, KernelCID: uint32(*cid), Console: stdout, Logf: logf,
 	})
-}
-
-// defaultRunDir derives a short per-image directory: Unix socket paths are
-// limited to 107 bytes, so it must not live deep in the source tree.
-func defaultRunDir(image string) string {
-	base := os.Getenv("XDG_RUNTIME_DIR")
-	if base == "" {
-		base = os.TempDir()
-	}
-	sum := sha256.Sum256([]byte(image))
-	name := strings.TrimSuffix(filepath.Base(image), filepath.Ext(image))
-	if len(name) > 24 {
-		name = name[:24]
-	}
-	return filepath.Join(base, fmt.Sprintf("ingot-%d", os.Getuid()), name+"-"+hex.EncodeToString(sum[:4]))
 }
