@@ -94,7 +94,22 @@ type Machine struct {
 	Console io.Writer
 	// RunDir holds QEMU's control socket; it must exist.
 	RunDir string
+	// Board, when set, boots one of QEMU's models of a real board instead
+	// of the virtual machine of Arch; BoardRaspi3b is the one known.
+	Board string
+	// DTB is the device tree the kernel gets, for a board whose firmware
+	// QEMU does not emulate.
+	DTB string
+	// ResetOnReboot keeps QEMU running when the guest reboots, as a real
+	// machine resets, for a caller that starts QEMU itself (Command). Run
+	// needs QEMU to end instead, to let the boot loader choose again.
+	ResetOnReboot bool
 }
+
+// BoardRaspi3b is QEMU's Raspberry Pi 3B: its RAM is fixed at 1 GiB, the
+// image is its SD card, and the console is the mini UART, QEMU's second
+// serial port. It has no network QEMU can forward to.
+const BoardRaspi3b = "raspi3b"
 
 func (m *Machine) binary() (string, error) {
 	switch m.Arch {
@@ -113,6 +128,13 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 	if a == AccelAuto {
 		return nil, fmt.Errorf("qemu: resolve the accelerator before building arguments")
 	}
+	switch m.Board {
+	case "":
+	case BoardRaspi3b:
+		return m.raspi3bArgs(a)
+	default:
+		return nil, fmt.Errorf("qemu: unknown board %q", m.Board)
+	}
 	mem := m.MemoryMiB
 	if mem <= 0 {
 		mem = 512
@@ -122,14 +144,9 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 		cpus = 1
 	}
 	// A shared memfd backs guest RAM so a vhost-user backend can map it.
-	args := []string{
-		"-nodefaults", "-no-user-config", "-no-reboot",
-		"-display", "none", "-monitor", "none", "-serial", "stdio",
-		"-qmp", "unix:" + m.qmpPath() + ",server=on,wait=off",
+	args := append(m.commonArgs(a), "-nodefaults", "-serial", "stdio",
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
-		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem),
-		"-accel", string(a),
-	}
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem))
 	switch m.Arch {
 	case "amd64":
 		args = append(args, "-machine", "q35,memory-backend=mem")
@@ -146,10 +163,7 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("qemu: unsupported arch %q", m.Arch)
 	}
-	args = append(args, "-kernel", m.Kernel, "-append", m.Cmdline)
-	if m.Initrd != "" {
-		args = append(args, "-initrd", m.Initrd)
-	}
+	args = append(args, m.bootArgs()...)
 	if m.Disk != "" {
 		args = append(args,
 			"-drive", "file="+m.Disk+",format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
@@ -169,6 +183,72 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", m.KernelVsockCID))
 	}
 	return args, nil
+}
+
+// commonArgs are the arguments of every machine: no user configuration,
+// no display or monitor, QMP in RunDir, and accelerator a.
+func (m *Machine) commonArgs(a Accel) []string {
+	args := []string{"-no-user-config", "-display", "none", "-monitor", "none",
+		"-qmp", "unix:" + m.qmpPath() + ",server=on,wait=off", "-accel", string(a)}
+	if !m.ResetOnReboot {
+		args = append(args, "-no-reboot")
+	}
+	return args
+}
+
+// bootArgs load the kernel, its command line, initramfs and device tree.
+func (m *Machine) bootArgs() []string {
+	args := []string{"-kernel", m.Kernel, "-append", m.Cmdline}
+	if m.Initrd != "" {
+		args = append(args, "-initrd", m.Initrd)
+	}
+	if m.DTB != "" {
+		args = append(args, "-dtb", m.DTB)
+	}
+	return args
+}
+
+func (m *Machine) raspi3bArgs(a Accel) ([]string, error) {
+	if m.Arch != "arm64" {
+		return nil, fmt.Errorf("qemu: board %s is arm64, not %q", m.Board, m.Arch)
+	}
+	args := append(m.commonArgs(a), "-machine", BoardRaspi3b, "-serial", "null", "-serial", "stdio")
+	args = append(args, m.bootArgs()...)
+	if m.Disk != "" {
+		args = append(args, "-drive", "file="+m.Disk+",if=sd,format=raw")
+	}
+	return args, nil
+}
+
+// Command returns the QEMU process that boots m with accelerator a, for a
+// caller that runs it itself: the console comes on its stdout, which the
+// caller connects. QEMU gets its own process group, so that a terminal's
+// Ctrl-C reaches the caller, which shuts the guest down properly, instead
+// of killing QEMU mid-write; and it dies with the caller.
+func (m *Machine) Command(a Accel) (*exec.Cmd, error) {
+	bin, err := m.binary()
+	if err != nil {
+		return nil, err
+	}
+	args, err := m.Args(a)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd, nil
+}
+
+// PowerButton presses the ACPI power button of the guest m runs, through
+// QEMU's control socket, for a caller that started QEMU with Command.
+func (m *Machine) PowerButton(ctx context.Context) error {
+	qmp, err := dialQMP(ctx, m.qmpPath())
+	if err != nil {
+		return err
+	}
+	defer qmp.Close()
+	_, err = qmp.execute(ctx, "system_powerdown")
+	return err
 }
 
 // Exit says why a guest stopped.
@@ -254,23 +334,16 @@ func (f *firstByteWriter) Write(p []byte) (int, error) {
 }
 
 func runOnce(ctx context.Context, m *Machine, a Accel, silentLimit time.Duration) (Exit, error) {
-	bin, err := m.binary()
+	cmd, err := m.Command(a)
 	if err != nil {
 		return 0, err
 	}
-	args, err := m.Args(a)
-	if err != nil {
-		return 0, err
-	}
+	bin := cmd.Args[0]
 	_ = os.Remove(m.qmpPath())
 	console := &firstByteWriter{w: m.Console, seen: make(chan struct{})}
 	var stderr strings.Builder
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout = console
 	cmd.Stderr = io.MultiWriter(&stderr, consoleOrDiscard(m.Console))
-	// Own process group: a terminal's Ctrl-C reaches ingot, which shuts the
-	// guest down properly, instead of killing QEMU mid-write.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("qemu: start %s: %w", bin, err)
 	}

@@ -72,6 +72,22 @@ func TestArgs(t *testing.T) {
 	if _, err := m.Args(AccelTCG); err == nil {
 		t.Error("Args(riscv64) succeeded, want error")
 	}
+	// A reboot resets in place; the Pi's SD card and mini UART console.
+	m = &Machine{Arch: "arm64", Board: BoardRaspi3b, Kernel: "k", DTB: "pi.dtb", Cmdline: "c", Disk: "sd.img", RunDir: "/run/x", ResetOnReboot: true}
+	args, err = m.Args(AccelTCG)
+	line = strings.Join(args, " ")
+	for _, want := range []string{"-machine raspi3b", "-dtb pi.dtb", "file=sd.img,if=sd,format=raw", "-serial null -serial stdio"} {
+		if err != nil || !strings.Contains(line, want) {
+			t.Errorf("Args(raspi3b) = %q, %v, missing %q", line, err, want)
+		}
+	}
+	if strings.Contains(line, "-no-reboot") || strings.Contains(line, "memory-backend") {
+		t.Errorf("Args(raspi3b, ResetOnReboot) = %q, want neither -no-reboot nor a memory backend", line)
+	}
+	m.Arch = "amd64"
+	if _, err := m.Args(AccelTCG); err == nil {
+		t.Error("Args(raspi3b on amd64) succeeded, want error")
+	}
 }
 
 func TestResolveCrossArchIsTCG(t *testing.T) {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"log"
 	"net"
-	"os/exec"
 
+	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vhostuser"
 	"github.com/ingotdev/ingot/mgmt/transport"
 )
@@ -25,14 +25,15 @@ func ExampleDevice_ServeListener() {
 	}
 	go dev.ServeListener(ctx, l)
 
-	qemu := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-m", "512", "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
-		"-machine", "q35,memory-backend=mem",
-		"-chardev", "socket,id=vs,path=/run/vm1/vhost.sock",
-		"-device", "vhost-user-vsock-pci,chardev=vs",
-		// -kernel, -initrd, disks ...
-	)
-	if err := qemu.Start(); err != nil {
+	// hypervisor/qemu gives guest RAM as shared memory, which the back-end
+	// maps, and adds vhost-user-vsock-pci on the socket.
+	m := &qemu.Machine{Arch: "amd64", MemoryMiB: 512, Kernel: "/run/vm1/vmlinuz", Cmdline: "console=ttyS0",
+		VhostUserVsock: "/run/vm1/vhost.sock", RunDir: "/run/vm1"}
+	vm, err := m.Command(qemu.AccelTCG)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := vm.Start(); err != nil {
 		log.Fatal(err)
 	}
 

@@ -11,8 +11,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,24 +21,15 @@ import (
 	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
-	"github.com/ingotdev/ingot/packer/cpio"
-	"github.com/ingotdev/ingot/packer/initramfs"
-	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-// The VM test boots the Debian cloud kernel with a tiny Go init
-// (internal/testguest) under QEMU's vhost-user-vsock-pci backed by this
-// package, and drives vsock traffic through the hybrid socket.
+// The VM test boots the Debian cloud kernel with the test init
+// (vmtest.TestInit, testinit=serve) under QEMU's vhost-user-vsock-pci
+// backed by this package, and drives vsock traffic through the hybrid
+// socket.
 
-// vsockModules are the modules the guest needs; buildGuest adds their
-// dependencies with (*kernel.Kernel).Closure and the guest loads them in the
-// order /etc/ingot/stage0.json lists.
+// vsockModules are the modules the guest needs besides their dependencies.
 var vsockModules = []string{"virtio_pci", "vmw_vsock_virtio_transport"}
-
-// guestModTime dates every initramfs entry, so the archive is the same
-// from run to run.
-const guestModTime = 1700000000
 
 const (
 	vmGuestCID    = 3
@@ -50,16 +41,12 @@ const (
 )
 
 func TestVMHybridVsock(t *testing.T) {
-	deb := os.Getenv("INGOT_KERNEL_DEB")
-	if deb == "" {
-		t.Fatal("INGOT_KERNEL_DEB is unset: set it to a Debian linux-image-*-cloud-amd64 .deb (make test does)")
-	}
+	guest := vmtest.NewGuest(t, "amd64", vmtest.WithModules(vsockModules...))
 	work, err := os.MkdirTemp("", "vuvm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(work)
-	kernelPath, initrd := buildGuest(t, deb, work)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -102,15 +89,15 @@ func TestVMHybridVsock(t *testing.T) {
 		}
 	}()
 
-	console := &vmtest.Console{}
-	qemu := startQEMU(t, ctx, kernelPath, initrd, vhost, console)
-	defer func() {
-		qemu.Process.Kill()
-		qemu.Wait()
-		if t.Failed() {
-			t.Logf("guest console:\n%s", console.Tail(8000))
-		}
-	}()
+	// resetOnReboot keeps QEMU running across a guest reboot; without it
+	// QEMU exits and the launcher starts a new one.
+	boot := func(resetOnReboot bool) *vmtest.VM {
+		m := guest.Machine("quiet", "testinit=serve")
+		m.MemoryMiB, m.VhostUserVsock, m.ResetOnReboot = 512, vhost, resetOnReboot
+		return vmtest.Boot(t, m)
+	}
+	qemu := boot(true)
+	defer func() { qemu.Kill() }()
 
 	start := time.Now()
 	first := waitBoot(t, boots, 120*time.Second)
@@ -153,9 +140,8 @@ func TestVMHybridVsock(t *testing.T) {
 	// With -no-reboot QEMU exits when the guest reboots and the launcher
 	// starts a new one on the same vhost-user socket.
 	t.Run("NewQEMU", func(t *testing.T) {
-		qemu.Process.Kill()
-		qemu.Wait()
-		qemu = startQEMU(t, ctx, kernelPath, initrd, vhost, console, "-no-reboot")
+		qemu.Kill()
+		qemu = boot(false)
 		waitBoot(t, boots, 120*time.Second)
 		echoCheck(t, ctx, uds, 1<<20, 5)
 
@@ -165,87 +151,15 @@ func TestVMHybridVsock(t *testing.T) {
 		}
 		c.Write([]byte("reboot\n"))
 		c.Close()
-		exited := make(chan error, 1)
-		go func() { exited <- qemu.Wait() }()
 		select {
-		case <-exited:
+		case <-qemu.Exited():
 		case <-time.After(60 * time.Second):
 			t.Fatal("QEMU with -no-reboot did not exit when the guest rebooted")
 		}
-		qemu = startQEMU(t, ctx, kernelPath, initrd, vhost, console)
+		qemu = boot(true)
 		waitBoot(t, boots, 120*time.Second)
 		echoCheck(t, ctx, uds, 1<<20, 6)
 	})
-}
-
-// buildGuest writes the kernel image and an initramfs (packer/initramfs
-// layout, zstd cpio) whose /init is internal/testguest into work.
-func buildGuest(t *testing.T, deb, work string) (kernelPath, initrd string) {
-	t.Helper()
-	ctx := t.Context()
-	k, err := kernel.LoadDeb(ctx, deb, kernel.WithModules(vsockModules...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := k.Closure(vsockModules...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	init := filepath.Join(work, "init")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", init, "./internal/testguest")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building testguest: %v\n%s", err, out)
-	}
-	fi, err := os.Stat(init)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := initramfs.Tree(k, mods, rootfs.HostFile(init), fi.Size(), guestModTime)
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd = filepath.Join(work, "initrd.img")
-	f, err := os.Create(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteCompressedTree(f, tree, cpio.Zstd); err != nil {
-		f.Close()
-		t.Fatalf("writing %s: %v", initrd, err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	kernelPath = filepath.Join(work, "vmlinuz")
-	if err := os.WriteFile(kernelPath, k.Image, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return kernelPath, initrd
-}
-
-func startQEMU(t *testing.T, ctx context.Context, kernelPath, initrd, vhost string, console io.Writer, extra ...string) *exec.Cmd {
-	t.Helper()
-	accel := os.Getenv("INGOT_VM_ACCEL")
-	if accel == "" {
-		accel = "tcg"
-	}
-	args := append([]string{
-		"-accel", accel, "-m", "512", "-smp", "1",
-		"-object", "memory-backend-memfd,id=mem,size=512M,share=on",
-		"-machine", "q35,memory-backend=mem",
-		"-no-user-config", "-nodefaults", "-display", "none", "-serial", "stdio",
-		"-kernel", kernelPath, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
-		"-chardev", "socket,id=vs,path=" + vhost,
-		"-device", "vhost-user-vsock-pci,chardev=vs",
-	}, extra...)
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.Stdout, cmd.Stderr = console, console
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting QEMU: %v", err)
-	}
-	return cmd
 }
 
 func waitBoot(t *testing.T, boots <-chan string, d time.Duration) string {
@@ -328,8 +242,8 @@ func throughput(t *testing.T, ctx context.Context, uds string, n int64) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	h2g := time.Since(start)
 	c.Close()
-	if want := fmt.Sprintf("%d\n", n); err != nil || line != want {
-		t.Fatalf("sink answered %q, %v; want %q", line, err, want)
+	if count, _, _ := strings.Cut(line, " "); err != nil || count != strconv.FormatInt(n, 10) {
+		t.Fatalf("sink answered %q, %v; want %d bytes and the guest's busy share", line, err, n)
 	}
 
 	// Guest to host: the guest sends its pattern.
@@ -357,7 +271,7 @@ func throughput(t *testing.T, ctx context.Context, uds string, n int64) {
 	t.Logf("hybrid vsock throughput, %d MiB each: host->guest %.1f MB/s, guest->host %.1f MB/s", n>>20, mb/h2g.Seconds(), mb/g2h.Seconds())
 }
 
-// guestPattern is testguest's pattern().
+// guestPattern is testinit's pattern().
 func guestPattern() []byte {
 	r := rand.New(rand.NewPCG(42, 42))
 	b := make([]byte, 1<<20)

@@ -1,6 +1,9 @@
-// Package vmtest holds what the VM tests of several packages share: a
-// console sink that a test can read while QEMU writes to it, and a free
-// TCP port for a forwarded guest service.
+// Package vmtest is the harness of the VM tests (TestVM… in *_vm_test.go):
+// Kernel finds the Debian kernel package the environment names, Guest
+// builds an initramfs around the one test PID 1 (testinit) or another init
+// with our own writers, Boot starts QEMU from hypervisor/qemu's command
+// line and collects its console, and Console is the concurrent buffer the
+// tests read consoles and logs from while something writes them.
 package vmtest
 
 import (
@@ -10,7 +13,8 @@ import (
 	"testing"
 )
 
-// Console collects a VM's serial console; safe for concurrent use.
+// Console collects a VM's serial console, or any output a test reads
+// while another goroutine writes it; safe for concurrent use.
 type Console struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -30,6 +34,14 @@ func (c *Console) String() string {
 	return c.buf.String()
 }
 
+// Tail returns the last n bytes written, for error messages.
+func (c *Console) Tail(n int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.buf.String()
+	return s[max(0, len(s)-n):]
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
@@ -39,12 +51,4 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// Tail returns the last n bytes written, for error messages.
-func (c *Console) Tail(n int) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.buf.String()
-	return s[max(0, len(s)-n):]
 }

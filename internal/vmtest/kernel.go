@@ -1,0 +1,43 @@
+package vmtest
+
+import (
+	"os"
+	"testing"
+)
+
+// Kernel returns the Debian cloud kernel package (.deb) for arch, amd64 or
+// arm64, that the environment names: INGOT_KERNEL_DEB for amd64,
+// INGOT_KERNEL_DEB_ARM64 for arm64. `make setup` downloads them and
+// `make test` sets both. A test without its kernel fails: it never skips.
+func Kernel(t testing.TB, arch string) string {
+	t.Helper()
+	switch arch {
+	case "amd64":
+		return debFromEnv(t, "INGOT_KERNEL_DEB", ".cache/kernels/linux-image-cloud-amd64.deb")
+	case "arm64":
+		return debFromEnv(t, "INGOT_KERNEL_DEB_ARM64", ".cache/kernels/linux-image-cloud-arm64.deb")
+	}
+	t.Fatalf("vmtest: no kernel for arch %q: want amd64 or arm64", arch)
+	return ""
+}
+
+// BusyboxARM64 returns Debian's busybox-static package for arm64, which
+// INGOT_BUSYBOX_DEB_ARM64 names.
+func BusyboxARM64(t testing.TB) string {
+	t.Helper()
+	return debFromEnv(t, "INGOT_BUSYBOX_DEB_ARM64", ".cache/debs/busybox-static-arm64.deb")
+}
+
+// debFromEnv returns the package that env names; cached is where
+// `make setup` puts it.
+func debFromEnv(t testing.TB, env, cached string) string {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		t.Fatalf("vmtest: %s is not set: run `make setup` and set it to %s (make test does)", env, cached)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("vmtest: %s names a missing package: %v: run `make setup` (make test sets it to %s)", env, err, cached)
+	}
+	return p
+}
