@@ -3,8 +3,8 @@
 // networking, the channel gokrazy pushes its updates over. It boots one
 // guest under TCG with both devices, as `ingot run` configures them
 // (hypervisor/qemu), serves vhost-user-vsock in this process, and moves
-// bytes to and from a sink and a source the guest (internal/guest) runs on
-// both channels. Run it from the repository root:
+// bytes to and from a sink and a source the guest (internal/vmtest's
+// testinit) runs on both channels. Run it from the repository root:
 //
 //	INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb go run ./bench/vsock
 //
@@ -35,7 +35,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -47,22 +46,17 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vhostuser"
 	"github.com/ingotdev/ingot/mgmt/transport"
-	"github.com/ingotdev/ingot/packer/cpio"
-	"github.com/ingotdev/ingot/packer/initramfs"
-	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/packer/rootfs"
 	"golang.org/x/sys/unix"
 )
 
-// guestPackage is the guest's /init; its ports are these.
+// The guest's endpoints (testinit=serve).
 const (
-	guestPackage    = "github.com/ingotdev/ingot/bench/vsock/internal/guest"
 	guestSinkPort   = 5002
 	guestSourcePort = 5003
 )
 
-// guestSchedEnv is the guest's environment variable for -guest-sched.
-const guestSchedEnv = "INGOT_BENCH_SCHED"
+// guestSchedParam is the guest's kernel parameter for -guest-sched.
+const guestSchedParam = "testinit_sched"
 
 // guestModules are what the guest loads, besides their dependencies.
 var guestModules = []string{"virtio_pci", "virtio_net", "vmw_vsock_virtio_transport"}
@@ -70,8 +64,6 @@ var guestModules = []string{"virtio_pci", "virtio_net", "vmw_vsock_virtio_transp
 const (
 	guestCID       = 3
 	guestMemoryMiB = 512
-	// initrdModTime dates every initramfs entry (a fixed, arbitrary time).
-	initrdModTime = 1700000000
 
 	dialTimeout  = 10 * time.Second
 	readyTimeout = 2 * time.Minute
@@ -86,7 +78,7 @@ func main() {
 	deb := flag.String("kernel", os.Getenv("INGOT_KERNEL_DEB"), "Debian linux-image-*-cloud-amd64 .deb (default $INGOT_KERNEL_DEB)")
 	mib := flag.Int64("mib", 256, "MiB per transfer")
 	runs := flag.Int("runs", 3, "transfers per measurement; the median is reported")
-	sched := flag.String("guest-sched", "batch", "scheduling policy of the guest's endpoints, both channels: batch or normal (see internal/guest)")
+	sched := flag.String("guest-sched", "batch", "scheduling policy of the guest's endpoints, both channels: batch or normal (see internal/vmtest/testinit)")
 	flag.Parse()
 	if *deb == "" {
 		fmt.Fprintln(os.Stderr, "bench/vsock: no kernel: set INGOT_KERNEL_DEB or -kernel to a Debian linux-image-*-cloud-amd64 .deb")
@@ -114,7 +106,7 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 		return err
 	}
 	defer os.RemoveAll(work)
-	kernelPath, initrd, err := buildGuest(ctx, deb, work)
+	guest, err := vmtest.BuildGuest(ctx, deb, "amd64", work, vmtest.WithModules(guestModules...))
 	if err != nil {
 		return err
 	}
@@ -141,22 +133,15 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 		return err
 	}
 	console := &vmtest.Console{}
-	m := &qemu.Machine{
-		Arch: "amd64", MemoryMiB: guestMemoryMiB, CPUs: 1,
-		Kernel: kernelPath, Initrd: initrd,
-		Cmdline:        "console=ttyS0 quiet panic=-1 " + guestSchedEnv + "=" + sched,
-		Forwards:       []qemu.Forward{{Proto: "tcp", HostPort: tcpPort, GuestPort: guestSinkPort}},
-		VhostUserVsock: vhost,
-		Console:        console,
-		RunDir:         work,
-	}
-	args, err := m.Args(qemu.AccelTCG)
+	m := guest.Machine("quiet", "testinit=serve", "testinit_tcp=1", guestSchedParam+"="+sched)
+	m.MemoryMiB, m.CPUs, m.VhostUserVsock, m.RunDir = guestMemoryMiB, 1, vhost, work
+	m.Forwards = []qemu.Forward{{Proto: "tcp", HostPort: tcpPort, GuestPort: guestSinkPort}}
+	cmd, err := m.Command(qemu.AccelTCG)
 	if err != nil {
 		return err
 	}
 	// Named threads let sampleCPU tell the vCPU from the rest.
-	args = append(args, "-name", "bench-vsock,debug-threads=on")
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.Args = append(cmd.Args, "-name", "bench-vsock,debug-threads=on")
 	cmd.Stdout, cmd.Stderr = console, console
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -221,53 +206,6 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 	fmt.Printf("RESULT vsock h2g_mbps=%.1f g2h_mbps=%.1f tcp_h2g_mbps=%.1f speedup=%.2f\n",
 		mbps[0], mbps[1], mbps[2], mbps[0]/mbps[2])
 	return nil
-}
-
-// buildGuest writes the kernel image and an initramfs in stage0's layout
-// (packer/initramfs, zstd cpio) with internal/guest as /init into work.
-func buildGuest(ctx context.Context, deb, work string) (kernelPath, initrd string, err error) {
-	k, err := kernel.LoadDeb(ctx, deb, kernel.WithModules(guestModules...))
-	if err != nil {
-		return "", "", err
-	}
-	if k.Arch != "amd64" {
-		return "", "", fmt.Errorf("%s: a kernel for %q, want amd64", deb, k.Arch)
-	}
-	mods, err := k.Closure(guestModules...)
-	if err != nil {
-		return "", "", err
-	}
-	init := filepath.Join(work, "init")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", init, guestPackage)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("building %s: %w\n%s", guestPackage, err, out)
-	}
-	fi, err := os.Stat(init)
-	if err != nil {
-		return "", "", err
-	}
-	tree, err := initramfs.Tree(k, mods, rootfs.HostFile(init), fi.Size(), initrdModTime)
-	if err != nil {
-		return "", "", err
-	}
-	initrd = filepath.Join(work, "initrd.img")
-	f, err := os.Create(initrd)
-	if err != nil {
-		return "", "", err
-	}
-	if err := cpio.WriteCompressedTree(f, tree, cpio.Zstd); err != nil {
-		f.Close()
-		return "", "", fmt.Errorf("%s: %w", initrd, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", "", err
-	}
-	kernelPath = filepath.Join(work, "vmlinuz")
-	if err := os.WriteFile(kernelPath, k.Image, 0o644); err != nil {
-		return "", "", err
-	}
-	return kernelPath, initrd, nil
 }
 
 // waitReady dials target until the guest accepts. The guest listens on TCP
