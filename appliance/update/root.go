@@ -29,7 +29,6 @@ package update
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,6 +38,7 @@ import (
 	"strings"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 // Device is where a root image is written: the inactive slot's block
@@ -62,13 +62,6 @@ const (
 	headBytes = 4096
 	// copyBufferBytes bounds memory while streaming.
 	copyBufferBytes = 1 << 20
-
-	// Squashfs superblock fields (little-endian).
-	squashfsMagic            = 0x73717368 // "hsqs"
-	squashfsSuperblockBytes  = 96
-	squashfsMajorOffset      = 28
-	squashfsBytesUsedOffset  = 40
-	squashfsSupportedVersion = 4
 )
 
 // Option configures WriteRoot and Manager.
@@ -131,7 +124,7 @@ func WriteRoot(ctx context.Context, dev Device, partBytes int64, body io.Reader,
 		return Result{}, fmt.Errorf("update: root: image of %d bytes does not fit the %d-byte partition: %w", declaredBytes, partBytes, mgmt.ErrTooLarge)
 	case partBytes < headBytes:
 		return Result{}, fmt.Errorf("update: root: partition of %d bytes is smaller than %d", partBytes, headBytes)
-	case declaredBytes < squashfsSuperblockBytes:
+	case declaredBytes < squashfs.SuperblockBytes:
 		return Result{}, fmt.Errorf("update: root: image of %d bytes is too small to be a squashfs: %w", declaredBytes, mgmt.ErrRejected)
 	case imageArch == "":
 		return Result{}, fmt.Errorf("update: root: the image's architecture was not declared (%s header): %w", mgmt.HeaderArch, mgmt.ErrInvalid)
@@ -221,17 +214,12 @@ func streamRest(ctx context.Context, dev Device, h hash.Hash, body io.Reader, fr
 // checkSuperblock checks the squashfs superblock at the start of an image
 // of imageBytes.
 func checkSuperblock(b []byte, imageBytes int64) error {
-	if len(b) < squashfsSuperblockBytes {
-		return fmt.Errorf("%d bytes are too few for a squashfs superblock", len(b))
+	sb, err := squashfs.Parse(b)
+	if err != nil {
+		return err
 	}
-	if m := binary.LittleEndian.Uint32(b); m != squashfsMagic {
-		return fmt.Errorf("offset 0: magic %#08x is not squashfs (%#08x, \"hsqs\")", m, squashfsMagic)
-	}
-	if v := binary.LittleEndian.Uint16(b[squashfsMajorOffset:]); v != squashfsSupportedVersion {
-		return fmt.Errorf("offset %d: squashfs major version %d, want %d", squashfsMajorOffset, v, squashfsSupportedVersion)
-	}
-	if used := binary.LittleEndian.Uint64(b[squashfsBytesUsedOffset:]); used > uint64(imageBytes) || used < squashfsSuperblockBytes {
-		return fmt.Errorf("offset %d: squashfs bytes_used %d does not fit the %d-byte image", squashfsBytesUsedOffset, used, imageBytes)
+	if sb.BytesUsed > uint64(imageBytes) {
+		return fmt.Errorf("squashfs: bytes_used %d does not fit the %d-byte image", sb.BytesUsed, imageBytes)
 	}
 	return nil
 }
@@ -240,7 +228,7 @@ func checkSuperblock(b []byte, imageBytes int64) error {
 // root was completely written there (WriteRoot writes the superblock
 // last) or the slot still holds the image it was built with.
 func ValidRoot(dev io.ReaderAt, partBytes int64) error {
-	b := make([]byte, squashfsSuperblockBytes)
+	b := make([]byte, squashfs.SuperblockBytes)
 	if _, err := dev.ReadAt(b, 0); err != nil {
 		return fmt.Errorf("update: reading the superblock: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 const partBytes = 1 << 20
@@ -30,9 +30,8 @@ func image(n int, seed uint64) []byte {
 	for i := range b {
 		b[i] = byte(r.Uint32())
 	}
-	binary.LittleEndian.PutUint32(b, squashfsMagic)
-	binary.LittleEndian.PutUint16(b[squashfsMajorOffset:], squashfsSupportedVersion)
-	binary.LittleEndian.PutUint64(b[squashfsBytesUsedOffset:], uint64(n))
+	sb := squashfs.Superblock{BlockSize: squashfs.MinBlockBytes, BlockLog: 12, Compressor: squashfs.CompressorGzip, BytesUsed: uint64(n)}
+	copy(b, sb.Encode())
 	return b
 }
 

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,16 +28,7 @@ import (
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
-)
-
-// Squashfs superblock facts needed to find where the image ends inside
-// its partition: the partition is larger than the filesystem.
-const (
-	squashfsMagic           = 0x73717368 // "hsqs", little-endian
-	squashfsBytesUsedOffset = 40
-	squashfsSuperblockBytes = 96
-	// squashfsPadBytes is what mksquashfs-compatible writers pad to.
-	squashfsPadBytes = 4096
+	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 // Defaults of the wait for the new build.
@@ -408,19 +398,18 @@ func rootSection(f *os.File, image string) (*io.SectionReader, error) {
 		return nil, err
 	}
 	part := &p
-	sb := make([]byte, squashfsSuperblockBytes)
-	if _, err := f.ReadAt(sb, part.OffsetBytes()); err != nil {
+	b := make([]byte, squashfs.SuperblockBytes)
+	if _, err := f.ReadAt(b, part.OffsetBytes()); err != nil {
 		return nil, fmt.Errorf("push: %s: partition %s: superblock: %w", image, part.Name, err)
 	}
-	if m := binary.LittleEndian.Uint32(sb); m != squashfsMagic {
-		return nil, fmt.Errorf("push: %s: partition %s: magic %#x is not squashfs", image, part.Name, m)
+	sb, err := squashfs.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("push: %s: partition %s: %w", image, part.Name, err)
 	}
-	used := int64(binary.LittleEndian.Uint64(sb[squashfsBytesUsedOffset:]))
-	padded := (used + squashfsPadBytes - 1) / squashfsPadBytes * squashfsPadBytes
-	if used <= 0 || padded > part.SizeBytes() {
-		return nil, fmt.Errorf("push: %s: partition %s: squashfs bytes_used %d does not fit the partition's %d bytes", image, part.Name, used, part.SizeBytes())
+	if sb.PaddedBytes() > uint64(part.SizeBytes()) {
+		return nil, fmt.Errorf("push: %s: partition %s: squashfs bytes_used %d does not fit the partition's %d bytes", image, part.Name, sb.BytesUsed, part.SizeBytes())
 	}
-	return io.NewSectionReader(f, part.OffsetBytes(), padded), nil
+	return io.NewSectionReader(f, part.OffsetBytes(), int64(sb.PaddedBytes())), nil
 }
 
 func hashReader(r *io.SectionReader) (string, error) {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
+
+	format "github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 // Compression selects how data and metadata blocks are compressed.
@@ -94,9 +96,9 @@ func (c Compression) checkLevel(level int) error {
 // id returns the superblock compressor id.
 func (c Compression) id() uint16 {
 	if c == Zstd {
-		return compressorZstd
+		return format.CompressorZstd
 	}
-	return compressorGzip
+	return format.CompressorGzip
 }
 
 // options returns the compressor options block, or nil when the level is

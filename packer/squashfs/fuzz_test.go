@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	format "github.com/ingotdev/ingot/packer/format/squashfs"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
@@ -86,7 +87,7 @@ func (r *fuzzReader) name() string {
 	return s
 }
 
-const fuzzBlockBytes = MinBlockBytes
+const fuzzBlockBytes = format.MinBlockBytes
 
 // fuzzTree decodes data into a tree and writer options. Invalid steps
 // (a name that exists, say) are skipped: the tree rejects them itself.

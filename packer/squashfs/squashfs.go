@@ -20,6 +20,7 @@ import (
 	"math/bits"
 	"runtime"
 
+	format "github.com/ingotdev/ingot/packer/format/squashfs"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
@@ -73,8 +74,8 @@ func newConfig(opts []Option) (*config, error) {
 	if err := cfg.comp.checkLevel(cfg.level); err != nil {
 		return nil, err
 	}
-	if cfg.blockSize < MinBlockBytes || cfg.blockSize > MaxBlockBytes || bits.OnesCount(uint(cfg.blockSize)) != 1 {
-		return nil, fmt.Errorf("squashfs: block size %d is not a power of two from %d to %d", cfg.blockSize, MinBlockBytes, MaxBlockBytes)
+	if cfg.blockSize < format.MinBlockBytes || cfg.blockSize > format.MaxBlockBytes || bits.OnesCount(uint(cfg.blockSize)) != 1 {
+		return nil, fmt.Errorf("squashfs: block size %d is not a power of two from %d to %d", cfg.blockSize, format.MinBlockBytes, format.MaxBlockBytes)
 	}
 	if cfg.workers < 1 {
 		return nil, fmt.Errorf("squashfs: %d workers, want at least 1", cfg.workers)
@@ -109,21 +110,21 @@ func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option
 	if err != nil {
 		return err
 	}
-	sb := superblock{
-		blockSize:  uint32(cfg.blockSize),
-		blockLog:   uint16(bits.TrailingZeros(uint(cfg.blockSize))),
-		compressor: cfg.comp.id(),
-		flags:      flagDuplicates | flagAlwaysFragments | flagExportable,
+	sb := format.Superblock{
+		BlockSize:  uint32(cfg.blockSize),
+		BlockLog:   uint16(bits.TrailingZeros(uint(cfg.blockSize))),
+		Compressor: cfg.comp.id(),
+		Flags:      format.FlagDuplicates | format.FlagAlwaysFragments | format.FlagExportable,
 	}
 	if cfg.comp == None {
-		sb.flags |= flagUncompressedInodes | flagUncompressedData | flagUncompressedFragments |
-			flagUncompressedXattrs | flagUncompressedIDs
+		sb.Flags |= format.FlagUncompressedInodes | format.FlagUncompressedData | format.FlagUncompressedFragments |
+			format.FlagUncompressedXattrs | format.FlagUncompressedIDs
 	}
 	// The superblock is written last, once every table is placed; the
 	// compressor options follow it.
-	out.zeros(superblockBytes)
+	out.zeros(format.SuperblockBytes)
 	if o := cfg.comp.options(cfg.level); o != nil {
-		sb.flags |= flagCompressorOptions
+		sb.Flags |= format.FlagCompressorOptions
 		out.write(binary.LittleEndian.AppendUint16(nil, uint16(len(o))|metadataUncompressedBit))
 		out.write(o)
 	}
@@ -132,18 +133,16 @@ func Write(ctx context.Context, w io.WriteSeeker, t *rootfs.Tree, opts ...Option
 	if err != nil {
 		return err
 	}
-	sb.inodes = uint32(len(p.order))
-	sb.mkfsTime = uint32(p.root.entry.ModTime)
-	sb.ids = uint16(len(p.ids))
-	sb.fragments = uint32(len(fragments))
+	sb.Inodes = uint32(len(p.order))
+	sb.MkfsTime = uint32(p.root.entry.ModTime)
+	sb.IDs = uint16(len(p.ids))
+	sb.Fragments = uint32(len(fragments))
 	if err := writeTables(out, metaComp, p, fragments, &sb); err != nil {
 		return err
 	}
-	sb.bytesUsed = uint64(out.pos())
-
-	end := (out.pos() + imageAlignBytes - 1) / imageAlignBytes * imageAlignBytes
-	out.zeros(end - out.pos())
-	out.writeAt(0, sb.encode())
+	sb.BytesUsed = uint64(out.pos())
+	out.zeros(int64(sb.PaddedBytes()) - out.pos())
+	out.writeAt(0, sb.Encode())
 	out.flush()
 	return out.err
 }
@@ -192,7 +191,7 @@ func writeData(ctx context.Context, out *output, t *rootfs.Tree, cfg *config, ne
 // tables, then the lookup tables in the order the kernel's sanity checks
 // expect (each table's index ends where the next table begins, the xattr
 // index ends the image). It fills in their positions in sb.
-func writeTables(out *output, comp compressor, p *plan, fragments []fragmentEntry, sb *superblock) error {
+func writeTables(out *output, comp compressor, p *plan, fragments []fragmentEntry, sb *format.Superblock) error {
 	tw := &tableWriter{
 		inodes:       newMetaWriter(comp),
 		dirs:         newMetaWriter(comp),
@@ -203,14 +202,14 @@ func writeTables(out *output, comp compressor, p *plan, fragments []fragmentEntr
 			return err
 		}
 	}
-	sb.rootInode = p.root.ref
+	sb.RootInode = p.root.ref
 	inodeTable, dirTable := tw.inodes.finish(), tw.dirs.finish()
 	if err := firstErr(tw.inodes.err, tw.dirs.err); err != nil {
 		return fmt.Errorf("squashfs: compress metadata: %w", err)
 	}
-	sb.inodeTableStart = uint64(out.pos())
+	sb.InodeTableStart = uint64(out.pos())
 	out.write(inodeTable)
-	sb.dirTableStart = uint64(out.pos())
+	sb.DirTableStart = uint64(out.pos())
 	out.write(dirTable)
 
 	var entries []byte
@@ -220,29 +219,29 @@ func writeTables(out *output, comp compressor, p *plan, fragments []fragmentEntr
 		entries = binary.LittleEndian.AppendUint32(entries, 0)
 	}
 	var err error
-	if sb.fragmentTableStart, err = writeLookupTable(out, comp, entries); err != nil {
+	if sb.FragmentTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
 	entries = entries[:0]
 	for _, n := range p.order { // in inode number order
 		entries = binary.LittleEndian.AppendUint64(entries, n.ref)
 	}
-	if sb.exportTableStart, err = writeLookupTable(out, comp, entries); err != nil {
+	if sb.ExportTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
 	entries = entries[:0]
 	for _, id := range p.ids {
 		entries = binary.LittleEndian.AppendUint32(entries, id)
 	}
-	if sb.idTableStart, err = writeLookupTable(out, comp, entries); err != nil {
+	if sb.IDTableStart, err = writeLookupTable(out, comp, entries); err != nil {
 		return err
 	}
-	sb.xattrIDTableStart = invalidTable
+	sb.XattrIDTableStart = invalidTable
 	if len(p.xattrIDs) == 0 {
-		sb.flags |= flagNoXattrs
+		sb.Flags |= format.FlagNoXattrs
 		return nil
 	}
-	sb.xattrIDTableStart, err = writeXattrTables(out, comp, p)
+	sb.XattrIDTableStart, err = writeXattrTables(out, comp, p)
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	format "github.com/ingotdev/ingot/packer/format/squashfs"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
@@ -71,8 +72,8 @@ func TestCompressions(t *testing.T) {
 		opts []Option
 	}{
 		{"gzip", []Option{WithCompression(Gzip)}},
-		{"gzip-9-1m", []Option{WithCompression(Gzip), WithLevel(9), WithBlockSize(MaxBlockBytes)}},
-		{"zstd-19-4k", []Option{WithCompression(Zstd), WithLevel(19), WithBlockSize(MinBlockBytes)}},
+		{"gzip-9-1m", []Option{WithCompression(Gzip), WithLevel(9), WithBlockSize(format.MaxBlockBytes)}},
+		{"zstd-19-4k", []Option{WithCompression(Zstd), WithLevel(19), WithBlockSize(format.MinBlockBytes)}},
 		{"zstd-15", []Option{WithCompression(Zstd), WithLevel(mksquashfsZstdLevel)}},
 		{"none-1-worker", []Option{WithCompression(None), WithWorkers(1)}},
 	} {
@@ -157,8 +158,16 @@ func TestWriteAtOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	end, _ := f.Seek(0, io.SeekCurrent)
-	if end%imageAlignBytes != 0 {
-		t.Errorf("image ends at %d, want a multiple of %d", end, imageAlignBytes)
+	if end%format.AlignBytes != 0 {
+		t.Errorf("image ends at %d, want a multiple of %d", end, format.AlignBytes)
+	}
+	// The superblock readers parse says where the image ends.
+	sb := make([]byte, format.SuperblockBytes)
+	if _, err := f.ReadAt(sb, offset); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := format.Parse(sb); err != nil || int64(s.PaddedBytes()) != end-offset || s.BlockSize != DefaultBlockBytes {
+		t.Errorf("format.Parse(superblock) = %+v, %v; want %d bytes padded, block size %d", s, err, end-offset, DefaultBlockBytes)
 	}
 	dir := filepath.Join(t.TempDir(), "x")
 	run(t, "unsquashfs", "-no-progress", "-strict-errors", "-o", "1M", "-d", dir, img)
@@ -418,7 +427,7 @@ func TestLargeTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := writeImage(t, tree, t.TempDir(), WithBlockSize(MinBlockBytes))
+	img := writeImage(t, tree, t.TempDir(), WithBlockSize(format.MinBlockBytes))
 	if out := run(t, "unsquashfs", "-s", img); !strings.Contains(out, "Number of fragments 3000") || !strings.Contains(out, "Number of ids 3007") {
 		t.Errorf("unsquashfs -s = %s, want 3000 fragments and 3007 ids", out)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	format "github.com/ingotdev/ingot/packer/format/squashfs"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
@@ -42,13 +43,13 @@ func TestDirectoryIndex(t *testing.T) {
 	}
 	var out seekBuffer
 	o, _ := newOutput(&out)
-	var sb superblock
+	var sb format.Superblock
 	if err := writeTables(o, comp, p, nil, &sb); err != nil {
 		t.Fatal(err)
 	}
 	o.flush()
-	inodes := unpackMetadata(t, out.b[sb.inodeTableStart:sb.dirTableStart])
-	dirs := unpackMetadata(t, out.b[sb.dirTableStart:sb.fragmentTableStart])
+	inodes := unpackMetadata(t, out.b[sb.InodeTableStart:sb.DirTableStart])
+	dirs := unpackMetadata(t, out.b[sb.DirTableStart:sb.FragmentTableStart])
 	// Compressed and uncompressed offsets agree without compression,
 	// except for the 2-byte block headers.
 	blockAt := func(start uint32) int { return int(start) / (metadataBlockBytes + 2) * metadataBlockBytes }
