@@ -35,8 +35,8 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	if diffID.Algorithm != "sha256" {
 		return fmt.Errorf("diff id %s: unsupported digest algorithm", diffID)
 	}
-	if exists(s.diffPath(diffID)) {
-		return nil
+	if fi, err := os.Stat(s.diffPath(diffID)); err == nil {
+		return p.unpack(fi.Size())
 	}
 	blobStored := exists(s.blobPath(d.Digest))
 	if offline && !blobStored {
@@ -75,7 +75,7 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	defer os.Remove(diffTmp.Name())
 	defer diffTmp.Close()
 	diffHash := sha256.New()
-	size, err := decompress(io.MultiWriter(diffTmp, diffHash), counted)
+	size, err := decompress(&boundedWriter{w: io.MultiWriter(diffTmp, diffHash), p: p}, counted)
 	if err != nil {
 		return err
 	}
@@ -111,6 +111,33 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	p.progress.printf("oci: %s: layer %d/%d %s: %.1f MiB %s, %.1f MiB uncompressed",
 		p.ref, i+1, n, shortDigest(d.Digest), float64(counted.n)/mib, from, float64(size)/mib)
 	return nil
+}
+
+// unpack counts n more uncompressed bytes of the image against its limits.
+func (p *puller) unpack(n int64) error {
+	if total := p.unpacked.Add(n); total > p.limits.ImageBytes {
+		return fmt.Errorf("the image's layers unpack to more than %d bytes, the limit of one image (a decompression bomb?)", p.limits.ImageBytes)
+	}
+	return nil
+}
+
+// boundedWriter stops a layer's decompression once it passes the layer
+// limit or the image's, before the bytes reach the disk.
+type boundedWriter struct {
+	w       io.Writer
+	p       *puller
+	written int64
+}
+
+func (b *boundedWriter) Write(data []byte) (int, error) {
+	b.written += int64(len(data))
+	if b.written > b.p.limits.LayerBytes {
+		return 0, fmt.Errorf("uncompressed layer over %d bytes, the limit of one layer (a decompression bomb?)", b.p.limits.LayerBytes)
+	}
+	if err := b.p.unpack(int64(len(data))); err != nil {
+		return 0, err
+	}
+	return b.w.Write(data)
 }
 
 func shortDigest(h v1.Hash) string {

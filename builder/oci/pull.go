@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -54,7 +55,28 @@ type pullOptions struct {
 	progress  io.Writer
 	keychain  authn.Keychain
 	transport http.RoundTripper
+	limits    Limits
 }
+
+// Limits bound what one image may unpack to on the build host, so that a
+// decompression bomb (a small blob of zeros that inflates to terabytes)
+// fails the pull with an error naming the layer instead of filling the
+// disk. Sparse files, which a small tar expands, are bounded by flatten.
+type Limits struct {
+	LayerBytes int64 // one layer's uncompressed tar
+	ImageBytes int64 // all of an image's uncompressed layers together
+}
+
+// Default limits: generous for an appliance, whose root of a few GiB is
+// already unusual; they only have to stop the absurd. An image's bound is
+// the one flatten applies to the file contents of the merged tree.
+const (
+	DefaultLayerBytes = 8 << 30
+	DefaultImageBytes = flatten.DefaultMaxBytes
+)
+
+// WithLimits replaces the default limits.
+func WithLimits(l Limits) Option { return func(o *pullOptions) { o.limits = l } }
 
 // WithProgress makes Pull write a line per layer it fetches or finds in
 // the store to w.
@@ -77,7 +99,7 @@ func WithTransport(t http.RoundTripper) Option { return func(o *pullOptions) { o
 // for platform is an error naming the image, the platform and the
 // platforms it has.
 func (s *Store) Pull(ctx context.Context, ref string, platform v1.Platform, opts ...Option) (*Image, error) {
-	o := pullOptions{keychain: authn.DefaultKeychain, progress: io.Discard}
+	o := pullOptions{keychain: authn.DefaultKeychain, progress: io.Discard, limits: Limits{LayerBytes: DefaultLayerBytes, ImageBytes: DefaultImageBytes}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -88,7 +110,7 @@ func (s *Store) Pull(ctx context.Context, ref string, platform v1.Platform, opts
 	if err != nil {
 		return nil, err
 	}
-	p := &puller{s: s, ref: ref, want: platform, progress: &lineWriter{w: o.progress}}
+	p := &puller{s: s, ref: ref, want: platform, progress: &lineWriter{w: o.progress}, limits: o.limits}
 	if d, ok := pr.registry.(name.Digest); ok {
 		h, err := v1.NewHash(d.DigestStr())
 		if err != nil {
@@ -131,6 +153,10 @@ type puller struct {
 	ref      string
 	want     v1.Platform
 	progress *lineWriter
+	limits   Limits
+	// unpacked counts the uncompressed bytes of the image's layers so
+	// far, across the concurrent layer jobs.
+	unpacked atomic.Int64
 }
 
 // lineWriter serialises progress lines from concurrent layer fetches.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -314,5 +315,68 @@ func TestPullCorruptLayer(t *testing.T) {
 	pinned := reg.Host + "/x@" + first.Digest.String()
 	if _, err := store.Pull(context.Background(), pinned, amd64); err == nil || !strings.Contains(err.Error(), "digest") {
 		t.Errorf("Pull(tampered manifest) = %v, want a digest error", err)
+	}
+}
+
+// TestPullDecompressionBomb performs the decompression bomb: a layer blob
+// that inflates far beyond its size. The pull stops at the layer limit (and
+// at the image limit across layers) with an error naming the layer, and
+// nothing of it stays in the store.
+func TestPullDecompressionBomb(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	zeros := func(name string, n int) *ocitest.Layer {
+		tb, err := ocitest.Tar(ocitest.Entry{Name: name, Body: make([]byte, n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := ocitest.NewLayer(tb, 9)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	big := zeros("zeros", 32<<20)
+	if n, _ := big.Size(); n > 1<<20 {
+		t.Fatalf("bomb blob is %d bytes, want it small", n)
+	}
+	a, b := zeros("a", 6<<20), zeros("b", 6<<20)
+	tests := []struct {
+		name   string
+		layers []v1.Layer
+		limits oci.Limits
+		want   string
+		layer  v1.Hash
+	}{
+		{"one layer", []v1.Layer{big}, oci.Limits{LayerBytes: 16 << 20, ImageBytes: 1 << 30}, "limit of one layer", digest(t, big)},
+		{"the image", []v1.Layer{a, b}, oci.Limits{LayerBytes: 1 << 30, ImageBytes: 10 << 20}, "limit of one image", v1.Hash{}},
+	}
+	for i, tt := range tests {
+		ref := fmt.Sprintf("%s/bomb%d:1", reg.Host, i)
+		img, err := ocitest.Image(amd64, v1.Config{}, tt.layers...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ocitest.Push(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		store, _ := oci.OpenStore(dir)
+		_, err = store.Pull(context.Background(), ref, amd64, oci.WithLimits(tt.limits))
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "layer sha256:") {
+			t.Errorf("%s: Pull = %v, want an error naming the layer and %q", tt.name, err, tt.want)
+		} else if tt.layer.Hex != "" && !strings.Contains(err.Error(), tt.layer.String()) {
+			t.Errorf("%s: Pull = %v, want it to name layer %s", tt.name, err, tt.layer)
+		}
+		var stored int64
+		filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				stored += fi.Size()
+			}
+			return nil
+		})
+		if stored > tt.limits.ImageBytes {
+			t.Errorf("%s: the store holds %d bytes after the refusal, more than the image limit %d", tt.name, stored, tt.limits.ImageBytes)
+		}
 	}
 }

@@ -54,6 +54,9 @@ func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (roo
 	if hdr.Size == 0 {
 		return rootfs.Bytes(nil), nil
 	}
+	if f.contentBytes += hdr.Size; hdr.Size < 0 || f.contentBytes > f.opts.maxBytes {
+		return nil, fmt.Errorf("file of %d bytes takes the image's file contents over %d bytes, the limit (a sparse-file or decompression bomb?)", hdr.Size, f.opts.maxBytes)
+	}
 	if sparse(hdr) {
 		return f.spool(hdr, tr)
 	}

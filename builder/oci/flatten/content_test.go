@@ -4,11 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/ingotdev/ingot/packer/rootfs"
@@ -113,4 +115,44 @@ func readAll(t *testing.T, tree *rootfs.Tree, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestFlattenSparseBomb performs the sparse-file bomb: a tar of a few
+// kilobytes declares a 32 GiB file of holes, which the spool would write out
+// in full and fill the build host's disk. The default bound refuses it,
+// naming the layer and the entry, before a byte is spooled.
+func TestFlattenSparseBomb(t *testing.T) {
+	src := t.TempDir()
+	f, err := os.Create(filepath.Join(src, "bomb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(32 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	layer := filepath.Join(t.TempDir(), "bomb.tar")
+	if out, err := exec.Command("tar", "--sparse", "--format=pax", "-cf", layer, "-C", src, "bomb").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	if fi, err := os.Stat(layer); err != nil || fi.Size() > 1<<20 {
+		t.Fatalf("bomb layer: %v, %v; want a small tar", fi, err)
+	}
+	spool := t.TempDir()
+	_, err = Flatten(context.Background(), []Layer{{Digest: "sha256:bomb", Path: layer}}, WithSpoolDir(spool))
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Layer != "sha256:bomb" || fe.Path != "bomb" || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("Flatten(32 GiB sparse file) = %v, want an *Error naming layer sha256:bomb, entry bomb and the limit", err)
+	}
+	if left, _ := os.ReadDir(spool); len(left) != 0 {
+		t.Errorf("spool holds %d files after the refusal, want none", len(left))
+	}
+	// A small explicit bound refuses an ordinary file too.
+	l := writeLayer(t, t.TempDir(), 0, []ent{{typ: tar.TypeReg, name: "big", mode: 0o644, body: strings.Repeat("x", 4096)}})
+	if _, err := Flatten(context.Background(), []Layer{l}, WithMaxBytes(4095)); !errors.As(err, &fe) || fe.Path != "big" {
+		t.Errorf("Flatten(4096-byte file, WithMaxBytes(4095)) = %v, want an *Error for big", err)
+	}
+	if _, err := Flatten(context.Background(), []Layer{l}, WithMaxBytes(4096)); err != nil {
+		t.Errorf("Flatten(4096-byte file, WithMaxBytes(4096)) = %v, want it accepted", err)
+	}
 }

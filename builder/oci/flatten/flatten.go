@@ -62,7 +62,16 @@ type Option func(*options)
 type options struct {
 	modTime  int64
 	spoolDir string
+	maxBytes int64
 }
+
+// DefaultMaxBytes bounds the file contents of a flattened tree. Sparse
+// files make it necessary: a tar of a few bytes can declare a file of a
+// terabyte, which the spool would write out in full.
+const DefaultMaxBytes = 16 << 30
+
+// WithMaxBytes replaces DefaultMaxBytes.
+func WithMaxBytes(n int64) Option { return func(o *options) { o.maxBytes = n } }
 
 // WithRootModTime sets the modification time of the root directory (and
 // of nothing else: entries keep their layer times).
@@ -88,7 +97,7 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Flatten applies layers, oldest first, to a new tree.
 func Flatten(ctx context.Context, layers []Layer, opts ...Option) (*rootfs.Tree, error) {
-	var o options
+	o := options{maxBytes: DefaultMaxBytes}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -120,6 +129,8 @@ type flattener struct {
 	added    map[string]bool
 	layer    Layer
 	modTime0 int64
+	// contentBytes adds up the sizes of the regular files seen so far.
+	contentBytes int64
 }
 
 func (f *flattener) applyFile(ctx context.Context, l Layer) error {
