@@ -183,15 +183,36 @@ type PermStatus struct {
 	TotalBytes int64  `json:"total_bytes,omitempty"`
 }
 
-// ServiceStatus is one supervised service.
+// ServiceState is where a service is in its life.
+type ServiceState string
+
+// Service states.
+const (
+	// StateWaiting: a service it is ordered after has not started yet.
+	StateWaiting ServiceState = "waiting"
+	StateRunning ServiceState = "running"
+	// StateBackoff: it exited and will be restarted at NextStart.
+	StateBackoff ServiceState = "backoff"
+	// StateStopped: stopped on request (stop, or shutdown).
+	StateStopped ServiceState = "stopped"
+	// StateExited: it exited and its restart policy says to leave it.
+	StateExited ServiceState = "exited"
+	// StateHeld: it cannot run here (Reason says why, e.g. it needs /perm
+	// and /perm is not mounted).
+	StateHeld ServiceState = "held"
+)
+
+// ServiceStatus is one supervised service, as the supervisor in the
+// guest reports it.
 type ServiceStatus struct {
-	Name string `json:"name"`
-	// State is waiting, running, backoff, stopped, exited or held.
-	State string `json:"state"`
+	Name  string       `json:"name"`
+	State ServiceState `json:"state"`
 	// Reason explains the held and waiting states.
-	Reason   string `json:"reason,omitempty"`
-	PID      int    `json:"pid,omitempty"`
-	Restarts int    `json:"restarts"`
+	Reason string `json:"reason,omitempty"`
+	// PID is the running process (and its process group); 0 otherwise.
+	PID int `json:"pid,omitempty"`
+	// Restarts counts starts after the first.
+	Restarts int `json:"restarts"`
 	// StartedAt is when the current or last run began.
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// NextStart is when a service in backoff starts again.
@@ -220,7 +241,8 @@ type Exit struct {
 	Time time.Time `json:"time"`
 	// Code is the exit status, or -1 when a signal ended the process or it
 	// never started.
-	Code   int    `json:"code"`
+	Code int `json:"code"`
+	// Signal names the signal that ended the process ("SIGKILL").
 	Signal string `json:"signal,omitempty"`
 	// Error says why the process could not be started.
 	Error      string  `json:"error,omitempty"`
@@ -235,7 +257,13 @@ type Exit struct {
 	Unhealthy bool `json:"unhealthy,omitempty"`
 }
 
-// String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...".
+// Ran returns how long the process ran.
+func (e Exit) Ran() time.Duration {
+	return time.Duration(e.RanSeconds * float64(time.Second))
+}
+
+// String returns e.g. "exit status 1", "signal SIGKILL", "start failed: ...",
+// with " (out of memory)" after an OOM kill.
 func (e Exit) String() string {
 	var s string
 	switch {

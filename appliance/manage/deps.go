@@ -29,64 +29,29 @@ type info struct {
 	firmwareTrial bool
 }
 
+// Status is stage1's snapshot with what only manage knows: why updates
+// are off, a trial the command line does not show, and the perm
+// partition's usage, measured at request time.
 func (i info) Status() mgmt.Status {
-	st := statusFrom(i.sys.Status(), i.updatesErr)
+	st := i.sys.Status()
+	st.SlotError = i.updatesErr
 	st.Trial = st.Trial || i.firmwareTrial
-	return st
-}
-
-// statusFrom converts stage1's snapshot for the protocol. Perm usage is
-// measured here, at request time.
-func statusFrom(st stage1.Status, updatesErr string) mgmt.Status {
-	out := mgmt.Status{
-		Name: st.Name, BuildID: st.BuildID, Arch: st.Arch, Target: st.Target, Hostname: st.Hostname,
-		Slot: st.Boot.Slot, Trial: st.Boot.Trial,
-		StartedAt:    st.StartedAt,
-		Perm:         mgmt.PermStatus{Mounted: st.Perm.Mounted, Error: st.Perm.Error},
-		Warnings:     st.Warnings,
-		ShuttingDown: st.ShuttingDown,
-		SlotError:    updatesErr,
-	}
-	if st.SpecError != "" {
-		out.Warnings = append(out.Warnings, st.SpecError)
-	}
 	if st.Perm.Mounted {
-		used, total, err := agent.FilesystemUsage(st.Perm.Dir)
+		used, total, err := agent.FilesystemUsage(stage1.PermDir)
 		if err != nil {
-			out.Perm.Error = err.Error()
+			st.Perm.Error = err.Error()
 		} else {
-			out.Perm.UsedBytes, out.Perm.TotalBytes = used, total
+			st.Perm.UsedBytes, st.Perm.TotalBytes = used, total
 		}
 	}
-	out.Services = make([]mgmt.ServiceStatus, 0, len(st.Services))
-	for _, s := range st.Services {
-		out.Services = append(out.Services, serviceStatus(s))
-	}
-	return out
-}
-
-func serviceStatus(s supervise.Status) mgmt.ServiceStatus {
-	out := mgmt.ServiceStatus{Name: s.Name, State: string(s.State), Reason: s.Reason, PID: s.PID,
-		Restarts: s.Restarts, StartedAt: s.StartedAt, NextStart: s.NextStart, OOMKills: s.OOMKills}
-	if e := s.LastExit; e != nil {
-		out.LastExit = &mgmt.Exit{Time: e.Time, Code: e.Code, Signal: e.Signal, Error: e.Err,
-			RanSeconds: e.Ran.Seconds(), Requested: e.Requested, OOMKilled: e.OOMKilled, Unhealthy: e.Unhealthy}
-	}
-	if h := s.Health; h != nil {
-		out.Health = &mgmt.Health{State: string(h.State), Failures: h.Failures, LastError: h.LastError, LastProbe: h.LastProbe}
-	}
-	return out
+	return st
 }
 
 // supervisor serves agent.Supervisor from the System's supervisor.
 type supervisor struct{ sys *stage1.System }
 
 func (s supervisor) Service(name string) (mgmt.ServiceStatus, bool) {
-	st, ok := s.sys.Supervisor().Service(name)
-	if !ok {
-		return mgmt.ServiceStatus{}, false
-	}
-	return serviceStatus(st), true
+	return s.sys.Supervisor().Service(name)
 }
 
 func (s supervisor) Start(ctx context.Context, name string) error {

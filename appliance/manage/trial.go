@@ -3,13 +3,12 @@ package manage
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/stage1"
-	"github.com/ingotdev/ingot/appliance/supervise"
 	"github.com/ingotdev/ingot/appliance/update"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
@@ -33,7 +32,7 @@ type trialDeps struct {
 // it, or records why it failed and reboots so the loader falls back.
 func checkTrial(ctx context.Context, d trialDeps) {
 	d.sys.Printf("manage: trial boot of slot %s: confirming after %s if every restart: always service stays up (and healthy, with a health check) and the agent serves", d.booted, d.window)
-	status := func() []supervise.Status { return d.sys.Status().Services }
+	status := func() []mgmt.ServiceStatus { return d.sys.Status().Services }
 	reason := watchHealth(ctx, d.window, healthPoll, alwaysServices(d.spec), status, d.served)
 	if ctx.Err() != nil {
 		return // shutting down: the trial was neither proven nor failed
@@ -69,7 +68,7 @@ func recordFailure(bootDir string, booted slot.Name, reason string) error {
 		return fmt.Errorf("slot.json no longer has slot %s on trial (active %q, trial %q)", booted, s.Active, s.Trial)
 	}
 	next := slot.State{Active: s.Active, LastFailed: &slot.Failure{Slot: booted, Reason: "trial health check: " + reason}}
-	return slot.Save(filepath.Join(bootDir, slot.FileName), next)
+	return slot.Save(bootDir, next)
 }
 
 // alwaysServices lists the services whose health decides a trial.
@@ -89,7 +88,7 @@ func alwaysServices(sp *spec.Appliance) []string {
 // check, healthy) at the end, and the agent still serves. Services
 // held back (a condition not met, perm missing) do not count: they would
 // not run on the old slot either.
-func watchHealth(ctx context.Context, window, poll time.Duration, names []string, status func() []supervise.Status, served <-chan struct{}) string {
+func watchHealth(ctx context.Context, window, poll time.Duration, names []string, status func() []mgmt.ServiceStatus, served <-chan struct{}) string {
 	deadline := time.NewTimer(window)
 	defer deadline.Stop()
 	tick := time.NewTicker(poll)
@@ -120,24 +119,24 @@ func watchHealth(ctx context.Context, window, poll time.Duration, names []string
 
 // unhealthy returns why the services are not healthy, or "". At the end
 // of the window every counted service must be running.
-func unhealthy(names []string, sts []supervise.Status, end bool) string {
-	byName := make(map[string]supervise.Status, len(sts))
+func unhealthy(names []string, sts []mgmt.ServiceStatus, end bool) string {
+	byName := make(map[string]mgmt.ServiceStatus, len(sts))
 	for _, s := range sts {
 		byName[s.Name] = s
 	}
 	for _, n := range names {
 		s, ok := byName[n]
-		if !ok || s.State == supervise.StateHeld {
+		if !ok || s.State == mgmt.StateHeld {
 			continue
 		}
 		if e := s.LastExit; e != nil && !e.Requested {
-			return fmt.Sprintf("service %s: %s after %s (restarts %d)", n, e.String(), e.Ran.Round(time.Millisecond), s.Restarts)
+			return fmt.Sprintf("service %s: %s after %s (restarts %d)", n, e.String(), e.Ran().Round(time.Millisecond), s.Restarts)
 		}
-		if h := s.Health; h != nil && s.State == supervise.StateRunning {
+		if h := s.Health; h != nil && s.State == mgmt.StateRunning {
 			switch {
-			case h.State == health.Unhealthy:
+			case h.State == string(health.Unhealthy):
 				return fmt.Sprintf("service %s: health check unhealthy after %d failed probes: %s", n, h.Failures, h.LastError)
-			case end && h.State != health.Healthy:
+			case end && h.State != string(health.Healthy):
 				why := "no probe has succeeded yet"
 				if h.LastError != "" {
 					why = "last probe: " + h.LastError
@@ -149,9 +148,9 @@ func unhealthy(names []string, sts []supervise.Status, end bool) string {
 			return fmt.Sprintf("service %s restarted %d times", n, s.Restarts)
 		}
 		switch s.State {
-		case supervise.StateBackoff, supervise.StateExited:
+		case mgmt.StateBackoff, mgmt.StateExited:
 			return fmt.Sprintf("service %s is %s", n, s.State)
-		case supervise.StateRunning, supervise.StateStopped:
+		case mgmt.StateRunning, mgmt.StateStopped:
 		default:
 			if end {
 				return fmt.Sprintf("service %s is still %s at the end of the health window (%s)", n, s.State, s.Reason)

@@ -53,6 +53,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/netconf"
 	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
@@ -254,9 +255,6 @@ func (s *System) setupNetwork() {
 	c, err := netconf.Dial()
 	if err != nil {
 		s.warnf("%v", err)
-		s.mu.Lock()
-		s.network.Error = err.Error()
-		s.mu.Unlock()
 		return
 	}
 	defer c.Close()
@@ -271,20 +269,19 @@ func (s *System) setupNetwork() {
 	case s.spec != nil && s.spec.Network.Configured():
 		n, source = s.spec.Network, "spec"
 	}
-	st := NetworkStatus{Source: source}
+	s.staticNet = source
 	if source != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), netWait)
 		ifc, err := netconf.Configure(ctx, c, n)
 		cancel()
-		st.Interface, st.Address = ifc, n.Address.String()
+		var gw string
 		if n.Gateway.IsValid() {
-			st.Gateway = n.Gateway.String()
+			gw = n.Gateway.String()
 		}
 		if err != nil {
-			st.Error = err.Error()
 			s.warnf("network (%s): %v", source, err)
 		} else {
-			s.Printf("network: %s %s via %s (from %s)", ifc, n.Address, st.Gateway, source)
+			s.Printf("network: %s %s via %s (from %s)", ifc, n.Address, gw, source)
 		}
 	}
 	if s.spec != nil && dhcpWillRun(s.spec.Services, source) {
@@ -293,16 +290,12 @@ func (s *System) setupNetwork() {
 		if err := os.Symlink(dhcpResolvConf, ResolvConfPath); err != nil {
 			s.warnf("network: %v", err)
 		}
-		st.Source = "dhcp"
 		s.Printf("network: no static address; %s service will ask by DHCP", spec.DHCPServiceName)
 	} else if err := netconf.WriteFile(ResolvConfPath, netconf.ResolvConf(n.DNS)); err != nil {
 		// Written even without DNS servers so that the /etc/resolv.conf
 		// symlink resolves.
 		s.warnf("%v", err)
 	}
-	s.mu.Lock()
-	s.network = st
-	s.mu.Unlock()
 	s.syncContainerResolvConf()
 }
 
@@ -327,7 +320,7 @@ func (s *System) syncContainerResolvConf() {
 }
 
 func (s *System) setupPerm() {
-	st := PermStatus{Dir: PermDir}
+	var st mgmt.PermStatus
 	defer func() {
 		s.mu.Lock()
 		s.perm = st
@@ -346,7 +339,6 @@ func (s *System) setupPerm() {
 		s.warnf("perm: %v", err)
 		return
 	}
-	st.Device = part.Device
 	if err := unix.Mount(part.Device, PermDir, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, ""); err != nil {
 		st.Error = fmt.Sprintf("mount %s (ext4) on %s: %v", part.Device, PermDir, err)
 		s.warnf("perm: %s", st.Error)
@@ -384,7 +376,7 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 	} else {
 		opts = append(opts, supervise.WithPermMissing(p.Error))
 	}
-	services, skipped := servicesToRun(s.spec.Services, staticSource(s.Status().Network.Source))
+	services, skipped := servicesToRun(s.spec.Services, s.staticNet)
 	for _, sk := range skipped {
 		s.Printf("%s: %s", sk.name, sk.reason)
 	}
@@ -435,15 +427,6 @@ func (s *System) startExtensions(ctx context.Context, exts []namedExtension) <-c
 		close(done)
 	}()
 	return done
-}
-
-// staticSource maps a NetworkStatus.Source to where a static address came
-// from, "" for none.
-func staticSource(source string) string {
-	if source == "dhcp" {
-		return ""
-	}
-	return source
 }
 
 func guidString(g gpt.GUID) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/mgmt"
 )
 
 func TestSignalRequest(t *testing.T) {
@@ -96,7 +97,7 @@ func TestShutdownRequestOnce(t *testing.T) {
 
 func TestStatusAndLogs(t *testing.T) {
 	s := newTestSystem()
-	s.perm = PermStatus{Dir: PermDir, Error: "no partition"}
+	s.perm = mgmt.PermStatus{Error: "no partition"}
 	s.warnf("perm: %s", "no partition")
 	st := s.Status()
 	if st.Perm.Mounted || st.Perm.Error != "no partition" || len(st.Warnings) != 1 || st.Warnings[0] != "perm: no partition" {

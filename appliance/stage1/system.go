@@ -10,6 +10,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/supervise"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -20,69 +21,28 @@ const InitLogName = "init"
 type BootInfo struct {
 	// Slot is the root slot booted ("a" or "b"); empty when the kernel
 	// mounted the root itself without ingot.slot.
-	Slot string `json:"slot,omitempty"`
+	Slot string
 	// Trial reports a trial boot of a freshly updated slot.
-	Trial bool `json:"trial"`
+	Trial bool
 	// Root, BootPartition and PermPartition are the PARTUUIDs from the
 	// kernel command line ("" when absent).
-	Root          string `json:"root,omitempty"`
-	BootPartition string `json:"boot_partition,omitempty"`
-	PermPartition string `json:"perm_partition,omitempty"`
+	Root          string
+	BootPartition string
+	PermPartition string
 	// CmdlineError reports malformed ingot.* parameters.
-	CmdlineError string `json:"cmdline_error,omitempty"`
-}
-
-// PermStatus describes the persistent partition.
-type PermStatus struct {
-	Mounted bool   `json:"mounted"`
-	Dir     string `json:"dir,omitempty"`
-	Device  string `json:"device,omitempty"`
-	// Error says why it is not mounted.
-	Error string `json:"error,omitempty"`
-}
-
-// NetworkStatus describes the static network configuration.
-type NetworkStatus struct {
-	// Source is "cmdline" (ingot.ip), "spec" (appliance.json), "dhcp"
-	// (the DHCP client service configures the interface; the other fields
-	// stay empty) or "" when nothing configures the network.
-	Source    string `json:"source,omitempty"`
-	Interface string `json:"interface,omitempty"`
-	Address   string `json:"address,omitempty"`
-	Gateway   string `json:"gateway,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
-
-// Status is a snapshot of the whole appliance, for the management agent.
-type Status struct {
-	Name     string `json:"name,omitempty"`
-	BuildID  string `json:"build_id,omitempty"`
-	Arch     string `json:"arch,omitempty"`
-	Target   string `json:"target,omitempty"`
-	Hostname string `json:"hostname,omitempty"`
-	// SpecError says why /etc/ingot/appliance.json could not be used; no
-	// services run then.
-	SpecError string             `json:"spec_error,omitempty"`
-	Boot      BootInfo           `json:"boot"`
-	Perm      PermStatus         `json:"perm"`
-	Network   NetworkStatus      `json:"network"`
-	StartedAt time.Time          `json:"started_at"`
-	Services  []supervise.Status `json:"services"`
-	// Orphans counts reaped processes that no service owned.
-	Orphans uint64 `json:"orphans"`
-	// Warnings lists boot problems that did not stop the boot.
-	Warnings []string `json:"warnings,omitempty"`
-	// ShuttingDown is set once a power-off or reboot has begun.
-	ShuttingDown bool `json:"shutting_down"`
+	CmdlineError string
 }
 
 // System is the running appliance as stage1 set it up: what the management
 // agent serves and controls. Its methods are safe for concurrent use.
 type System struct {
 	startedAt time.Time
-	spec      *spec.Appliance // nil when SpecError is set
+	spec      *spec.Appliance // nil when specErr is set
 	specErr   string
 	params    cmdline.Params
+	// staticNet is where the static network configuration came from:
+	// "cmdline" (ingot.ip), "spec" (appliance.json) or "" for none.
+	staticNet string
 	boot      BootInfo
 	initLog   *logs.Sink
 	console   *logs.Console
@@ -90,8 +50,7 @@ type System struct {
 	sup       *supervise.Supervisor // nil without a usable spec
 
 	mu       sync.Mutex
-	perm     PermStatus
-	network  NetworkStatus
+	perm     mgmt.PermStatus // its usage is measured by whoever asks
 	warnings []string
 
 	shutdownOnce sync.Once
@@ -138,14 +97,11 @@ func (s *System) requestShutdown(ctx context.Context, req shutdownRequest) error
 	return err
 }
 
-// Status returns a snapshot of the appliance.
-func (s *System) Status() Status {
-	st := Status{
-		SpecError: s.specErr,
-		Boot:      s.boot,
-		StartedAt: s.startedAt,
-		Orphans:   s.reaper.Orphans(),
-	}
+// Status returns a snapshot of the appliance in the management
+// protocol's form. A spec error is among the warnings; the slot state,
+// perm usage and features are for the agent to add.
+func (s *System) Status() mgmt.Status {
+	st := mgmt.Status{Slot: s.boot.Slot, Trial: s.boot.Trial, StartedAt: s.startedAt}
 	if s.spec != nil {
 		st.Name, st.BuildID, st.Arch, st.Target, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Arch, s.spec.Target, s.spec.EffectiveHostname()
 	}
@@ -160,8 +116,10 @@ func (s *System) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Perm = s.perm
-	st.Network = s.network
 	st.Warnings = append([]string(nil), s.warnings...)
+	if s.specErr != "" {
+		st.Warnings = append(st.Warnings, s.specErr)
+	}
 	return st
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/container"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -126,7 +127,7 @@ func TestCgroupPlacement(t *testing.T) {
 	if _, err := fmt.Sscan(logLine(t, s, "cg", "left "), &left); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the service to exit", func() bool { return status(t, s, "cg").State == StateExited })
+	waitFor(t, 5*time.Second, "the service to exit", func() bool { return status(t, s, "cg").State == mgmt.StateExited })
 	waitFor(t, 5*time.Second, "the setsid'd leftover to be killed", func() bool { return dead(left) })
 	procs, err := os.ReadFile(filepath.Join(base, cgroup.Subtree, "cg", "cgroup.procs"))
 	if err != nil || strings.TrimSpace(string(procs)) != "" {
@@ -139,9 +140,9 @@ func TestResourcesNeedCgroups(t *testing.T) {
 	svc.Resources = spec.Resources{Pids: 10}
 	svc.Restart = spec.RestartNever
 	s := start(t, []spec.Service{svc})
-	waitFor(t, 5*time.Second, "the start to fail", func() bool { return status(t, s, "limited").State == StateExited })
+	waitFor(t, 5*time.Second, "the start to fail", func() bool { return status(t, s, "limited").State == mgmt.StateExited })
 	st := status(t, s, "limited")
-	if st.LastExit == nil || !strings.Contains(st.LastExit.Err, "cgroups are not available, so the limits cannot be enforced") {
+	if st.LastExit == nil || !strings.Contains(st.LastExit.Error, "cgroups are not available, so the limits cannot be enforced") {
 		t.Errorf("service with resources but no cgroups: last exit %+v, want a start failure saying why", st.LastExit)
 	}
 }
@@ -175,29 +176,13 @@ func TestCgroupFailurePolicy(t *testing.T) {
 	limited.Restart = spec.RestartNever
 	free := sh("free", `echo up; exec sleep 1000`)
 	s := start(t, []spec.Service{limited, free}, WithCgroups(h))
-	waitFor(t, 5*time.Second, "the limited start to fail", func() bool { return status(t, s, "limited").State == StateExited })
-	if st := status(t, s, "limited"); st.LastExit == nil || !strings.Contains(st.LastExit.Err, "memory controller is not available") {
+	waitFor(t, 5*time.Second, "the limited start to fail", func() bool { return status(t, s, "limited").State == mgmt.StateExited })
+	if st := status(t, s, "limited"); st.LastExit == nil || !strings.Contains(st.LastExit.Error, "memory controller is not available") {
 		t.Errorf("limited service: last exit %+v, want a start failure naming the memory controller", st.LastExit)
 	}
 	logLine(t, s, "free", "up")
 	if got := logLine(t, s, "free", "running without a cgroup: "); !strings.Contains(got, filepath.Join(root, cgroup.Subtree, "free")) {
 		t.Errorf("free service log = %q, want the group path", got)
-	}
-}
-
-func TestExitString(t *testing.T) {
-	for _, tc := range []struct {
-		e    Exit
-		want string
-	}{
-		{Exit{Code: 1}, "exit status 1"},
-		{Exit{Code: -1, Signal: "SIGKILL", OOMKilled: true}, "signal SIGKILL (out of memory)"},
-		{Exit{Code: 137, OOMKilled: true}, "exit status 137 (out of memory)"},
-		{Exit{Code: -1, Err: "no such file"}, "start failed: no such file"},
-	} {
-		if got := tc.e.String(); got != tc.want {
-			t.Errorf("%+v.String() = %q, want %q", tc.e, got, tc.want)
-		}
 	}
 }
 
@@ -275,7 +260,7 @@ func TestContainerService(t *testing.T) {
 	// The program has no SIGTERM handler and is not its namespace's init,
 	// so SIGTERM (forwarded by the launcher) ends it: 128+15, not a
 	// SIGKILL after the grace period.
-	if st.LastExit == nil || st.LastExit.Code != 128+int(unix.SIGTERM) || st.LastExit.Ran > 5*time.Second {
+	if st.LastExit == nil || st.LastExit.Code != 128+int(unix.SIGTERM) || st.LastExit.Ran() > 5*time.Second {
 		t.Errorf("stopped container: last exit %+v, want exit status %d well within the grace period", st.LastExit, 128+int(unix.SIGTERM))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/health"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -34,7 +35,7 @@ func TestHealthCheck(t *testing.T) {
 		WithBackoff(10*time.Millisecond, 20*time.Millisecond, time.Minute))
 	healthOf := func(name string) health.State {
 		if h := status(t, s, name).Health; h != nil {
-			return h.State
+			return health.State(h.State)
 		}
 		return ""
 	}
@@ -61,7 +62,7 @@ func TestHealthCheck(t *testing.T) {
 		t.Errorf("restarted still runs pid %d", pid)
 	}
 	logLine(t, s, "restarted", "health: ending pid ")
-	if w := status(t, s, "watched"); w.Restarts != 0 || w.State != StateRunning {
+	if w := status(t, s, "watched"); w.Restarts != 0 || w.State != mgmt.StateRunning {
 		t.Errorf("watched (no restart) = %+v, want running, never restarted", w)
 	}
 

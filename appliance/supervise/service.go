@@ -16,6 +16,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -33,17 +34,18 @@ type command struct {
 }
 
 // service is one supervised program. Its loop goroutine alone changes the
-// fields below st; st and everStarted are guarded by sup.mu so snapshots
-// can be taken at any time.
+// fields below st; st and everStarted are guarded by env.mu so snapshots
+// can be taken at any time, and change only through set.
 type service struct {
-	sup  *Supervisor
-	spec spec.Service
-	cred spec.Credential
-	sink *logs.Sink
-	cmds chan command
-	done chan struct{} // closed when the loop returns
+	env   *env
+	spec  spec.Service
+	cred  spec.Credential
+	sink  *logs.Sink
+	after []*service // the services it is ordered after
+	cmds  chan command
+	done  chan struct{} // closed when the loop returns
 
-	st          Status
+	st          mgmt.ServiceStatus
 	everStarted bool
 
 	// Loop-only state.
@@ -60,6 +62,7 @@ type service struct {
 type healthCheck struct {
 	cancel  context.CancelFunc
 	results chan error
+	status  health.Status
 	// killAt fires the SIGKILL of a run being ended as unhealthy, after
 	// its grace period; nil otherwise.
 	killAt *time.Timer
@@ -76,7 +79,7 @@ type instance struct {
 	oomBefore uint64
 }
 
-func (sv *service) snapshotLocked() Status {
+func (sv *service) snapshotLocked() mgmt.ServiceStatus {
 	st := sv.st
 	if st.LastExit != nil {
 		e := *st.LastExit
@@ -89,23 +92,52 @@ func (sv *service) snapshotLocked() Status {
 	return st
 }
 
-func (sv *service) update(f func(st *Status)) {
-	sv.sup.mu.Lock()
-	defer sv.sup.mu.Unlock()
+// set is the one way a service's status changes: f runs under the lock.
+// Services waiting for this one look again when it first runs or is held.
+func (sv *service) set(f func(st *mgmt.ServiceStatus)) {
+	sv.env.mu.Lock()
+	defer sv.env.mu.Unlock()
+	before := sv.st.State
 	f(&sv.st)
+	first := sv.st.State == mgmt.StateRunning && !sv.everStarted
+	if first {
+		sv.everStarted = true
+	}
+	if first || (sv.st.State == mgmt.StateHeld && before != mgmt.StateHeld) {
+		close(sv.env.changed)
+		sv.env.changed = make(chan struct{})
+	}
 }
 
-func (sv *service) state() State {
-	sv.sup.mu.Lock()
-	defer sv.sup.mu.Unlock()
+func (sv *service) state() mgmt.ServiceState {
+	sv.env.mu.Lock()
+	defer sv.env.mu.Unlock()
 	return sv.st.State
+}
+
+// depsReady reports whether every service sv is ordered after has started
+// at least once; if not, it says which one is missing and returns a channel
+// closed when that may have changed.
+func (sv *service) depsReady() (bool, string, <-chan struct{}) {
+	sv.env.mu.Lock()
+	defer sv.env.mu.Unlock()
+	for _, d := range sv.after {
+		if !d.everStarted {
+			reason := fmt.Sprintf("waiting for %s (%s)", d.spec.Name, d.st.State)
+			if d.st.Reason != "" {
+				reason = fmt.Sprintf("waiting for %s (%s: %s)", d.spec.Name, d.st.State, d.st.Reason)
+			}
+			return false, reason, sv.env.changed
+		}
+	}
+	return true, "", nil
 }
 
 func (sv *service) heldReason() string {
 	// A container's volumes live on /perm; its launcher would only fail.
 	needsPerm := sv.spec.NeedsPerm || (sv.spec.Container != nil && len(sv.spec.Container.Volumes) > 0)
-	if needsPerm && sv.sup.o.permDir == "" {
-		if r := sv.sup.o.permMissing; r != "" {
+	if needsPerm && sv.env.permDir == "" {
+		if r := sv.env.permMissing; r != "" {
 			return "needs /perm, which is not mounted: " + r
 		}
 		return "needs /perm, which is not mounted"
@@ -115,11 +147,7 @@ func (sv *service) heldReason() string {
 
 func (sv *service) run(ctx context.Context) {
 	if reason := sv.heldReason(); reason != "" {
-		sv.sup.mu.Lock()
-		sv.st.State, sv.st.Reason = StateHeld, reason
-		// Services waiting for this one re-read why.
-		sv.sup.notifyLocked()
-		sv.sup.mu.Unlock()
+		sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateHeld, reason })
 		sv.sink.Printf("held: %s", reason)
 	}
 	defer sv.stopTimer()
@@ -132,17 +160,17 @@ func (sv *service) run(ctx context.Context) {
 			killC    <-chan time.Time
 		)
 		switch sv.state() {
-		case StateWaiting:
-			ready, reason, ch := sv.sup.depsReady(sv)
+		case mgmt.StateWaiting:
+			ready, reason, ch := sv.depsReady()
 			if ready {
 				sv.launch()
 				continue
 			}
-			sv.update(func(st *Status) { st.Reason = reason })
+			sv.set(func(st *mgmt.ServiceStatus) { st.Reason = reason })
 			changedC = ch
-		case StateRunning:
+		case mgmt.StateRunning:
 			if sv.inst == nil { // cannot happen; never dereference nil in PID 1
-				sv.update(func(st *Status) { st.State, st.Reason = StateStopped, "lost track of its process" })
+				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateStopped, "lost track of its process" })
 				continue
 			}
 			exitC = sv.inst.exited
@@ -152,7 +180,7 @@ func (sv *service) run(ctx context.Context) {
 					killC = sv.check.killAt.C
 				}
 			}
-		case StateBackoff:
+		case mgmt.StateBackoff:
 			timerC = sv.timer.C
 		}
 		select {
@@ -162,9 +190,9 @@ func (sv *service) run(ctx context.Context) {
 				sv.terminate()
 			}
 			switch sv.state() {
-			case StateRunning, StateBackoff, StateWaiting:
-				sv.update(func(st *Status) {
-					st.State, st.Reason, st.NextStart = StateStopped, "shutdown", time.Time{}
+			case mgmt.StateRunning, mgmt.StateBackoff, mgmt.StateWaiting:
+				sv.set(func(st *mgmt.ServiceStatus) {
+					st.State, st.Reason, st.NextStart = mgmt.StateStopped, "shutdown", time.Time{}
 				})
 			}
 			return
@@ -176,7 +204,7 @@ func (sv *service) run(ctx context.Context) {
 		case <-killC:
 			sv.check.killAt = nil
 			sv.sink.Printf("health: still running %s after SIGTERM: sending SIGKILL", sv.spec.Grace())
-			_ = sv.sup.reaper.Signal(sv.inst.pid, unix.SIGKILL)
+			_ = sv.env.reaper.Signal(sv.inst.pid, unix.SIGKILL)
 		case <-timerC:
 			sv.timer = nil
 			sv.launch()
@@ -187,7 +215,7 @@ func (sv *service) run(ctx context.Context) {
 }
 
 func (sv *service) handle(op opKind) error {
-	if sv.state() == StateHeld {
+	if sv.state() == mgmt.StateHeld {
 		if op == opStop {
 			return nil
 		}
@@ -200,7 +228,9 @@ func (sv *service) handle(op opKind) error {
 			sv.sink.Printf("stopping on request")
 			sv.terminate()
 		}
-		sv.update(func(st *Status) { st.State, st.Reason, st.NextStart = StateStopped, "stopped on request", time.Time{} })
+		sv.set(func(st *mgmt.ServiceStatus) {
+			st.State, st.Reason, st.NextStart = mgmt.StateStopped, "stopped on request", time.Time{}
+		})
 		return nil
 	case opRestart:
 		if sv.inst != nil {
@@ -230,31 +260,27 @@ func (sv *service) launch() error {
 	inst, err := sv.spawn()
 	if err != nil {
 		sv.sink.Printf("start failed: %v", err)
-		ex := Exit{Time: now, Code: -1, Err: err.Error()}
-		sv.sup.mu.Lock()
-		sv.st.StartedAt = now
-		if sv.everStarted || sv.st.LastExit != nil {
-			sv.st.Restarts++
-		}
-		sv.st.LastExit = &ex
-		sv.sup.mu.Unlock()
+		ex := mgmt.Exit{Time: now, Code: -1, Error: err.Error()}
+		sv.set(func(st *mgmt.ServiceStatus) {
+			st.StartedAt = now
+			if sv.everStarted || st.LastExit != nil {
+				st.Restarts++
+			}
+			st.LastExit = &ex
+		})
 		sv.afterRun(ex)
 		return err
 	}
 	sv.inst = inst
 	sv.sink.Printf("started pid %d", inst.pid)
 	sv.startHealth()
-	sv.sup.mu.Lock()
-	if sv.everStarted || sv.st.LastExit != nil {
-		sv.st.Restarts++
-	}
-	sv.st.State, sv.st.Reason, sv.st.PID = StateRunning, "", inst.pid
-	sv.st.StartedAt, sv.st.NextStart = inst.started, time.Time{}
-	if !sv.everStarted {
-		sv.everStarted = true
-		sv.sup.notifyLocked()
-	}
-	sv.sup.mu.Unlock()
+	sv.set(func(st *mgmt.ServiceStatus) {
+		if sv.everStarted || st.LastExit != nil {
+			st.Restarts++
+		}
+		st.State, st.Reason, st.PID = mgmt.StateRunning, "", inst.pid
+		st.StartedAt, st.NextStart = inst.started, time.Time{}
+	})
 	return nil
 }
 
@@ -280,38 +306,37 @@ func (sv *service) exited(pe ProcessExit, requested bool) {
 			sv.sink.Printf("killing what is left in %s: %v", g.Dir(), err)
 		}
 	}
-	sv.sup.mu.Lock()
-	sv.st.PID = 0
-	sv.st.Health = nil
-	sv.st.LastExit = &ex
-	if ooms > sv.st.OOMKills {
-		sv.st.OOMKills = ooms
-	}
-	sv.sup.mu.Unlock()
+	sv.set(func(st *mgmt.ServiceStatus) {
+		st.PID, st.Health, st.LastExit = 0, nil, &ex
+		st.OOMKills = max(st.OOMKills, ooms)
+	})
 	if requested {
-		sv.sink.Printf("stopped: %s after %s", ex, ex.Ran.Round(time.Millisecond))
+		sv.sink.Printf("stopped: %s after %s", ex, ex.Ran().Round(time.Millisecond))
 		return
 	}
 	sv.afterRun(ex)
 }
 
 // afterRun applies the restart policy to a run that ended by itself.
-func (sv *service) afterRun(ex Exit) {
+// A non-zero exit, a signal or no start at all (Code -1) counts as a
+// failure for the on-failure policy.
+func (sv *service) afterRun(ex mgmt.Exit) {
 	policy := sv.spec.RestartPolicy()
-	if policy == spec.RestartNever || (policy == spec.RestartOnFailure && !ex.Failed()) {
-		sv.sink.Printf("exited: %s after %s; restart policy %s: not restarting", ex, ex.Ran.Round(time.Millisecond), policy)
-		sv.update(func(st *Status) { st.State, st.Reason = StateExited, "" })
+	ran := ex.Ran().Round(time.Millisecond)
+	if policy == spec.RestartNever || (policy == spec.RestartOnFailure && ex.Code == 0) {
+		sv.sink.Printf("exited: %s after %s; restart policy %s: not restarting", ex, ran, policy)
+		sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateExited, "" })
 		return
 	}
-	if ex.Ran >= sv.sup.o.backoffReset {
+	if ex.Ran() >= sv.env.backoffReset {
 		sv.failures = 0
 	}
-	delay := sv.sup.o.backoff(sv.failures)
+	delay := sv.env.backoff(sv.failures)
 	sv.failures++
 	sv.timer = time.NewTimer(delay)
 	next := time.Now().Add(delay)
-	sv.sink.Printf("exited: %s after %s; restarting in %s", ex, ex.Ran.Round(time.Millisecond), delay.Round(time.Millisecond))
-	sv.update(func(st *Status) { st.State, st.Reason, st.NextStart = StateBackoff, "", next })
+	sv.sink.Printf("exited: %s after %s; restarting in %s", ex, ran, delay.Round(time.Millisecond))
+	sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason, st.NextStart = mgmt.StateBackoff, "", next })
 }
 
 // healthFirstProbe is how long after a start the first probe comes.
@@ -324,10 +349,10 @@ func (sv *service) startHealth() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &healthCheck{cancel: cancel, results: make(chan error)}
+	c := &healthCheck{cancel: cancel, results: make(chan error), status: health.Status{State: health.Starting}}
 	sv.check = c
 	go health.Run(ctx, *h, min(healthFirstProbe, h.Interval()), c.results)
-	sv.update(func(st *Status) { st.Health = &health.Status{State: health.Starting} })
+	sv.set(func(st *mgmt.ServiceStatus) { st.Health = healthStatus(c.status) })
 }
 
 // stopHealth ends the current run's health check.
@@ -345,15 +370,11 @@ func (sv *service) stopHealth() {
 // with Restart set ends the run as a failure (SIGTERM now, SIGKILL after
 // the grace period), so the restart policy and the trial see it.
 func (sv *service) observeHealth(err error) {
-	h := sv.spec.Health
-	var now health.Status
-	changed := false
-	sv.sup.mu.Lock()
-	if sv.st.Health != nil {
-		*sv.st.Health, changed = sv.st.Health.Observe(err, time.Now(), h.RetryCount())
-		now = *sv.st.Health
-	}
-	sv.sup.mu.Unlock()
+	h, c := sv.spec.Health, sv.check
+	var changed bool
+	c.status, changed = c.status.Observe(err, time.Now(), h.RetryCount())
+	now := c.status
+	sv.set(func(st *mgmt.ServiceStatus) { st.Health = healthStatus(now) })
 	if !changed {
 		return
 	}
@@ -362,11 +383,11 @@ func (sv *service) observeHealth(err error) {
 		sv.sink.Printf("health: healthy (%s)", h.Target())
 	case health.Unhealthy:
 		sv.sink.Printf("health: unhealthy after %d failed probes: %s", now.Failures, now.LastError)
-		if h.Restart && sv.inst != nil && !sv.check.ending {
+		if h.Restart && sv.inst != nil && !c.ending {
 			sv.sink.Printf("health: ending pid %d to restart it", sv.inst.pid)
-			sv.check.ending = true
-			_ = sv.sup.reaper.Signal(sv.inst.pid, unix.SIGTERM)
-			sv.check.killAt = time.NewTimer(sv.spec.Grace())
+			c.ending = true
+			_ = sv.env.reaper.Signal(sv.inst.pid, unix.SIGTERM)
+			c.killAt = time.NewTimer(sv.spec.Grace())
 		}
 	}
 }
@@ -375,7 +396,7 @@ func (sv *service) observeHealth(err error) {
 // grace period, SIGKILL, and a bounded wait for the exit.
 func (sv *service) terminate() {
 	inst := sv.inst
-	_ = sv.sup.reaper.Signal(inst.pid, unix.SIGTERM)
+	_ = sv.env.reaper.Signal(inst.pid, unix.SIGTERM)
 	grace := time.NewTimer(sv.spec.Grace())
 	defer grace.Stop()
 	select {
@@ -385,8 +406,8 @@ func (sv *service) terminate() {
 	case <-grace.C:
 	}
 	sv.sink.Printf("still running %s after SIGTERM: sending SIGKILL", sv.spec.Grace())
-	_ = sv.sup.reaper.Signal(inst.pid, unix.SIGKILL)
-	wait := time.NewTimer(sv.sup.o.killWait)
+	_ = sv.env.reaper.Signal(inst.pid, unix.SIGKILL)
+	wait := time.NewTimer(sv.env.killWait)
 	defer wait.Stop()
 	select {
 	case pe := <-inst.exited:
@@ -394,10 +415,10 @@ func (sv *service) terminate() {
 	case <-wait.C:
 		// Stuck in the kernel (D state). Nothing more can be done; the
 		// exit, if it ever comes, goes to a channel nobody reads.
-		sv.sink.Printf("pid %d did not exit %s after SIGKILL; giving up on it", inst.pid, sv.sup.o.killWait)
+		sv.sink.Printf("pid %d did not exit %s after SIGKILL; giving up on it", inst.pid, sv.env.killWait)
 		sv.inst = nil
 		sv.stopHealth()
-		sv.update(func(st *Status) { st.PID, st.Health = 0, nil })
+		sv.set(func(st *mgmt.ServiceStatus) { st.PID, st.Health = 0, nil })
 	}
 }
 
@@ -459,7 +480,7 @@ func (sv *service) spawn() (*instance, error) {
 	}
 	argv := append([]string{sv.spec.Path}, sv.spec.Args...)
 	var started time.Time
-	pid, exited, err := sv.sup.reaper.Spawn(func() (int, error) {
+	pid, exited, err := sv.env.reaper.Spawn(func() (int, error) {
 		p, err := os.StartProcess(sv.spec.Path, argv, attr)
 		if err != nil {
 			return 0, err
@@ -488,7 +509,7 @@ func (sv *service) spawn() (*instance, error) {
 // group and writing its limits on first use; nil (and no error) when the
 // service runs without one. See WithCgroups for when that is allowed.
 func (sv *service) cgroupDir() (*os.File, error) {
-	h := sv.sup.o.cgroups
+	h := sv.env.cgroups
 	res := sv.spec.Resources
 	if h == nil {
 		if !res.IsZero() {
@@ -526,10 +547,10 @@ func (sv *service) drain(stream logs.Stream, r *os.File) {
 // workDir returns /perm/<name>, created and owned by the service's user,
 // or "/" without perm or when it cannot be made.
 func (sv *service) workDir() string {
-	if sv.sup.o.permDir == "" {
+	if sv.env.permDir == "" {
 		return "/"
 	}
-	dir := filepath.Join(sv.sup.o.permDir, sv.spec.Name)
+	dir := filepath.Join(sv.env.permDir, sv.spec.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		sv.sink.Printf("working directory %s: %v; using /", dir, err)
 		return "/"
@@ -552,11 +573,11 @@ func (sv *service) workDir() string {
 // environ returns the program's environment, sorted: PATH and HOME
 // defaults, the spec's env, then INGOT_BUILD_ID and INGOT_SERVICE.
 func (sv *service) environ(home string) []string {
-	m := map[string]string{"PATH": sv.sup.o.path, "HOME": home}
+	m := map[string]string{"PATH": sv.env.path, "HOME": home}
 	for k, v := range sv.spec.Env {
 		m[k] = v
 	}
-	m[spec.EnvBuildID] = sv.sup.o.buildID
+	m[spec.EnvBuildID] = sv.env.buildID
 	m[spec.EnvService] = sv.spec.Name
 	env := make([]string, 0, len(m))
 	for k, v := range m {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -95,7 +96,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func status(t *testing.T, s *Supervisor, name string) Status {
+func status(t *testing.T, s *Supervisor, name string) mgmt.ServiceStatus {
 	t.Helper()
 	st, ok := s.Service(name)
 	if !ok {
@@ -229,10 +230,10 @@ func TestRestartPolicies(t *testing.T) {
 			if tc.restarts {
 				waitFor(t, 5*time.Second, "two restarts", func() bool { return status(t, s, tc.name).Restarts >= 2 })
 			} else {
-				waitFor(t, 5*time.Second, "the exit", func() bool { return status(t, s, tc.name).State == StateExited })
+				waitFor(t, 5*time.Second, "the exit", func() bool { return status(t, s, tc.name).State == mgmt.StateExited })
 				time.Sleep(50 * time.Millisecond) // room for a wrong restart
-				if st := status(t, s, tc.name); st.Restarts != 0 || st.State != StateExited {
-					t.Errorf("Restarts = %d, State = %s; want 0, %s", st.Restarts, st.State, StateExited)
+				if st := status(t, s, tc.name); st.Restarts != 0 || st.State != mgmt.StateExited {
+					t.Errorf("Restarts = %d, State = %s; want 0, %s", st.Restarts, st.State, mgmt.StateExited)
 				}
 			}
 			if st := status(t, s, tc.name); st.LastExit == nil || !strings.HasPrefix(st.LastExit.String(), tc.lastExit) {
@@ -257,7 +258,7 @@ func TestStopKillsProcessGroup(t *testing.T) {
 		t.Fatalf("Stop(tree) = %v", err)
 	}
 	st := status(t, s, "tree")
-	if st.State != StateStopped || st.PID != 0 || st.LastExit == nil || !st.LastExit.Requested {
+	if st.State != mgmt.StateStopped || st.PID != 0 || st.LastExit == nil || !st.LastExit.Requested {
 		t.Errorf("after Stop: %+v, want stopped with a requested exit", st)
 	}
 	waitFor(t, 2*time.Second, fmt.Sprintf("grandchild %d to die with its group", child), func() bool { return dead(child) })
@@ -343,7 +344,7 @@ func orphanHelper() error {
 	if len(kids) != 0 {
 		return fmt.Errorf("children left (zombies or not): %v", kids)
 	}
-	if st, _ := s.Service("forker"); st.State != StateExited || st.LastExit == nil || st.LastExit.Code != 0 {
+	if st, _ := s.Service("forker"); st.State != mgmt.StateExited || st.LastExit == nil || st.LastExit.Code != 0 {
 		return fmt.Errorf("forker status %+v, want exited 0", st)
 	}
 	fmt.Println("OK orphans", r.Orphans())
@@ -483,14 +484,14 @@ func TestAfterOrderingAndHeld(t *testing.T) {
 	d := sh("d", "exec sleep 1000")
 	d.After = []string{"c"}
 	s := start(t, []spec.Service{b, d, c, a}, WithPermMissing("no partition"))
-	waitFor(t, 5*time.Second, "b to run", func() bool { return status(t, s, "b").State == StateRunning })
-	if sa, sb := status(t, s, "a"), status(t, s, "b"); sa.State != StateRunning || sb.StartedAt.Before(sa.StartedAt) {
+	waitFor(t, 5*time.Second, "b to run", func() bool { return status(t, s, "b").State == mgmt.StateRunning })
+	if sa, sb := status(t, s, "a"), status(t, s, "b"); sa.State != mgmt.StateRunning || sb.StartedAt.Before(sa.StartedAt) {
 		t.Errorf("a %s at %v, b started at %v; want a running and started first", sa.State, sa.StartedAt, sb.StartedAt)
 	}
-	if st := status(t, s, "c"); st.State != StateHeld || st.Reason != "needs /perm, which is not mounted: no partition" {
+	if st := status(t, s, "c"); st.State != mgmt.StateHeld || st.Reason != "needs /perm, which is not mounted: no partition" {
 		t.Errorf("c = %s %q, want held for perm", st.State, st.Reason)
 	}
-	if st := status(t, s, "d"); st.State != StateWaiting || !strings.Contains(st.Reason, "waiting for c (held: needs /perm") {
+	if st := status(t, s, "d"); st.State != mgmt.StateWaiting || !strings.Contains(st.Reason, "waiting for c (held: needs /perm") {
 		t.Errorf("d = %s %q, want waiting for c", st.State, st.Reason)
 	}
 	if err := s.Start(context.Background(), "c"); !errors.Is(err, ErrHeld) {
@@ -499,7 +500,7 @@ func TestAfterOrderingAndHeld(t *testing.T) {
 	if err := s.Start(context.Background(), "d"); err != nil {
 		t.Errorf("Start(d) = %v, want it to start without its After service", err)
 	}
-	if st := status(t, s, "d"); st.State != StateRunning {
+	if st := status(t, s, "d"); st.State != mgmt.StateRunning {
 		t.Errorf("d after Start = %s, want running", st.State)
 	}
 }
@@ -520,7 +521,7 @@ func TestControlAPI(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- s.Run(ctx) }()
 
-	waitFor(t, 5*time.Second, "svc to run", func() bool { return status(t, s, "svc").State == StateRunning })
+	waitFor(t, 5*time.Second, "svc to run", func() bool { return status(t, s, "svc").State == mgmt.StateRunning })
 	if err := s.Restart(ctx, "nope"); !errors.Is(err, ErrUnknownService) {
 		t.Errorf("Restart(nope) = %v, want ErrUnknownService", err)
 	}
@@ -529,7 +530,7 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("Restart(svc) = %v", err)
 	}
 	st := status(t, s, "svc")
-	if st.State != StateRunning || st.PID == pid1 || st.Restarts != 1 || !dead(pid1) {
+	if st.State != mgmt.StateRunning || st.PID == pid1 || st.Restarts != 1 || !dead(pid1) {
 		t.Errorf("after Restart: %+v (old pid %d dead %v), want a new running pid and 1 restart", st, pid1, dead(pid1))
 	}
 	if err := s.Start(ctx, "svc"); err != nil || status(t, s, "svc").PID != st.PID {
@@ -537,13 +538,13 @@ func TestControlAPI(t *testing.T) {
 	}
 	// A crashed service waits an hour in backoff; Stop cancels that,
 	// Start brings it back at once.
-	waitFor(t, 5*time.Second, "crash to back off", func() bool { return status(t, s, "crash").State == StateBackoff })
+	waitFor(t, 5*time.Second, "crash to back off", func() bool { return status(t, s, "crash").State == mgmt.StateBackoff })
 	// Jitter takes up to DefaultJitter off the hour.
 	minDelay := time.Duration(float64(time.Hour)*(1-DefaultJitter)) - time.Minute
 	if st := status(t, s, "crash"); st.NextStart.Before(time.Now().Add(minDelay)) {
 		t.Errorf("crash NextStart = %v, want at least %v ahead (an hour less jitter)", st.NextStart, minDelay)
 	}
-	if err := s.Stop(ctx, "crash"); err != nil || status(t, s, "crash").State != StateStopped {
+	if err := s.Stop(ctx, "crash"); err != nil || status(t, s, "crash").State != mgmt.StateStopped {
 		t.Errorf("Stop(crash in backoff) = %v, state %s; want stopped", err, status(t, s, "crash").State)
 	}
 	before := status(t, s, "crash").Restarts
@@ -566,7 +567,7 @@ func TestControlAPI(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	if st := status(t, s, "svc"); st.State != StateStopped || !dead(pid) {
+	if st := status(t, s, "svc"); st.State != mgmt.StateStopped || !dead(pid) {
 		t.Errorf("after shutdown svc = %+v, pid %d dead %v; want stopped and dead", st, pid, dead(pid))
 	}
 	if err := s.Stop(context.Background(), "svc"); !errors.Is(err, ErrNotRunning) {

@@ -16,6 +16,11 @@
 // ingot-init's stage1 drives it as PID 1. Children are waited for only by a
 // Reaper (see there), so orphans that PID 1 inherits cannot steal a
 // service's exit status.
+//
+// A service's status is kept in the management protocol's form,
+// mgmt.ServiceStatus, which the agent serves as it is: the supervisor's
+// snapshot is exactly what the protocol reports, so there is one model
+// and no conversion to drift.
 package supervise
 
 import (
@@ -30,6 +35,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -115,40 +121,49 @@ func WithCgroups(h *cgroup.Hierarchy) Option { return func(o *options) { o.cgrou
 // WithPath sets the services' default PATH.
 func WithPath(p string) Option { return func(o *options) { o.path = p } }
 
+// env is what a service needs from its supervisor: the options, the
+// Reaper that starts and waits for its processes, and the lock that
+// guards every service's status. The services of a Supervisor share one.
+type env struct {
+	options
+	reaper *Reaper
+
+	mu sync.Mutex
+	// changed is closed and replaced when a service first runs or is
+	// held, so services waiting for it look again.
+	changed chan struct{}
+}
+
 // Supervisor runs a fixed set of services. Create it with New, run it with
 // Run while a Reaper runs, and control it with Start, Stop and Restart.
 type Supervisor struct {
-	reaper   *Reaper
-	o        options
+	env      *env
 	services []*service
 	byName   map[string]*service
-
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced when a service first starts
-	started bool
-	running bool
+	// started and running are guarded by env.mu.
+	started, running bool
 }
 
 // New checks the services (as spec.Appliance.Validate does) and prepares
 // their logs; nothing starts before Run. Exits are learned from r, which
 // must be running while the supervisor is.
 func New(services []spec.Service, r *Reaper, opts ...Option) (*Supervisor, error) {
-	s := &Supervisor{
-		reaper: r,
-		o: options{
+	e := &env{
+		options: options{
 			backoffInitial: DefaultBackoffInitial, backoffMax: DefaultBackoffMax, backoffReset: DefaultBackoffReset,
 			jitter: DefaultJitter, killWait: DefaultKillWait, logFileBytes: logs.DefaultFileBytes,
 			path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		},
-		byName:  make(map[string]*service, len(services)),
+		reaper:  r,
 		changed: make(chan struct{}),
 	}
 	for _, opt := range opts {
-		opt(&s.o)
+		opt(&e.options)
 	}
-	if s.o.backoffInitial <= 0 || s.o.backoffMax < s.o.backoffInitial {
-		return nil, fmt.Errorf("supervise: backoff %v..%v: want 0 < initial <= max", s.o.backoffInitial, s.o.backoffMax)
+	if e.backoffInitial <= 0 || e.backoffMax < e.backoffInitial {
+		return nil, fmt.Errorf("supervise: backoff %v..%v: want 0 < initial <= max", e.backoffInitial, e.backoffMax)
 	}
+	s := &Supervisor{env: e, byName: make(map[string]*service, len(services))}
 	for i, sp := range services {
 		if err := sp.Validate(); err != nil {
 			return nil, fmt.Errorf("supervise: services[%d] %q: %w", i, sp.Name, err)
@@ -158,25 +173,27 @@ func New(services []spec.Service, r *Reaper, opts ...Option) (*Supervisor, error
 		}
 		cred, _ := sp.Credential() // checked by Validate
 		sv := &service{
-			sup:  s,
+			env:  e,
 			spec: sp,
 			cred: cred,
-			sink: logs.NewSink(sp.Name, logs.NewRing(sp.LogBuffer()), s.o.console),
+			sink: logs.NewSink(sp.Name, logs.NewRing(sp.LogBuffer()), e.console),
 			cmds: make(chan command),
 			done: make(chan struct{}),
-			st:   Status{Name: sp.Name, State: StateWaiting},
+			st:   mgmt.ServiceStatus{Name: sp.Name, State: mgmt.StateWaiting},
 		}
 		s.services = append(s.services, sv)
 		s.byName[sp.Name] = sv
 	}
 	for _, sv := range s.services {
 		for _, dep := range sv.spec.After {
-			if _, ok := s.byName[dep]; !ok {
+			d, ok := s.byName[dep]
+			if !ok {
 				return nil, fmt.Errorf("supervise: service %q: after: unknown service %q", sv.spec.Name, dep)
 			}
+			sv.after = append(sv.after, d)
 		}
 	}
-	if s.o.permDir != "" {
+	if e.permDir != "" {
 		s.openLogFiles()
 	}
 	return s, nil
@@ -185,7 +202,7 @@ func New(services []spec.Service, r *Reaper, opts ...Option) (*Supervisor, error
 // openLogFiles attaches dir/log/<name>.log to each service. A failure is
 // written to the service's log and the service runs without a file.
 func (s *Supervisor) openLogFiles() {
-	dir := filepath.Join(s.o.permDir, "log")
+	dir := filepath.Join(s.env.permDir, "log")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		for _, sv := range s.services {
 			sv.sink.Printf("no log file: %v", err)
@@ -193,7 +210,7 @@ func (s *Supervisor) openLogFiles() {
 		return
 	}
 	for _, sv := range s.services {
-		f, err := logs.OpenFile(filepath.Join(dir, sv.spec.Name+".log"), s.o.logFileBytes)
+		f, err := logs.OpenFile(filepath.Join(dir, sv.spec.Name+".log"), s.env.logFileBytes)
 		if err != nil {
 			sv.sink.Printf("no log file: %v", err)
 			continue
@@ -206,13 +223,13 @@ func (s *Supervisor) openLogFiles() {
 // every running service (SIGTERM, its grace period, SIGKILL) in parallel,
 // closes the log files and returns. Run may be called once.
 func (s *Supervisor) Run(ctx context.Context) error {
-	s.mu.Lock()
+	s.env.mu.Lock()
 	if s.started {
-		s.mu.Unlock()
+		s.env.mu.Unlock()
 		return errors.New("supervise: Run called twice")
 	}
 	s.started, s.running = true, true
-	s.mu.Unlock()
+	s.env.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, sv := range s.services {
 		wg.Add(1)
@@ -223,9 +240,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	s.mu.Lock()
+	s.env.mu.Lock()
 	s.running = false
-	s.mu.Unlock()
+	s.env.mu.Unlock()
 	var errs []error
 	for _, sv := range s.services {
 		if err := sv.sink.Close(); err != nil {
@@ -236,10 +253,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 // Status returns a snapshot of every service, in spec order.
-func (s *Supervisor) Status() []Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]Status, len(s.services))
+func (s *Supervisor) Status() []mgmt.ServiceStatus {
+	s.env.mu.Lock()
+	defer s.env.mu.Unlock()
+	out := make([]mgmt.ServiceStatus, len(s.services))
 	for i, sv := range s.services {
 		out[i] = sv.snapshotLocked()
 	}
@@ -247,13 +264,13 @@ func (s *Supervisor) Status() []Status {
 }
 
 // Service returns a snapshot of one service.
-func (s *Supervisor) Service(name string) (Status, bool) {
+func (s *Supervisor) Service(name string) (mgmt.ServiceStatus, bool) {
 	sv, ok := s.byName[name]
 	if !ok {
-		return Status{}, false
+		return mgmt.ServiceStatus{}, false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.env.mu.Lock()
+	defer s.env.mu.Unlock()
 	return sv.snapshotLocked(), true
 }
 
@@ -299,9 +316,9 @@ func (s *Supervisor) send(ctx context.Context, name string, op opKind) error {
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownService, name)
 	}
-	s.mu.Lock()
+	s.env.mu.Lock()
 	running := s.running
-	s.mu.Unlock()
+	s.env.mu.Unlock()
 	if !running {
 		return ErrNotRunning
 	}
@@ -319,31 +336,6 @@ func (s *Supervisor) send(ctx context.Context, name string, op opKind) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// depsReady reports whether every service sv is ordered after has started
-// at least once; if not, it says which one is missing and returns a channel
-// closed when that may have changed.
-func (s *Supervisor) depsReady(sv *service) (bool, string, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, dep := range sv.spec.After {
-		d := s.byName[dep]
-		if !d.everStarted {
-			reason := fmt.Sprintf("waiting for %s (%s)", dep, d.st.State)
-			if d.st.Reason != "" {
-				reason = fmt.Sprintf("waiting for %s (%s: %s)", dep, d.st.State, d.st.Reason)
-			}
-			return false, reason, s.changed
-		}
-	}
-	return true, "", nil
-}
-
-// notifyLocked wakes services waiting in depsReady.
-func (s *Supervisor) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
 }
 
 // backoff returns the delay before the next start after failures

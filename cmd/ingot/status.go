@@ -60,7 +60,7 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tSTATE\tPID\tRESTARTS\tSINCE\tLAST EXIT")
 	for _, sv := range s.Services {
-		state := sv.State
+		state := string(sv.State)
 		if sv.Reason != "" {
 			state += " (" + sv.Reason + ")"
 		}
@@ -78,7 +78,7 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 			since = now.Sub(sv.StartedAt).Round(time.Second).String()
 		}
 		if sv.LastExit != nil {
-			last = fmt.Sprintf("%s after %s", sv.LastExit, time.Duration(sv.LastExit.RanSeconds*float64(time.Second)).Round(time.Millisecond))
+			last = fmt.Sprintf("%s after %s", sv.LastExit, sv.LastExit.Ran().Round(time.Millisecond))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", sv.Name, state, pid, sv.Restarts, since, last)
 	}
