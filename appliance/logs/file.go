@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -33,8 +34,10 @@ func OpenFile(path string, maxBytes int64) (*File, error) {
 	return &File{path: path, maxBytes: maxBytes, f: f, size: size}, nil
 }
 
+// openAppend never follows a symbolic link at path: a log directory may be
+// reachable by a service (a volume), and init appends as root.
 func openAppend(path string) (*os.File, int64, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return nil, 0, fmt.Errorf("logs: %w", err)
 	}

@@ -342,3 +342,44 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("ReadFile(n=2) = %+v, %v; want line 11 and the torn line", tail, err)
 	}
 }
+
+// TestFileRefusesSymlink performs the log-volume attack: a service that can
+// write the log directory puts a symbolic link where its log file (or the
+// next one after a rotation) will be opened, aiming init's root appends at
+// a file of its choosing. The link is never followed.
+func TestFileRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "svc.log")
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := OpenFile(path, 1<<20); err == nil {
+		f.Close()
+		t.Errorf("OpenFile(symlink) succeeded, want an error")
+	}
+	// Planted after the open, for the reopen that follows a rotation.
+	os.Remove(path)
+	f, err := OpenFile(path, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	os.Remove(path)
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	line := Line{Time: time.Unix(0, 0), Text: strings.Repeat("x", 40)}
+	f.Write(line)
+	f.Write(line) // rotates: renames the link to .1, then must not open through a new one
+	os.Remove(path)
+	os.Symlink(victim, path)
+	f.Write(line)
+	f.Write(line)
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("victim file = %q after log writes through a symlink, want it unchanged", b)
+	}
+}
