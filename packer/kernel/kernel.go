@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/ingotdev/ingot/internal/graph"
 )
 
 // Kernel is a kernel image with its modules.
@@ -82,62 +84,48 @@ func DefaultVMModules() []string {
 // an unknown module, a cycle or a module whose data was not kept is an
 // error.
 func (k *Kernel) Closure(names ...string) ([]*Module, error) {
-	const (
-		unvisited = iota
-		visiting
-		done
-	)
-	state := map[string]int{}
-	var order []*Module
-	var stack []string
-	var visit func(name, requiredBy string) error
-	visit = func(name, requiredBy string) error {
-		switch state[name] {
-		case done:
-			return nil
-		case visiting:
-			i := len(stack) - 1
-			for i > 0 && stack[i] != name {
-				i--
-			}
-			cycle := append(append([]string{}, stack[i:]...), name)
-			return fmt.Errorf("kernel %s: module dependency cycle: %s", k.Version, strings.Join(cycle, " -> "))
-		}
+	roots := make([]string, len(names))
+	for i, n := range names {
+		roots[i] = normalizeName(n)
+	}
+	requiredBy := map[string]string{}
+	order, cycle, err := graph.Order(roots, func(name string) ([]string, error) {
 		if k.Builtin[name] {
-			state[name] = done
-			return nil
+			return nil, nil
 		}
 		m := k.Modules[name]
 		if m == nil {
-			if requiredBy != "" {
-				return fmt.Errorf("kernel %s: module %q (needed by %q): not in the package", k.Version, name, requiredBy)
+			if by := requiredBy[name]; by != "" {
+				return nil, fmt.Errorf("kernel %s: module %q (needed by %q): not in the package", k.Version, name, by)
 			}
-			return fmt.Errorf("kernel %s: module %q: not in the package and not built in", k.Version, name)
+			return nil, fmt.Errorf("kernel %s: module %q: not in the package and not built in", k.Version, name)
 		}
-		state[name] = visiting
-		stack = append(stack, name)
 		deps := make([]string, len(m.Depends))
 		for i, d := range m.Depends {
 			deps[i] = normalizeName(d)
-		}
-		sort.Strings(deps)
-		for _, d := range deps {
-			if err := visit(d, name); err != nil {
-				return err
+			if _, ok := requiredBy[deps[i]]; !ok {
+				requiredBy[deps[i]] = name
 			}
 		}
-		stack = stack[:len(stack)-1]
-		state[name] = done
+		sort.Strings(deps)
+		return deps, nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case cycle != nil:
+		return nil, fmt.Errorf("kernel %s: module dependency cycle: %s", k.Version, strings.Join(cycle, " -> "))
+	}
+	var mods []*Module
+	for _, name := range order {
+		if k.Builtin[name] {
+			continue
+		}
+		m := k.Modules[name]
 		if m.Data == nil {
-			return fmt.Errorf("kernel %s: module %q (%s): data not kept; load with WithModules naming it", k.Version, name, m.Path)
+			return nil, fmt.Errorf("kernel %s: module %q (%s): data not kept; load with WithModules naming it", k.Version, name, m.Path)
 		}
-		order = append(order, m)
-		return nil
+		mods = append(mods, m)
 	}
-	for _, n := range names {
-		if err := visit(normalizeName(n), ""); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
+	return mods, nil
 }
