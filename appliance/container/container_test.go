@@ -2,7 +2,6 @@ package container
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ingotdev/ingot/appliance/netconf"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -126,24 +125,6 @@ func testContainer(script string) spec.Container {
 	}
 }
 
-// syncBuffer is a bytes.Buffer the test may read while the command writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type result struct {
 	stdout, stderr string
 	code           int
@@ -152,7 +133,7 @@ type result struct {
 
 // start writes appliance.json and starts the launcher the way the
 // supervisor does.
-func (e *testEnv) start(t *testing.T, c spec.Container) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+func (e *testEnv) start(t *testing.T, c spec.Container) (*exec.Cmd, *vmtest.Console, *vmtest.Console) {
 	t.Helper()
 	a := &spec.Appliance{
 		Name: "app", BuildID: testBuildID, Arch: "amd64",
@@ -180,7 +161,7 @@ func (e *testEnv) start(t *testing.T, c spec.Container) (*exec.Cmd, *syncBuffer,
 		envTestSpec + "=" + e.specPath, envTestRoot + "=" + e.rootDir, envTestPerm + "=" + e.perm,
 		envTestDNS + "=" + e.resolvConf, envTestStg + "=" + e.stageDir,
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr vmtest.Console
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: CloneFlags(&c), Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 )
 
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
@@ -192,14 +193,11 @@ func TestFileRotation(t *testing.T) {
 // blockingWriter blocks writes until released, like a stalled serial port.
 type blockingWriter struct {
 	release chan struct{}
-	mu      sync.Mutex
-	buf     bytes.Buffer
+	buf     vmtest.Console
 }
 
 func (w *blockingWriter) Write(b []byte) (int, error) {
 	<-w.release
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	return w.buf.Write(b)
 }
 

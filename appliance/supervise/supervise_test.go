@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
@@ -426,7 +427,7 @@ func TestLogRingAndFileRotation(t *testing.T) {
 
 func TestFirstLinesAndConsole(t *testing.T) {
 	perm := t.TempDir()
-	var out syncBuffer
+	var out vmtest.Console
 	c := logs.NewConsole(&out, 0)
 	defer c.Close()
 	svc := sh("hello", `echo "pwd $(pwd)"; echo "env $INGOT_SERVICE $INGOT_BUILD_ID $GREETING $HOME"; echo oops >&2; exec sleep 1000`)

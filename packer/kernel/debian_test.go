@@ -1,25 +1,24 @@
-package kernel
+package kernel_test
 
 import (
 	"context"
 	"debug/elf"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/packer/kernel"
 )
 
 // These tests read the real Debian cloud kernels that .ci/run and the
-// Makefile download (scripts/fetch-kernel.sh) and name in the environment.
+// Makefile download (scripts/fetch-kernel.sh) and vmtest.Kernel finds.
 
-func loadRealDeb(t *testing.T, env string) *Kernel {
+func loadRealDeb(t *testing.T, arch string) *kernel.Kernel {
 	t.Helper()
-	p := os.Getenv(env)
-	if p == "" {
-		t.Fatalf("%s is not set: point it at a Debian linux-image-*-cloud-*.deb (make test sets it; scripts/fetch-kernel.sh downloads one)", env)
-	}
+	p := vmtest.Kernel(t, arch)
 	start := time.Now()
-	k, err := LoadDeb(context.Background(), p, WithModules(DefaultVMModules()...))
+	k, err := kernel.LoadDeb(context.Background(), p, kernel.WithModules(kernel.DefaultVMModules()...))
 	if err != nil {
 		t.Fatalf("LoadDeb(%s) = %v", p, err)
 	}
@@ -28,7 +27,7 @@ func loadRealDeb(t *testing.T, env string) *Kernel {
 }
 
 func TestDebianAMD64(t *testing.T) {
-	k := loadRealDeb(t, "INGOT_KERNEL_DEB")
+	k := loadRealDeb(t, "amd64")
 	checkRealKernel(t, k, "amd64", elf.EM_X86_64)
 	// A bzImage carries "HdrS" at 0x202 (the x86 boot protocol header).
 	if len(k.Image) < 0x206 || string(k.Image[0x202:0x206]) != "HdrS" {
@@ -37,7 +36,7 @@ func TestDebianAMD64(t *testing.T) {
 }
 
 func TestDebianARM64(t *testing.T) {
-	k := loadRealDeb(t, "INGOT_KERNEL_DEB_ARM64")
+	k := loadRealDeb(t, "arm64")
 	checkRealKernel(t, k, "arm64", elf.EM_AARCH64)
 	// An arm64 Image carries "ARM\x64" at 0x38 (Documentation/arch/arm64/booting.rst).
 	if len(k.Image) < 0x3c || string(k.Image[0x38:0x3c]) != "ARM\x64" {
@@ -45,7 +44,7 @@ func TestDebianARM64(t *testing.T) {
 	}
 }
 
-func checkRealKernel(t *testing.T, k *Kernel, arch string, machine elf.Machine) {
+func checkRealKernel(t *testing.T, k *kernel.Kernel, arch string, machine elf.Machine) {
 	t.Helper()
 	if k.Arch != arch || !strings.HasSuffix(k.Version, "-"+arch) {
 		t.Errorf("kernel version %q arch %q, want a %s kernel", k.Version, k.Arch, arch)
@@ -59,7 +58,7 @@ func checkRealKernel(t *testing.T, k *Kernel, arch string, machine elf.Machine) 
 	if len(k.Modules) < 500 || len(k.Builtin) == 0 {
 		t.Errorf("%d modules, %d built in; want a full module tree", len(k.Modules), len(k.Builtin))
 	}
-	mods, err := k.Closure(DefaultVMModules()...)
+	mods, err := k.Closure(kernel.DefaultVMModules()...)
 	if err != nil {
 		t.Fatalf("Closure(DefaultVMModules()) = %v", err)
 	}
@@ -70,7 +69,7 @@ func checkRealKernel(t *testing.T, k *Kernel, arch string, machine elf.Machine) 
 		names = append(names, m.Name)
 	}
 	t.Logf("Closure(DefaultVMModules()) = %s", strings.Join(names, " "))
-	for _, want := range DefaultVMModules() {
+	for _, want := range kernel.DefaultVMModules() {
 		if _, ok := pos[want]; !ok && !k.Builtin[want] {
 			t.Errorf("closure lacks %s, which is not built in either", want)
 		}
@@ -104,9 +103,9 @@ func checkRealKernel(t *testing.T, k *Kernel, arch string, machine elf.Machine) 
 				t.Errorf("closure order: %s loads after %s, which depends on it", d, m.Name)
 			}
 		}
-		mi, err := readModinfo(m.Data)
-		if err != nil || mi.machine != machine || normalizeName(mi.name) != m.Name {
-			t.Errorf("module %s (%s): modinfo %+v, %v; want a %v module named %s", m.Name, m.Path, mi, err, machine, m.Name)
+		mach, name, err := kernel.ModinfoOf(m.Data)
+		if err != nil || mach != machine || name != m.Name {
+			t.Errorf("module %s (%s): modinfo machine %v, name %q, %v; want a %v module named %s", m.Name, m.Path, mach, name, err, machine, m.Name)
 		}
 		if !strings.HasPrefix(m.Path, "kernel/") || !strings.HasSuffix(m.Path, ".ko") {
 			t.Errorf("module %s: Path %q, want kernel/...ko", m.Name, m.Path)
