@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -130,12 +131,21 @@ func (c *Container) Validate() error {
 		}
 	}
 	for i, v := range c.Volumes {
-		switch {
-		case !isAbsClean(v.Source) || !strings.HasPrefix(v.Source, "/perm/"):
-			return fmt.Errorf("container: volumes[%d]: source %q is not a clean path under /perm/", i, v.Source)
-		case !isAbsClean(v.Target) || v.Target == "/":
-			return fmt.Errorf("container: volumes[%d]: target %q is not a clean absolute path other than /", i, v.Target)
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("container: volumes[%d]: %s:%s: %w", i, v.Source, v.Target, err)
 		}
+	}
+	return nil
+}
+
+// Validate checks that the source is a directory under /perm and the
+// target a directory other than the container's root.
+func (v Volume) Validate() error {
+	switch {
+	case !isAbsClean(v.Source) || !strings.HasPrefix(v.Source, "/perm/"):
+		return errors.New("the source must be a clean path under /perm/")
+	case !isAbsClean(v.Target) || v.Target == "/":
+		return errors.New("the target must be a clean absolute path other than /")
 	}
 	return nil
 }

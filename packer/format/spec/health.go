@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -78,61 +79,84 @@ func (h Health) Target() string {
 func (h Health) Validate() error {
 	switch {
 	case h.HTTP == "" && h.TCP == "":
-		return fmt.Errorf("health: set http or tcp")
+		return fmt.Errorf("health: %w", ErrHealthNoProbe)
 	case h.HTTP != "" && h.TCP != "":
-		return fmt.Errorf("health: set http or tcp, not both")
+		return fmt.Errorf("health: %w", ErrHealthTwoProbes)
 	case h.HTTP != "":
-		if err := ValidateHealthURL(h.HTTP); err != nil {
+		if err := CheckHealthURL(h.HTTP); err != nil {
 			return fmt.Errorf("health: http: %w", err)
 		}
 	default:
-		if err := ValidateHealthAddress(h.TCP); err != nil {
+		if err := CheckHealthAddress(h.TCP); err != nil {
 			return fmt.Errorf("health: tcp: %w", err)
 		}
 	}
-	iv, to := h.Interval(), h.Timeout()
-	switch {
-	case h.IntervalMillis < 0 || iv < MinHealthInterval || iv > MaxHealthInterval:
-		return fmt.Errorf("health: interval %v outside %v..%v", iv, MinHealthInterval, MaxHealthInterval)
-	case h.TimeoutMillis < 0 || to < MinHealthTimeout || to > iv:
-		return fmt.Errorf("health: timeout %v outside %v..the interval (%v)", to, MinHealthTimeout, iv)
-	case h.Retries < 0 || h.RetryCount() > MaxHealthRetries:
+	if err := CheckHealthInterval(h.Interval()); err != nil {
+		return fmt.Errorf("health: interval: %w", err)
+	}
+	if err := CheckHealthTimeout(h.Timeout(), h.Interval()); err != nil {
+		return fmt.Errorf("health: timeout: %w", err)
+	}
+	if h.Retries < 0 || h.RetryCount() > MaxHealthRetries {
 		return fmt.Errorf("health: retries %d outside 1..%d", h.Retries, MaxHealthRetries)
 	}
 	return nil
 }
 
-// ValidateHealthURL checks an http health check URL: http (probes run
+// The errors of a health check with other than exactly one probe.
+var (
+	ErrHealthNoProbe   = errors.New("set http: (a URL to GET) or tcp: (HOST:PORT to connect to)")
+	ErrHealthTwoProbes = errors.New("set http: or tcp:, not both")
+)
+
+// CheckHealthURL checks an http health check URL: http (probes run
 // inside the appliance, where a certificate for 127.0.0.1 would prove
 // nothing), a host and no user info.
-func ValidateHealthURL(s string) error {
+func CheckHealthURL(s string) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return err
+		return fmt.Errorf("%q is not a URL: %w", s, err)
 	case u.Scheme != "http":
-		return fmt.Errorf("%q: want an http:// URL", s)
-	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("%q: no host", s)
+		return fmt.Errorf("%q: want an http:// URL (the probe runs inside the appliance, e.g. http://127.0.0.1:8080/healthz)", s)
+	case u.Hostname() == "":
+		return fmt.Errorf("%q has no host", s)
 	case u.User != nil:
-		return fmt.Errorf("%q: no user info, please", s)
+		return fmt.Errorf("%q: no user info in a health check URL", s)
 	case u.Fragment != "":
 		return fmt.Errorf("%q: a fragment is never sent", s)
 	}
 	return nil
 }
 
-// ValidateHealthAddress checks a tcp health check address, HOST:PORT.
-func ValidateHealthAddress(s string) error {
+// CheckHealthAddress checks a tcp health check address, HOST:PORT.
+func CheckHealthAddress(s string) error {
 	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return err
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q: want HOST:PORT (127.0.0.1:5432): %w", s, err)
+	case host == "":
+		return fmt.Errorf("%q has no host (127.0.0.1:PORT for the appliance itself)", s)
+	case port == "" || port == "0":
+		return fmt.Errorf("%q has no port", s)
 	}
-	if host == "" {
-		return fmt.Errorf("%q: no host (127.0.0.1:PORT for the appliance itself)", s)
+	return nil
+}
+
+// CheckHealthInterval checks the time between probes: whole milliseconds
+// from MinHealthInterval to MaxHealthInterval.
+func CheckHealthInterval(d time.Duration) error {
+	if d < MinHealthInterval || d > MaxHealthInterval || d%time.Millisecond != 0 {
+		return fmt.Errorf("%v is outside %v..%v (whole milliseconds)", d, MinHealthInterval, MaxHealthInterval)
 	}
-	if port == "" || port == "0" {
-		return fmt.Errorf("%q: no port", s)
+	return nil
+}
+
+// CheckHealthTimeout checks the bound of one probe: whole milliseconds
+// from MinHealthTimeout to the interval.
+func CheckHealthTimeout(d, interval time.Duration) error {
+	if d < MinHealthTimeout || d > interval || d%time.Millisecond != 0 {
+		return fmt.Errorf("%v is outside %v..the interval, %v (whole milliseconds)", d, MinHealthTimeout, interval)
 	}
 	return nil
 }

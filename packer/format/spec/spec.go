@@ -19,8 +19,11 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/graph"
 )
 
 // Paths of the files this package describes.
@@ -35,11 +38,8 @@ const (
 	MaxLogBufferBytes     = 64 << 20
 	DefaultGraceSeconds   = 10
 	MaxGraceSeconds       = 600
+	MaxServiceNameBytes   = 32
 )
-
-// Reserved names: "init" is ingot-init's own log and "log" would collide
-// with the log directory /perm/log.
-var reservedServiceNames = map[string]bool{"init": true, "log": true}
 
 // Environment variables ingot-init sets for every service; a service may not
 // set them itself.
@@ -47,6 +47,39 @@ const (
 	EnvBuildID = "INGOT_BUILD_ID"
 	EnvService = "INGOT_SERVICE"
 )
+
+// ReservedServiceNames are used by ingot-init itself: "init" is its own
+// log, "log" would collide with the log directory /perm/log.
+var ReservedServiceNames = []string{"init", "log"}
+
+// A service name is a file name (/usr/bin/NAME), a user name and a
+// directory under /perm, so it follows the strictest of the three.
+var serviceNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+
+// CheckServiceName says what is wrong with a service name, if anything.
+func CheckServiceName(name string) error {
+	switch {
+	case len(name) > MaxServiceNameBytes || !serviceNameRE.MatchString(name):
+		return fmt.Errorf("%q must be 1 to %d lowercase letters, digits, '-' or '_', starting with a letter", name, MaxServiceNameBytes)
+	case slices.Contains(ReservedServiceNames, name):
+		return fmt.Errorf("%q is reserved for ingot-init (reserved: %s)", name, strings.Join(ReservedServiceNames, ", "))
+	}
+	return nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// CheckEnvName says what is wrong with the name of a service's environment
+// variable, if anything.
+func CheckEnvName(name string) error {
+	switch {
+	case !envNameRE.MatchString(name):
+		return errors.New("not an environment variable name (letters, digits, _; not starting with a digit)")
+	case name == EnvBuildID || name == EnvService:
+		return errors.New("set by ingot for every service; choose another name")
+	}
+	return nil
+}
 
 // Appliance is the content of AppliancePath.
 type Appliance struct {
@@ -76,6 +109,15 @@ const (
 	RestartOnFailure Restart = "on-failure"
 	RestartNever     Restart = "never"
 )
+
+// Validate checks that r is a restart policy or empty.
+func (r Restart) Validate() error {
+	switch r {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+		return nil
+	}
+	return fmt.Errorf("%q is not one of always, on-failure, never", r)
+}
 
 // Service is one supervised program.
 type Service struct {
@@ -299,11 +341,9 @@ func decodeStrict(data []byte, v any) error {
 }
 
 var (
-	serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-	envKeyRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	archRE        = regexp.MustCompile(`^[a-z0-9]+$`)
-	hostLabelRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	tokenHashRE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	archRE      = regexp.MustCompile(`^[a-z0-9]+$`)
+	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	tokenHashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // Validate checks every field; the error names the first bad one.
@@ -341,7 +381,7 @@ func (a *Appliance) Validate() error {
 			}
 		}
 	}
-	if cycle := findCycle(a.Services, index); cycle != nil {
+	if cycle := AfterCycle(a.Services); cycle != nil {
 		return fmt.Errorf("services: after: cycle %s", strings.Join(cycle, " -> "))
 	}
 	if err := a.Management.Validate(); err != nil {
@@ -364,12 +404,10 @@ func (a *Appliance) EffectiveHostname() string {
 // Validate checks one service on its own (After names are checked by
 // Appliance.Validate, which knows the other services).
 func (s Service) Validate() error {
-	switch {
-	case !serviceNameRE.MatchString(s.Name):
-		return fmt.Errorf("name: want 1-63 of a-z 0-9 . _ - starting with a letter or digit")
-	case reservedServiceNames[s.Name]:
-		return fmt.Errorf("name: %q is reserved", s.Name)
-	case !isAbsClean(s.Path):
+	if err := CheckServiceName(s.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if !isAbsClean(s.Path) {
 		return fmt.Errorf("path: %q is not a clean absolute path", s.Path)
 	}
 	for i, arg := range s.Args {
@@ -378,20 +416,15 @@ func (s Service) Validate() error {
 		}
 	}
 	for k, v := range s.Env {
-		if !envKeyRE.MatchString(k) {
-			return fmt.Errorf("env: key %q: want [A-Za-z_][A-Za-z0-9_]*", k)
-		}
-		if k == EnvBuildID || k == EnvService {
-			return fmt.Errorf("env: key %q is set by ingot-init", k)
+		if err := CheckEnvName(k); err != nil {
+			return fmt.Errorf("env: key %q: %w", k, err)
 		}
 		if strings.ContainsRune(v, 0) {
 			return fmt.Errorf("env: %s: value contains a NUL byte", k)
 		}
 	}
-	switch s.Restart {
-	case "", RestartAlways, RestartOnFailure, RestartNever:
-	default:
-		return fmt.Errorf("restart: %q: want always, on-failure or never", s.Restart)
+	if err := s.Restart.Validate(); err != nil {
+		return fmt.Errorf("restart: %w", err)
 	}
 	seen := make(map[string]bool, len(s.After))
 	for _, dep := range s.After {
@@ -499,47 +532,18 @@ func (n Network) Validate() error {
 	return nil
 }
 
-// findCycle returns the services of an After cycle, first repeated at the
-// end, or nil.
-func findCycle(services []Service, index map[string]int) []string {
-	const (
-		unvisited = iota
-		onStack
-		done
-	)
-	mark := make([]int, len(services))
-	var stack []string
-	var visit func(i int) []string
-	visit = func(i int) []string {
-		mark[i] = onStack
-		stack = append(stack, services[i].Name)
-		for _, dep := range services[i].After {
-			j := index[dep]
-			switch mark[j] {
-			case onStack:
-				for k, n := range stack {
-					if n == dep {
-						return append(append([]string{}, stack[k:]...), dep)
-					}
-				}
-			case unvisited:
-				if c := visit(j); c != nil {
-					return c
-				}
-			}
-		}
-		stack = stack[:len(stack)-1]
-		mark[i] = done
-		return nil
+// AfterCycle returns the first cycle of after: among services, its names
+// with the first repeated at the end, or nil. Every after: entry must name
+// one of services.
+func AfterCycle(services []Service) []string {
+	after := make(map[string][]string, len(services))
+	names := make([]string, len(services))
+	for i, s := range services {
+		names[i] = s.Name
+		after[s.Name] = s.After
 	}
-	for i := range services {
-		if mark[i] == unvisited {
-			if c := visit(i); c != nil {
-				return c
-			}
-		}
-	}
-	return nil
+	_, cycle, _ := graph.Order(names, func(n string) ([]string, error) { return after[n], nil })
+	return cycle
 }
 
 func validHostname(h string) bool {

@@ -96,20 +96,24 @@ func TestParseErrors(t *testing.T) {
 		{"bad default hostname", `{"name":"my_app","build_id":"1","arch":"amd64"}`, "default hostname"},
 		{"bad hostname", `{"name":"a","build_id":"1","arch":"amd64","hostname":"-x"}`, "hostname:"},
 		{"bad service name", base(`{"name":"Web","path":"/bin/w"}`), `services[0] "Web": name:`},
+		// The rule ingot.yaml's names follow: a file, user and directory name.
+		{"service name starts with a digit", base(`{"name":"1web","path":"/bin/w"}`), "starting with a letter"},
+		{"service name has a dot", base(`{"name":"a.b","path":"/bin/w"}`), "starting with a letter"},
+		{"service name too long", base(`{"name":"` + strings.Repeat("a", MaxServiceNameBytes+1) + `","path":"/bin/w"}`), "1 to 32"},
 		{"reserved name", base(`{"name":"init","path":"/bin/w"}`), "reserved"},
 		{"relative path", base(`{"name":"w","path":"bin/w"}`), "path:"},
 		{"unclean path", base(`{"name":"w","path":"/bin/../w"}`), "path:"},
 		{"duplicate", base(`{"name":"w","path":"/w"},{"name":"w","path":"/w"}`), "also used by services[0]"},
 		{"bad restart", svc(`,"restart":"sometimes"`), "restart:"},
 		{"bad env key", svc(`,"env":{"A-B":"1"}`), "env: key"},
-		{"reserved env", svc(`,"env":{"INGOT_SERVICE":"1"}`), "set by ingot-init"},
+		{"reserved env", svc(`,"env":{"INGOT_SERVICE":"1"}`), "set by ingot for every service"},
 		{"after self", svc(`,"after":["s"]`), "itself"},
 		{"after unknown", svc(`,"after":["nope"]`), `unknown service "nope"`},
 		{"after twice", base(`{"name":"a","path":"/a"},{"name":"s","path":"/s","after":["a","a"]}`), "twice"},
 		{"cycle", base(`{"name":"a","path":"/a","after":["c"]},{"name":"b","path":"/b","after":["a"]},{"name":"c","path":"/c","after":["b"]}`), "cycle a -> c -> b -> a"},
 		{"bad user", svc(`,"user":"www"`), "user:"},
-		{"bad gid", svc(`,"user":"1:x"`), "gid:"},
-		{"uid -1", svc(`,"user":"4294967295"`), "out of range"},
+		{"bad gid", svc(`,"user":"1:x"`), "group"},
+		{"uid -1", svc(`,"user":"4294967295"`), "ids go up to 4294967294"},
 		{"log buffer", svc(`,"log_buffer_bytes":-1`), "log_buffer_bytes:"},
 		{"grace", svc(`,"grace_seconds":100000`), "grace_seconds:"},
 		{"bad condition", svc(`,"condition":"sunny"`), "condition:"},
@@ -127,6 +131,21 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse(%s) = %v, want error containing %q", tc.in, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestServiceNames: ingot.yaml's rule, so every name a user can write
+// is one the appliance takes.
+func TestServiceNames(t *testing.T) {
+	for _, name := range []string{"a", "web", "my_db-2", strings.Repeat("a", MaxServiceNameBytes)} {
+		if err := CheckServiceName(name); err != nil {
+			t.Errorf("CheckServiceName(%q) = %v, want nil", name, err)
+		}
+	}
+	for _, name := range []string{"", "Web", "1web", "-web", "a.b", "a b", strings.Repeat("a", MaxServiceNameBytes+1), "init", "log"} {
+		if err := CheckServiceName(name); err == nil {
+			t.Errorf("CheckServiceName(%q) = nil, want an error", name)
+		}
 	}
 }
 
