@@ -187,16 +187,16 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	jobs := planJobs(cfg, target, src)
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, tls: tlsID}
+	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))
-	for _, j := range jobs {
+	for _, j := range append([]*job{b.init}, b.programs...) {
 		eg.Go(func() error { return g.build(ectx, j) })
 	}
-	var images map[string]*ImageService
 	eg.Go(func() error {
 		var err error
-		images, err = pullImages(ectx, cfg, target, &o, epoch, g.progress)
+		b.images, err = pullImages(ectx, cfg, target, &o, epoch, g.progress)
 		return err
 	})
 	var kernelSum string
@@ -222,8 +222,8 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 		Kernel: kernel, KernelSHA256: kernelSum,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
-	r.Images = imageList(cfg, images)
-	if err := assemble(r, cfg, target, jobs, images, tokenHash, tlsID); err != nil {
+	r.Images = imageList(cfg, b.images)
+	if err := b.assemble(r); err != nil {
 		return nil, err
 	}
 	return r, nil

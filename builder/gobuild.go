@@ -66,12 +66,14 @@ type job struct {
 	goVersion string
 }
 
-func planJobs(cfg *config.Config, target config.Target, src ingotSource) []*job {
+// planJobs lists the compiles of a build: ingot-init, and the programs of
+// the Go services and the DHCP client, one per distinct package.
+func planJobs(cfg *config.Config, target config.Target, src ingotSource) (initJob *job, programs []*job) {
 	newJob := func(dir, pkg, version, label, display string) *job {
 		return &job{dir: dir, pkg: pkg, version: version, goos: "linux", goarch: target.Arch(),
 			goarm: target.GOARM(), label: label, display: display}
 	}
-	jobs := []*job{newJob(src.dir, "./appliance/cmd/ingot-init", "", "ingot-init", InitPackage)}
+	initJob = newJob(src.dir, "./appliance/cmd/ingot-init", "", "ingot-init", InitPackage)
 	byKey := map[string]*job{}
 	for _, s := range cfg.Services {
 		if s.Go == nil {
@@ -85,14 +87,14 @@ func planJobs(cfg *config.Config, target config.Target, src ingotSource) []*job 
 		j := newJob(cfg.Dir, s.Go.Path, s.Go.Version, fmt.Sprintf("service %q", s.Name), s.Go.String())
 		j.services = []string{s.Name}
 		byKey[key] = j
-		jobs = append(jobs, j)
+		programs = append(programs, j)
 	}
 	if usesDHCP(cfg) {
 		j := newJob(src.dir, DHCPPackage, "", "system service "+strconv.Quote(spec.DHCPServiceName), DHCPPackage)
 		j.services = []string{spec.DHCPServiceName}
-		jobs = append(jobs, j)
+		programs = append(programs, j)
 	}
-	return jobs
+	return initJob, programs
 }
 
 // usesDHCP reports whether the image gets the DHCP client.

@@ -127,22 +127,15 @@ func containerSpec(s *config.Service, img *oci.Image, tree *rootfs.Tree) (spec.C
 		c.Env = append(c.Env, k+"="+s.Env[k])
 	}
 	user := rc.User
-	if s.User != nil {
-		switch {
-		case s.User.ByName:
-			user = s.User.Name
-		default:
-			user = fmt.Sprintf("%d:%d", s.User.UID, s.User.GID)
-		}
+	if s.User != "" {
+		user = s.User
 	}
 	u, err := oci.ResolveUser(tree, user)
 	if err != nil {
 		return c, err
 	}
 	c.UID, c.GID, c.AdditionalGIDs = u.UID, u.GID, u.AdditionalGIDs
-	for _, v := range s.Volumes {
-		c.Volumes = append(c.Volumes, spec.Volume{Source: v.Source, Target: v.Target, ReadOnly: v.ReadOnly})
-	}
+	c.Volumes = s.Volumes
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
@@ -177,43 +170,6 @@ func ensureDir(t *rootfs.Tree, dir string, epoch int64) error {
 		}
 	}
 	return nil
-}
-
-// imageServiceSpec is the supervisor's view of an image service: ingot-init
-// re-executed as the launcher, as root (it drops to the container's user
-// itself after setting up namespaces).
-func imageServiceSpec(s config.Service, is *ImageService) spec.Service {
-	c := is.container
-	return spec.Service{
-		Name:           s.Name,
-		Path:           InitPath,
-		Args:           []string{spec.ContainerSubcommand, s.Name},
-		Restart:        spec.Restart(s.Restart),
-		After:          s.After,
-		User:           "root",
-		NeedsPerm:      s.NeedsPerm || len(c.Volumes) > 0,
-		LogBufferBytes: int(s.LogBufferBytes),
-		GraceSeconds:   int(s.Grace.Seconds()),
-		Resources:      specResources(s.Resources),
-		Container:      &c,
-		Health:         specHealth(s.Health),
-	}
-}
-
-// specHealth is the appliance's form of a health check; nil stays nil.
-func specHealth(h *config.Health) *spec.Health {
-	if h == nil {
-		return nil
-	}
-	return &spec.Health{
-		HTTP: h.HTTP, TCP: h.TCP,
-		IntervalMillis: h.Interval.Milliseconds(), TimeoutMillis: h.Timeout.Milliseconds(),
-		Retries: h.Retries, Restart: h.Restart,
-	}
-}
-
-func specResources(r config.Resources) spec.Resources {
-	return spec.Resources{MemoryBytes: r.MemoryBytes, CPUMillis: r.CPUMillis, Pids: r.Pids}
 }
 
 // addImages puts each image service's flattened tree and config into the

@@ -138,7 +138,7 @@ func TestBuildImageService(t *testing.T) {
 			web := r.Appliance.Services[1]
 			wantWeb := spec.Service{
 				Name: "web", Path: "/init", Args: []string{spec.ContainerSubcommand, "web"}, Restart: spec.RestartAlways,
-				After: []string{"hello"}, User: "root", NeedsPerm: true, LogBufferBytes: int(config.DefaultLogBufferBytes),
+				After: []string{"hello"}, User: "root", NeedsPerm: true, LogBufferBytes: spec.DefaultLogBufferBytes,
 				GraceSeconds: 10, Resources: spec.Resources{MemoryBytes: 64 << 20, CPUMillis: 500, Pids: 100},
 				Container: &spec.Container{
 					Image: ref, Digest: wantDigest, Rootfs: "/oci/web/rootfs",
@@ -258,16 +258,16 @@ func TestContainerSpecOverrides(t *testing.T) {
 		name       string
 		entrypoint []string
 		args       []string
-		user       *config.User
+		user       string // as config gives it for an image service
 		wantArgv   []string
 		wantIDs    [2]uint32
 	}{
-		{"image as is", nil, nil, nil, []string{"/ep", "c1", "c2"}, [2]uint32{7, 8}},
-		{"args replace cmd", nil, []string{"a"}, nil, []string{"/ep", "a"}, [2]uint32{7, 8}},
-		{"entrypoint drops cmd", []string{"/other"}, nil, &config.User{Name: "root"}, []string{"/other"}, [2]uint32{0, 0}},
-		{"entrypoint and args", []string{"/other", "-v"}, []string{"x"}, &config.User{UID: 1000, GID: 100}, []string{"/other", "-v", "x"}, [2]uint32{1000, 100}},
+		{"image as is", nil, nil, "", []string{"/ep", "c1", "c2"}, [2]uint32{7, 8}},
+		{"args replace cmd", nil, []string{"a"}, "", []string{"/ep", "a"}, [2]uint32{7, 8}},
+		{"entrypoint drops cmd", []string{"/other"}, nil, "0:0", []string{"/other"}, [2]uint32{0, 0}},
+		{"entrypoint and args", []string{"/other", "-v"}, []string{"x"}, "1000:100", []string{"/other", "-v", "x"}, [2]uint32{1000, 100}},
 	} {
-		s := &config.Service{Name: "svc", Image: "x:1", Entrypoint: tt.entrypoint, Args: tt.args, User: tt.user}
+		s := &config.Service{Service: spec.Service{Name: "svc", Args: tt.args, User: tt.user}, Image: "x:1", Entrypoint: tt.entrypoint}
 		c, err := containerSpec(s, img, tree)
 		if err != nil {
 			t.Errorf("%s: containerSpec = %v", tt.name, err)
@@ -278,7 +278,7 @@ func TestContainerSpecOverrides(t *testing.T) {
 		}
 	}
 	empty := &oci.Image{Digest: img.Digest, Config: &v1.ConfigFile{}}
-	if _, err := containerSpec(&config.Service{Name: "svc", Image: "x:1"}, empty, tree); err == nil || !strings.Contains(err.Error(), "argv: empty") {
+	if _, err := containerSpec(&config.Service{Service: spec.Service{Name: "svc"}, Image: "x:1"}, empty, tree); err == nil || !strings.Contains(err.Error(), "argv: empty") {
 		t.Errorf("containerSpec(no entrypoint or cmd) = %v, want refused", err)
 	}
 }

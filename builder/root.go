@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,35 +75,53 @@ var mountPoints = []struct {
 	{"/tmp", 0o1777},
 }
 
-func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, images map[string]*ImageService, tokenHash string, tlsID *tlsIdentity) error {
-	initJob := jobs[0]
-	bySvc := map[string]*job{}
-	for _, j := range jobs[1:] {
-		for _, s := range j.services {
-			bySvc[s] = j
+// build is one target's build once everything is compiled and pulled:
+// what the root filesystem and appliance.json are made of.
+type build struct {
+	cfg    *config.Config
+	target config.Target
+	// init is ingot-init's compile; programs are the others, each the
+	// package of one or more services or the DHCP client.
+	init     *job
+	programs []*job
+	// images are the image services by name.
+	images map[string]*ImageService
+	// tokenHash is the SHA-256 of the management token; tls is the TCP
+	// listener's identity, nil without one.
+	tokenHash string
+	tls       *tlsIdentity
+}
+
+// program returns the compile of a service or system service, nil for
+// an image service.
+func (b *build) program(service string) *job {
+	for _, j := range b.programs {
+		if slices.Contains(j.services, service) {
+			return j
 		}
 	}
-	app := applianceSpec(cfg, target, tokenHash, images)
-	if tlsID != nil {
-		app.Management.TLSCertSHA256 = tlsID.pin
-	}
-	r.Binaries = append(r.Binaries, Binary{Package: InitPackage, Path: InitPath, SHA256: initJob.sum, Bytes: int64(len(initJob.data))})
-	for _, s := range cfg.Services {
-		j := bySvc[s.Name]
-		if j == nil {
-			continue // an image service
+	return nil
+}
+
+// assemble fills in r's binaries, build ID, appliance description and
+// root filesystem.
+func (b *build) assemble(r *Result) error {
+	app := b.appliance()
+	r.Binaries = append(r.Binaries, Binary{Package: InitPackage, Path: InitPath, SHA256: b.init.sum, Bytes: int64(len(b.init.data))})
+	for _, s := range b.cfg.Services {
+		if j := b.program(s.Name); j != nil {
+			r.Binaries = append(r.Binaries, Binary{Service: s.Name, Package: s.Go.String(), Path: servicePath(s.Name),
+				SHA256: j.sum, Bytes: int64(len(j.data))})
 		}
-		r.Binaries = append(r.Binaries, Binary{Service: s.Name, Package: s.Go.String(), Path: servicePath(s.Name),
-			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
-	if j, ok := bySvc[spec.DHCPServiceName]; ok && usesDHCP(cfg) {
+	if j := b.program(spec.DHCPServiceName); j != nil && usesDHCP(b.cfg) {
 		r.Binaries = append(r.Binaries, Binary{Service: spec.DHCPServiceName, Package: DHCPPackage, Path: DHCPPath,
 			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
-	r.Init = rootfs.Bytes(initJob.data)
-	r.GoVersion = initJob.goVersion
+	r.Init = rootfs.Bytes(b.init.data)
+	r.GoVersion = b.init.goVersion
 
-	id, err := buildID(r, cfg, app)
+	id, err := buildID(r, b.cfg, app)
 	if err != nil {
 		return err
 	}
@@ -117,17 +135,17 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 	if err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}
-	info := BuildInfo{BuildID: id, Name: cfg.Name, Target: string(target), Arch: r.Arch,
+	info := BuildInfo{BuildID: id, Name: b.cfg.Name, Target: string(b.target), Arch: r.Arch,
 		SourceDateEpoch: r.ModTime, GoVersion: r.GoVersion, Kernel: kernelInfo(r), Binaries: r.Binaries, Images: r.Images}
 	infoJSON, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}
-	bins := map[string][]byte{InitPath: initJob.data}
-	for _, j := range jobs[1:] {
+	bins := map[string][]byte{InitPath: b.init.data}
+	for _, j := range b.programs {
 		for _, s := range j.services {
 			p := servicePath(s)
-			if s == spec.DHCPServiceName && usesDHCP(cfg) {
+			if s == spec.DHCPServiceName && usesDHCP(b.cfg) {
 				p = DHCPPath
 			}
 			bins[p] = j.data
@@ -137,24 +155,29 @@ func assemble(r *Result, cfg *config.Config, target config.Target, jobs []*job, 
 	if err != nil {
 		return err
 	}
-	r.Root, err = rootTree(r, cfg, bySvc, images, appJSON, append(infoJSON, '\n'), sbomDoc, tlsID)
+	r.Root, err = b.rootTree(r, appJSON, append(infoJSON, '\n'), sbomDoc)
 	return err
 }
 
 func servicePath(name string) string { return ServiceDir + "/" + name }
 
-func applianceSpec(cfg *config.Config, target config.Target, tokenHash string, images map[string]*ImageService) *spec.Appliance {
+// appliance is the content of appliance.json, but for the build ID.
+func (b *build) appliance() *spec.Appliance {
+	cfg, target := b.cfg, b.target
 	app := &spec.Appliance{
 		Name:     cfg.Name,
 		Arch:     target.Arch(),
 		Target:   string(target),
 		Hostname: cfg.Hostname,
 		Management: spec.Management{
-			TokenSHA256: tokenHash,
+			TokenSHA256: b.tokenHash,
 			TCP:         cfg.ManagementTCP(target),
 			// Rounded up: a sub-second window must not become "default".
 			HealthWindowSeconds: int((cfg.Update.HealthWindow + time.Second - 1) / time.Second),
 		},
+	}
+	if b.tls != nil {
+		app.Management.TLSCertSHA256 = b.tls.pin
 	}
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
@@ -163,32 +186,30 @@ func applianceSpec(cfg *config.Config, target config.Target, tokenHash string, i
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
 	}
 	for _, s := range cfg.Services {
-		if is, ok := images[s.Name]; ok {
-			app.Services = append(app.Services, imageServiceSpec(s, is))
-			continue
-		}
-		ss := spec.Service{
-			Name:           s.Name,
-			Path:           servicePath(s.Name),
-			Args:           s.Args,
-			Env:            s.Env,
-			Restart:        spec.Restart(s.Restart),
-			After:          s.After,
-			NeedsPerm:      s.NeedsPerm,
-			LogBufferBytes: int(s.LogBufferBytes),
-			GraceSeconds:   int(s.Grace.Seconds()),
-			Resources:      specResources(s.Resources),
-			Health:         specHealth(s.Health),
-		}
-		if s.User != nil {
-			ss.User = specUser(*s.User)
-		}
-		app.Services = append(app.Services, ss)
+		app.Services = append(app.Services, b.service(s))
 	}
 	if usesDHCP(cfg) {
 		app.Services = append(app.Services, dhcpService())
 	}
 	return app
+}
+
+// service is the supervisor's view of s. A Go service runs its binary. An
+// image service runs ingot-init re-executed as the container launcher, as
+// root (it drops to the container's user itself after setting up
+// namespaces); its args, env and user are in its container.
+func (b *build) service(s config.Service) spec.Service {
+	ss := s.Service
+	is, ok := b.images[s.Name]
+	if !ok {
+		ss.Path = servicePath(s.Name)
+		return ss
+	}
+	c := is.container
+	ss.Path, ss.Args, ss.Env, ss.User = InitPath, []string{spec.ContainerSubcommand, s.Name}, nil, "root"
+	ss.NeedsPerm = ss.NeedsPerm || len(c.Volumes) > 0
+	ss.Container = &c
+	return ss
 }
 
 // dhcpService runs gokrazy's DHCP client on eth0 (the first NIC: the kernel
@@ -204,16 +225,6 @@ func dhcpService() spec.Service {
 		User:      "root",
 		Condition: spec.ConditionNoStaticNetwork,
 	}
-}
-
-func specUser(u config.User) string {
-	switch {
-	case u.Name == "root" || u.Name == "nobody":
-		return u.Name
-	case u.ByName:
-		return u.Name // image users are resolved by builder/oci
-	}
-	return strconv.FormatUint(uint64(u.UID), 10) + ":" + strconv.FormatUint(uint64(u.GID), 10)
 }
 
 func kernelInfo(r *Result) Kernel {
@@ -250,8 +261,10 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error)
 	return hex.EncodeToString(sum[:])[:buildIDHexDigits], nil
 }
 
-// rootTree lays out the root filesystem.
-func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, images map[string]*ImageService, appJSON, infoJSON, sbomJSON []byte, tlsID *tlsIdentity) (*rootfs.Tree, error) {
+// rootTree lays out the root filesystem with the given appliance.json,
+// build.json and SBOM.
+func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs.Tree, error) {
+	cfg := b.cfg
 	t := rootfs.New(r.ModTime)
 	var firstErr error
 	dir := func(p string, mode uint32) {
@@ -273,7 +286,7 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, images map[s
 	}
 	dir("/etc/ingot", 0o755)
 	dir(ServiceDir, 0o755)
-	if j, ok := bySvc[spec.DHCPServiceName]; ok && usesDHCP(cfg) {
+	if j := b.program(spec.DHCPServiceName); j != nil && usesDHCP(cfg) {
 		dir(SystemDir, 0o755)
 		file(DHCPPath, 0o755, j.data)
 	}
@@ -282,7 +295,7 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, images map[s
 	// Services built from one package share one file.
 	first := map[*job]string{}
 	for _, s := range cfg.Services {
-		j, p := bySvc[s.Name], servicePath(s.Name)
+		j, p := b.program(s.Name), servicePath(s.Name)
 		if j == nil {
 			continue // an image service
 		}
@@ -295,16 +308,16 @@ func rootTree(r *Result, cfg *config.Config, bySvc map[string]*job, images map[s
 	}
 
 	file(spec.AppliancePath, 0o644, appJSON)
-	if tlsID != nil {
+	if b.tls != nil {
 		// Root only: the key is the appliance's identity on the network.
 		dir(spec.TLSDir, 0o700)
-		file(spec.TLSCertPath, 0o644, tlsID.certPEM)
-		file(spec.TLSKeyPath, 0o600, tlsID.keyPEM)
+		file(spec.TLSCertPath, 0o644, b.tls.certPEM)
+		file(spec.TLSKeyPath, 0o600, b.tls.keyPEM)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	file(spec.SBOMPath, 0o644, sbomJSON)
 	if firstErr == nil {
-		firstErr = addImages(t, cfg, images, r.ModTime)
+		firstErr = addImages(t, cfg, b.images, r.ModTime)
 	}
 	add("/etc/resolv.conf", rootfs.Entry{Kind: rootfs.KindSymlink, Mode: 0o777, Target: ResolvConfTarget})
 	file("/etc/hostname", 0o644, []byte(cfg.Hostname+"\n"))

@@ -45,36 +45,32 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // FileName is the conventional name of the config file in an appliance
 // directory.
 const FileName = "ingot.yaml"
 
-// Defaults applied by Parse.
+// Defaults applied by Parse. A service's defaults and bounds are the
+// appliance's, in package spec.
 const (
 	DefaultVsockPort       uint32 = 1024
 	DefaultPermBytes       int64  = 64 << 20
 	DefaultBootBytes       int64  = 64 << 20
 	DefaultRootSlotBytes   int64  = 256 << 20
-	DefaultLogBufferBytes  int64  = 1 << 20
-	DefaultGrace                  = 10 * time.Second
-	DefaultHealthWindow           = 30 * time.Second
+	DefaultHealthWindow           = spec.DefaultHealthWindowSeconds * time.Second
 	DefaultTokenFile              = ".ingot/token"
 	DefaultTLSCertFile            = ".ingot/tls-cert.pem"
 	DefaultTLSKeyFile             = ".ingot/tls-key.pem"
-	DefaultRestart                = RestartAlways
 	DefaultTarget                 = TargetVMAmd64
 	DefaultPiManagementTCP        = ":7443"
 )
 
 // Bounds checked by Parse.
 const (
-	// MaxLogBufferBytes and MaxGrace are the most ingot-init accepts.
-	MaxLogBufferBytes     int64 = 64 << 20
-	MaxGrace                    = 10 * time.Minute
 	partitionAlignBytes   int64 = 1 << 20
-	maxServiceNameBytes         = 32
 	maxHostnameLabelBytes       = 63
 	// maxHostnameBytes is Linux's HOST_NAME_MAX.
 	maxHostnameBytes = 64
@@ -161,47 +157,26 @@ func (p Pos) String() string {
 	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column)
 }
 
-// RestartPolicy says when the supervisor restarts a service that exited.
-type RestartPolicy string
-
-// The restart policies.
-const (
-	RestartAlways    RestartPolicy = "always"
-	RestartOnFailure RestartPolicy = "on-failure"
-	RestartNever     RestartPolicy = "never"
-)
-
-var restartPolicies = []RestartPolicy{RestartAlways, RestartOnFailure, RestartNever}
-
 // Service is one supervised program of the appliance.
 type Service struct {
-	Name string
+	// Service is what ingot.yaml says that appliance.json carries as is,
+	// defaults filled in: Name, Restart, After, NeedsPerm, LogBufferBytes,
+	// GraceSeconds, Resources and Health; Args and Env (which an image
+	// service's container takes instead); and User: "root", "nobody",
+	// "UID:GID" or "" (nobody) for a Go service, and for an image service
+	// "UID:GID" (root and nobody too, so the image cannot rename them), a
+	// user name to resolve in the image, or "" for the image's user. Path,
+	// Condition and Container are the builder's.
+	spec.Service
 	// Exactly one of Go and Image is set.
 	Go    *GoPackage
 	Image string // OCI image reference, resolved per target by the builder
-	// Args are the program arguments; for an image service they replace
-	// the image's cmd.
-	Args []string
-	// Entrypoint replaces an image's entrypoint (image services only).
+	// Entrypoint replaces an image's entrypoint (image services only);
+	// Args then replace its cmd.
 	Entrypoint []string
-	Env        map[string]string
-	Restart    RestartPolicy
-	// After lists services that must be started before this one.
-	After []string
-	// User is nil for the default: nobody (65534) for a Go service, the
-	// image's user for an image service.
-	User      *User
-	Volumes   []Volume
-	Resources Resources
+	Volumes    []spec.Volume
 	// Privileged keeps the full capability set (image services only).
 	Privileged bool
-	// NeedsPerm holds the service back when /perm is not mounted.
-	NeedsPerm      bool
-	LogBufferBytes int64
-	// Grace is how long the service has between SIGTERM and SIGKILL.
-	Grace time.Duration
-	// Health is the service's health check; nil without one.
-	Health *Health
 	// Pos is where the service is defined, for later errors about it.
 	Pos Pos
 }
@@ -230,67 +205,6 @@ func (g GoPackage) String() string {
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
-// User is whom a service runs as.
-type User struct {
-	// Name is "root", "nobody", or (image services only) a user name to
-	// resolve in the image; empty when the user was given as numbers.
-	Name     string
-	UID, GID uint32
-	// ByName is true when UID and GID are not known yet: Name must be
-	// looked up in the image's /etc/passwd by the builder.
-	ByName bool
-}
-
-func (u User) String() string {
-	if u.ByName || (u.Name != "" && u.Name != "nobody" && u.Name != "root") {
-		return u.Name
-	}
-	if u.Name != "" {
-		return u.Name
-	}
-	return fmt.Sprintf("%d:%d", u.UID, u.GID)
-}
-
-// Volume binds a directory of the perm partition into an image service.
-type Volume struct {
-	Source   string // absolute, under /perm
-	Target   string // absolute, inside the container
-	ReadOnly bool
-}
-
-// Health is a service's health check (see ingot.yaml's health:): init
-// probes it while the service runs; a trial boot needs every checked
-// service healthy, and Restart restarts a service that turns unhealthy.
-// Exactly one of HTTP and TCP is set; zero durations and Retries mean the
-// defaults.
-type Health struct {
-	HTTP     string // http:// URL; 2xx or 3xx is healthy
-	TCP      string // HOST:PORT; a connection is healthy
-	Interval time.Duration
-	Timeout  time.Duration
-	Retries  int
-	Restart  bool
-}
-
-// Defaults and bounds of a health check, as the appliance applies them.
-const (
-	DefaultHealthInterval = 5 * time.Second
-	DefaultHealthTimeout  = 2 * time.Second
-	DefaultHealthRetries  = 3
-	MinHealthInterval     = time.Second
-	MaxHealthInterval     = time.Hour
-	MinHealthTimeout      = 100 * time.Millisecond
-	MaxHealthRetries      = 100
-)
-
-// Resources are cgroup v2 limits; zero means unlimited.
-type Resources struct {
-	MemoryBytes int64
-	// CPUMillis is the CPU quota in thousandths of a CPU (500 = half a CPU).
-	CPUMillis int64
-	Pids      int64
-}
 
 // Management configures the management API inside the appliance.
 type Management struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 // minimal is the smallest valid config; tests append to or edit it.
@@ -40,12 +41,14 @@ func TestParseDefaults(t *testing.T) {
 		TokenFile: filepath.Join(dir, ".ingot", "token"),
 		Update:    Update{HealthWindow: 30 * time.Second},
 		Services: []Service{{
-			Name:           "hello",
-			Go:             &GoPackage{Path: "./cmd/hello"},
-			Restart:        RestartAlways,
-			LogBufferBytes: 1 << 20,
-			Grace:          10 * time.Second,
-			Pos:            Pos{File: "dir/ingot.yaml", Line: 3, Column: 5},
+			Service: spec.Service{
+				Name:           "hello",
+				Restart:        spec.RestartAlways,
+				LogBufferBytes: 1 << 20,
+				GraceSeconds:   10,
+			},
+			Go:  &GoPackage{Path: "./cmd/hello"},
+			Pos: Pos{File: "dir/ingot.yaml", Line: 3, Column: 5},
 		}},
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
@@ -123,12 +126,15 @@ func TestParseFull(t *testing.T) {
 	}
 	db := c.Services[0]
 	wantDB := Service{
-		Name: "db", Image: "registry.example/db:1.2", Entrypoint: []string{"/bin/db"},
-		Args: []string{"--port", "5432"}, Env: map[string]string{"PORT": "5432", "DEBUG": "true", "NAME": "x"},
-		Restart: RestartOnFailure, User: &User{Name: "postgres", ByName: true},
-		Volumes:   []Volume{{Source: "/perm/db", Target: "/var/lib/db"}, {Source: "/perm/conf", Target: "/etc/db", ReadOnly: true}},
-		Resources: Resources{MemoryBytes: 128 << 20, CPUMillis: 500, Pids: 256}, Privileged: true,
-		LogBufferBytes: 2 << 20, Grace: 30 * time.Second, Pos: Pos{"/a/b/ingot.yaml", 9, 5},
+		Service: spec.Service{
+			Name: "db", Args: []string{"--port", "5432"}, Env: map[string]string{"PORT": "5432", "DEBUG": "true", "NAME": "x"},
+			Restart: spec.RestartOnFailure, User: "postgres",
+			Resources:      spec.Resources{MemoryBytes: 128 << 20, CPUMillis: 500, Pids: 256},
+			LogBufferBytes: 2 << 20, GraceSeconds: 30,
+		},
+		Image: "registry.example/db:1.2", Entrypoint: []string{"/bin/db"},
+		Volumes:    []spec.Volume{{Source: "/perm/db", Target: "/var/lib/db"}, {Source: "/perm/conf", Target: "/etc/db", ReadOnly: true}},
+		Privileged: true, Pos: Pos{"/a/b/ingot.yaml", 9, 5},
 	}
 	if diff := cmp.Diff(wantDB, db); diff != "" {
 		t.Errorf("service db (-want +got):\n%s", diff)
@@ -137,13 +143,13 @@ func TestParseFull(t *testing.T) {
 	if diff := cmp.Diff(&GoPackage{Path: "example.com/web/cmd/web", Version: "v1.2.3"}, web.Go); diff != "" || web.Go.Local() {
 		t.Errorf("service web go (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(&User{UID: 1000, GID: 100}, web.User); diff != "" {
-		t.Errorf("service web user (-want +got):\n%s", diff)
+	if web.User != "1000:100" {
+		t.Errorf("service web user = %q, want 1000:100", web.User)
 	}
 	if web.Resources.CPUMillis != 1500 {
 		t.Errorf("web cpu = %d millis, want 1500", web.Resources.CPUMillis)
 	}
-	wantHealth := &Health{HTTP: "http://127.0.0.1:8080/healthz", Interval: 10 * time.Second, Timeout: 1500 * time.Millisecond, Retries: 5, Restart: true}
+	wantHealth := &spec.Health{HTTP: "http://127.0.0.1:8080/healthz", IntervalMillis: 10000, TimeoutMillis: 1500, Retries: 5, Restart: true}
 	if diff := cmp.Diff(wantHealth, web.Health); diff != "" {
 		t.Errorf("service web health (-want +got):\n%s", diff)
 	}
@@ -151,7 +157,7 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("service db health = %+v, want none", db.Health)
 	}
 	tool := c.Services[2]
-	if !tool.Go.Local() || tool.Restart != RestartNever || *tool.User != (User{Name: "root"}) {
+	if !tool.Go.Local() || tool.Restart != spec.RestartNever || tool.User != "root" {
 		t.Errorf("service tool = %+v, want local, never, root", tool)
 	}
 	if c.Management != (Management{VsockPort: 2000, TCP: "0.0.0.0:8443", TLSCertFile: "/etc/ingot-certs/x.pem", TLSKeyFile: "/a/b/keys/x.key"}) {
@@ -288,6 +294,33 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse(%q) error = %#v, want an ErrorList of one", tt.in, err)
 			}
 		})
+	}
+}
+
+// TestParseUser: a user as appliance.json takes it; an image's user is
+// numbers or a name to resolve in the image, root and nobody included, so
+// an image cannot give those names other ids.
+func TestParseUser(t *testing.T) {
+	for _, tt := range []struct {
+		user, program, want string
+	}{
+		{"root", "go: ./a", "root"},
+		{"nobody", "go: ./a", "nobody"},
+		{"1000", "go: ./a", "1000:1000"},
+		{"\"1000:100\"", "go: ./a", "1000:100"},
+		{"root", "image: x:1", "0:0"},
+		{"nobody", "image: x:1", "65534:65534"},
+		{"www-data", "image: x:1", "www-data"},
+		{"1000", "image: x:1", "1000:1000"},
+	} {
+		c, err := Parse("ingot.yaml", []byte(svc("name: a\n"+tt.program+"\nuser: "+tt.user)))
+		if err != nil {
+			t.Errorf("user: %s (%s): Parse = %v", tt.user, tt.program, err)
+			continue
+		}
+		if got := c.Services[0].User; got != tt.want {
+			t.Errorf("user: %s (%s) = %q, want %q", tt.user, tt.program, got, tt.want)
+		}
 	}
 }
 

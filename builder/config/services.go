@@ -1,24 +1,19 @@
 package config
 
 import (
-	"fmt"
-	"net"
-	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"go.yaml.in/yaml/v3"
 )
 
 var serviceFields = []string{"name", "go", "image", "args", "entrypoint", "env", "restart",
 	"after", "user", "volumes", "resources", "privileged", "needs_perm", "log_buffer", "grace", "health"}
-
-// reservedServiceNames are used by ingot-init itself: "init" is its own
-// log, "log" would collide with the log directory /perm/log.
-var reservedServiceNames = []string{"init", "log"}
 
 // serviceNodes remembers where a service's name and after: entries are, for
 // the checks that need every service (duplicates, references, cycles).
@@ -26,15 +21,6 @@ type serviceNodes struct {
 	name  *yaml.Node
 	after []*yaml.Node
 }
-
-// A service name is a file name (/usr/bin/NAME), a user name and a
-// directory under /perm, so it follows the strictest of the three.
-var serviceNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
-
-// Environment variables ingot sets for every service.
-var reservedEnv = []string{"INGOT_BUILD_ID", "INGOT_SERVICE"}
-
-var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (d *decoder) services(n *yaml.Node, p string) []Service {
 	items, ok := d.sequence(n, p)
@@ -58,12 +44,11 @@ func (d *decoder) services(n *yaml.Node, p string) []Service {
 }
 
 func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
-	s := Service{
-		Restart:        DefaultRestart,
-		LogBufferBytes: DefaultLogBufferBytes,
-		Grace:          DefaultGrace,
-		Pos:            d.pos(n),
-	}
+	s := Service{Service: spec.Service{
+		Restart:        spec.RestartAlways,
+		LogBufferBytes: spec.DefaultLogBufferBytes,
+		GraceSeconds:   spec.DefaultGraceSeconds,
+	}, Pos: d.pos(n)}
 	var sn serviceNodes
 	f, ok := d.mapping(n, p, serviceFields...)
 	if !ok {
@@ -72,12 +57,9 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 	if v, ok := d.require(f, "name"); ok {
 		fp := fieldPath(p, "name")
 		if name, ok := d.nonEmpty(v, fp); ok {
-			switch {
-			case len(name) > maxServiceNameBytes || !serviceNameRE.MatchString(name):
-				d.fail(v, fp, "%q must be 1 to %d lowercase letters, digits, '-' or '_', starting with a letter", name, maxServiceNameBytes)
-			case contains(reservedServiceNames, name):
-				d.fail(v, fp, "%q is reserved for ingot-init (reserved: %s)", name, strings.Join(reservedServiceNames, ", "))
-			default:
+			if err := spec.CheckServiceName(name); err != nil {
+				d.fail(v, fp, "%v", err)
+			} else {
 				s.Name = name
 				sn.name = v
 			}
@@ -136,11 +118,11 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 	}
 	if v, ok := f.get("restart"); ok {
 		fp := fieldPath(p, "restart")
-		if r, ok := d.str(v, fp); ok {
-			if !contains(restartPolicies, RestartPolicy(r)) {
-				d.fail(v, fp, "%q is not one of always, on-failure, never", r)
+		if r, ok := d.nonEmpty(v, fp); ok {
+			if err := spec.Restart(r).Validate(); err != nil {
+				d.fail(v, fp, "%v", err)
 			} else {
-				s.Restart = RestartPolicy(r)
+				s.Restart = spec.Restart(r)
 			}
 		}
 	}
@@ -191,10 +173,10 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 	if v, ok := f.get("log_buffer"); ok {
 		fp := fieldPath(p, "log_buffer")
 		if b, ok := d.positiveSize(v, fp); ok {
-			if b > MaxLogBufferBytes {
-				d.fail(v, fp, "%s is more than the maximum, %s", FormatSize(b), FormatSize(MaxLogBufferBytes))
+			if b > spec.MaxLogBufferBytes {
+				d.fail(v, fp, "%s is more than the maximum, %s", FormatSize(b), FormatSize(spec.MaxLogBufferBytes))
 			} else {
-				s.LogBufferBytes = b
+				s.LogBufferBytes = int(b)
 			}
 		}
 	}
@@ -202,12 +184,12 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 		fp := fieldPath(p, "grace")
 		if g, ok := d.duration(v, fp); ok {
 			switch {
-			case g > MaxGrace:
-				d.fail(v, fp, "%v is longer than the maximum, %v", g, MaxGrace)
+			case g > spec.MaxGraceSeconds*time.Second:
+				d.fail(v, fp, "%v is longer than the maximum, %v", g, spec.MaxGraceSeconds*time.Second)
 			case g%time.Second != 0:
 				d.fail(v, fp, "%v is not a whole number of seconds", g)
 			default:
-				s.Grace = g
+				s.GraceSeconds = int(g / time.Second)
 			}
 		}
 	}
@@ -219,100 +201,61 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 
 // health reads a health check: http: URL or tcp: HOST:PORT, and
 // interval, timeout, retries and restart.
-func (d *decoder) health(n *yaml.Node, p string) *Health {
+func (d *decoder) health(n *yaml.Node, p string) *spec.Health {
 	f, ok := d.mapping(n, p, "http", "tcp", "interval", "timeout", "retries", "restart")
 	if !ok {
 		return nil
 	}
-	h := &Health{}
-	if v, ok := f.get("http"); ok {
-		fp := fieldPath(p, "http")
-		if u, ok := d.str(v, fp); ok {
-			if reason := checkHealthURL(u); reason != "" {
-				d.fail(v, fp, "%s", reason)
+	h := &spec.Health{}
+	for _, probe := range []struct {
+		name  string
+		dst   *string
+		check func(string) error
+	}{{"http", &h.HTTP, spec.CheckHealthURL}, {"tcp", &h.TCP, spec.CheckHealthAddress}} {
+		if v, ok := f.get(probe.name); ok {
+			fp := fieldPath(p, probe.name)
+			if s, ok := d.str(v, fp); ok {
+				if err := probe.check(s); err != nil {
+					d.fail(v, fp, "%v", err)
+				}
+				*probe.dst = s
 			}
-			h.HTTP = u
-		}
-	}
-	if v, ok := f.get("tcp"); ok {
-		fp := fieldPath(p, "tcp")
-		if a, ok := d.str(v, fp); ok {
-			if reason := checkHealthAddress(a); reason != "" {
-				d.fail(v, fp, "%s", reason)
-			}
-			h.TCP = a
 		}
 	}
 	_, hasHTTP := f.get("http")
 	_, hasTCP := f.get("tcp")
 	switch {
 	case !hasHTTP && !hasTCP:
-		d.fail(n, p, "set http: (a URL to GET) or tcp: (HOST:PORT to connect to)")
+		d.fail(n, p, "%v", spec.ErrHealthNoProbe)
 	case hasHTTP && hasTCP:
-		d.fail(f.keys["tcp"], fieldPath(p, "tcp"), "set http: or tcp:, not both")
+		d.fail(f.keys["tcp"], fieldPath(p, "tcp"), "%v", spec.ErrHealthTwoProbes)
 	}
 	if v, ok := f.get("interval"); ok {
 		fp := fieldPath(p, "interval")
 		if iv, ok := d.duration(v, fp); ok {
-			if iv < MinHealthInterval || iv > MaxHealthInterval || iv%time.Millisecond != 0 {
-				d.fail(v, fp, "%v is outside %v..%v (whole milliseconds)", iv, MinHealthInterval, MaxHealthInterval)
+			if err := spec.CheckHealthInterval(iv); err != nil {
+				d.fail(v, fp, "%v", err)
 			}
-			h.Interval = iv
+			h.IntervalMillis = iv.Milliseconds()
 		}
 	}
 	if v, ok := f.get("timeout"); ok {
 		fp := fieldPath(p, "timeout")
 		if to, ok := d.duration(v, fp); ok {
-			iv := h.Interval
-			if iv == 0 {
-				iv = DefaultHealthInterval
+			if err := spec.CheckHealthTimeout(to, h.Interval()); err != nil {
+				d.fail(v, fp, "%v", err)
 			}
-			if to < MinHealthTimeout || to > iv || to%time.Millisecond != 0 {
-				d.fail(v, fp, "%v is outside %v..the interval, %v (whole milliseconds)", to, MinHealthTimeout, iv)
-			}
-			h.Timeout = to
+			h.TimeoutMillis = to.Milliseconds()
 		}
 	}
 	if v, ok := f.get("retries"); ok {
-		r, _ := d.integer(v, fieldPath(p, "retries"), 1, MaxHealthRetries)
+		r, _ := d.integer(v, fieldPath(p, "retries"), 1, spec.MaxHealthRetries)
 		h.Retries = int(r)
 	}
 	if v, ok := f.get("restart"); ok {
 		h.Restart, _ = d.boolean(v, fieldPath(p, "restart"))
 	}
 	return h
-}
-
-// checkHealthURL says what is wrong with an http health check URL.
-func checkHealthURL(s string) string {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("%q is not a URL: %v", s, err)
-	case u.Scheme != "http":
-		return fmt.Sprintf("%q: want an http:// URL (the probe runs inside the appliance, e.g. http://127.0.0.1:8080/healthz)", s)
-	case u.Hostname() == "":
-		return fmt.Sprintf("%q has no host", s)
-	case u.User != nil:
-		return fmt.Sprintf("%q: no user info in a health check URL", s)
-	case u.Fragment != "":
-		return fmt.Sprintf("%q: a fragment is never sent", s)
-	}
-	return ""
-}
-
-// checkHealthAddress says what is wrong with a tcp health check address.
-func checkHealthAddress(s string) string {
-	host, port, err := net.SplitHostPort(s)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("%q: want HOST:PORT (127.0.0.1:5432): %v", s, err)
-	case host == "":
-		return fmt.Sprintf("%q has no host (127.0.0.1:PORT for the appliance itself)", s)
-	case port == "" || port == "0":
-		return fmt.Sprintf("%q has no port", s)
-	}
-	return ""
 }
 
 // parseGoPackage splits "path[@version]" and returns a reason when the
@@ -353,12 +296,8 @@ func (d *decoder) env(n *yaml.Node, p string) map[string]string {
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := deref(v.Content[i]), v.Content[i+1]
 		fp := fieldPath(p, k.Value)
-		switch {
-		case k.Kind != yaml.ScalarNode || !envNameRE.MatchString(k.Value):
-			d.fail(k, fp, "not an environment variable name (letters, digits, _; not starting with a digit)")
-			continue
-		case contains(reservedEnv, k.Value):
-			d.fail(k, fp, "set by ingot for every service; choose another name")
+		if err := spec.CheckEnvName(k.Value); err != nil { // a key that is no scalar has no Value
+			d.fail(k, fp, "%v", err)
 			continue
 		}
 		if line, dup := lines[k.Value]; dup {
@@ -373,64 +312,41 @@ func (d *decoder) env(n *yaml.Node, p string) map[string]string {
 	return out
 }
 
-// Well-known users every image has (see builder's /etc/passwd).
-const (
-	rootUID   = 0
-	nobodyUID = 65534
-)
-
 var userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]*$`)
 
 // user reads "root", "nobody", "UID", "UID:GID", or for image services a
-// user name to look up in the image.
-func (d *decoder) user(n *yaml.Node, p string, image bool) *User {
+// user name to look up in the image, and returns it as Service.User says.
+func (d *decoder) user(n *yaml.Node, p string, image bool) string {
 	v := deref(n)
 	if v.Kind != yaml.ScalarNode || (v.ShortTag() != "!!str" && v.ShortTag() != "!!int") {
 		d.fail(n, p, "expected a user (root, nobody, UID or UID:GID), got %s", describe(n))
-		return nil
+		return ""
 	}
 	s := v.Value
-	switch s {
-	case "root":
-		return &User{Name: "root", UID: rootUID, GID: rootUID}
-	case "nobody":
-		return &User{Name: "nobody", UID: nobodyUID, GID: nobodyUID}
-	}
-	uidStr, gidStr, hasGID := strings.Cut(s, ":")
-	// (uid_t)-1 means "unchanged" to setresuid, so it is no id.
-	const maxID = 1<<32 - 2
-	if uid, err := strconv.ParseUint(uidStr, 10, 32); err == nil {
-		gid := uid
-		if hasGID {
-			gid, err = strconv.ParseUint(gidStr, 10, 32)
-			if err != nil {
-				d.fail(n, p, "%q: group %q is not a number", s, gidStr)
-				return nil
-			}
-		}
-		if uid > maxID || gid > maxID {
-			d.fail(n, p, "%q: ids go up to %d", s, maxID)
-			return nil
-		}
-		return &User{UID: uint32(uid), GID: uint32(gid)}
-	}
-	if image && userNameRE.MatchString(s) {
-		return &User{Name: s, ByName: true}
-	}
-	if image {
+	c, err := spec.ParseUser(s)
+	switch {
+	case s == "":
+		d.fail(n, p, "must not be empty")
+	case err == nil && !image && (s == "root" || s == "nobody"):
+		return s
+	case err == nil:
+		return strconv.FormatUint(uint64(c.UID), 10) + ":" + strconv.FormatUint(uint64(c.GID), 10)
+	case image && userNameRE.MatchString(s):
+		return s
+	case image && strings.Trim(s, "0123456789:") != "":
 		d.fail(n, p, "%q is not a user (root, nobody, a user name of the image, UID or UID:GID)", s)
-	} else {
-		d.fail(n, p, "%q is not a user (root, nobody, UID or UID:GID)", s)
+	default:
+		d.fail(n, p, "%v", err)
 	}
-	return nil
+	return ""
 }
 
-func (d *decoder) volumes(n *yaml.Node, p string) []Volume {
+func (d *decoder) volumes(n *yaml.Node, p string) []spec.Volume {
 	items, ok := d.sequence(n, p)
 	if !ok {
 		return nil
 	}
-	var out []Volume
+	var out []spec.Volume
 	targets := map[string]bool{}
 	for i, it := range items {
 		fp := indexPath(p, i)
@@ -454,32 +370,29 @@ func (d *decoder) volumes(n *yaml.Node, p string) []Volume {
 }
 
 // parseVolume parses "/perm/SRC:/TARGET[:ro|:rw]".
-func parseVolume(s string) (Volume, string) {
+func parseVolume(s string) (spec.Volume, string) {
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return Volume{}, "expected /perm/SOURCE:/TARGET[:ro]"
+		return spec.Volume{}, "expected /perm/SOURCE:/TARGET[:ro]"
 	}
-	v := Volume{Source: parts[0], Target: parts[1]}
+	v := spec.Volume{Source: parts[0], Target: parts[1]}
 	if len(parts) == 3 {
 		switch parts[2] {
 		case "ro":
 			v.ReadOnly = true
 		case "rw":
 		default:
-			return Volume{}, "the option after the second ':' must be ro or rw"
+			return spec.Volume{}, "the option after the second ':' must be ro or rw"
 		}
 	}
-	if !strings.HasPrefix(v.Source, "/perm/") || path.Clean(v.Source) != v.Source || strings.Contains(v.Source, "/../") {
-		return Volume{}, "the source must be a clean path under /perm/"
-	}
-	if !strings.HasPrefix(v.Target, "/") || path.Clean(v.Target) != v.Target || v.Target == "/" {
-		return Volume{}, "the target must be a clean absolute path other than /"
+	if err := v.Validate(); err != nil {
+		return spec.Volume{}, err.Error()
 	}
 	return v, ""
 }
 
-func (d *decoder) resources(n *yaml.Node, p string) Resources {
-	var r Resources
+func (d *decoder) resources(n *yaml.Node, p string) spec.Resources {
+	var r spec.Resources
 	f, ok := d.mapping(n, p, "memory", "cpu", "pids")
 	if !ok {
 		return r
@@ -536,7 +449,6 @@ func (d *decoder) checkAfter(svcs []Service, nodes []serviceNodes, p string) {
 			names = append(names, s.Name)
 		}
 	}
-	edges := make([][]int, len(svcs)) // edges[i][k] is the service at After[k], or -1
 	bad := false
 	for i, s := range svcs {
 		for k, a := range s.After {
@@ -546,60 +458,27 @@ func (d *decoder) checkAfter(svcs []Service, nodes []serviceNodes, p string) {
 			case !ok:
 				d.fail(nodes[i].after[k], fp, "unknown service %q (services: %s)", a, strings.Join(names, ", "))
 				bad = true
-				j = -1
 			case j == i:
 				d.fail(nodes[i].after[k], fp, "a service cannot start after itself")
 				bad = true
-				j = -1
 			}
-			edges[i] = append(edges[i], j)
 		}
 	}
-	if bad {
+	if bad || len(index) < len(names) { // a duplicate name is reported already
 		return
 	}
-	// Depth-first search with colours; a grey successor closes a cycle.
-	const (
-		white = iota
-		grey
-		black
-	)
-	colour := make([]int, len(svcs))
-	var stack []int
-	var visit func(i int) bool
-	visit = func(i int) bool {
-		colour[i] = grey
-		stack = append(stack, i)
-		for k, j := range edges[i] {
-			switch colour[j] {
-			case grey:
-				start := 0
-				for stack[start] != j {
-					start++
-				}
-				cycle := make([]string, 0, len(stack)-start+1)
-				for _, x := range stack[start:] {
-					cycle = append(cycle, svcs[x].Name)
-				}
-				cycle = append(cycle, svcs[j].Name)
-				fp := indexPath(fieldPath(indexPath(p, i), "after"), k)
-				d.fail(nodes[i].after[k], fp, "dependency cycle: %s", strings.Join(cycle, " -> "))
-				return true
-			case white:
-				if visit(j) {
-					return true
-				}
-			}
-		}
-		stack = stack[:len(stack)-1]
-		colour[i] = black
-		return false
+	specs := make([]spec.Service, len(svcs))
+	for i, s := range svcs {
+		specs[i] = s.Service
 	}
-	for i := range svcs {
-		if colour[i] == white && visit(i) {
-			return
-		}
+	cycle := spec.AfterCycle(specs)
+	if cycle == nil {
+		return
 	}
+	// Report the cycle at the after: entry that closes it.
+	i, closing := index[cycle[len(cycle)-2]], cycle[len(cycle)-1]
+	k := slices.Index(svcs[i].After, closing)
+	d.fail(nodes[i].after[k], indexPath(fieldPath(indexPath(p, i), "after"), k), "dependency cycle: %s", strings.Join(cycle, " -> "))
 }
 
 // StartOrder returns the services in an order where each comes after the
