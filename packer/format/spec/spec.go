@@ -2,7 +2,9 @@
 // appliance description /etc/ingot/appliance.json in the root filesystem,
 // which the builder writes and stage1 reads, and /etc/ingot/stage0.json in
 // the initramfs, which stage0 reads. Builder and guest both use these types
-// so the JSON cannot drift between them.
+// so the JSON cannot drift between them, and ingot.yaml's decoder checks a
+// service with this package's rules (CheckServiceName, CheckHealthURL, ...),
+// so a service's defaults, bounds and rules are written only here.
 //
 // Decoding is strict (unknown fields are errors) because builder and guest
 // are always built from the same module: an unknown field is a bug, never a
