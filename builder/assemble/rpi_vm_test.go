@@ -12,7 +12,7 @@ import (
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/vmtest"
-	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 )
 

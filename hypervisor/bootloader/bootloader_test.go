@@ -15,6 +15,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/fat"
+	fatformat "github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
@@ -139,8 +140,8 @@ func withBootMounted(t *testing.T, img string, f func(dir string)) {
 		t.Fatal(err)
 	}
 	p := table.Partitions[0]
-	section := fat.NewSection(fd, p.OffsetBytes(), p.SizeBytes())
-	bootFS, err := fat.Open(section, section.Size())
+	section := fatformat.NewSection(fd, p.OffsetBytes(), p.SizeBytes())
+	bootFS, err := fatformat.Open(section, section.Size())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/mgmt"
-	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"

@@ -24,8 +24,8 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
-	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/format/certpin"
+	"github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 )

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/fat"
+	fatformat "github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/mbr"
@@ -320,8 +321,8 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		fat.BytesFile(layout.InfoFile, append(info, '\n')))
 	w := io.NewOffsetWriter(f, p.OffsetBytes())
 	if err := fat.Write(ctx, w, p.SizeBytes(), files,
-		fat.WithTime(time.Unix(s.ModTime, 0).UTC()), fat.WithVolumeLabel("INGOT-BOOT"),
-		fat.WithVolumeID(volumeID(s.Name)), fat.WithHiddenSectors(uint32(p.FirstLBA))); err != nil {
+		fatformat.WithTime(time.Unix(s.ModTime, 0).UTC()), fatformat.WithVolumeLabel("INGOT-BOOT"),
+		fatformat.WithVolumeID(volumeID(s.Name)), fatformat.WithHiddenSectors(uint32(p.FirstLBA))); err != nil {
 		return fmt.Errorf("disk: boot partition: %w", err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/internal/vmtest"
+	format "github.com/ingotdev/ingot/packer/format/fat"
 )
 
 // vmModules are what the test guest loads besides their dependencies:
@@ -24,14 +25,14 @@ func TestVMLinuxVFAT(t *testing.T) {
 	guest := vmtest.NewGuest(t, "amd64", vmtest.WithModules(vmModules...))
 
 	files := testFiles()
-	img := writeImage(t, testVolumeBytes, files, WithVolumeLabel("ingot"))
+	img := writeImage(t, testVolumeBytes, files, format.WithVolumeLabel("ingot"))
 	rw, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rw.Close()
 	newSlot := []byte(`{"active":"b","trial":"b","tries_left":2}`)
-	if err := Rewrite(rw, testVolumeBytes, "slot.json", newSlot); err != nil {
+	if err := format.Rewrite(rw, testVolumeBytes, "slot.json", newSlot); err != nil {
 		t.Fatalf("Rewrite: %v", err)
 	}
 	want := wantTree(files)
@@ -81,7 +82,7 @@ func TestVMLinuxVFAT(t *testing.T) {
 
 	// What Linux wrote must be clean for fsck and readable by the reader.
 	fsck(t, img)
-	fsys, err := Open(rw, testVolumeBytes)
+	fsys, err := format.Open(rw, testVolumeBytes)
 	if err != nil {
 		t.Fatalf("Open after Linux wrote: %v", err)
 	}

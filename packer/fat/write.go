@@ -1,3 +1,10 @@
+// Package fat writes FAT32 filesystems for boot partitions: Write
+// produces a fresh, deterministic volume, the same files and options
+// giving the same bytes. The format itself (geometry, names, options) and
+// the reader and in-place rewrite are packer/format/fat.
+//
+// For a partition inside a disk image pass io.NewOffsetWriter(disk, off)
+// to Write.
 package fat
 
 import (
@@ -10,8 +17,8 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
-	"time"
-	"unicode/utf16"
+
+	format "github.com/ingotdev/ingot/packer/format/fat"
 )
 
 // Content is where a file's bytes come from; rootfs.Bytes and
@@ -42,66 +49,10 @@ type bytesContent []byte
 
 func (b bytesContent) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 
-// Option tunes Write (and, for WithTime, Rewrite).
-type Option func(*options)
-
-type options struct {
-	modTime      time.Time
-	timeSet      bool
-	label        string
-	volumeID     uint32
-	volumeIDSet  bool
-	clusterBytes int
-	hidden       uint32
-}
-
-// WithTime sets the timestamp of every directory entry (default
-// 2020-01-01T00:00:00Z). Builds pass SOURCE_DATE_EPOCH here. For Rewrite it
-// sets the new modification time; without it Rewrite keeps the old one.
-func WithTime(t time.Time) Option {
-	return func(o *options) { o.modTime, o.timeSet = t, true }
-}
-
-// WithVolumeLabel sets the volume label: up to 11 characters valid in 8.3
-// names, or spaces. Lower-case letters are upper-cased, as DOS does.
-func WithVolumeLabel(label string) Option {
-	return func(o *options) { o.label = label }
-}
-
-// WithVolumeID sets the 32-bit volume serial number (default: the
-// timestamp's Unix seconds, so that it is deterministic).
-func WithVolumeID(id uint32) Option {
-	return func(o *options) { o.volumeID, o.volumeIDSet = id, true }
-}
-
-// WithClusterBytes forces the cluster size (a power of two, 512 to 32768);
-// by default Write uses 4 KiB clusters where the volume is big enough.
-func WithClusterBytes(n int) Option {
-	return func(o *options) { o.clusterBytes = n }
-}
-
-// WithHiddenSectors records the partition's first sector on its disk in the
-// boot sector (BPB_HiddSec), as mkfs.fat does for partitions. Linux ignores
-// it; some firmware reads it.
-func WithHiddenSectors(lba uint32) Option {
-	return func(o *options) { o.hidden = lba }
-}
-
-func collect(opts []Option) options {
-	o := options{modTime: time.Unix(defaultEpoch, 0).UTC()}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if !o.volumeIDSet {
-		o.volumeID = uint32(o.modTime.Unix())
-	}
-	return o
-}
-
 // node is a file or directory of the volume being written.
 type node struct {
 	name     string
-	short    [shortNameBytes]byte
+	short    format.ShortName
 	needLFN  bool
 	dir      bool
 	file     File
@@ -121,21 +72,22 @@ type node struct {
 // Directory entries are sorted by name; clusters are allocated in order,
 // directories first, then files in directory-tree order, each file
 // contiguous.
-func Write(ctx context.Context, w io.WriterAt, sizeBytes int64, files []File, opts ...Option) error {
-	o := collect(opts)
-	label, err := volumeLabel(o.label)
+//
+// The options are those of packer/format/fat, shared with its Rewrite.
+func Write(ctx context.Context, w io.WriterAt, sizeBytes int64, files []File, opts ...format.Option) error {
+	o, err := format.NewOptions(opts...)
 	if err != nil {
 		return err
 	}
-	g, err := planGeometry(sizeBytes, o.clusterBytes)
+	g, err := format.PlanGeometry(sizeBytes, o)
 	if err != nil {
 		return err
 	}
-	return writeVolume(ctx, w, g, files, o, label)
+	return writeVolume(ctx, w, g, files, o)
 }
 
 // writeVolume writes a volume of geometry g.
-func writeVolume(ctx context.Context, w io.WriterAt, g geometry, files []File, o options, label [shortNameBytes]byte) error {
+func writeVolume(ctx context.Context, w io.WriterAt, g format.Geometry, files []File, o format.Options) error {
 	root, err := buildTree(files)
 	if err != nil {
 		return err
@@ -154,14 +106,14 @@ func writeVolume(ctx context.Context, w io.WriterAt, g geometry, files []File, o
 		}
 	}
 	visit(root)
-	next := uint64(rootCluster)
-	cb := g.clusterBytes()
+	next := uint64(g.RootCluster)
+	cb := g.ClusterBytes()
 	for _, n := range append(dirs, regular...) {
 		var bytes int64
 		if n.dir {
-			bytes = int64(dirEntries(n, string(label[:]) != noLabel)) * dirEntryBytes
-			if bytes > maxDirEntries*dirEntryBytes {
-				return fmt.Errorf("fat: directory %q: %d entries, at most %d", pathOf(n), bytes/dirEntryBytes, maxDirEntries)
+			bytes = int64(dirEntries(n, o.HasLabel())) * format.DirEntryBytes
+			if bytes > format.MaxDirEntries*format.DirEntryBytes {
+				return fmt.Errorf("fat: directory %q: %d entries, at most %d", pathOf(n), bytes/format.DirEntryBytes, format.MaxDirEntries)
 			}
 			bytes = max(bytes, 1) // even an empty directory has a cluster
 		} else {
@@ -170,21 +122,21 @@ func writeVolume(ctx context.Context, w io.WriterAt, g geometry, files []File, o
 		n.first = uint32(next)
 		n.clusters = uint32((bytes + cb - 1) / cb)
 		next += uint64(n.clusters)
-		if next-2 > uint64(g.clusterCount) {
-			return fmt.Errorf("fat: %q does not fit: the files need more than the volume's %d clusters of %d bytes", pathOf(n), g.clusterCount, cb)
+		if next-2 > uint64(g.ClusterCount) {
+			return fmt.Errorf("fat: %q does not fit: the files need more than the volume's %d clusters of %d bytes", pathOf(n), g.ClusterCount, cb)
 		}
 	}
 	used := uint32(next - 2)
 	wr := &writer{w: w, g: g}
-	wr.reserved(o, label, g.clusterCount-used, uint32(next))
+	wr.writeAt(g.ReservedArea(o, g.ClusterCount-used, uint32(next)), 0, "reserved sectors")
 	wr.fats(dirs, regular, uint32(next))
-	date, tm, tenths := fatDateTime(o.modTime)
+	date, tm, tenths := format.DateTime(o.ModTime)
 	stamp := stamp{date, tm, tenths}
 	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		wr.dir(d, label, stamp)
+		wr.dir(d, o, stamp)
 	}
 	for _, f := range regular {
 		if err := ctx.Err(); err != nil {
@@ -193,26 +145,6 @@ func writeVolume(ctx context.Context, w io.WriterAt, g geometry, files []File, o
 		wr.file(f)
 	}
 	return wr.err
-}
-
-// volumeLabel validates a label and returns its 11-byte form.
-func volumeLabel(l string) ([shortNameBytes]byte, error) {
-	var out [shortNameBytes]byte
-	if l == "" {
-		copy(out[:], noLabel)
-		return out, nil
-	}
-	if len(l) > shortNameBytes {
-		return out, fmt.Errorf("fat: volume label %q: longer than %d characters", l, shortNameBytes)
-	}
-	l = strings.ToUpper(l)
-	for _, r := range l {
-		if r != ' ' && (r <= 0x20 || r >= 0x7f || strings.ContainsRune(invalidLongChars+invalidShortChars+".", r)) {
-			return out, fmt.Errorf("fat: volume label %q: character %q not allowed", l, r)
-		}
-	}
-	copy(out[:], l+strings.Repeat(" ", shortNameBytes-len(l)))
-	return out, nil
 }
 
 // buildTree validates the files and arranges them in sorted directories.
@@ -225,8 +157,8 @@ func buildTree(files []File) (*node, error) {
 		if f.Dir && (f.Size != 0 || f.Content != nil) {
 			return nil, fmt.Errorf("fat: directory %q: has a size or content", f.Path)
 		}
-		if !f.Dir && (f.Size < 0 || f.Size > maxFileBytes) {
-			return nil, fmt.Errorf("fat: file %q: size %d bytes, FAT holds 0 to %d", f.Path, f.Size, int64(maxFileBytes))
+		if !f.Dir && (f.Size < 0 || f.Size > format.MaxFileBytes) {
+			return nil, fmt.Errorf("fat: file %q: size %d bytes, FAT holds 0 to %d", f.Path, f.Size, int64(format.MaxFileBytes))
 		}
 		if !f.Dir && f.Size > 0 && f.Content == nil {
 			return nil, fmt.Errorf("fat: file %q: size %d but no content", f.Path, f.Size)
@@ -234,7 +166,7 @@ func buildTree(files []File) (*node, error) {
 		parts := strings.Split(f.Path, "/")
 		dir := root
 		for i, part := range parts {
-			if err := checkLongName(part); err != nil {
+			if err := format.CheckName(part); err != nil {
 				return nil, fmt.Errorf("fat: file %q: %w", f.Path, err)
 			}
 			last := i == len(parts)-1
@@ -271,7 +203,7 @@ func buildTree(files []File) (*node, error) {
 		for i, c := range d.children {
 			names[i] = c.name
 		}
-		short, needLFN, err := shortNames(names)
+		short, needLFN, err := format.ShortNames(names)
 		if err != nil {
 			return fmt.Errorf("fat: directory %q: %w", pathOf(d), err)
 		}
@@ -310,17 +242,8 @@ func dirEntries(d *node, hasLabel bool) int {
 	for _, c := range d.children {
 		n++
 		if c.needLFN {
-			n += (utf16Len(c.name) + lfnUnitsPerEnt - 1) / lfnUnitsPerEnt
+			n += len(format.LongNameEntries(c.name, c.short)) / format.DirEntryBytes
 		}
-	}
-	return n
-}
-
-// utf16Len is the length of s in UTF-16 code units.
-func utf16Len(s string) int {
-	n := 0
-	for _, r := range s {
-		n += utf16.RuneLen(r)
 	}
 	return n
 }
@@ -333,7 +256,7 @@ type stamp struct {
 // writer writes a planned volume, keeping the first error.
 type writer struct {
 	w   io.WriterAt
-	g   geometry
+	g   format.Geometry
 	err error
 }
 
@@ -346,68 +269,52 @@ func (wr *writer) writeAt(b []byte, off int64, what string) {
 	}
 }
 
-// reserved writes the reserved area: boot sector and FSInfo, their backups,
-// and zeros everywhere else.
-func (wr *writer) reserved(o options, label [shortNameBytes]byte, free, nextFree uint32) {
-	area := make([]byte, int(wr.g.reservedSectors)*sectorBytes)
-	boot := bootSector(wr.g, o.hidden, o.volumeID, label)
-	if nextFree-2 >= wr.g.clusterCount {
-		nextFree = fsInfoUnknown
-	}
-	info := fsInfo(free, nextFree)
-	for _, base := range []int{0, backupBootSector} {
-		copy(area[base*sectorBytes:], boot)
-		copy(area[(base+fsInfoSector)*sectorBytes:], info)
-	}
-	wr.writeAt(area, 0, "reserved sectors")
-}
-
 // fats writes every FAT copy. Allocation is contiguous per node, so each
 // entry is the next cluster or end-of-chain and the table can be streamed
 // without holding it in memory.
 func (wr *writer) fats(dirs, regular []*node, end uint32) {
 	nodes := append(append([]*node{}, dirs...), regular...)
 	const chunkSectors = 128
-	chunk := make([]byte, chunkSectors*sectorBytes)
+	chunk := make([]byte, chunkSectors*int(wr.g.BytesPerSector))
 	entriesPerChunk := uint32(len(chunk) / 4)
 	k := 0 // index into nodes of the run holding cluster c
-	for first := uint32(0); first < wr.g.fatSectors*sectorBytes/4; first += entriesPerChunk {
+	for first := uint32(0); first < wr.g.FATSectors*wr.g.BytesPerSector/4; first += entriesPerChunk {
 		clear(chunk)
-		n := min(entriesPerChunk, wr.g.fatSectors*sectorBytes/4-first)
+		n := min(entriesPerChunk, wr.g.FATSectors*wr.g.BytesPerSector/4-first)
 		for i := uint32(0); i < n; i++ {
 			c := first + i
 			var v uint32
 			switch {
 			case c == 0:
-				v = fatEntryMask&^0xFF | mediaFixed
+				v = format.EOC&^0xFF | format.MediaFixed
 			case c == 1:
-				v = fatEOC // also: clean shutdown, no I/O errors
+				v = format.EOC // also: clean shutdown, no I/O errors
 			case c < end:
 				for c >= nodes[k].first+nodes[k].clusters {
 					k++
 				}
 				v = c + 1
 				if c == nodes[k].first+nodes[k].clusters-1 {
-					v = fatEOC
+					v = format.EOC
 				}
 			}
 			binary.LittleEndian.PutUint32(chunk[4*i:], v)
 		}
-		for f := uint32(0); f < wr.g.numFATs; f++ {
-			wr.writeAt(chunk[:4*n], wr.g.fatOffset(f)+int64(first)*4, fmt.Sprintf("FAT %d", f+1))
+		for f := uint32(0); f < wr.g.NumFATs; f++ {
+			wr.writeAt(chunk[:4*n], wr.g.FATOffset(f)+int64(first)*4, fmt.Sprintf("FAT %d", f+1))
 		}
 	}
 }
 
 // dir writes directory d's clusters.
-func (wr *writer) dir(d *node, label [shortNameBytes]byte, st stamp) {
-	buf := make([]byte, int64(d.clusters)*wr.g.clusterBytes())
+func (wr *writer) dir(d *node, o format.Options, st stamp) {
+	buf := make([]byte, int64(d.clusters)*wr.g.ClusterBytes())
 	off := 0
-	put := func(name [shortNameBytes]byte, attr byte, cluster uint32, size uint32) {
-		e := buf[off : off+dirEntryBytes]
+	put := func(name format.ShortName, attr byte, cluster uint32, size uint32) {
+		e := buf[off : off+format.DirEntryBytes]
 		copy(e[0:11], name[:])
 		e[11] = attr
-		if attr&attrVolumeID == 0 {
+		if attr&format.AttrVolumeID == 0 {
 			e[13] = st.tenths
 			binary.LittleEndian.PutUint16(e[14:], st.time)
 			binary.LittleEndian.PutUint16(e[16:], st.date)
@@ -418,31 +325,31 @@ func (wr *writer) dir(d *node, label [shortNameBytes]byte, st stamp) {
 		}
 		binary.LittleEndian.PutUint16(e[22:], st.time)
 		binary.LittleEndian.PutUint16(e[24:], st.date)
-		off += dirEntryBytes
+		off += format.DirEntryBytes
 	}
 	if d.parent == nil {
-		if string(label[:]) != noLabel {
-			put(label, attrVolumeID, 0, 0)
+		if o.HasLabel() {
+			put(o.Label, format.AttrVolumeID, 0, 0)
 		}
 	} else {
 		parent := d.parent.first
 		if d.parent.parent == nil {
 			parent = 0 // ".." of a top-level directory points at the root as 0
 		}
-		put(packShort(".", ""), attrDirectory, d.first, 0)
-		put(packShort("..", ""), attrDirectory, parent, 0)
+		put(format.PackShort(".", ""), format.AttrDirectory, d.first, 0)
+		put(format.PackShort("..", ""), format.AttrDirectory, parent, 0)
 	}
 	for _, c := range d.children {
 		if c.needLFN {
-			off += copy(buf[off:], lfnEntries(c.name, c.short))
+			off += copy(buf[off:], format.LongNameEntries(c.name, c.short))
 		}
 		if c.dir {
-			put(c.short, attrDirectory, c.first, 0)
+			put(c.short, format.AttrDirectory, c.first, 0)
 		} else {
-			put(c.short, attrArchive, c.first, uint32(c.file.Size))
+			put(c.short, format.AttrArchive, c.first, uint32(c.file.Size))
 		}
 	}
-	wr.writeAt(buf, wr.g.clusterOffset(d.first), fmt.Sprintf("directory %q", pathOf(d)))
+	wr.writeAt(buf, wr.g.ClusterOffset(d.first), fmt.Sprintf("directory %q", pathOf(d)))
 }
 
 // file copies one file's content into its clusters and zero-fills the tail
@@ -458,7 +365,7 @@ func (wr *writer) file(n *node) {
 		return
 	}
 	defer rc.Close()
-	off := wr.g.clusterOffset(n.first)
+	off := wr.g.ClusterOffset(n.first)
 	got, err := io.Copy(io.NewOffsetWriter(wr.w, off), io.LimitReader(rc, n.file.Size))
 	if err != nil {
 		wr.err = fmt.Errorf("fat: file %q: copying content: %w", p, err)
@@ -472,7 +379,7 @@ func (wr *writer) file(n *node) {
 		wr.err = fmt.Errorf("fat: file %q: content longer than File.Size %d (or unreadable: %v)", p, n.file.Size, err)
 		return
 	}
-	if pad := int64(n.clusters)*wr.g.clusterBytes() - n.file.Size; pad > 0 {
+	if pad := int64(n.clusters)*wr.g.ClusterBytes() - n.file.Size; pad > 0 {
 		wr.writeAt(make([]byte, pad), off+n.file.Size, fmt.Sprintf("file %q padding", p))
 	}
 }

@@ -9,94 +9,58 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	format "github.com/ingotdev/ingot/packer/format/fat"
+	"github.com/ingotdev/ingot/packer/internal/fattest"
 )
 
-// memImage is an in-memory volume.
-type memImage []byte
+// The test volume and checks shared with packer/format/fat's tests.
+type memImage = fattest.Image
 
-func (m memImage) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m)) {
-		return 0, fmt.Errorf("write of %d bytes at %d outside %d", len(p), off, len(m))
-	}
-	return copy(m[off:], p), nil
-}
-func (m memImage) ReadAt(p []byte, off int64) (int, error) { return bytes.NewReader(m).ReadAt(p, off) }
+const testVolumeBytes = fattest.VolumeBytes
 
-// pattern returns n bytes that differ per seed and position, so that a
-// misplaced cluster shows up as a content mismatch.
-func pattern(seed string, n int) []byte {
-	b := make([]byte, 0, n+sha256.Size)
-	block := sha256.Sum256([]byte(seed))
-	for len(b) < n {
-		b = append(b, block[:]...)
-		block = sha256.Sum256(block[:])
-	}
-	return b[:n]
-}
+var (
+	pattern   = fattest.Pattern
+	walkAll   = fattest.WalkAll
+	diffTrees = fattest.DiffTrees
+	fsck      = fattest.Fsck
+	mtools    = fattest.Mtools
+)
 
-const testVolumeBytes = 64 << 20
-
-// testFiles covers what boot partitions hold plus the awkward cases.
+// testFiles returns fattest.Files as Files.
 func testFiles() []File {
-	files := []File{
-		BytesFile("vmlinuz", pattern("vmlinuz", 5<<20+123)),
-		BytesFile("initrd.img", pattern("initrd", 1<<20+1)),
-		BytesFile("cmdline.txt", []byte("console=ttyS0 ingot.boot=PARTUUID=x\n")),
-		BytesFile("slot.json", []byte(`{"active":"a","trial":"","tries_left":0}`)),
-		BytesFile("config.txt", []byte("arm_64bit=1\n")),
-		BytesFile("README.TXT", []byte("exact 8.3 name\n")),
-		BytesFile("empty", nil),
-		BytesFile("overlays/bcm2710-rpi-3-b.dtb", pattern("dtb", 30000)),
-		BytesFile("overlays/bcm2710-rpi-3-b-plus.dtb", pattern("dtb+", 31000)),
-		BytesFile("overlays/README", []byte("overlays\n")),
-		{Path: "emptydir", Dir: true},
-		{Path: "a/b", Dir: true}, // explicit parent of an implicit child
-		BytesFile("a/b/c/d/deep file with spaces.txt", []byte("deep\n")),
-		BytesFile("unicode/grüße-ünïcødé-日本語.txt", []byte("unicode\n")),
-		BytesFile("unicode/😀.bin", []byte{0}),
-		BytesFile(".hidden-dot", []byte("dot\n")),
-		BytesFile("abcdefghijklm", []byte("13 units, no terminator\n")),
-		BytesFile(strings.Repeat("n", 255), []byte("longest name\n")),
-		BytesFile("onecluster", pattern("onecluster", 512)),
-		BytesFile("x+y,z;w=[1]", []byte("short-name-invalid characters\n")),
-	}
-	// Enough long names that the directory spans many clusters.
-	for i := 0; i < 300; i++ {
-		files = append(files, BytesFile(fmt.Sprintf("many/file-%03d-with-a-long-name.dat", i), pattern(fmt.Sprint(i), i)))
+	var files []File
+	for _, f := range fattest.Files() {
+		if f.Dir {
+			files = append(files, File{Path: f.Path, Dir: true})
+		} else {
+			files = append(files, BytesFile(f.Path, f.Data))
+		}
 	}
 	return files
 }
 
 // wantTree is what a reader should find: path -> content, dirs as nil.
 func wantTree(files []File) map[string][]byte {
-	want := map[string][]byte{}
+	var all []fattest.File
 	for _, f := range files {
-		parts := strings.Split(f.Path, "/")
-		for i := 1; i < len(parts); i++ {
-			want[strings.Join(parts[:i], "/")] = nil
-		}
-		if f.Dir {
-			want[f.Path] = nil
-			continue
-		}
-		b := []byte{}
+		var b []byte
 		if f.Content != nil {
 			rc, _ := f.Content.Open()
 			b, _ = io.ReadAll(rc)
 		}
-		want[f.Path] = b
+		all = append(all, fattest.File{Path: f.Path, Dir: f.Dir, Data: b})
 	}
-	return want
+	return fattest.Tree(all)
 }
 
-func writeImage(t *testing.T, size int64, files []File, opts ...Option) string {
+func writeImage(t *testing.T, size int64, files []File, opts ...format.Option) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "fat.img")
 	f, err := os.Create(path)
@@ -113,20 +77,10 @@ func writeImage(t *testing.T, size int64, files []File, opts ...Option) string {
 	return path
 }
 
-func fsck(t *testing.T, img string) {
-	t.Helper()
-	out, err := exec.Command("fsck.vfat", "-n", "-V", img).CombinedOutput()
-	// A clean volume gives the banner, the two passes and the summary;
-	// anything else is a complaint, even when the exit status is 0.
-	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err != nil || len(lines) != 4 {
-		t.Errorf("fsck.vfat -n -V %s: %v\n%s", img, err, out)
-	}
-}
-
 func TestWriteFsck(t *testing.T) {
-	for _, size := range []int64{MinSizeBytes, testVolumeBytes, 300 << 20} {
+	for _, size := range []int64{format.MinSizeBytes, testVolumeBytes, 300 << 20} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			fsck(t, writeImage(t, size, testFiles(), WithVolumeLabel("ingot-boot")))
+			fsck(t, writeImage(t, size, testFiles(), format.WithVolumeLabel("ingot-boot")))
 		})
 	}
 }
@@ -154,50 +108,10 @@ func treeOf(t *testing.T, root string) map[string][]byte {
 	return got
 }
 
-func diffTrees(t *testing.T, who string, got, want map[string][]byte) {
-	t.Helper()
-	var problems []string
-	for p, w := range want {
-		g, ok := got[p]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing %q", p))
-		case (w == nil) != (g == nil):
-			problems = append(problems, fmt.Sprintf("%q: dir/file mismatch", p))
-		case !bytes.Equal(g, w):
-			problems = append(problems, fmt.Sprintf("%q: %d bytes, want %d bytes (content differs)", p, len(g), len(w)))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			problems = append(problems, fmt.Sprintf("unexpected %q", p))
-		}
-	}
-	sort.Strings(problems)
-	if len(problems) > 0 {
-		t.Errorf("%s tree differs:\n%s", who, strings.Join(problems, "\n"))
-	}
-}
-
-func mtools(t *testing.T, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1", "TZ=UTC", "LC_ALL=C.UTF-8")
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
-	}
-	return out
-}
-
 func TestWriteMtools(t *testing.T) {
 	files := testFiles()
 	stamp := time.Date(2023, 4, 5, 6, 7, 8, 0, time.UTC)
-	img := writeImage(t, testVolumeBytes, files, WithVolumeLabel("ingot-boot"), WithTime(stamp), WithVolumeID(0x1234abcd))
+	img := writeImage(t, testVolumeBytes, files, format.WithVolumeLabel("ingot-boot"), format.WithTime(stamp), format.WithVolumeID(0x1234abcd))
 
 	info := string(mtools(t, "minfo", "-i", img, "::"))
 	for _, want := range []string{"sector size: 512 bytes", "fats: 2", "media descriptor byte: 0xf8", "big size: 131072 sectors", "serial number: 1234ABCD", `disk label="INGOT-BOOT "`, `disk type="FAT32   "`, "backup boot sector=6", "infoSector location=1"} {
@@ -232,10 +146,10 @@ func TestReadBack(t *testing.T) {
 	files := testFiles()
 	img := make(memImage, testVolumeBytes)
 	stamp := time.Date(2024, 2, 29, 23, 59, 58, 0, time.UTC)
-	if err := Write(context.Background(), img, int64(len(img)), files, WithVolumeLabel("boot"), WithTime(stamp)); err != nil {
+	if err := Write(context.Background(), img, int64(len(img)), files, format.WithVolumeLabel("boot"), format.WithTime(stamp)); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	fsys, err := Open(img, int64(len(img)))
+	fsys, err := format.Open(img, int64(len(img)))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -289,61 +203,13 @@ func TestDeterministic(t *testing.T) {
 	var sums [][32]byte
 	for _, fl := range [][]File{files, files, reversed} {
 		img := make(memImage, testVolumeBytes)
-		if err := Write(context.Background(), img, int64(len(img)), fl, WithVolumeLabel("boot")); err != nil {
+		if err := Write(context.Background(), img, int64(len(img)), fl, format.WithVolumeLabel("boot")); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 		sums = append(sums, sha256.Sum256(img))
 	}
 	if sums[0] != sums[1] || sums[0] != sums[2] {
 		t.Errorf("Write is not deterministic: sha256 %x, %x, %x (last with files reversed)", sums[0], sums[1], sums[2])
-	}
-}
-
-func TestClusterSize(t *testing.T) {
-	if MinSizeBytes != 34089472 {
-		t.Errorf("MinSizeBytes = %d, want 34089472", MinSizeBytes)
-	}
-	for _, tc := range []struct {
-		size         int64
-		clusterBytes int
-		want         int64
-	}{
-		{MinSizeBytes, 0, 512},
-		{64 << 20, 0, 512},
-		{100 << 20, 0, 1024},
-		{256 << 20, 0, 2048},
-		{300 << 20, 0, 4096},
-		{8 << 30, 0, 4096},
-		{1 << 30, 8192, 8192},
-		{64 << 20, 512, 512},
-	} {
-		g, err := planGeometry(tc.size, tc.clusterBytes)
-		if err != nil {
-			t.Errorf("planGeometry(%d, %d) = %v", tc.size, tc.clusterBytes, err)
-			continue
-		}
-		if g.clusterBytes() != tc.want {
-			t.Errorf("planGeometry(%d, %d) cluster = %d bytes, want %d", tc.size, tc.clusterBytes, g.clusterBytes(), tc.want)
-		}
-		if g.clusterCount < minClusters || g.dataStartBytes()%g.clusterBytes() != 0 ||
-			g.dataStartBytes()+int64(g.clusterCount)*g.clusterBytes() > tc.size {
-			t.Errorf("planGeometry(%d, %d) = %+v: bad layout", tc.size, tc.clusterBytes, g)
-		}
-	}
-	for _, tc := range []struct {
-		size         int64
-		clusterBytes int
-		want         string
-	}{
-		{MinSizeBytes - 512, 0, "too small for FAT32"},
-		{32 << 20, 0, "too small for FAT32"},
-		{64 << 20, 1024, "needs at least 65525"},
-		{64 << 20, 3000, "power of two"},
-		{64 << 20, 65536, "power of two"},
-	} {
-		if _, err := planGeometry(tc.size, tc.clusterBytes); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("planGeometry(%d, %d) = %v, want error containing %q", tc.size, tc.clusterBytes, err, tc.want)
-		}
 	}
 }
 
@@ -360,7 +226,7 @@ func TestWriteErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		files []File
-		opts  []Option
+		opts  []format.Option
 		want  string
 	}{
 		{"absolute path", []File{BytesFile("/x", nil)}, nil, "not a valid relative slash path"},
@@ -381,9 +247,9 @@ func TestWriteErrors(t *testing.T) {
 		{"negative size", []File{{Path: "x", Size: -1}}, nil, "size -1"},
 		{"too big", []File{{Path: "x", Size: 1 << 32, Content: shortContent{}}}, nil, "FAT holds 0 to"},
 		{"full", []File{{Path: "x", Size: testVolumeBytes, Content: shortContent{}}}, nil, `"x" does not fit`},
-		{"label too long", nil, []Option{WithVolumeLabel("twelve chars")}, "longer than 11"},
-		{"label char", nil, []Option{WithVolumeLabel("a.b")}, "not allowed"},
-		{"cluster size", nil, []Option{WithClusterBytes(4096)}, "needs at least 65525"},
+		{"label too long", nil, []format.Option{format.WithVolumeLabel("twelve chars")}, "longer than 11"},
+		{"label char", nil, []format.Option{format.WithVolumeLabel("a.b")}, "not allowed"},
+		{"cluster size", nil, []format.Option{format.WithClusterBytes(4096)}, "needs at least 65525"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Write(context.Background(), make(memImage, testVolumeBytes), testVolumeBytes, tc.files, tc.opts...)
@@ -413,4 +279,71 @@ func TestFullDirectory(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `directory "d": 120002 entries, at most 65536`) {
 		t.Errorf("Write(40000 long names in one dir) = %v, want too many entries", err)
 	}
+}
+
+// tinyVolume is a valid FAT32-shaped volume of 74 sectors, too small for
+// other FAT32 implementations but fine for the reader, so that fuzzing
+// mutates something small.
+func tinyVolume(t testing.TB) memImage {
+	g := format.Geometry{
+		BytesPerSector: 512, SectorsPerCluster: 1, ReservedSectors: 8,
+		NumFATs: 2, FATSectors: 1, TotalSectors: 74, ClusterCount: 64,
+		RootCluster: 2, FSInfoSector: 1,
+	}
+	img := make(memImage, int(g.TotalSectors)*512)
+	files := []File{
+		BytesFile("slot.json", []byte(`{"active":"a"}`)),
+		BytesFile("dir/long file name.txt", pattern("x", 1500)),
+		BytesFile("EXACT.TXT", nil),
+	}
+	o, _ := format.NewOptions(format.WithVolumeLabel("tiny"))
+	if err := writeVolume(context.Background(), img, g, files, o); err != nil {
+		t.Fatalf("writeVolume: %v", err)
+	}
+	return img
+}
+
+func TestTinyVolume(t *testing.T) {
+	img := tinyVolume(t)
+	fsys, err := format.Open(img, int64(len(img)))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	got := map[string][]byte{}
+	if err := walkAll(fsys, got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || string(got["slot.json"]) != `{"active":"a"}` || len(got["dir/long file name.txt"]) != 1500 {
+		t.Errorf("tiny volume reads as %v", got)
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	img := tinyVolume(f)
+	f.Add([]byte(img))
+	for _, off := range []int{13, 36, 44, 8*512 + 8, 10 * 512} {
+		b := bytes.Clone(img)
+		b[off] ^= 0xff
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fsys, err := format.Open(memImage(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		_ = walkAll(fsys, map[string][]byte{})
+		for _, p := range []string{"slot.json", "SLOT.JSON", "dir/long file name.txt"} {
+			if f, err := fsys.Open(p); err == nil {
+				buf := make([]byte, 100)
+				if rf, ok := f.(interface {
+					ReadAt([]byte, int64) (int, error)
+				}); ok {
+					rf.ReadAt(buf, 1000)
+				}
+				f.Close()
+			}
+		}
+		rw := append(memImage(nil), b...)
+		_ = format.Rewrite(rw, int64(len(rw)), "slot.json", []byte(fmt.Sprint(len(b))))
+	})
 }

@@ -17,15 +17,19 @@ const (
 	lfnOrdMask     = 0x3f
 )
 
+// ShortName is the on-disk form of an 8.3 name: 8 and 3 bytes, space
+// padded, no dot.
+type ShortName [shortNameBytes]byte
+
 // invalidLongChars may not appear in any FAT name.
 const invalidLongChars = "\"*/:<>?\\|"
 
 // invalidShortChars are valid in long names but not in 8.3 names.
 const invalidShortChars = "+,;=[]"
 
-// checkLongName rejects names no FAT implementation would accept, and names
+// CheckName rejects names no FAT implementation would accept, and names
 // that Windows and Linux would silently change (trailing dots and spaces).
-func checkLongName(name string) error {
+func CheckName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":
 		return fmt.Errorf("invalid name %q", name)
@@ -96,9 +100,9 @@ func fits(long, base, ext string) bool {
 	return display == strings.ToUpper(long)
 }
 
-// packShort returns the 11-byte on-disk form of an 8.3 name.
-func packShort(base, ext string) [shortNameBytes]byte {
-	var s [shortNameBytes]byte
+// PackShort returns the on-disk form of the 8.3 name base.ext.
+func PackShort(base, ext string) ShortName {
+	var s ShortName
 	for i := range s {
 		s[i] = ' '
 	}
@@ -108,21 +112,21 @@ func packShort(base, ext string) [shortNameBytes]byte {
 }
 
 // withTail applies the numeric tail ~n to a basis name.
-func withTail(base, ext string, n int) [shortNameBytes]byte {
+func withTail(base, ext string, n int) ShortName {
 	tail := "~" + strconv.Itoa(n)
 	if len(base)+len(tail) > 8 {
 		base = base[:8-len(tail)]
 	}
-	return packShort(base+tail, ext)
+	return PackShort(base+tail, ext)
 }
 
-// shortNames assigns 8.3 names to the long names of one directory, in
-// order, deterministically. Exact names are reserved first so that a
+// ShortNames assigns 8.3 names to the long names of one directory, in
+// order, deterministically, and says which need long-name entries. Exact names are reserved first so that a
 // generated alias never takes a name the user asked for.
-func shortNames(longs []string) (short [][shortNameBytes]byte, needLFN []bool, err error) {
-	short = make([][shortNameBytes]byte, len(longs))
+func ShortNames(longs []string) (short []ShortName, needLFN []bool, err error) {
+	short = make([]ShortName, len(longs))
 	needLFN = make([]bool, len(longs))
-	used := map[[shortNameBytes]byte]bool{}
+	used := map[ShortName]bool{}
 	nextTail := map[string]int{}
 	type basis struct{ base, ext string }
 	bases := make([]basis, len(longs))
@@ -132,7 +136,7 @@ func shortNames(longs []string) (short [][shortNameBytes]byte, needLFN []bool, e
 		// Upper-casing alone is not lossy: "vmlinuz" gets the 8.3 name
 		// VMLINUZ (no tail) plus a long-name entry, as Linux does.
 		if fits(l, b, e) && l == strings.ToUpper(l) {
-			short[i] = packShort(b, e)
+			short[i] = PackShort(b, e)
 			used[short[i]] = true
 		} else {
 			needLFN[i] = true
@@ -143,7 +147,7 @@ func shortNames(longs []string) (short [][shortNameBytes]byte, needLFN []bool, e
 			continue
 		}
 		b := bases[i]
-		if s := packShort(b.base, b.ext); fits(l, b.base, b.ext) && !used[s] {
+		if s := PackShort(b.base, b.ext); fits(l, b.base, b.ext) && !used[s] {
 			short[i] = s
 			used[s] = true
 			continue
@@ -176,9 +180,9 @@ func shortChecksum(s []byte) byte {
 	return sum
 }
 
-// lfnEntries returns the long-name directory entries for name, in on-disk
-// order (last part first), each 32 bytes.
-func lfnEntries(name string, short [shortNameBytes]byte) []byte {
+// LongNameEntries returns the long-name directory entries of name, whose
+// 8.3 name is short, in on-disk order (last part first), each 32 bytes.
+func LongNameEntries(name string, short ShortName) []byte {
 	units := utf16.Encode([]rune(name))
 	n := (len(units) + lfnUnitsPerEnt - 1) / lfnUnitsPerEnt
 	// Terminate with NUL when there is room, pad the rest with 0xFFFF.
@@ -194,10 +198,10 @@ func lfnEntries(name string, short [shortNameBytes]byte) []byte {
 		}
 	}
 	sum := shortChecksum(short[:])
-	out := make([]byte, n*dirEntryBytes)
+	out := make([]byte, n*DirEntryBytes)
 	for k := 0; k < n; k++ {
 		ord := n - k // on disk the last part comes first
-		e := out[k*dirEntryBytes:][:dirEntryBytes]
+		e := out[k*DirEntryBytes:][:DirEntryBytes]
 		e[0] = byte(ord)
 		if k == 0 {
 			e[0] |= lfnLastFlag

@@ -28,14 +28,14 @@ func TestShortNames(t *testing.T) {
 		{[]string{"slot.json", "SLOT~1.JSO"}, []string{"SLOT~2  JSO", "SLOT~1  JSO"}, []bool{true, false}},
 		{[]string{"FOO", "foo.x"}, []string{"FOO        ", "FOO     X  "}, []bool{false, true}},
 	} {
-		short, needLFN, err := shortNames(tc.longs)
+		short, needLFN, err := ShortNames(tc.longs)
 		if err != nil {
-			t.Errorf("shortNames(%q) = %v", tc.longs, err)
+			t.Errorf("ShortNames(%q) = %v", tc.longs, err)
 			continue
 		}
 		for i := range tc.longs {
 			if string(short[i][:]) != tc.want[i] || needLFN[i] != tc.wantLFN[i] {
-				t.Errorf("shortNames(%q)[%d] = %q, LFN %v, want %q, LFN %v", tc.longs, i, short[i][:], needLFN[i], tc.want[i], tc.wantLFN[i])
+				t.Errorf("ShortNames(%q)[%d] = %q, LFN %v, want %q, LFN %v", tc.longs, i, short[i][:], needLFN[i], tc.want[i], tc.wantLFN[i])
 			}
 		}
 	}
@@ -46,34 +46,34 @@ func TestShortNamesManyCollisions(t *testing.T) {
 	for i := 0; i < 120; i++ {
 		longs = append(longs, "longname-"+strings.Repeat("x", i)+".dat")
 	}
-	short, _, err := shortNames(longs)
+	short, _, err := ShortNames(longs)
 	if err != nil {
-		t.Fatalf("shortNames: %v", err)
+		t.Fatalf("ShortNames: %v", err)
 	}
 	seen := map[string]bool{}
 	for i, s := range short {
 		if seen[string(s[:])] {
-			t.Fatalf("shortNames: %q given twice", s[:])
+			t.Fatalf("ShortNames: %q given twice", s[:])
 		}
 		seen[string(s[:])] = true
 		if i == 9 && string(s[:]) != "LONGN~10DAT" {
-			t.Errorf("shortNames()[9] = %q, want LONGN~10DAT", s[:])
+			t.Errorf("ShortNames()[9] = %q, want LONGN~10DAT", s[:])
 		}
 		if i == 99 && string(s[:]) != "LONG~100DAT" {
-			t.Errorf("shortNames()[99] = %q, want LONG~100DAT", s[:])
+			t.Errorf("ShortNames()[99] = %q, want LONG~100DAT", s[:])
 		}
 	}
 }
 
 func TestCheckLongName(t *testing.T) {
 	for _, bad := range []string{"", ".", "..", "a:b", "a*", "a?", "a\\b", "a|b", "a<", "a>", "a\"", "tab\t", "trail.", "trail ", "\xff", strings.Repeat("x", 256)} {
-		if err := checkLongName(bad); err == nil {
-			t.Errorf("checkLongName(%q) = nil, want error", bad)
+		if err := CheckName(bad); err == nil {
+			t.Errorf("CheckName(%q) = nil, want error", bad)
 		}
 	}
 	for _, good := range []string{"a", ".hidden", "a b", "x+y,z;w=[1]", "日本語", strings.Repeat("x", 255), strings.Repeat("😀", 127)} {
-		if err := checkLongName(good); err != nil {
-			t.Errorf("checkLongName(%q) = %v, want nil", good, err)
+		if err := CheckName(good); err != nil {
+			t.Errorf("CheckName(%q) = %v, want nil", good, err)
 		}
 	}
 }
@@ -81,7 +81,7 @@ func TestCheckLongName(t *testing.T) {
 func TestShortChecksum(t *testing.T) {
 	// mcopy of "slot.json" onto a mkfs.vfat volume writes the same alias
 	// and this checksum in its long-name entry.
-	s := packShort("SLOT~1", "JSO")
+	s := PackShort("SLOT~1", "JSO")
 	if got, want := shortChecksum(s[:]), byte(0xc6); got != want {
 		t.Errorf("shortChecksum(%q) = %#x, want %#x", s[:], got, want)
 	}
@@ -89,16 +89,16 @@ func TestShortChecksum(t *testing.T) {
 
 func TestLFNRoundTrip(t *testing.T) {
 	for _, name := range []string{"a", "abcdefghijklm", "abcdefghijklmn", strings.Repeat("z", 26), strings.Repeat("y", 255), "grüße 😀 日本"} {
-		short := packShort("X~1", "")
-		raw := lfnEntries(name, short)
+		short := PackShort("X~1", "")
+		raw := LongNameEntries(name, short)
 		var l longName
-		for i := 0; i < len(raw); i += dirEntryBytes {
-			l.add(raw[i : i+dirEntryBytes])
+		for i := 0; i < len(raw); i += DirEntryBytes {
+			l.add(raw[i : i+DirEntryBytes])
 		}
 		if got := l.name(short[:]); got != name {
 			t.Errorf("LFN round trip of %q = %q", name, got)
 		}
-		other := packShort("Y~1", "")
+		other := PackShort("Y~1", "")
 		if got := l.name(other[:]); got != "" {
 			t.Errorf("LFN of %q matched a different 8.3 name: %q", name, got)
 		}

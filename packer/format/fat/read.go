@@ -15,7 +15,7 @@ import (
 )
 
 // maxDirBytes bounds a directory's cluster chain: the spec's 65536 entries.
-const maxDirBytes = maxDirEntries * dirEntryBytes
+const maxDirBytes = MaxDirEntries * DirEntryBytes
 
 // fatCacheBytes is how much of the FAT the reader caches: chains are mostly
 // contiguous, so one block serves long runs of lookups.
@@ -27,7 +27,7 @@ const fatCacheBytes = 4096
 // 8.3 aliases ("SLOT~1.JSO").
 type FS struct {
 	r        io.ReaderAt
-	g        geometry
+	g        Geometry
 	label    string
 	volumeID uint32
 
@@ -53,7 +53,7 @@ func Open(r io.ReaderAt, sizeBytes int64) (*FS, error) {
 	}
 	// The root directory's label entry wins over the boot sector's, as in
 	// every other implementation.
-	if _, label, err := fsys.readDir(g.rootCluster, "/"); err != nil {
+	if _, label, err := fsys.readDir(g.RootCluster, "/"); err != nil {
 		return nil, err
 	} else if label != "" {
 		fsys.label = label
@@ -70,84 +70,84 @@ func (fsys *FS) Label() string { return fsys.label }
 // VolumeID returns the volume serial number.
 func (fsys *FS) VolumeID() uint32 { return fsys.volumeID }
 
-func parseBootSector(b []byte, sizeBytes int64) (geometry, error) {
+func parseBootSector(b []byte, sizeBytes int64) (Geometry, error) {
 	le := binary.LittleEndian
 	if b[bootSigOffset] != 0x55 || b[bootSigOffset+1] != 0xAA {
-		return geometry{}, errors.New("no 0x55AA signature")
+		return Geometry{}, errors.New("no 0x55AA signature")
 	}
-	g := geometry{
-		bytesPerSector:    uint32(le.Uint16(b[11:])),
-		sectorsPerCluster: uint32(b[13]),
-		reservedSectors:   uint32(le.Uint16(b[14:])),
-		numFATs:           uint32(b[16]),
-		totalSectors:      uint32(le.Uint16(b[19:])),
-		fatSectors:        le.Uint32(b[36:]),
-		rootCluster:       le.Uint32(b[44:]),
-		fsInfoSector:      uint32(le.Uint16(b[48:])),
+	g := Geometry{
+		BytesPerSector:    uint32(le.Uint16(b[11:])),
+		SectorsPerCluster: uint32(b[13]),
+		ReservedSectors:   uint32(le.Uint16(b[14:])),
+		NumFATs:           uint32(b[16]),
+		TotalSectors:      uint32(le.Uint16(b[19:])),
+		FATSectors:        le.Uint32(b[36:]),
+		RootCluster:       le.Uint32(b[44:]),
+		FSInfoSector:      uint32(le.Uint16(b[48:])),
 	}
-	if g.totalSectors == 0 {
-		g.totalSectors = le.Uint32(b[32:])
+	if g.TotalSectors == 0 {
+		g.TotalSectors = le.Uint32(b[32:])
 	}
-	bps, spc := g.bytesPerSector, g.sectorsPerCluster
+	bps, spc := g.BytesPerSector, g.SectorsPerCluster
 	switch {
 	case bps < minSectorBytes || bps > maxSectorBytes || bps&(bps-1) != 0:
-		return geometry{}, fmt.Errorf("bytes per sector %d, want a power of two from %d to %d", bps, minSectorBytes, maxSectorBytes)
+		return Geometry{}, fmt.Errorf("bytes per sector %d, want a power of two from %d to %d", bps, minSectorBytes, maxSectorBytes)
 	case spc == 0 || spc > maxSecPerClus || spc&(spc-1) != 0:
-		return geometry{}, fmt.Errorf("sectors per cluster %d, want a power of two up to %d", spc, maxSecPerClus)
+		return Geometry{}, fmt.Errorf("sectors per cluster %d, want a power of two up to %d", spc, maxSecPerClus)
 	case bps*spc > 2*maxClusterBytes:
-		return geometry{}, fmt.Errorf("cluster of %d bytes, at most %d", bps*spc, 2*maxClusterBytes)
-	case g.reservedSectors == 0:
-		return geometry{}, errors.New("no reserved sectors")
-	case g.numFATs == 0 || g.numFATs > 4:
-		return geometry{}, fmt.Errorf("%d FATs, want 1 to 4", g.numFATs)
-	case le.Uint16(b[17:]) != 0 || le.Uint16(b[22:]) != 0 || g.fatSectors == 0:
-		return geometry{}, errors.New("not FAT32 (root entry count or 16-bit FAT size set)")
+		return Geometry{}, fmt.Errorf("cluster of %d bytes, at most %d", bps*spc, 2*maxClusterBytes)
+	case g.ReservedSectors == 0:
+		return Geometry{}, errors.New("no reserved sectors")
+	case g.NumFATs == 0 || g.NumFATs > 4:
+		return Geometry{}, fmt.Errorf("%d FATs, want 1 to 4", g.NumFATs)
+	case le.Uint16(b[17:]) != 0 || le.Uint16(b[22:]) != 0 || g.FATSectors == 0:
+		return Geometry{}, errors.New("not FAT32 (root entry count or 16-bit FAT size set)")
 	case le.Uint16(b[42:]) != 0:
-		return geometry{}, fmt.Errorf("FAT32 version %#04x, only 0.0 exists", le.Uint16(b[42:]))
-	case uint64(g.totalSectors)*uint64(bps) > uint64(max(sizeBytes, 0)):
-		return geometry{}, fmt.Errorf("%d sectors of %d bytes, more than the %d bytes given", g.totalSectors, bps, sizeBytes)
+		return Geometry{}, fmt.Errorf("FAT32 version %#04x, only 0.0 exists", le.Uint16(b[42:]))
+	case uint64(g.TotalSectors)*uint64(bps) > uint64(max(sizeBytes, 0)):
+		return Geometry{}, fmt.Errorf("%d sectors of %d bytes, more than the %d bytes given", g.TotalSectors, bps, sizeBytes)
 	}
-	meta := uint64(g.reservedSectors) + uint64(g.numFATs)*uint64(g.fatSectors)
-	if meta >= uint64(g.totalSectors) {
-		return geometry{}, fmt.Errorf("reserved sectors and FATs (%d sectors) fill the volume (%d sectors)", meta, g.totalSectors)
+	meta := uint64(g.ReservedSectors) + uint64(g.NumFATs)*uint64(g.FATSectors)
+	if meta >= uint64(g.TotalSectors) {
+		return Geometry{}, fmt.Errorf("reserved sectors and FATs (%d sectors) fill the volume (%d sectors)", meta, g.TotalSectors)
 	}
-	count := (uint64(g.totalSectors) - meta) / uint64(spc)
+	count := (uint64(g.TotalSectors) - meta) / uint64(spc)
 	switch {
 	case count == 0:
-		return geometry{}, errors.New("no data clusters")
+		return Geometry{}, errors.New("no data clusters")
 	case count > maxClusters:
-		return geometry{}, fmt.Errorf("%d clusters, FAT32 allows at most %d", count, maxClusters)
-	case uint64(g.fatSectors)*uint64(bps)/4 < count+2:
-		return geometry{}, fmt.Errorf("FAT of %d sectors cannot map %d clusters", g.fatSectors, count)
+		return Geometry{}, fmt.Errorf("%d clusters, FAT32 allows at most %d", count, maxClusters)
+	case uint64(g.FATSectors)*uint64(bps)/4 < count+2:
+		return Geometry{}, fmt.Errorf("FAT of %d sectors cannot map %d clusters", g.FATSectors, count)
 	}
-	g.clusterCount = uint32(count)
-	g.mirrored = true
+	g.ClusterCount = uint32(count)
+	g.Mirrored = true
 	if ext := le.Uint16(b[40:]); ext&0x80 != 0 {
-		g.mirrored = false
+		g.Mirrored = false
 		// Mirroring off: only the active FAT is current.
-		g.activeFAT = uint32(ext & 0x0f)
-		if g.activeFAT >= g.numFATs {
-			return geometry{}, fmt.Errorf("active FAT %d of %d", g.activeFAT, g.numFATs)
+		g.ActiveFAT = uint32(ext & 0x0f)
+		if g.ActiveFAT >= g.NumFATs {
+			return Geometry{}, fmt.Errorf("active FAT %d of %d", g.ActiveFAT, g.NumFATs)
 		}
 	}
-	if !g.validCluster(g.rootCluster) {
-		return geometry{}, fmt.Errorf("root cluster %d outside 2..%d", g.rootCluster, g.clusterCount+1)
+	if !g.validCluster(g.RootCluster) {
+		return Geometry{}, fmt.Errorf("root cluster %d outside 2..%d", g.RootCluster, g.ClusterCount+1)
 	}
-	if g.fsInfoSector == 0 || g.fsInfoSector >= g.reservedSectors {
-		g.fsInfoSector = 0 // absent or bogus: ignore it
+	if g.FSInfoSector == 0 || g.FSInfoSector >= g.ReservedSectors {
+		g.FSInfoSector = 0 // absent or bogus: ignore it
 	}
 	return g, nil
 }
 
 // fatEntry returns the FAT entry of cluster c (which must be valid).
 func (fsys *FS) fatEntry(c uint32) (uint32, error) {
-	off := fsys.g.fatOffset(fsys.g.activeFAT) + int64(c)*4
+	off := fsys.g.FATOffset(fsys.g.ActiveFAT) + int64(c)*4
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	if fsys.cacheStart < 0 || off < fsys.cacheStart || off+4 > fsys.cacheStart+int64(len(fsys.cache)) {
 		start := off - off%fatCacheBytes
-		end := min(start+fatCacheBytes, fsys.g.fatOffset(fsys.g.activeFAT+1))
-		start = max(start, fsys.g.fatOffset(fsys.g.activeFAT))
+		end := min(start+fatCacheBytes, fsys.g.FATOffset(fsys.g.ActiveFAT+1))
+		start = max(start, fsys.g.FATOffset(fsys.g.ActiveFAT))
 		buf := make([]byte, end-start)
 		if _, err := fsys.r.ReadAt(buf, start); err != nil {
 			fsys.cacheStart = -1
@@ -171,10 +171,10 @@ type run struct {
 // stops a looping chain.
 func (fsys *FS) chain(first uint32, limit uint32, exact bool) ([]run, error) {
 	if !fsys.g.validCluster(first) {
-		return nil, fmt.Errorf("first cluster %d outside 2..%d", first, fsys.g.clusterCount+1)
+		return nil, fmt.Errorf("first cluster %d outside 2..%d", first, fsys.g.ClusterCount+1)
 	}
 	var runs []run
-	seen := make([]uint64, (fsys.g.clusterCount+2+63)/64)
+	seen := make([]uint64, (fsys.g.ClusterCount+2+63)/64)
 	c := first
 	for n := uint32(1); ; n++ {
 		if seen[c/64]&(1<<(c%64)) != 0 {
@@ -220,12 +220,12 @@ type dirent struct {
 	off     int64 // byte offset of the 8.3 entry in the volume
 }
 
-func (d dirent) isDir() bool { return d.attr&attrDirectory != 0 }
+func (d dirent) isDir() bool { return d.attr&AttrDirectory != 0 }
 
 // readDir parses the directory whose chain starts at first. It returns the
 // entries (without "." and "..") and the volume label entry, if any.
 func (fsys *FS) readDir(first uint32, where string) ([]dirent, string, error) {
-	cb := fsys.g.clusterBytes()
+	cb := fsys.g.ClusterBytes()
 	runs, err := fsys.chain(first, uint32(max(maxDirBytes/cb, 1)), false)
 	if err != nil {
 		return nil, "", fmt.Errorf("fat: directory %q: %w", where, err)
@@ -237,12 +237,12 @@ func (fsys *FS) readDir(first uint32, where string) ([]dirent, string, error) {
 	)
 	for _, r := range runs {
 		buf := make([]byte, int64(r.count)*cb)
-		base := fsys.g.clusterOffset(r.first)
+		base := fsys.g.ClusterOffset(r.first)
 		if _, err := fsys.r.ReadAt(buf, base); err != nil {
 			return nil, "", fmt.Errorf("fat: directory %q: reading clusters %d..%d: %w", where, r.first, r.first+r.count-1, err)
 		}
-		for i := 0; i+dirEntryBytes <= len(buf); i += dirEntryBytes {
-			e := buf[i : i+dirEntryBytes]
+		for i := 0; i+DirEntryBytes <= len(buf); i += DirEntryBytes {
+			e := buf[i : i+DirEntryBytes]
 			switch {
 			case e[0] == 0:
 				return ents, label, nil // end of directory
@@ -252,8 +252,8 @@ func (fsys *FS) readDir(first uint32, where string) ([]dirent, string, error) {
 			case e[11]&0x3f == attrLongName:
 				lfn.add(e)
 				continue
-			case e[11]&attrVolumeID != 0:
-				if label == "" && e[11]&attrDirectory == 0 {
+			case e[11]&AttrVolumeID != 0:
+				if label == "" && e[11]&AttrDirectory == 0 {
 					label = strings.TrimRight(string(e[:11]), " ")
 				}
 				lfn.reset()
@@ -281,7 +281,7 @@ func (fsys *FS) readDir(first uint32, where string) ([]dirent, string, error) {
 			}
 			if d.isDir() || d.size > 0 {
 				if !fsys.g.validCluster(d.first) {
-					return nil, "", fmt.Errorf("fat: directory %q: entry %q: first cluster %d outside 2..%d", where, d.name, d.first, fsys.g.clusterCount+1)
+					return nil, "", fmt.Errorf("fat: directory %q: entry %q: first cluster %d outside 2..%d", where, d.name, d.first, fsys.g.ClusterCount+1)
 				}
 			}
 			ents = append(ents, d)
@@ -341,7 +341,7 @@ func (fsys *FS) lookup(op, name string) (dirent, error) {
 	if !fs.ValidPath(name) {
 		return dirent{}, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
-	cur := dirent{name: ".", attr: attrDirectory, first: fsys.g.rootCluster}
+	cur := dirent{name: ".", attr: AttrDirectory, first: fsys.g.RootCluster}
 	if name == "." {
 		return cur, nil
 	}
@@ -400,9 +400,9 @@ func (fsys *FS) fileRuns(d dirent) ([]run, error) {
 	if d.size == 0 {
 		return nil, nil
 	}
-	cb := fsys.g.clusterBytes()
+	cb := fsys.g.ClusterBytes()
 	need := (int64(d.size) + cb - 1) / cb
-	if need > int64(fsys.g.clusterCount) {
+	if need > int64(fsys.g.ClusterCount) {
 		return nil, fmt.Errorf("fat: size %d bytes exceeds the volume", d.size)
 	}
 	runs, err := fsys.chain(d.first, uint32(need), true)
@@ -525,7 +525,7 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	if rest := size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
-	cb := f.fsys.g.clusterBytes()
+	cb := f.fsys.g.ClusterBytes()
 	n := 0
 	var start int64 // file offset where the current run starts
 	for _, r := range f.runs {
@@ -533,7 +533,7 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 		if n < len(p) && off+int64(n) < start+runBytes {
 			in := off + int64(n) - start
 			chunk := p[n:min(len(p), n+int(runBytes-in))]
-			m, err := f.fsys.r.ReadAt(chunk, f.fsys.g.clusterOffset(r.first)+in)
+			m, err := f.fsys.r.ReadAt(chunk, f.fsys.g.ClusterOffset(r.first)+in)
 			n += m
 			if err != nil {
 				return n, fmt.Errorf("fat: read %q at byte %d: %w", f.info.d.name, off+int64(n), err)

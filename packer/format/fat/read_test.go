@@ -1,42 +1,50 @@
-package fat
+package fat_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	fatw "github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/format/fat"
+	"github.com/ingotdev/ingot/packer/internal/fattest"
 )
 
-// walkAll reads every directory and file of fsys into got, giving up after
-// a bounded number of entries so that a test can never hang on it.
-func walkAll(fsys fs.FS, got map[string][]byte) error {
-	visited := 0
-	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+// The test volume and checks shared with packer/fat's tests.
+type memImage = fattest.Image
+
+const testVolumeBytes = fattest.VolumeBytes
+
+var (
+	pattern   = fattest.Pattern
+	walkAll   = fattest.WalkAll
+	diffTrees = fattest.DiffTrees
+	fsck      = fattest.Fsck
+	mtools    = fattest.Mtools
+)
+
+// writeTestVolume writes fattest.Files to w with the writer, as a volume
+// of testVolumeBytes.
+func writeTestVolume(t testing.TB, w io.WriterAt, opts ...fat.Option) {
+	t.Helper()
+	var files []fatw.File
+	for _, f := range fattest.Files() {
+		if f.Dir {
+			files = append(files, fatw.File{Path: f.Path, Dir: true})
+		} else {
+			files = append(files, fatw.BytesFile(f.Path, f.Data))
 		}
-		if visited++; visited > 5000 {
-			return errors.New("walk too long")
-		}
-		if p == "." {
-			return nil
-		}
-		if d.IsDir() {
-			got[p] = nil
-			return nil
-		}
-		b, err := fs.ReadFile(fsys, p)
-		got[p] = b
-		return err
-	})
+	}
+	if err := fatw.Write(context.Background(), w, testVolumeBytes, files, opts...); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
 }
 
 // TestReadForeign reads volumes made by mkfs.vfat and filled by mtools.
@@ -98,7 +106,7 @@ func TestReadForeign(t *testing.T) {
 			}
 			defer f.Close()
 			st, _ := f.Stat()
-			fsys, err := Open(f, st.Size())
+			fsys, err := fat.Open(f, st.Size())
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
@@ -118,7 +126,7 @@ func TestReadForeign(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer rw.Close()
-			if err := Rewrite(rw, st.Size(), "cmdline.txt", pattern("cmdline", 20000)); err != nil {
+			if err := fat.Rewrite(rw, st.Size(), "cmdline.txt", pattern("cmdline", 20000)); err != nil {
 				t.Fatalf("Rewrite: %v", err)
 			}
 			fsck(t, img)
@@ -130,9 +138,9 @@ func TestReadForeign(t *testing.T) {
 }
 
 // geometryOf returns the layout of a volume this package wrote.
-func geometryOf(t *testing.T, img memImage) geometry {
+func geometryOf(t *testing.T, img memImage) fat.Geometry {
 	t.Helper()
-	g, err := parseBootSector(img[:512], int64(len(img)))
+	g, err := fat.ParseBootSector(img[:512], int64(len(img)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,28 +150,26 @@ func geometryOf(t *testing.T, img memImage) geometry {
 // entryOffset finds the 8.3 entry of path in img.
 func entryOffset(t *testing.T, img memImage, path string) (int64, uint32) {
 	t.Helper()
-	fsys, err := Open(img, int64(len(img)))
+	fsys, err := fat.Open(img, int64(len(img)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := fsys.lookup("test", path)
+	off, first, err := fsys.Entry(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d.off, d.first
+	return off, first
 }
 
-func setFATEntry(img memImage, g geometry, c, v uint32) {
-	for i := uint32(0); i < g.numFATs; i++ {
-		binary.LittleEndian.PutUint32(img[g.fatOffset(i)+int64(c)*4:], v)
+func setFATEntry(img memImage, g fat.Geometry, c, v uint32) {
+	for i := uint32(0); i < g.NumFATs; i++ {
+		binary.LittleEndian.PutUint32(img[g.FATOffset(i)+int64(c)*4:], v)
 	}
 }
 
 func TestCorrupt(t *testing.T) {
 	base := make(memImage, testVolumeBytes)
-	if err := Write(context.Background(), base, testVolumeBytes, testFiles(), WithVolumeLabel("boot")); err != nil {
-		t.Fatal(err)
-	}
+	writeTestVolume(t, base, fat.WithVolumeLabel("boot"))
 	g := geometryOf(t, base)
 	le := binary.LittleEndian
 	for _, tc := range []struct {
@@ -191,15 +197,15 @@ func TestCorrupt(t *testing.T) {
 		}, "loops back"},
 		{"file chain short", func(t *testing.T, img memImage) {
 			_, first := entryOffset(t, img, "vmlinuz")
-			setFATEntry(img, g, first+5, fatEOC)
+			setFATEntry(img, g, first+5, fat.EOC)
 		}, "ends after 6 clusters"},
 		{"file chain bad cluster", func(t *testing.T, img memImage) {
 			_, first := entryOffset(t, img, "vmlinuz")
-			setFATEntry(img, g, first, fatBad)
+			setFATEntry(img, g, first, fat.Bad)
 		}, "links to 0xffffff7"},
 		{"file chain out of range", func(t *testing.T, img memImage) {
 			_, first := entryOffset(t, img, "vmlinuz")
-			setFATEntry(img, g, first, g.clusterCount+2)
+			setFATEntry(img, g, first, g.ClusterCount+2)
 		}, "links to"},
 		{"file size too big", func(t *testing.T, img memImage) {
 			off, _ := entryOffset(t, img, "cmdline.txt")
@@ -235,7 +241,7 @@ func TestCorrupt(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				fsys, err := Open(img, size)
+				fsys, err := fat.Open(img, size)
 				if err == nil {
 					err = walkAll(fsys, map[string][]byte{})
 				}
@@ -251,72 +257,4 @@ func TestCorrupt(t *testing.T) {
 			}
 		})
 	}
-}
-
-// tinyVolume is a valid FAT32-shaped volume of 74 sectors, too small for
-// other FAT32 implementations but fine for the reader, so that fuzzing
-// mutates something small.
-func tinyVolume(t testing.TB) memImage {
-	g := geometry{
-		bytesPerSector: sectorBytes, sectorsPerCluster: 1, reservedSectors: 8,
-		numFATs: 2, fatSectors: 1, totalSectors: 74, clusterCount: 64,
-		rootCluster: rootCluster, fsInfoSector: fsInfoSector,
-	}
-	img := make(memImage, int(g.totalSectors)*sectorBytes)
-	files := []File{
-		BytesFile("slot.json", []byte(`{"active":"a"}`)),
-		BytesFile("dir/long file name.txt", pattern("x", 1500)),
-		BytesFile("EXACT.TXT", nil),
-	}
-	o := collect(nil)
-	label, _ := volumeLabel("tiny")
-	if err := writeVolume(context.Background(), img, g, files, o, label); err != nil {
-		t.Fatalf("writeVolume: %v", err)
-	}
-	return img
-}
-
-func TestTinyVolume(t *testing.T) {
-	img := tinyVolume(t)
-	fsys, err := Open(img, int64(len(img)))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	got := map[string][]byte{}
-	if err := walkAll(fsys, got); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 || string(got["slot.json"]) != `{"active":"a"}` || len(got["dir/long file name.txt"]) != 1500 {
-		t.Errorf("tiny volume reads as %v", got)
-	}
-}
-
-func FuzzOpen(f *testing.F) {
-	img := tinyVolume(f)
-	f.Add([]byte(img))
-	for _, off := range []int{13, 36, 44, 8*512 + 8, 10 * 512} {
-		b := bytes.Clone(img)
-		b[off] ^= 0xff
-		f.Add([]byte(b))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		fsys, err := Open(memImage(b), int64(len(b)))
-		if err != nil {
-			return
-		}
-		_ = walkAll(fsys, map[string][]byte{})
-		for _, p := range []string{"slot.json", "SLOT.JSON", "dir/long file name.txt"} {
-			if f, err := fsys.Open(p); err == nil {
-				buf := make([]byte, 100)
-				if rf, ok := f.(interface {
-					ReadAt([]byte, int64) (int, error)
-				}); ok {
-					rf.ReadAt(buf, 1000)
-				}
-				f.Close()
-			}
-		}
-		rw := append(memImage(nil), b...)
-		_ = Rewrite(rw, int64(len(rw)), "slot.json", []byte(fmt.Sprint(len(b))))
-	})
 }

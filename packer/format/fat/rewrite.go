@@ -31,7 +31,10 @@ type syncer interface {
 // Free clusters are taken lowest first. The entry keeps its timestamp
 // unless WithTime is given; other options are ignored.
 func Rewrite(rw ReadWriterAt, sizeBytes int64, name string, data []byte, opts ...Option) error {
-	o := collect(opts)
+	o, err := NewOptions(opts...)
+	if err != nil {
+		return err
+	}
 	fsys, err := Open(rw, sizeBytes)
 	if err != nil {
 		return err
@@ -43,15 +46,15 @@ func Rewrite(rw ReadWriterAt, sizeBytes int64, name string, data []byte, opts ..
 	if d.isDir() {
 		return fmt.Errorf("fat: rewrite %q: is a directory", name)
 	}
-	if int64(len(data)) > maxFileBytes {
-		return fmt.Errorf("fat: rewrite %q: %d bytes, FAT files hold at most %d", name, len(data), int64(maxFileBytes))
+	if int64(len(data)) > MaxFileBytes {
+		return fmt.Errorf("fat: rewrite %q: %d bytes, FAT files hold at most %d", name, len(data), int64(MaxFileBytes))
 	}
 	oldRuns, err := fsys.fileRuns(d)
 	if err != nil {
 		return fmt.Errorf("fat: rewrite %q: old content: %w", name, err)
 	}
 	g := fsys.g
-	cb := g.clusterBytes()
+	cb := g.ClusterBytes()
 	need := uint32((int64(len(data)) + cb - 1) / cb)
 	fresh, err := fsys.freeClusters(need)
 	if err != nil {
@@ -71,14 +74,14 @@ func Rewrite(rw ReadWriterAt, sizeBytes int64, name string, data []byte, opts ..
 	copy(padded, data)
 	for i, c := range fresh {
 		chunk := padded[int64(i)*cb:][:cb]
-		if _, err := rw.WriteAt(chunk, g.clusterOffset(c)); err != nil {
+		if _, err := rw.WriteAt(chunk, g.ClusterOffset(c)); err != nil {
 			return fmt.Errorf("fat: rewrite %q: writing cluster %d: %w", name, c, err)
 		}
 	}
 	// 2. Link them. Until the entry points here they are merely lost.
 	links := make([]uint32, len(fresh))
 	for i := range fresh {
-		links[i] = fatEOC
+		links[i] = EOC
 		if i+1 < len(fresh) {
 			links[i] = fresh[i+1]
 		}
@@ -90,7 +93,7 @@ func Rewrite(rw ReadWriterAt, sizeBytes int64, name string, data []byte, opts ..
 		return err
 	}
 	// 3. Switch the directory entry: one sector-internal write.
-	ent := make([]byte, dirEntryBytes)
+	ent := make([]byte, DirEntryBytes)
 	if _, err := rw.ReadAt(ent, d.off); err != nil {
 		return fmt.Errorf("fat: rewrite %q: reading directory entry at byte %d: %w", name, d.off, err)
 	}
@@ -103,7 +106,7 @@ func Rewrite(rw ReadWriterAt, sizeBytes int64, name string, data []byte, opts ..
 	le.PutUint16(ent[26:], uint16(first))
 	le.PutUint32(ent[28:], uint32(len(data)))
 	if o.timeSet {
-		date, tm, _ := fatDateTime(o.modTime)
+		date, tm, _ := DateTime(o.ModTime)
 		le.PutUint16(ent[18:], date)
 		le.PutUint16(ent[22:], tm)
 		le.PutUint16(ent[24:], date)
@@ -153,10 +156,10 @@ func (fsys *FS) freeClusters(n uint32) ([]uint32, error) {
 // Consecutive clusters go out in one write.
 func (fsys *FS) setFAT(w io.WriterAt, clusters, values []uint32) error {
 	g := fsys.g
-	fats := []uint32{g.activeFAT}
-	if g.mirrored {
+	fats := []uint32{g.ActiveFAT}
+	if g.Mirrored {
 		fats = fats[:0]
-		for i := uint32(0); i < g.numFATs; i++ {
+		for i := uint32(0); i < g.NumFATs; i++ {
 			fats = append(fats, i)
 		}
 	}
@@ -169,7 +172,7 @@ func (fsys *FS) setFAT(w io.WriterAt, clusters, values []uint32) error {
 			j++
 		}
 		buf := make([]byte, 4*(j-i))
-		at := g.fatOffset(g.activeFAT) + int64(clusters[i])*4
+		at := g.FATOffset(g.ActiveFAT) + int64(clusters[i])*4
 		if _, err := fsys.r.ReadAt(buf, at); err != nil {
 			return fmt.Errorf("reading FAT at byte %d: %w", at, err)
 		}
@@ -178,7 +181,7 @@ func (fsys *FS) setFAT(w io.WriterAt, clusters, values []uint32) error {
 			binary.LittleEndian.PutUint32(e, binary.LittleEndian.Uint32(e)&^fatEntryMask|values[k]&fatEntryMask)
 		}
 		for _, f := range fats {
-			off := g.fatOffset(f) + int64(clusters[i])*4
+			off := g.FATOffset(f) + int64(clusters[i])*4
 			if _, err := w.WriteAt(buf, off); err != nil {
 				return fmt.Errorf("writing FAT %d at byte %d: %w", f+1, off, err)
 			}
@@ -192,10 +195,10 @@ func (fsys *FS) setFAT(w io.WriterAt, clusters, values []uint32) error {
 // has an FSInfo sector with a known count.
 func (fsys *FS) adjustFree(w io.WriterAt, delta int64) error {
 	g := fsys.g
-	if g.fsInfoSector == 0 || delta == 0 {
+	if g.FSInfoSector == 0 || delta == 0 {
 		return nil
 	}
-	at := int64(g.fsInfoSector) * int64(g.bytesPerSector)
+	at := int64(g.FSInfoSector) * int64(g.BytesPerSector)
 	b := make([]byte, sectorBytes)
 	if _, err := fsys.r.ReadAt(b, at); err != nil {
 		return fmt.Errorf("reading FSInfo at byte %d: %w", at, err)
@@ -209,7 +212,7 @@ func (fsys *FS) adjustFree(w io.WriterAt, delta int64) error {
 		return nil
 	}
 	n := int64(free) + delta
-	if free > g.clusterCount || n < 0 || n > int64(g.clusterCount) {
+	if free > g.ClusterCount || n < 0 || n > int64(g.ClusterCount) {
 		n = fsInfoUnknown // it was wrong before; let drivers recount
 	}
 	le.PutUint32(b[fsInfoFreeOff:], uint32(n))

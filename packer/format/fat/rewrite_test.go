@@ -1,15 +1,18 @@
-package fat
+package fat_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ingotdev/ingot/packer/format/fat"
+	"github.com/ingotdev/ingot/packer/internal/fattest"
 )
 
 func TestRewrite(t *testing.T) {
@@ -27,20 +30,23 @@ func TestRewrite(t *testing.T) {
 		{"big file shrinks", "vmlinuz", []byte("tiny kernel")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			files := testFiles()
-			img := writeImage(t, testVolumeBytes, files)
-			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			img := filepath.Join(t.TempDir(), "fat.img")
+			f, err := os.Create(img)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
+			if err := f.Truncate(testVolumeBytes); err != nil {
+				t.Fatal(err)
+			}
+			writeTestVolume(t, f)
 			stamp := time.Date(2030, 1, 2, 3, 4, 6, 0, time.UTC)
-			if err := Rewrite(f, testVolumeBytes, tc.path, tc.data, WithTime(stamp)); err != nil {
+			if err := fat.Rewrite(f, testVolumeBytes, tc.path, tc.data, fat.WithTime(stamp)); err != nil {
 				t.Fatalf("Rewrite(%q): %v", tc.path, err)
 			}
 			fsck(t, img)
 
-			fsys, err := Open(f, testVolumeBytes)
+			fsys, err := fat.Open(f, testVolumeBytes)
 			if err != nil {
 				t.Fatalf("Open after Rewrite: %v", err)
 			}
@@ -48,7 +54,7 @@ func TestRewrite(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Stat(%q): %v", tc.path, err)
 			}
-			want := wantTree(files)
+			want := fattest.Tree(fattest.Files())
 			want[strings.Replace(tc.path, "BCM271~2.DTB", "bcm2710-rpi-3-b.dtb", 1)] = append([]byte{}, tc.data...)
 			got := map[string][]byte{}
 			if err := walkAll(fsys, got); err != nil {
@@ -68,13 +74,11 @@ func TestRewrite(t *testing.T) {
 func TestRewriteKeepsTime(t *testing.T) {
 	img := make(memImage, testVolumeBytes)
 	stamp := time.Date(2021, 6, 7, 8, 9, 10, 0, time.UTC)
-	if err := Write(context.Background(), img, testVolumeBytes, testFiles(), WithTime(stamp)); err != nil {
-		t.Fatal(err)
-	}
-	if err := Rewrite(img, testVolumeBytes, "slot.json", []byte("x")); err != nil {
+	writeTestVolume(t, img, fat.WithTime(stamp))
+	if err := fat.Rewrite(img, testVolumeBytes, "slot.json", []byte("x")); err != nil {
 		t.Fatalf("Rewrite: %v", err)
 	}
-	fsys, err := Open(img, testVolumeBytes)
+	fsys, err := fat.Open(img, testVolumeBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +98,11 @@ func TestRewriteInPartition(t *testing.T) {
 	if err := f.Truncate(offset + testVolumeBytes + offset); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(context.Background(), io.NewOffsetWriter(f, offset), testVolumeBytes, testFiles(), WithHiddenSectors(offset/512)); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if err := Rewrite(NewSection(f, offset, testVolumeBytes), testVolumeBytes, "slot.json", []byte("partition")); err != nil {
+	writeTestVolume(t, io.NewOffsetWriter(f, offset), fat.WithHiddenSectors(offset/512))
+	if err := fat.Rewrite(fat.NewSection(f, offset, testVolumeBytes), testVolumeBytes, "slot.json", []byte("partition")); err != nil {
 		t.Fatalf("Rewrite: %v", err)
 	}
-	fsys, err := Open(io.NewSectionReader(f, offset, testVolumeBytes), testVolumeBytes)
+	fsys, err := fat.Open(io.NewSectionReader(f, offset, testVolumeBytes), testVolumeBytes)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -124,9 +126,7 @@ func TestRewriteInPartition(t *testing.T) {
 
 func TestRewriteErrors(t *testing.T) {
 	img := make(memImage, testVolumeBytes)
-	if err := Write(context.Background(), img, testVolumeBytes, testFiles()); err != nil {
-		t.Fatal(err)
-	}
+	writeTestVolume(t, img)
 	for _, tc := range []struct {
 		path string
 		data []byte
@@ -137,7 +137,7 @@ func TestRewriteErrors(t *testing.T) {
 		{"/slot.json", nil, "invalid argument"},
 		{"slot.json", make([]byte, testVolumeBytes), "free clusters"},
 	} {
-		if err := Rewrite(img, testVolumeBytes, tc.path, tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := fat.Rewrite(img, testVolumeBytes, tc.path, tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Rewrite(%q, %d bytes) = %v, want error containing %q", tc.path, len(tc.data), err, tc.want)
 		}
 	}
@@ -164,18 +164,16 @@ func (c *crashAfter) Sync() error { return nil }
 
 func TestRewriteCrash(t *testing.T) {
 	base := make(memImage, testVolumeBytes)
-	if err := Write(context.Background(), base, testVolumeBytes, testFiles()); err != nil {
-		t.Fatal(err)
-	}
+	writeTestVolume(t, base)
 	old := `{"active":"a","trial":"","tries_left":0}`
 	next := string(pattern("new slot", 5000)) // several clusters
 	for n := 0; ; n++ {
 		disk := &crashAfter{memImage: append(memImage(nil), base...), n: n}
-		err := Rewrite(disk, testVolumeBytes, "slot.json", []byte(next))
+		err := fat.Rewrite(disk, testVolumeBytes, "slot.json", []byte(next))
 		if err != nil && !errors.Is(err, errCrash) {
 			t.Fatalf("Rewrite crashing after %d writes: %v", n, err)
 		}
-		fsys, oerr := Open(disk.memImage, testVolumeBytes)
+		fsys, oerr := fat.Open(disk.memImage, testVolumeBytes)
 		if oerr != nil {
 			t.Fatalf("Open after crash at write %d: %v", n, oerr)
 		}
