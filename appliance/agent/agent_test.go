@@ -24,6 +24,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
@@ -173,7 +174,7 @@ func newEnv(t *testing.T) *env {
 	if err := os.Mkdir(e.bootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := slot.Save(filepath.Join(e.bootDir, slot.FileName), slot.Initial()); err != nil {
+	if err := slot.Save(e.bootDir, slot.Initial()); err != nil {
 		t.Fatal(err)
 	}
 	e.old = make([]byte, partBytes)
@@ -236,7 +237,7 @@ func (e *env) client(tok string) *mgmt.Client {
 
 func (e *env) slotJSON() string {
 	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.bootDir, slot.FileName))
+	b, err := os.ReadFile(filepath.Join(e.bootDir, layout.SlotFile))
 	if err != nil {
 		e.t.Fatal(err)
 	}

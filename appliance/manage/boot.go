@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/slot"
 	"golang.org/x/sys/unix"
 )
@@ -69,40 +69,21 @@ func slotOpener(bootPart blockdev.Partition) update.OpenFunc {
 		if !n.Valid() {
 			return nil, fmt.Errorf("slot %q is not a or b", n)
 		}
-		g, err := partitionGUIDByName(bootPart.Disk, n.PartitionLabel())
+		disk, err := image.Open(bootPart.Disk)
+		if err != nil {
+			return nil, err
+		}
+		part, err := disk.Partition(n.PartitionLabel())
+		disk.Close()
 		if err != nil {
 			return nil, err
 		}
 		fctx, cancel := context.WithTimeout(ctx, bootFindWait)
 		defer cancel()
-		p, err := blockdev.New().Find(fctx, g)
+		p, err := blockdev.New().Find(fctx, part.GUID)
 		if err != nil {
 			return nil, fmt.Errorf("partition %s: %w", n.PartitionLabel(), err)
 		}
 		return update.OpenFile(p.Device)
 	}
-}
-
-// partitionGUIDByName reads the GPT of disk and returns the unique GUID of
-// the partition called name.
-func partitionGUIDByName(disk, name string) (gpt.GUID, error) {
-	f, err := os.Open(disk)
-	if err != nil {
-		return gpt.GUID{}, err
-	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return gpt.GUID{}, fmt.Errorf("%s: size: %w", disk, err)
-	}
-	t, err := gpt.Read(f, size)
-	if err != nil {
-		return gpt.GUID{}, fmt.Errorf("%s: %w", disk, err)
-	}
-	for _, p := range t.Partitions {
-		if p.Name == name {
-			return p.GUID, nil
-		}
-	}
-	return gpt.GUID{}, fmt.Errorf("%s: no GPT partition named %q", disk, name)
 }

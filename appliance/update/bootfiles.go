@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -42,7 +43,7 @@ const maxBootFileBytes = 256 << 20
 // name in bootDir; only when length and hash match is it renamed to its
 // staged name, which ApplyBootFiles later renames over the live file. The
 // kernel, initramfs and command line are written as sl's own copies
-// (layout.SlotBootFile), which the running slot never reads, so a bad
+// (slot.Name.BootFile), which the running slot never reads, so a bad
 // kernel can only ever break the trial boot that the boot loader falls
 // back from. The live file is not touched here.
 func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
@@ -87,10 +88,7 @@ func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+flatName(dest)))
-	}
-	if err == nil {
-		err = syncDir(bootDir)
+		err = slot.Rename(tmpPath, filepath.Join(bootDir, stagedPrefix+flatName(dest)))
 	}
 	if err != nil {
 		os.Remove(tmpPath)
@@ -149,10 +147,11 @@ func StagedBootFiles(bootDir string) ([]string, error) {
 	return names, nil
 }
 
-// ApplyBootFiles renames the staged boot files over the live ones and syncs
-// the directory. Each rename is atomic; a power cut between two of them can
-// leave a new kernel with the old initramfs, which is why the client
-// stages both and they are applied right before slot.json changes.
+// ApplyBootFiles renames the staged boot files over the live ones with
+// slot.Rename, which syncs the directories of both names. Each rename is
+// atomic; a power cut between two of them can leave a new kernel with the
+// old initramfs, which is why the client stages both and they are applied
+// right before slot.json changes.
 func ApplyBootFiles(bootDir string) ([]string, error) {
 	names, err := StagedBootFiles(bootDir)
 	if err != nil || len(names) == 0 {
@@ -163,12 +162,9 @@ func ApplyBootFiles(bootDir string) ([]string, error) {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
 		}
-		if err := os.Rename(filepath.Join(bootDir, stagedPrefix+flatName(name)), dst); err != nil {
+		if err := slot.Rename(filepath.Join(bootDir, stagedPrefix+flatName(name)), dst); err != nil {
 			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
 		}
-	}
-	if err := syncDir(bootDir); err != nil {
-		return nil, fmt.Errorf("update: %w", err)
 	}
 	return names, nil
 }
@@ -188,18 +184,6 @@ func DiscardBootFiles(bootDir string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // isBootFileName reports whether name is a boot file an update may write:
@@ -232,27 +216,23 @@ func cutSlotSuffix(name string) (base, sl string, ok bool) {
 	return name[:i], name[i+1:], true
 }
 
-// BootFileHashes returns, for each slot of slots, the lowercase hex SHA-256 of the
-// kernel, initramfs and command line that slot boots with: its own copy,
-// or the shared file of an image written before slots had their own; with
-// a firmware, also of the device trees in the slot's directory. A file
-// neither has is missing from the map. The update client sends only the
-// files whose hash differs from its new image's.
-func BootFileHashes(bootDir string, fw Firmware, slots ...slot.Name) (map[string]map[string]string, error) {
+// BootFileHashes returns, for each slot of slots, the lowercase hex
+// SHA-256 of each file that slot boots with (image.SlotFiles) on the boot
+// partition mounted at bootDir; a file that is missing is missing from the
+// map. The update client sends only the files whose hash differs from its
+// new image's.
+func BootFileHashes(bootDir string, slots ...slot.Name) (map[string]map[string]string, error) {
+	fsys := os.DirFS(bootDir)
 	out := map[string]map[string]string{}
 	for _, sl := range slots {
-		files := map[string]string{}
-		if fw != nil {
-			if err := deviceTreeHashes(bootDir, fw, sl, files); err != nil {
-				return nil, err
-			}
+		paths, err := image.SlotFiles(fsys, sl)
+		if err != nil {
+			return nil, fmt.Errorf("update: boot file hashes: %w", err)
 		}
-		for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-			sum, err := fileSHA256(filepath.Join(bootDir, filepath.FromSlash(slotBootFile(fw, name, sl))))
-			if errors.Is(err, os.ErrNotExist) {
-				sum, err = fileSHA256(filepath.Join(bootDir, name))
-			}
-			if errors.Is(err, os.ErrNotExist) {
+		files := map[string]string{}
+		for name, p := range paths {
+			sum, err := fileSHA256(fsys, p)
+			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			if err != nil {
@@ -265,34 +245,15 @@ func BootFileHashes(bootDir string, fw Firmware, slots ...slot.Name) (map[string
 	return out, nil
 }
 
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
+func fileSHA256(fsys fs.FS, name string) (string, error) {
+	f, err := fsys.Open(name)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// deviceTreeHashes adds the hashes of the device tree files in slot sl's
-// directory (that of its kernel, for fw) to files, keyed by their names
-// relative to it.
-func deviceTreeHashes(bootDir string, fw Firmware, sl slot.Name, files map[string]string) error {
-	dir := path.Dir(fw.BootFile(layout.KernelFile, sl))
-	trees, err := layout.DeviceTreeFiles(os.DirFS(bootDir), dir)
-	if err != nil {
-		return fmt.Errorf("update: boot file hashes: %w", err)
-	}
-	for _, name := range trees {
-		sum, err := fileSHA256(filepath.Join(bootDir, filepath.FromSlash(path.Join(dir, name))))
-		if err != nil {
-			return fmt.Errorf("update: boot file hashes: %w", err)
-		}
-		files[name] = sum
-	}
-	return nil
 }

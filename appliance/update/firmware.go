@@ -1,9 +1,6 @@
 package update
 
-import (
-	"github.com/ingotdev/ingot/packer/format/layout"
-	"github.com/ingotdev/ingot/packer/format/slot"
-)
+import "github.com/ingotdev/ingot/packer/format/slot"
 
 // Firmware is a boot loader that lives on the boot partition and reads
 // files of its own rather than slot.json, such as the Raspberry Pi
@@ -30,7 +27,7 @@ func slotBootFile(fw Firmware, name string, n slot.Name) string {
 	if fw != nil {
 		return fw.BootFile(name, n)
 	}
-	return layout.SlotBootFile(name, string(n))
+	return n.BootFile(name)
 }
 
 // FirmwareBoot applies the boot rules of slot.State.Decide at the start of

@@ -28,7 +28,7 @@ func TestRaspberryPiTrial(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := r.manager(t, slot.A, WithFirmware(piboot.Firmware{}))
-		img := image(100_000, 3)
+		img := fakeRoot(100_000, 3)
 		if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestFirmwareBootUnstartedTrial(t *testing.T) {
 func TestDeviceTreesNeedFirmware(t *testing.T) {
 	r := newRig(t, slot.Initial())
 	m := r.manager(t, slot.A)
-	img := image(100_000, 3)
+	img := fakeRoot(100_000, 3)
 	if _, err := m.WriteRoot(context.Background(), bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
 		t.Fatal(err)
 	}

@@ -279,7 +279,7 @@ func (m *Manager) BootFiles(ctx context.Context, sl string) (mgmt.BootFiles, err
 		return mgmt.BootFiles{}, err
 	}
 	defer m.mu.Unlock()
-	hashes, err := BootFileHashes(m.bootDir, m.fw, slots...)
+	hashes, err := BootFileHashes(m.bootDir, slots...)
 	if err != nil {
 		return mgmt.BootFiles{}, err
 	}

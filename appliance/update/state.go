@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
@@ -16,7 +17,7 @@ const trialTries = 1
 
 // ReadState reads slot.json from the mounted boot partition bootDir.
 func ReadState(bootDir string) (slot.State, error) {
-	path := filepath.Join(bootDir, slot.FileName)
+	path := filepath.Join(bootDir, layout.SlotFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return slot.State{}, fmt.Errorf("update: %w", err)
@@ -29,7 +30,7 @@ func ReadState(bootDir string) (slot.State, error) {
 }
 
 func saveState(bootDir string, s slot.State) error {
-	if err := slot.Save(filepath.Join(bootDir, slot.FileName), s); err != nil {
+	if err := slot.Save(bootDir, s); err != nil {
 		return fmt.Errorf("update: %w", err)
 	}
 	return nil

@@ -16,15 +16,16 @@ import (
 	"testing"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 const partBytes = 1 << 20
 
-// image returns a fake squashfs of n bytes: a superblock that passes the
+// fakeRoot returns a fake squashfs of n bytes: a superblock that passes the
 // checks, then pseudo-random bytes derived from seed.
-func image(n int, seed uint64) []byte {
+func fakeRoot(n int, seed uint64) []byte {
 	b := make([]byte, n)
 	r := rand.New(rand.NewPCG(seed, 1))
 	for i := range b {
@@ -55,12 +56,12 @@ func newRig(t *testing.T, state slot.State) *rig {
 	if err := os.Mkdir(r.bootDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := slot.Save(filepath.Join(r.bootDir, slot.FileName), state); err != nil {
+	if err := slot.Save(r.bootDir, state); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []slot.Name{slot.A, slot.B} {
 		content := make([]byte, partBytes)
-		copy(content, image(300_000, uint64(i+100)))
+		copy(content, fakeRoot(300_000, uint64(i+100)))
 		r.parts[n] = filepath.Join(dir, n.PartitionLabel())
 		r.old[n] = content
 		if err := os.WriteFile(r.parts[n], content, 0o644); err != nil {
@@ -85,7 +86,7 @@ func (r *rig) partition(t *testing.T, n slot.Name) []byte {
 
 func (r *rig) slotJSON(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(r.bootDir, slot.FileName))
+	b, err := os.ReadFile(filepath.Join(r.bootDir, layout.SlotFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ const (
 )
 
 func TestManagerWriteRoot(t *testing.T) {
-	good := image(200_000, 1)
+	good := fakeRoot(200_000, 1)
 	other := arch()
 	tests := []struct {
 		name    string
@@ -138,7 +139,7 @@ func TestManagerWriteRoot(t *testing.T) {
 		{"truncated body", good[:150_000], int64(len(good)), sum(good), runtime.GOARCH, mgmt.ErrRejected, "ended after 150000 of 200000", invalidated},
 		{"body longer than declared", append(append([]byte(nil), good...), "extra"...), int64(len(good)), sum(good), runtime.GOARCH, mgmt.ErrRejected, "longer", invalidated},
 		{"not squashfs", bytes.Repeat([]byte("ELF!"), 50_000), 200_000, sum(bytes.Repeat([]byte("ELF!"), 50_000)), runtime.GOARCH, mgmt.ErrRejected, "magic", unchanged},
-		{"larger than the partition", image(partBytes+1, 2), partBytes + 1, sum(image(partBytes+1, 2)), runtime.GOARCH, mgmt.ErrTooLarge, "does not fit", unchanged},
+		{"larger than the partition", fakeRoot(partBytes+1, 2), partBytes + 1, sum(fakeRoot(partBytes+1, 2)), runtime.GOARCH, mgmt.ErrTooLarge, "does not fit", unchanged},
 		{"other architecture", good, int64(len(good)), sum(good), other, mgmt.ErrRejected, "image is for " + other, unchanged},
 		{"no architecture", good, int64(len(good)), sum(good), "", mgmt.ErrInvalid, "architecture", unchanged},
 		{"malformed sha256", good, int64(len(good)), "abc", runtime.GOARCH, mgmt.ErrInvalid, "64 hex", unchanged},
@@ -228,7 +229,7 @@ func (w *watchingReader) Read(b []byte) (int, error) {
 
 func TestWriteRootSuperblockLast(t *testing.T) {
 	r := newRig(t, slot.Initial())
-	good := image(500_000, 3)
+	good := fakeRoot(500_000, 3)
 	p, err := OpenFile(r.parts[slot.B])
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +249,7 @@ func TestWriteRootSuperblockLast(t *testing.T) {
 
 func TestWriteRootCancelled(t *testing.T) {
 	r := newRig(t, slot.Initial())
-	good := image(500_000, 4)
+	good := fakeRoot(500_000, 4)
 	p, err := OpenFile(r.parts[slot.B])
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +336,7 @@ func TestStateTransitions(t *testing.T) {
 					got, err = Commit(r.bootDir, s.arg)
 				case "boot":
 					got = before.Decide().Next
-					if err := slot.Save(filepath.Join(r.bootDir, slot.FileName), got); err != nil {
+					if err := slot.Save(r.bootDir, got); err != nil {
 						t.Fatal(err)
 					}
 				case "confirm":
@@ -381,7 +382,7 @@ func TestManagerCommitAndRollback(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, slot.Initial())
 	m := r.manager(t, slot.A)
-	img := image(100_000, 5)
+	img := fakeRoot(100_000, 5)
 	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +429,7 @@ func TestManagerDuringTrialBoot(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, slot.State{Active: slot.A, Trial: slot.B})
 	m := r.manager(t, slot.B) // running the unconfirmed trial
-	img := image(100_000, 6)
+	img := fakeRoot(100_000, 6)
 	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); !errors.Is(err, mgmt.ErrConflict) {
 		t.Errorf("WriteRoot during a trial boot = %v, want ErrConflict", err)
 	}
@@ -448,7 +449,7 @@ func TestManagerOneAtATime(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, slot.Initial())
 	m := r.manager(t, slot.A)
-	img := image(100_000, 7)
+	img := fakeRoot(100_000, 7)
 	release := make(chan struct{})
 	started := make(chan struct{})
 	body := io.MultiReader(bytes.NewReader(img[:10_000]), readerFunc(func([]byte) (int, error) {
@@ -485,7 +486,7 @@ func TestBootFiles(t *testing.T) {
 	if _, err := m.WriteBootFile(ctx, "vmlinuz", bytes.NewReader(kernel), int64(len(kernel)), sum(kernel)); !errors.Is(err, mgmt.ErrConflict) {
 		t.Errorf("WriteBootFile before WriteRoot = %v, want ErrConflict", err)
 	}
-	img := image(100_000, 8)
+	img := fakeRoot(100_000, 8)
 	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ func benchUpdate(ctx context.Context, tmp string, accel qemu.Accel, cache assemb
 		return 0, 0, err
 	}
 	start = time.Now()
-	r, err := push.Update(ctx, c, cfg2, push.WithLog(os.Stderr), push.WithAssembleOptions(cache))
+	r, err := push.New(c, push.WithLog(os.Stderr), push.WithAssembleOptions(cache)).Update(ctx, cfg2)
 	if err != nil {
 		return 0, 0, err
 	}

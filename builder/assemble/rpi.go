@@ -10,6 +10,7 @@ import (
 	"github.com/ingotdev/ingot/packer/disk"
 	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/rpiboot"
 	"github.com/ingotdev/ingot/packer/squashfs"
 )
@@ -55,9 +56,9 @@ func rpiImage(ctx context.Context, cfg *config.Config, res *builder.Result, out 
 	start = time.Now()
 	bootFiles := func(t gpt.Table) ([]fat.File, error) {
 		guid := func(i int) string { return t.Partitions[i].GUID.String() }
-		return rpiboot.Files(res.Name, kernel, firmware, func(sl string) string {
+		return rpiboot.Files(res.Name, kernel, firmware, func(sl slot.Name) string {
 			p := rpiboot.CmdlineParams{Slot: sl, Root: guid(1), Boot: guid(0)}
-			if sl == "b" {
+			if sl == slot.B {
 				p.Root = guid(2)
 			}
 			if len(t.Partitions) > 3 {

@@ -47,7 +47,7 @@ func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) err
 		opts = append(opts, push.WithNoReboot())
 	}
 	start := time.Now()
-	rep, err := push.Update(ctx, c, cfg, opts...)
+	rep, err := push.New(c, opts...).Update(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func runRollback(ctx context.Context, stdout, stderr io.Writer, args []string) e
 	if *noReboot {
 		opts = append(opts, push.WithNoReboot())
 	}
-	st, err := push.Rollback(ctx, c, opts...)
+	st, err := push.New(c, opts...).Rollback(ctx)
 	if err != nil {
 		return err
 	}

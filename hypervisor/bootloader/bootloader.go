@@ -9,15 +9,13 @@ package bootloader
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/ingotdev/ingot/packer/format/fat"
-	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
 	"github.com/ingotdev/ingot/packer/format/slot"
@@ -40,57 +38,21 @@ type Boot struct {
 // extracts kernel and initramfs into dir. extraCmdline is appended to the
 // command line (e.g. the guest network of the VMM).
 func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	im, err := image.OpenRW(path)
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	defer im.Close()
+	bootFS, err := im.Boot()
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
-	}
-	table, err := gpt.Read(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("bootloader: %s: %w", path, err)
-	}
-	parts := map[string]gpt.Partition{}
-	for _, p := range table.Partitions {
-		parts[p.Name] = p
-	}
-	bootPart, ok := parts[layout.BootPartition]
-	if !ok {
-		return nil, fmt.Errorf("bootloader: %s: no %q partition in the GPT", path, layout.BootPartition)
-	}
-	section := fat.NewSection(f, bootPart.OffsetBytes(), bootPart.SizeBytes())
-	bootFS, err := fat.Open(section, section.Size())
-	if err != nil {
-		return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
-	}
-	read := func(name string) ([]byte, error) {
-		b, err := fs.ReadFile(bootFS, name)
-		if err != nil {
-			return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
-		}
-		return b, nil
-	}
-	// readSlot reads slot's copy of a per-slot boot file, or the shared
-	// file of an image written before slots had their own.
-	readSlot := func(name string, sl slot.Name) ([]byte, error) {
-		b, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, string(sl)))
-		if errors.Is(err, fs.ErrNotExist) {
-			return read(name)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
-		}
-		return b, nil
 	}
 	var b Boot
-	infoData, err := read(layout.InfoFile)
-	if err != nil {
-		return nil, err
+	infoData, err := bootFS.ReadFile(layout.InfoFile)
+	if err == nil {
+		err = json.Unmarshal(infoData, &b.Info)
 	}
-	if err := json.Unmarshal(infoData, &b.Info); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("bootloader: %s: %s: %w", path, layout.InfoFile, err)
 	}
 	// Before slot.json is touched: a Raspberry Pi image is the board
@@ -98,9 +60,9 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
 		return nil, fmt.Errorf("bootloader: %s is a Raspberry Pi image (target %s): the board's firmware boots it, not a VM; write it to a card with `ingot flash`, or build target vm-arm64 to run the same appliance here", path, b.Info.Target)
 	}
-	stateData, err := read(layout.SlotFile)
+	stateData, err := bootFS.ReadFile(layout.SlotFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
 	}
 	state, err := slot.Parse(stateData)
 	if err != nil {
@@ -110,23 +72,22 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	}
 	d := state.Decide()
 	if d.Changed || err != nil {
-		if err := fat.Rewrite(section, section.Size(), layout.SlotFile, d.Next.Marshal()); err != nil {
-			return nil, fmt.Errorf("bootloader: %s: persist slot decision: %w", path, err)
-		}
-		if err := f.Sync(); err != nil {
-			return nil, fmt.Errorf("bootloader: %s: sync: %w", path, err)
+		// The decision is on disk before the guest starts: RewriteBoot
+		// syncs.
+		if err := im.RewriteBoot(layout.SlotFile, d.Next.Marshal()); err != nil {
+			return nil, fmt.Errorf("bootloader: persist slot decision: %w", err)
 		}
 	}
 	b.Slot, b.Trial, b.State = d.Boot, d.Trial, d.Next
-	root, ok := parts[d.Boot.PartitionLabel()]
-	if !ok {
-		return nil, fmt.Errorf("bootloader: %s: no %q partition in the GPT", path, d.Boot.PartitionLabel())
-	}
-	cmdline, err := readSlot(layout.CmdlineFile, d.Boot)
+	root, err := im.Partition(d.Boot.PartitionLabel())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bootloader: %w", err)
 	}
-	words := []string{strings.TrimSpace(string(cmdline)),
+	files, err := im.BootFiles(d.Boot)
+	if err != nil {
+		return nil, fmt.Errorf("bootloader: %w", err)
+	}
+	words := []string{strings.TrimSpace(string(files[layout.CmdlineFile])),
 		layout.ParamRoot + "=PARTUUID=" + root.GUID.String(), layout.ParamSlot + "=" + string(d.Boot)}
 	if d.Trial {
 		words = append(words, layout.ParamTrial+"=1")
@@ -134,19 +95,10 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	words = append(words, extraCmdline...)
 	b.Cmdline = strings.Join(words, " ")
 
-	for _, file := range []struct{ name, dst string }{{layout.KernelFile, "vmlinuz"}, {layout.InitrdFile, "initrd.img"}} {
-		data, err := readSlot(file.name, d.Boot)
-		if err != nil {
-			return nil, err
-		}
-		dst := filepath.Join(dir, file.dst)
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			return nil, fmt.Errorf("bootloader: extract %s: %w", file.name, err)
-		}
-		if file.name == layout.KernelFile {
-			b.Kernel = dst
-		} else {
-			b.Initrd = dst
+	b.Kernel, b.Initrd = filepath.Join(dir, layout.KernelFile), filepath.Join(dir, layout.InitrdFile)
+	for name, dst := range map[string]string{layout.KernelFile: b.Kernel, layout.InitrdFile: b.Initrd} {
+		if err := os.WriteFile(dst, files[name], 0o644); err != nil {
+			return nil, fmt.Errorf("bootloader: extract %s: %w", name, err)
 		}
 	}
 	return &b, nil

@@ -103,8 +103,8 @@ func TestSharedBootFilesStillBoot(t *testing.T) {
 	img := writeImage(t)
 	withBootMounted(t, img, func(bootDir string) {
 		for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-			for _, sl := range []string{"a", "b"} {
-				old := filepath.Join(bootDir, layout.SlotBootFile(name, sl))
+			for _, sl := range []slot.Name{slot.A, slot.B} {
+				old := filepath.Join(bootDir, sl.BootFile(name))
 				if sl == "a" {
 					if err := os.Rename(old, filepath.Join(bootDir, name)); err != nil {
 						t.Fatal(err)
@@ -186,7 +186,7 @@ func TestRaspberryPiImageRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A trial pending: Prepare would spend its try.
-		if err := slot.Save(filepath.Join(bootDir, slot.FileName), slot.State{Active: slot.A, Trial: slot.B, TriesLeft: 1}); err != nil {
+		if err := slot.Save(bootDir, slot.State{Active: slot.A, Trial: slot.B, TriesLeft: 1}); err != nil {
 			t.Fatal(err)
 		}
 	})

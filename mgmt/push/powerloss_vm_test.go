@@ -129,7 +129,7 @@ update:
   health_window: 3s
 `, greeting),
 	}
-	repo, err := filepath.Abs("..")
+	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,9 +386,7 @@ func (p *phaseEvents) reached() string {
 // slots, its agent answering, and with the file its service wrote to /perm
 // before the first update unchanged.
 func TestVMUpdatePowerLoss(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` and export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make test does this)")
-	}
+	vmtest.Kernel(t, "amd64")
 	kills := defaultPowerLossKills
 	if s := os.Getenv("INGOT_POWERLOSS_N"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -464,7 +462,7 @@ func TestVMUpdatePowerLoss(t *testing.T) {
 	ev := newPhaseEvents(t)
 	r.setEvents(ev)
 	upStart := time.Now()
-	if _, err := Update(ctx, c, writeMarkerApp(t, appDir, greetings[1]), append(opts, WithLog(ev))...); err != nil {
+	if _, err := New(c, append(opts, WithLog(ev))...).Update(ctx, writeMarkerApp(t, appDir, greetings[1])); err != nil {
 		t.Fatal(err)
 	}
 	upEnd := time.Now()
@@ -497,7 +495,7 @@ func TestVMUpdatePowerLoss(t *testing.T) {
 		uctx, cancelUpdate := context.WithCancel(ctx)
 		upDone := make(chan error, 1)
 		go func() {
-			_, err := Update(uctx, c, cfg, append(opts, WithLog(ev))...)
+			_, err := New(c, append(opts, WithLog(ev))...).Update(uctx, cfg)
 			upDone <- err
 		}()
 		anchor := [phaseCount]chan struct{}{ev.pushStart, ev.committed, ev.trialBoot}[phase]

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -24,10 +23,8 @@ import (
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/mgmt"
-	"github.com/ingotdev/ingot/packer/format/fat"
-	"github.com/ingotdev/ingot/packer/format/gpt"
-	"github.com/ingotdev/ingot/packer/format/layout"
-	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/image"
+	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
@@ -48,7 +45,7 @@ type Step struct {
 // Report describes a finished update.
 type Report struct {
 	BuildID   string
-	Slot      string // the slot the update went to
+	Slot      slot.Name // the slot the update went to
 	RootBytes int64
 	// BootFiles are the boot files sent because the new image changes
 	// them (its kernel, initramfs or command line).
@@ -68,131 +65,135 @@ func (r *Report) PushMBps() float64 {
 	return float64(r.RootBytes) / 1e6 / r.PushDuration.Seconds()
 }
 
-// Option configures Update and Rollback.
-type Option func(*options)
+// Option configures an Updater.
+type Option func(*Updater)
 
-type options struct {
+// WithAssembleOptions passes options to assemble.Image.
+func WithAssembleOptions(opts ...assemble.Option) Option {
+	return func(u *Updater) { u.assemble = append(u.assemble, opts...) }
+}
+
+// WithLog sets where steps and upload progress are printed (default:
+// nowhere).
+func WithLog(w io.Writer) Option { return func(u *Updater) { u.log = w } }
+
+// WithNoReboot stops after the commit: the update boots at the next reboot.
+func WithNoReboot() Option { return func(u *Updater) { u.noReboot = true } }
+
+// WithWaitTimeout bounds the wait for the rebooted appliance (default 5 min).
+func WithWaitTimeout(d time.Duration) Option { return func(u *Updater) { u.waitTimeout = d } }
+
+// WithPollInterval sets how often status is asked while waiting.
+func WithPollInterval(d time.Duration) Option { return func(u *Updater) { u.pollInterval = d } }
+
+// Updater runs updates and rollbacks on the appliance behind one client,
+// timing each step as it goes. It is not safe for concurrent use.
+type Updater struct {
+	c            *mgmt.Client
 	assemble     []assemble.Option
 	log          io.Writer
 	noReboot     bool
 	waitTimeout  time.Duration
 	pollInterval time.Duration
-}
 
-// WithAssembleOptions passes options to assemble.Image.
-func WithAssembleOptions(opts ...assemble.Option) Option {
-	return func(o *options) { o.assemble = append(o.assemble, opts...) }
-}
-
-// WithLog sets where steps and upload progress are printed (default:
-// nowhere).
-func WithLog(w io.Writer) Option { return func(o *options) { o.log = w } }
-
-// WithNoReboot stops after the commit: the update boots at the next reboot.
-func WithNoReboot() Option { return func(o *options) { o.noReboot = true } }
-
-// WithWaitTimeout bounds the wait for the rebooted appliance (default 5 min).
-func WithWaitTimeout(d time.Duration) Option { return func(o *options) { o.waitTimeout = d } }
-
-// WithPollInterval sets how often status is asked while waiting.
-func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollInterval = d } }
-
-func newOptions(opts []Option) options {
-	o := options{log: io.Discard, waitTimeout: defaultWaitTimeout, pollInterval: defaultPollInterval}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return o
-}
-
-// timer records steps and prints them as they end.
-type timer struct {
-	log   io.Writer
+	// steps are those of the running operation; start is when the
+	// current one began.
 	steps []Step
 	start time.Time
 }
 
-func (t *timer) begin() { t.start = time.Now() }
+// New returns an Updater for the appliance behind c.
+func New(c *mgmt.Client, opts ...Option) *Updater {
+	u := &Updater{c: c, log: io.Discard, waitTimeout: defaultWaitTimeout, pollInterval: defaultPollInterval}
+	for _, opt := range opts {
+		opt(u)
+	}
+	return u
+}
 
-func (t *timer) end(name, detail string) time.Duration {
-	d := time.Since(t.start)
-	t.steps = append(t.steps, Step{Name: name, Duration: d})
-	fmt.Fprintf(t.log, "%-8s %6.2fs  %s\n", name, d.Seconds(), detail)
+// begin starts a timed step.
+func (u *Updater) begin() { u.start = time.Now() }
+
+// end records the step begun last and prints it.
+func (u *Updater) end(name, detail string) time.Duration {
+	d := time.Since(u.start)
+	u.steps = append(u.steps, Step{Name: name, Duration: d})
+	fmt.Fprintf(u.log, "%-8s %6.2fs  %s\n", name, d.Seconds(), detail)
 	return d
 }
 
-// Update builds cfg for the agent's architecture and installs it on the
-// appliance behind c (see the package documentation).
-func Update(ctx context.Context, c *mgmt.Client, cfg *config.Config, opts ...Option) (*Report, error) {
-	o := newOptions(opts)
-	tm := &timer{log: o.log}
-
-	tm.begin()
-	before, err := callStatus(ctx, c)
+// status asks the agent for its status, starting a new operation.
+func (u *Updater) status(ctx context.Context) (mgmt.Status, error) {
+	u.steps = nil
+	st, err := callStatus(ctx, u.c)
 	if err != nil {
-		return nil, fmt.Errorf("push: status of %s: %w", c.Target(), err)
+		return mgmt.Status{}, fmt.Errorf("push: status of %s: %w", u.c.Target(), err)
+	}
+	return st, nil
+}
+
+// Update builds cfg for the agent's architecture and installs it (see the
+// package documentation).
+func (u *Updater) Update(ctx context.Context, cfg *config.Config) (*Report, error) {
+	u.begin()
+	before, err := u.status(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if !before.HasFeature(mgmt.FeatureUpdateRoot) {
-		return nil, fmt.Errorf("push: the agent at %s does not offer root updates (%s)", c.Target(), before.SlotError)
+		return nil, fmt.Errorf("push: the agent at %s does not offer root updates (%s)", u.c.Target(), before.SlotError)
 	}
 	target, err := targetFor(cfg, before.Target, before.Arch)
 	if err != nil {
 		return nil, err
 	}
-	tm.end("status", fmt.Sprintf("%s build %s on slot %s (%s)", before.Name, before.BuildID, before.Slot, before.Arch))
+	u.end("status", fmt.Sprintf("%s build %s on slot %s (%s)", before.Name, before.BuildID, before.Slot, before.Arch))
 
-	tm.begin()
+	u.begin()
 	tmp, err := os.MkdirTemp("", "ingot-update-")
 	if err != nil {
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	img := filepath.Join(tmp, cfg.Name+"-"+string(target)+".img")
-	rep, err := assemble.Image(ctx, cfg, target, img, o.assemble...)
+	rep, err := assemble.Image(ctx, cfg, target, img, u.assemble...)
 	if err != nil {
 		return nil, fmt.Errorf("push: build: %w", err)
 	}
-	tm.end("build", fmt.Sprintf("build %s for %s", rep.BuildID, target))
-
-	r, err := pushRoot(ctx, c, img, target.Arch(), tm, o)
-	if err != nil {
-		return nil, err
-	}
-	r.BuildID = rep.BuildID
-	return finish(ctx, c, before, r, tm, o)
+	u.end("build", fmt.Sprintf("build %s for %s", rep.BuildID, target))
+	return u.install(ctx, before, img, target.Arch(), rep.BuildID)
 }
 
 // PushImage installs an already built image file for GOARCH arch: upload,
 // commit, and (unless WithNoReboot) reboot and wait for buildID.
-func PushImage(ctx context.Context, c *mgmt.Client, image, arch, buildID string, opts ...Option) (*Report, error) {
-	o := newOptions(opts)
-	tm := &timer{log: o.log}
-	before, err := callStatus(ctx, c)
-	if err != nil {
-		return nil, fmt.Errorf("push: status of %s: %w", c.Target(), err)
-	}
-	r, err := pushRoot(ctx, c, image, arch, tm, o)
+func (u *Updater) PushImage(ctx context.Context, image, arch, buildID string) (*Report, error) {
+	before, err := u.status(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r.BuildID = buildID
-	return finish(ctx, c, before, r, tm, o)
+	return u.install(ctx, before, image, arch, buildID)
 }
 
-func pushRoot(ctx context.Context, c *mgmt.Client, image, arch string, tm *timer, o options) (*Report, error) {
-	tm.begin()
-	root, closeRoot, err := RootImage(image)
+// install uploads the root and boot files of the image file at path,
+// commits them, and unless WithNoReboot reboots into them and waits.
+func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, buildID string) (*Report, error) {
+	im, err := image.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	defer im.Close()
+	u.begin()
+	root, err := rootSection(im)
 	if err != nil {
 		return nil, err
 	}
-	defer closeRoot()
 	sum, err := hashReader(root)
 	if err != nil {
-		return nil, fmt.Errorf("push: %s: hash root: %w", image, err)
+		return nil, fmt.Errorf("push: %s: hash root: %w", path, err)
 	}
 	size := root.Size()
-	pr := newProgress(o.log, size)
-	res, err := c.UpdateRoot(ctx, io.NewSectionReader(root, 0, size), size, sum, arch, pr.update)
+	pr := newProgress(u.log, size)
+	res, err := u.c.UpdateRoot(ctx, io.NewSectionReader(root, 0, size), size, sum, arch, pr.update)
 	pr.done()
 	if err != nil {
 		return nil, fmt.Errorf("push: upload root: %w", err)
@@ -200,112 +201,103 @@ func pushRoot(ctx context.Context, c *mgmt.Client, image, arch string, tm *timer
 	if res.SHA256 != sum || res.Bytes != size {
 		return nil, fmt.Errorf("push: the agent wrote %d bytes with sha256 %s, sent %d bytes with sha256 %s", res.Bytes, res.SHA256, size, sum)
 	}
-	d := tm.end("push", fmt.Sprintf("%s to slot %s, %.1f MB/s", config.FormatSize(size), res.Slot, float64(size)/1e6/time.Since(tm.start).Seconds()))
-	r := &Report{Slot: res.Slot, RootBytes: size, PushDuration: d}
+	d := u.end("push", fmt.Sprintf("%s to slot %s, %.1f MB/s", config.FormatSize(size), res.Slot, float64(size)/1e6/time.Since(u.start).Seconds()))
+	r := &Report{BuildID: buildID, Slot: slot.Name(res.Slot), RootBytes: size, PushDuration: d}
 
-	tm.begin()
-	sent, err := pushBootFiles(ctx, c, image, res.Slot)
-	if err != nil {
+	u.begin()
+	if r.BootFiles, err = u.pushBootFiles(ctx, im, r.Slot); err != nil {
 		return nil, err
 	}
-	r.BootFiles = sent
 	detail := "kernel, initramfs and command line unchanged"
-	if len(sent) > 0 {
-		detail = "sent " + strings.Join(sent, ", ") + " for slot " + res.Slot
+	if len(r.BootFiles) > 0 {
+		detail = "sent " + strings.Join(r.BootFiles, ", ") + " for slot " + res.Slot
 	}
-	tm.end("boot", detail)
+	u.end("boot", detail)
 
-	tm.begin()
-	st, err := c.Commit(ctx)
+	u.begin()
+	st, err := u.c.Commit(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("push: commit: %w", err)
 	}
-	tm.end("commit", fmt.Sprintf("slot.json: active %s, trial %s", st.Active, st.Trial))
-	return r, nil
-}
+	u.end("commit", fmt.Sprintf("slot.json: active %s, trial %s", st.Active, st.Trial))
 
-func finish(ctx context.Context, c *mgmt.Client, before mgmt.Status, r *Report, tm *timer, o options) (*Report, error) {
-	if o.noReboot {
-		r.Steps = tm.steps
-		fmt.Fprintf(o.log, "staged slot %s; it boots on trial at the next reboot\n", r.Slot)
+	if u.noReboot {
+		r.Steps = u.steps
+		fmt.Fprintf(u.log, "staged slot %s; it boots on trial at the next reboot\n", r.Slot)
 		return r, nil
 	}
-	tm.begin()
-	if err := c.Reboot(ctx); err != nil {
+	u.begin()
+	if err := u.c.Reboot(ctx); err != nil {
 		return nil, fmt.Errorf("push: reboot: %w", err)
 	}
-	st, err := WaitConfirmed(ctx, c, before, r.Slot, r.BuildID, o)
-	if err != nil {
+	if r.Status, err = u.WaitConfirmed(ctx, before, r.Slot, r.BuildID); err != nil {
 		return nil, err
 	}
-	tm.end("reboot", fmt.Sprintf("build %s answers on slot %s, trial confirmed", st.BuildID, st.Slot))
-	r.Status = st
-	r.Steps = tm.steps
+	u.end("reboot", fmt.Sprintf("build %s answers on slot %s, trial confirmed", r.Status.BuildID, r.Status.Slot))
+	r.Steps = u.steps
 	return r, nil
 }
 
 // Rollback switches the appliance back to its other slot: it cancels a
 // pending trial or puts the other slot on trial, then (unless
 // WithNoReboot) reboots and waits until that slot runs confirmed.
-func Rollback(ctx context.Context, c *mgmt.Client, opts ...Option) (mgmt.Status, error) {
-	o := newOptions(opts)
-	tm := &timer{log: o.log}
-	tm.begin()
-	before, err := callStatus(ctx, c)
-	if err != nil {
-		return mgmt.Status{}, fmt.Errorf("push: status of %s: %w", c.Target(), err)
-	}
-	st, err := c.Rollback(ctx)
-	if err != nil {
-		return mgmt.Status{}, fmt.Errorf("push: rollback: %w", err)
-	}
-	want := st.Active
-	if st.Trial != "" {
-		want = st.Trial
-	}
-	tm.end("rollback", fmt.Sprintf("slot.json: active %s, trial %s; slot %s boots next", st.Active, st.Trial, want))
-	if o.noReboot {
-		return before, nil
-	}
-	tm.begin()
-	if err := c.Reboot(ctx); err != nil {
-		return mgmt.Status{}, fmt.Errorf("push: reboot: %w", err)
-	}
-	after, err := WaitConfirmed(ctx, c, before, want, "", o)
+func (u *Updater) Rollback(ctx context.Context) (mgmt.Status, error) {
+	u.begin()
+	before, err := u.status(ctx)
 	if err != nil {
 		return mgmt.Status{}, err
 	}
-	tm.end("reboot", fmt.Sprintf("build %s answers on slot %s", after.BuildID, after.Slot))
+	st, err := u.c.Rollback(ctx)
+	if err != nil {
+		return mgmt.Status{}, fmt.Errorf("push: rollback: %w", err)
+	}
+	want := slot.Name(st.Active)
+	if st.Trial != "" {
+		want = slot.Name(st.Trial)
+	}
+	u.end("rollback", fmt.Sprintf("slot.json: active %s, trial %s; slot %s boots next", st.Active, st.Trial, want))
+	if u.noReboot {
+		return before, nil
+	}
+	u.begin()
+	if err := u.c.Reboot(ctx); err != nil {
+		return mgmt.Status{}, fmt.Errorf("push: reboot: %w", err)
+	}
+	after, err := u.WaitConfirmed(ctx, before, want, "")
+	if err != nil {
+		return mgmt.Status{}, err
+	}
+	u.end("reboot", fmt.Sprintf("build %s answers on slot %s", after.BuildID, after.Slot))
 	return after, nil
 }
 
 // WaitConfirmed polls the agent until a boot newer than before answers
-// from slot (with build buildID unless empty) and slot.json has it active
-// with no trial pending. A new boot from the other slot means the trial
-// failed: the error carries slot.json's reason.
-func WaitConfirmed(ctx context.Context, c *mgmt.Client, before mgmt.Status, slot, buildID string, o options) (mgmt.Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, o.waitTimeout)
+// from slot n (with build buildID unless empty) and slot.json has it
+// active with no trial pending. A new boot from the other slot means the
+// trial failed: the error carries slot.json's reason.
+func (u *Updater) WaitConfirmed(ctx context.Context, before mgmt.Status, n slot.Name, buildID string) (mgmt.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, u.waitTimeout)
 	defer cancel()
 	var last mgmt.Status
 	var lastErr error
 	for {
-		st, err := callStatus(ctx, c)
+		st, err := callStatus(ctx, u.c)
 		switch {
 		case err != nil:
 			lastErr = err
 		case st.StartedAt.Equal(before.StartedAt) && st.UptimeSeconds >= before.UptimeSeconds:
 			// Still the boot that took the update; it is going down.
-		case st.Slot != slot:
+		case slot.Name(st.Slot) != n:
 			reason := "unknown"
 			if st.SlotState != nil && st.SlotState.LastFailed != nil {
 				reason = st.SlotState.LastFailed.Reason
 			}
-			return st, fmt.Errorf("push: the appliance came back on slot %s, not %s: the trial failed: %s", st.Slot, slot, reason)
+			return st, fmt.Errorf("push: the appliance came back on slot %s, not %s: the trial failed: %s", st.Slot, n, reason)
 		case buildID != "" && st.BuildID != buildID:
 			return st, fmt.Errorf("push: slot %s runs build %s, want %s", st.Slot, st.BuildID, buildID)
 		// Status.Trial says how this boot started; slot.json says whether
 		// the trial was confirmed since.
-		case st.SlotState != nil && st.SlotState.Active == slot && st.SlotState.Trial == "":
+		case st.SlotState != nil && slot.Name(st.SlotState.Active) == n && st.SlotState.Trial == "":
 			return st, nil
 		default:
 			last = st
@@ -313,10 +305,10 @@ func WaitConfirmed(ctx context.Context, c *mgmt.Client, before mgmt.Status, slot
 		select {
 		case <-ctx.Done():
 			if last.Slot != "" {
-				return last, fmt.Errorf("push: slot %s did not confirm its trial within %s (last status: slot %s, trial %v)", slot, o.waitTimeout, last.Slot, last.Trial)
+				return last, fmt.Errorf("push: slot %s did not confirm its trial within %s (last status: slot %s, trial %v)", n, u.waitTimeout, last.Slot, last.Trial)
 			}
-			return last, fmt.Errorf("push: no new boot answered within %s (last error: %v)", o.waitTimeout, lastErr)
-		case <-time.After(o.pollInterval):
+			return last, fmt.Errorf("push: no new boot answered within %s (last error: %v)", u.waitTimeout, lastErr)
+		case <-time.After(u.pollInterval):
 		}
 	}
 }
@@ -358,58 +350,41 @@ func targetFor(cfg *config.Config, running, arch string) (config.Target, error) 
 	return "", fmt.Errorf("push: %s lists no target for the appliance's architecture %q (targets %v)", cfg.File, arch, cfg.Targets)
 }
 
-// RootImage opens an image file and returns its root-a squashfs: the
-// partition's bytes up to the filesystem's end, rounded up to the 4 KiB
-// the writer pads to.
-func RootImage(image string) (*io.SectionReader, func() error, error) {
-	f, err := os.Open(image)
+// RootImage opens an image file and returns its root squashfs
+// (rootSection) and the function that closes the file.
+func RootImage(path string) (*io.SectionReader, func() error, error) {
+	im, err := image.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("push: %w", err)
 	}
-	sr, err := rootSection(f, image)
+	sr, err := rootSection(im)
 	if err != nil {
-		f.Close()
+		im.Close()
 		return nil, nil, err
 	}
-	return sr, f.Close, nil
+	return sr, im.Close, nil
 }
 
-// imagePartition finds the GPT partition called name in the image file f.
-func imagePartition(f *os.File, image, name string) (gpt.Partition, error) {
-	size, err := f.Seek(0, io.SeekEnd)
+// rootSection returns the root squashfs of a fresh image, in slot a: the
+// partition's bytes up to the filesystem's end, rounded up to the 4 KiB
+// the writer pads to.
+func rootSection(im *image.Image) (*io.SectionReader, error) {
+	part, err := im.Root(slot.A)
 	if err != nil {
-		return gpt.Partition{}, fmt.Errorf("push: %s: %w", image, err)
+		return nil, fmt.Errorf("push: %w", err)
 	}
-	t, err := gpt.Read(f, size)
-	if err != nil {
-		return gpt.Partition{}, fmt.Errorf("push: %s: %w", image, err)
-	}
-	for _, p := range t.Partitions {
-		if p.Name == name {
-			return p, nil
-		}
-	}
-	return gpt.Partition{}, fmt.Errorf("push: %s: no %q partition", image, name)
-}
-
-func rootSection(f *os.File, image string) (*io.SectionReader, error) {
-	p, err := imagePartition(f, image, layout.RootAPartition)
-	if err != nil {
-		return nil, err
-	}
-	part := &p
 	b := make([]byte, squashfs.SuperblockBytes)
-	if _, err := f.ReadAt(b, part.OffsetBytes()); err != nil {
-		return nil, fmt.Errorf("push: %s: partition %s: superblock: %w", image, part.Name, err)
+	if _, err := part.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("push: root partition: superblock: %w", err)
 	}
 	sb, err := squashfs.Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("push: %s: partition %s: %w", image, part.Name, err)
+		return nil, fmt.Errorf("push: root partition: %w", err)
 	}
-	if sb.PaddedBytes() > uint64(part.SizeBytes()) {
-		return nil, fmt.Errorf("push: %s: partition %s: squashfs bytes_used %d does not fit the partition's %d bytes", image, part.Name, sb.BytesUsed, part.SizeBytes())
+	if sb.PaddedBytes() > uint64(part.Size()) {
+		return nil, fmt.Errorf("push: root partition: squashfs bytes_used %d does not fit the partition's %d bytes", sb.BytesUsed, part.Size())
 	}
-	return io.NewSectionReader(f, part.OffsetBytes(), int64(sb.PaddedBytes())), nil
+	return io.NewSectionReader(part, 0, int64(sb.PaddedBytes())), nil
 }
 
 func hashReader(r *io.SectionReader) (string, error) {
@@ -453,19 +428,20 @@ func (p *progress) print() {
 
 func (p *progress) done() { p.print() }
 
-// pushBootFiles sends the boot files of image for slot sl (ImageBootFiles)
-// where they differ from what the agent says sl boots with now, and
-// returns the names sent. An agent that cannot say gets them all.
-func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]string, error) {
-	files, err := ImageBootFiles(image, sl)
+// pushBootFiles sends the boot files the image boots slot n with
+// (image.BootFiles) where they differ from what the agent says n boots
+// with now, and returns the names sent. An agent that cannot say gets them
+// all.
+func (u *Updater) pushBootFiles(ctx context.Context, im *image.Image, n slot.Name) ([]string, error) {
+	files, err := im.BootFiles(n)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("push: %w", err)
 	}
 	have := map[string]string{}
-	if bf, err := c.BootFiles(ctx, sl); err == nil {
-		have = bf.Slots[sl]
+	if bf, err := u.c.BootFiles(ctx, string(n)); err == nil {
+		have = bf.Slots[string(n)]
 	} else if !errors.Is(err, mgmt.ErrNotFound) {
-		return nil, fmt.Errorf("push: boot files of slot %s: %w", sl, err)
+		return nil, fmt.Errorf("push: boot files of slot %s: %w", n, err)
 	}
 	var send []mgmt.BootFile
 	var names []string
@@ -482,63 +458,8 @@ func pushBootFiles(ctx context.Context, c *mgmt.Client, image, sl string) ([]str
 	if len(send) == 0 {
 		return nil, nil
 	}
-	if _, err := c.UpdateBoot(ctx, send, nil); err != nil {
-		return nil, fmt.Errorf("push: boot files for slot %s: %w", sl, err)
+	if _, err := u.c.UpdateBoot(ctx, send, nil); err != nil {
+		return nil, fmt.Errorf("push: boot files for slot %s: %w", n, err)
 	}
 	return names, nil
-}
-
-// ImageBootFiles reads the kernel, initramfs (none on a Raspberry Pi),
-// command line and, on a Raspberry Pi, device trees and overlays (names
-// relative to the slot's directory) that a fresh image boots slot sl with
-// from its boot partition.
-func ImageBootFiles(image, sl string) (map[string][]byte, error) {
-	f, err := os.Open(image)
-	if err != nil {
-		return nil, fmt.Errorf("push: %w", err)
-	}
-	defer f.Close()
-	part, err := imagePartition(f, image, layout.BootPartition)
-	if err != nil {
-		return nil, err
-	}
-	section := fat.NewSection(f, part.OffsetBytes(), part.SizeBytes())
-	bootFS, err := fat.Open(section, section.Size())
-	if err != nil {
-		return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-	}
-	out := map[string][]byte{}
-	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
-		// A Raspberry Pi image: the slot's directory with its kernel,
-		// command line and device trees; no initramfs.
-		prefix := piboot.PrefixDir(sl)
-		for _, name := range []string{layout.KernelFile, layout.CmdlineFile} {
-			data, err := fs.ReadFile(bootFS, prefix+name)
-			if err != nil {
-				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-			}
-			out[name] = data
-		}
-		trees, err := layout.DeviceTreeFiles(bootFS, prefix)
-		if err != nil {
-			return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-		}
-		for _, name := range trees {
-			if out[name], err = fs.ReadFile(bootFS, prefix+name); err != nil {
-				return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-			}
-		}
-		return out, nil
-	}
-	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
-		data, err := fs.ReadFile(bootFS, layout.SlotBootFile(name, sl))
-		if errors.Is(err, fs.ErrNotExist) {
-			data, err = fs.ReadFile(bootFS, name)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("push: %s: boot partition: %w", image, err)
-		}
-		out[name] = data
-	}
-	return out, nil
 }

@@ -2,7 +2,6 @@ package push
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,9 +17,7 @@ import (
 // channel, exactly as on amd64: the agent reports its target, the update
 // builds that target again, and v2 answers from slot b, confirmed.
 func TestVMUpdateARM64(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
-		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` and export INGOT_KERNEL_DEB_ARM64=.cache/kernels/linux-image-cloud-arm64.deb (make test does this)")
-	}
+	vmtest.Kernel(t, "arm64")
 	ctx := t.Context()
 	tmp := t.TempDir()
 	cache := assemble.WithCacheDir(filepath.Join(tmp, "cache"))
@@ -49,8 +46,8 @@ func TestVMUpdateARM64(t *testing.T) {
 	}
 
 	cfg2 := writeHello(t, appDir, "arm greeting v2")
-	rep, err := Update(ctx, c, cfg2, WithLog(testLog{t}), WithPollInterval(500*time.Millisecond),
-		WithWaitTimeout(5*time.Minute), WithAssembleOptions(cache))
+	rep, err := New(c, WithLog(testLog{t}), WithPollInterval(500*time.Millisecond),
+		WithWaitTimeout(5*time.Minute), WithAssembleOptions(cache)).Update(ctx, cfg2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // testLog adapts t.Logf as an io.Writer for the update's step lines.
@@ -43,7 +44,7 @@ func (l testLog) Write(p []byte) (int, error) {
 // arguments, and a short health window so the test stays quick.
 func writeHello(t *testing.T, dir, greeting string, extraArgs ...string) *config.Config {
 	t.Helper()
-	repo, err := filepath.Abs("..")
+	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +146,7 @@ func waitGreeting(t *testing.T, url, want string, limit time.Duration) {
 // then pushes a build whose service exits at once and checks that the
 // appliance falls back to slot b by itself and reports why.
 func TestVMUpdate(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` and export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make test does this)")
-	}
+	vmtest.Kernel(t, "amd64")
 	ctx := t.Context()
 	tmp := t.TempDir()
 	cache := assemble.WithCacheDir(filepath.Join(tmp, "cache"))
@@ -308,8 +307,7 @@ func TestVMUpdate(t *testing.T) {
 		if err := c.Reboot(ctx); err != nil {
 			t.Fatal(err)
 		}
-		o := newOptions(opts)
-		st, err := WaitConfirmed(ctx, c, before, "a", rep1.BuildID, o)
+		st, err := New(c, opts...).WaitConfirmed(ctx, before, "a", rep1.BuildID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +333,7 @@ func TestVMUpdate(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendCmdline(t, img2, cmdlineMark)
-		rep, err := PushImage(ctx, c, img2, "amd64", rep2.BuildID, opts...)
+		rep, err := New(c, opts...).PushImage(ctx, img2, "amd64", rep2.BuildID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,7 +365,7 @@ func TestVMUpdate(t *testing.T) {
 		phase := time.Now()
 		cfgBad := writeHello(t, appDir, "greeting bad", "-no-such-flag")
 		marksBefore := strings.Count(console.String(), cmdlineMark)
-		_, err := Update(ctx, c, cfgBad, opts...)
+		_, err := New(c, opts...).Update(ctx, cfgBad)
 		if err == nil || !strings.Contains(err.Error(), "trial failed") {
 			t.Fatalf("Update to a crashing build = %v, want a failed trial", err)
 		}
@@ -408,7 +406,7 @@ func TestVMUpdate(t *testing.T) {
 	t.Run("unhealthy", func(t *testing.T) {
 		phase := time.Now()
 		cfgSick := writeHello(t, appDir, "greeting sick", "-unhealthy")
-		_, err := Update(ctx, c, cfgSick, opts...)
+		_, err := New(c, opts...).Update(ctx, cfgSick)
 		if err == nil || !strings.Contains(err.Error(), "trial failed") {
 			t.Fatalf("Update to an unhealthy build = %v, want a failed trial", err)
 		}
@@ -487,7 +485,7 @@ func appendCmdline(t *testing.T, img, word string) {
 	}
 	p := table.Partitions[0]
 	section := fat.NewSection(f, p.OffsetBytes(), p.SizeBytes())
-	name := layout.SlotBootFile(layout.CmdlineFile, "b")
+	name := slot.B.BootFile(layout.CmdlineFile)
 	bootFS, err := fat.Open(section, section.Size())
 	if err != nil {
 		t.Fatal(err)

@@ -311,9 +311,9 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		cmdline := []byte(strings.Join(words, " ") + "\n")
 		for _, sl := range []slot.Name{slot.A, slot.B} {
 			files = append(files,
-				fat.BytesFile(layout.SlotBootFile(layout.KernelFile, string(sl)), s.Kernel),
-				fat.BytesFile(layout.SlotBootFile(layout.InitrdFile, string(sl)), s.Initrd),
-				fat.BytesFile(layout.SlotBootFile(layout.CmdlineFile, string(sl)), cmdline))
+				fat.BytesFile(sl.BootFile(layout.KernelFile), s.Kernel),
+				fat.BytesFile(sl.BootFile(layout.InitrdFile), s.Initrd),
+				fat.BytesFile(sl.BootFile(layout.CmdlineFile), cmdline))
 		}
 	}
 	files = append(files,

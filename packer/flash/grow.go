@@ -14,6 +14,7 @@ import (
 
 	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/mbr"
 )
@@ -54,9 +55,9 @@ type Grown struct {
 // filesystem; images without perm (or without a partition table) are left
 // as they are.
 func growTable(f *os.File, imageBytes, targetBytes int64) (Grown, bool, error) {
-	table, gptErr := gpt.Read(f, imageBytes)
+	im, gptErr := image.New(f, imageBytes, f.Name())
 	if gptErr == nil {
-		return growGPT(f, table, imageBytes, targetBytes)
+		return growGPT(f, im, imageBytes, targetBytes)
 	}
 	m, err := mbr.Read(f)
 	if errors.Is(err, mbr.ErrNoTable) {
@@ -68,17 +69,12 @@ func growTable(f *os.File, imageBytes, targetBytes int64) (Grown, bool, error) {
 	return growMBR(f, m, targetBytes)
 }
 
-func growGPT(f *os.File, table gpt.Table, imageBytes, targetBytes int64) (Grown, bool, error) {
-	idx := -1
-	for i, p := range table.Partitions {
-		if p.Name == layout.PermPartition {
-			idx = i
-		}
+func growGPT(f *os.File, im *image.Image, imageBytes, targetBytes int64) (Grown, bool, error) {
+	perm, err := im.Partition(layout.PermPartition)
+	if err != nil {
+		return Grown{}, false, nil // no perm to grow
 	}
-	if idx < 0 {
-		return Grown{}, false, nil
-	}
-	perm := table.Partitions[idx]
+	table := im.Table
 	for _, p := range table.Partitions {
 		if p.FirstLBA > perm.FirstLBA {
 			return Grown{}, false, fmt.Errorf("grow perm: partition %d (%q) lies after perm; only a last partition can grow", p.Number, p.Name)
@@ -108,8 +104,7 @@ func growGPT(f *os.File, table gpt.Table, imageBytes, targetBytes int64) (Grown,
 	if err != nil {
 		return Grown{}, false, err
 	}
-	lastUsable := uint64(targetBytes/sectorBytes) - 1 - gptBackupSectors
-	table.Partitions[idx].LastLBA = lastUsable
+	perm.LastLBA = uint64(targetBytes/sectorBytes) - 1 - gptBackupSectors // in table
 	var opts []gpt.Option
 	if len(hybrid) > 0 {
 		opts = append(opts, gpt.WithHybridMBR(hybrid...))
@@ -122,7 +117,7 @@ func growGPT(f *os.File, table gpt.Table, imageBytes, targetBytes int64) (Grown,
 	if _, err := f.WriteAt(make([]byte, sectorBytes), imageBytes-sectorBytes); err != nil {
 		return Grown{}, false, fmt.Errorf("grow perm: wiping the old backup GPT: %w", err)
 	}
-	g.SizeBytes = table.Partitions[idx].SizeBytes()
+	g.SizeBytes = perm.SizeBytes()
 	return g, true, nil
 }
 

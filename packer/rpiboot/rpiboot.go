@@ -32,6 +32,7 @@ import (
 	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // The Go modules a Pi image is made from.
@@ -78,18 +79,18 @@ func Download(ctx context.Context, goCmd, modPath, version string) (Module, erro
 	return Module{Path: m.Path, Version: m.Version, Dir: m.Dir}, nil
 }
 
-// Config returns config.txt booting slot. It stays below the size
+// Config returns config.txt booting slot n. It stays below the size
 // piboot rewrites atomically. os_prefix makes the firmware load the
 // kernel, the command line, the device tree and the overlays from the
 // slot's directory.
-func Config(name, slot string) []byte {
+func Config(name string, n slot.Name) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ingot appliance %s: Raspberry Pi firmware configuration.\n", name)
 	b.WriteString("# The os_prefix= line selects the root slot; ingot rewrites it.\n")
 	b.WriteString("arm_64bit=1\n")
 	b.WriteString("enable_uart=1\n")
 	b.WriteString("disable_splash=1\n")
-	fmt.Fprintf(&b, "os_prefix=%s\n", piboot.PrefixDir(slot))
+	fmt.Fprintf(&b, "os_prefix=%s\n", piboot.PrefixDir(n))
 	fmt.Fprintf(&b, "kernel=%s\n", layout.KernelFile)
 	fmt.Fprintf(&b, "cmdline=%s\n", layout.CmdlineFile)
 	return []byte(b.String())
@@ -102,7 +103,7 @@ const overlaysReadme = "Device tree overlays of this root slot's kernel, written
 
 // CmdlineParams are the partitions a slot's command line names.
 type CmdlineParams struct {
-	Slot string
+	Slot slot.Name
 	// Root is the PARTUUID of the slot's root partition; Boot and Perm
 	// those of the boot and perm partitions (Perm empty without perm).
 	Root, Boot, Perm string
@@ -119,7 +120,7 @@ func Cmdline(p CmdlineParams) string {
 		// Raspberry Pi kernels leave the memory controller off by default;
 		// resources: memory limits need it.
 		"cgroup_enable=memory",
-		layout.ParamSlot + "=" + p.Slot, layout.ParamBoot + "=PARTUUID=" + p.Boot,
+		layout.ParamSlot + "=" + string(p.Slot), layout.ParamBoot + "=PARTUUID=" + p.Boot,
 	}
 	if p.Perm != "" {
 		words = append(words, layout.ParamPerm+"=PARTUUID="+p.Perm)
@@ -133,7 +134,7 @@ func Cmdline(p CmdlineParams) string {
 // trees and the overlays, which belong together: an update that brings a
 // new kernel brings its device trees, and a rollback boots the old kernel
 // with the old ones.
-func Files(name string, kernel, firmware Module, cmdline func(slot string) string) ([]fat.File, error) {
+func Files(name string, kernel, firmware Module, cmdline func(slot.Name) string) ([]fat.File, error) {
 	var files []fat.File
 	fw, err := matching(firmware.Dir, func(n string) bool {
 		return n == "bootcode.bin" || strings.HasSuffix(n, ".elf") || strings.HasSuffix(n, ".dat")
@@ -161,7 +162,7 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 		return nil, err
 	}
 	vmlinuz := filepath.Join(kernel.Dir, layout.KernelFile)
-	for _, sl := range []string{"a", "b"} {
+	for _, sl := range []slot.Name{slot.A, slot.B} {
 		prefix := piboot.PrefixDir(sl)
 		if err := add(prefix+layout.KernelFile, vmlinuz); err != nil {
 			return nil, fmt.Errorf("%s@%s: %w", kernel.Path, kernel.Version, err)
@@ -174,7 +175,7 @@ func Files(name string, kernel, firmware Module, cmdline func(slot string) strin
 		}
 		files = append(files, fat.BytesFile(prefix+layout.OverlaysReadme, []byte(overlaysReadme)))
 	}
-	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, "a")))
+	files = append(files, fat.BytesFile(piboot.ConfigFile, Config(name, slot.A)))
 	return files, nil
 }
 

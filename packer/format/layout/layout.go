@@ -33,7 +33,8 @@ const (
 // PerSlot reports whether each root slot has its own copy of the boot
 // file name: the kernel, the initramfs and the command line belong to the
 // root they boot, so an update that changes the kernel writes the new one
-// for its slot only, and a rollback boots the old slot with its old kernel.
+// for its slot only, and a rollback boots the old slot with its old kernel
+// (slot.Name.BootFile names a slot's copy).
 func PerSlot(name string) bool {
 	return name == KernelFile || name == InitrdFile || name == CmdlineFile
 }
@@ -97,11 +98,6 @@ func plainName(s string) bool {
 	}
 	return true
 }
-
-// SlotBootFile is the name on the boot partition of slot's copy of the
-// per-slot boot file name: "vmlinuz.b". Images written before per-slot
-// files existed have only the shared name, which boot loaders fall back to.
-func SlotBootFile(name, slot string) string { return name + "." + slot }
 
 // Info describes an image; the packer writes it to the boot partition as
 // InfoFile so tools can tell what an image is without a config file.

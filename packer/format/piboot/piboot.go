@@ -45,21 +45,18 @@ var slotLines = []string{"os_prefix=slot-%s/"}
 
 // maxConfigBytes keeps config.txt within one sector, so that rewriting it
 // in place is atomic.
-const maxConfigBytes = 512
+const maxConfigBytes = slot.SectorBytes
 
-// PrefixDir is the directory of slot's files on the boot partition, with
-// its trailing slash.
-func PrefixDir(slot string) string { return "slot-" + slot + "/" }
+// PrefixDir is the directory of slot n's files on the boot partition,
+// with its trailing slash.
+func PrefixDir(n slot.Name) string { return "slot-" + string(n) + "/" }
 
-// validSlot reports whether s names a slot.
-func validSlot(s string) bool { return s == "a" || s == "b" }
-
-// SetPrefix returns config with its slot lines set to slot; the result has
-// the same length as config. It fails when the config does not have each
-// slot line exactly once, all naming the same slot.
-func SetPrefix(config []byte, slot string) ([]byte, error) {
-	if !validSlot(slot) {
-		return nil, fmt.Errorf("piboot: slot %q is not a or b", slot)
+// SetPrefix returns config with its slot lines set to slot n; the result
+// has the same length as config. It fails when the config does not have
+// each slot line exactly once, all naming the same slot.
+func SetPrefix(config []byte, n slot.Name) ([]byte, error) {
+	if !n.Valid() {
+		return nil, fmt.Errorf("piboot: slot %q is not a or b", n)
 	}
 	offs, _, err := slotOffsets(config)
 	if err != nil {
@@ -67,25 +64,25 @@ func SetPrefix(config []byte, slot string) ([]byte, error) {
 	}
 	out := bytes.Clone(config)
 	for _, o := range offs {
-		out[o] = slot[0]
+		out[o] = n[0]
 	}
 	return out, nil
 }
 
 // Prefix returns the slot config selects.
-func Prefix(config []byte) (string, error) {
-	_, slot, err := slotOffsets(config)
-	return slot, err
+func Prefix(config []byte) (slot.Name, error) {
+	_, n, err := slotOffsets(config)
+	return n, err
 }
 
 // slotOffsets finds the byte offset of the slot letter in each slot line,
 // and the slot they name.
-func slotOffsets(config []byte) ([]int, string, error) {
+func slotOffsets(config []byte) ([]int, slot.Name, error) {
 	if len(config) > maxConfigBytes {
 		return nil, "", fmt.Errorf("piboot: %s: %d bytes, more than the %d a single sector write covers", ConfigFile, len(config), maxConfigBytes)
 	}
 	var offs []int
-	slot := ""
+	var named slot.Name
 	for _, pattern := range slotLines {
 		key, _, _ := strings.Cut(pattern, "=")
 		found := -1
@@ -96,19 +93,19 @@ func slotOffsets(config []byte) ([]int, string, error) {
 				if found >= 0 {
 					return nil, "", fmt.Errorf("piboot: %s: more than one %s= line", ConfigFile, key)
 				}
-				var s string
+				var n slot.Name
 				switch text {
-				case fmt.Sprintf(pattern, "a"):
-					s = "a"
-				case fmt.Sprintf(pattern, "b"):
-					s = "b"
+				case fmt.Sprintf(pattern, slot.A):
+					n = slot.A
+				case fmt.Sprintf(pattern, slot.B):
+					n = slot.B
 				default:
 					return nil, "", fmt.Errorf("piboot: %s: %q is not %q for slot a or b", ConfigFile, text, fmt.Sprintf(pattern, "X"))
 				}
-				if slot != "" && s != slot {
+				if named != "" && n != named {
 					return nil, "", fmt.Errorf("piboot: %s: the slot lines name different slots", ConfigFile)
 				}
-				slot = s
+				named = n
 				found = off + strings.Index(text, "slot-") + len("slot-")
 			}
 			off += len(line)
@@ -118,11 +115,11 @@ func slotOffsets(config []byte) ([]int, string, error) {
 		}
 		offs = append(offs, found)
 	}
-	return offs, slot, nil
+	return offs, named, nil
 }
 
 // Active returns the slot config.txt in bootDir boots.
-func Active(bootDir string) (string, error) {
+func Active(bootDir string) (slot.Name, error) {
 	b, err := os.ReadFile(filepath.Join(bootDir, ConfigFile))
 	if err != nil {
 		return "", fmt.Errorf("piboot: %w", err)
@@ -130,84 +127,23 @@ func Active(bootDir string) (string, error) {
 	return Prefix(b)
 }
 
-// PrepareTrial writes tryboot.txt in bootDir: config.txt selecting slot.
-// Until the firmware is rebooted with RebootArg nothing reads it.
-func PrepareTrial(bootDir, slot string) error {
+// setPrefixFile writes file in bootDir as config.txt selecting slot n
+// (slot.WriteFile: config.txt keeps its length, so it is rewritten in
+// place by one sector write).
+func setPrefixFile(bootDir, file string, n slot.Name) error {
 	b, err := os.ReadFile(filepath.Join(bootDir, ConfigFile))
 	if err != nil {
 		return fmt.Errorf("piboot: %w", err)
 	}
-	trial, err := SetPrefix(b, slot)
+	next, err := SetPrefix(b, n)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(bootDir, TrybootFile)
-	tmp := path + ".tmp"
-	if err := writeSynced(tmp, trial); err != nil {
+	if file == ConfigFile && bytes.Equal(next, b) {
+		return nil
+	}
+	if err := slot.WriteFile(filepath.Join(bootDir, file), next); err != nil {
 		return fmt.Errorf("piboot: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("piboot: %w", err)
-	}
-	return syncDir(bootDir)
-}
-
-// CancelTrial removes tryboot.txt; a missing one is fine.
-func CancelTrial(bootDir string) error {
-	err := os.Remove(filepath.Join(bootDir, TrybootFile))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("piboot: %w", err)
-	}
-	return syncDir(bootDir)
-}
-
-// SetActive makes config.txt in bootDir boot slot, rewriting the os_prefix
-// line in place, and removes tryboot.txt.
-func SetActive(bootDir, slot string) error {
-	path := filepath.Join(bootDir, ConfigFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("piboot: %w", err)
-	}
-	next, err := SetPrefix(b, slot)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(next, b) {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("piboot: %w", err)
-		}
-		_, werr := f.WriteAt(next, 0)
-		serr := f.Sync()
-		cerr := f.Close()
-		if err := errors.Join(werr, serr, cerr); err != nil {
-			return fmt.Errorf("piboot: rewrite %s: %w", path, err)
-		}
-	}
-	return CancelTrial(bootDir)
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	return errors.Join(werr, serr, cerr)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("piboot: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("piboot: sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -216,17 +152,35 @@ func syncDir(dir string) error {
 // implements update.Firmware.
 type Firmware struct{}
 
-// Trial writes tryboot.txt for slot n.
-func (Firmware) Trial(bootDir string, n slot.Name) error { return PrepareTrial(bootDir, string(n)) }
+// Trial writes tryboot.txt in bootDir: config.txt selecting slot n. Until
+// the firmware is rebooted with RebootArg nothing reads it.
+func (Firmware) Trial(bootDir string, n slot.Name) error {
+	return setPrefixFile(bootDir, TrybootFile, n)
+}
 
-// Cancel removes tryboot.txt.
-func (Firmware) Cancel(bootDir string) error { return CancelTrial(bootDir) }
+// Cancel removes tryboot.txt; a missing one is fine.
+func (Firmware) Cancel(bootDir string) error {
+	err := os.Remove(filepath.Join(bootDir, TrybootFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("piboot: %w", err)
+	}
+	if err := slot.SyncDir(bootDir); err != nil {
+		return fmt.Errorf("piboot: %w", err)
+	}
+	return nil
+}
 
-// Activate points config.txt at slot n.
-func (Firmware) Activate(bootDir string, n slot.Name) error { return SetActive(bootDir, string(n)) }
+// Activate makes config.txt in bootDir boot slot n, rewriting the
+// os_prefix line in place, and removes tryboot.txt.
+func (fw Firmware) Activate(bootDir string, n slot.Name) error {
+	if err := setPrefixFile(bootDir, ConfigFile, n); err != nil {
+		return err
+	}
+	return fw.Cancel(bootDir)
+}
 
 // BootFile is name in slot n's os_prefix directory.
-func (Firmware) BootFile(name string, n slot.Name) string { return PrefixDir(string(n)) + name }
+func (Firmware) BootFile(name string, n slot.Name) string { return PrefixDir(n) + name }
 
 // RebootArg is RebootArg.
 func (Firmware) RebootArg() string { return RebootArg }

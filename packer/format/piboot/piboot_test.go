@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 const config = "# ingot\narm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ncmdline=cmdline.txt\nenable_uart=1\n"
@@ -21,7 +23,11 @@ func TestSetPrefix(t *testing.T) {
 	if s, err := Prefix(got); err != nil || s != "b" {
 		t.Errorf("Prefix = %q, %v, want b", s, err)
 	}
-	for _, tc := range []struct{ name, config, slot, want string }{
+	for _, tc := range []struct {
+		name, config string
+		slot         slot.Name
+		want         string
+	}{
 		{"no line", "arm_64bit=1\n", "b", "no os_prefix= line"},
 		{"before os_prefix", "kernel=slot-a/vmlinuz\ncmdline=slot-a/cmdline.txt\n", "b", "no os_prefix= line"},
 		{"two lines", config + "os_prefix=slot-b/\n", "b", "more than one os_prefix= line"},
@@ -42,7 +48,8 @@ func TestTrialAndConfirm(t *testing.T) {
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := PrepareTrial(dir, "b"); err != nil {
+	var fw Firmware
+	if err := fw.Trial(dir, "b"); err != nil {
 		t.Fatal(err)
 	}
 	try, _ := os.ReadFile(filepath.Join(dir, TrybootFile))
@@ -52,17 +59,17 @@ func TestTrialAndConfirm(t *testing.T) {
 	if s, err := Active(dir); err != nil || s != "a" {
 		t.Errorf("Active during the trial = %q, %v, want a (config.txt untouched)", s, err)
 	}
-	if err := SetActive(dir, "b"); err != nil {
+	if err := fw.Activate(dir, "b"); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(path)
 	if s, _ := Prefix(got); s != "b" || len(got) != len(config) {
-		t.Errorf("config.txt after SetActive(b) = %q, want slot b at the same size", got)
+		t.Errorf("config.txt after Activate(b) = %q, want slot b at the same size", got)
 	}
 	if _, err := os.Stat(filepath.Join(dir, TrybootFile)); !os.IsNotExist(err) {
 		t.Errorf("tryboot.txt after confirm: %v, want it removed", err)
 	}
-	if err := CancelTrial(dir); err != nil {
-		t.Errorf("CancelTrial without tryboot.txt = %v", err)
+	if err := fw.Cancel(dir); err != nil {
+		t.Errorf("Cancel without tryboot.txt = %v", err)
 	}
 }

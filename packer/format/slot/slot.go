@@ -1,15 +1,18 @@
 // Package slot holds the A/B boot state of an appliance (slot.json on the
 // boot partition) and the rules every boot loader applies to it: boot the
 // trial slot while it has tries left, fall back to the active slot when a
-// trial never confirmed, and record why.
+// trial never confirmed, and record why. It also writes the files of a
+// mounted boot partition that decide what boots (WriteFile, Rename), so
+// that a power cut leaves each one old or new.
 package slot
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 // Name is a root slot: "a" or "b".
@@ -20,9 +23,6 @@ const (
 	A Name = "a"
 	B Name = "b"
 )
-
-// FileName is the state file's name on the boot partition.
-const FileName = "slot.json"
 
 // Valid reports whether n names a slot.
 func (n Name) Valid() bool { return n == A || n == B }
@@ -35,8 +35,24 @@ func (n Name) Other() Name {
 	return A
 }
 
-// PartitionLabel is the GPT partition name of the slot, e.g. "root-a".
-func (n Name) PartitionLabel() string { return "root-" + string(n) }
+// PartitionLabel is the GPT partition name of the slot, e.g. "root-a";
+// "" for a name that is not a slot.
+func (n Name) PartitionLabel() string {
+	switch n {
+	case A:
+		return layout.RootAPartition
+	case B:
+		return layout.RootBPartition
+	}
+	return ""
+}
+
+// BootFile is the name on the boot partition of the slot's copy of the
+// per-slot boot file name (layout.PerSlot): "vmlinuz.b". Images written
+// before per-slot files existed have only the shared name, which boot
+// loaders fall back to. (A Raspberry Pi's firmware reads them from the
+// slot's directory instead: piboot.PrefixDir.)
+func (n Name) BootFile(name string) string { return name + "." + string(n) }
 
 // Failure records a trial that did not confirm.
 type Failure struct {
@@ -68,7 +84,7 @@ func Parse(data []byte) (State, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return State{}, fmt.Errorf("slot: %s: %w", FileName, err)
+		return State{}, fmt.Errorf("slot: %s: %w", layout.SlotFile, err)
 	}
 	if err := s.Validate(); err != nil {
 		return State{}, err
@@ -79,28 +95,25 @@ func Parse(data []byte) (State, error) {
 // Validate checks the invariants of a state.
 func (s State) Validate() error {
 	if !s.Active.Valid() {
-		return fmt.Errorf("slot: %s: active: %q is not a or b", FileName, s.Active)
+		return fmt.Errorf("slot: %s: active: %q is not a or b", layout.SlotFile, s.Active)
 	}
 	if s.Trial != "" {
 		if !s.Trial.Valid() {
-			return fmt.Errorf("slot: %s: trial: %q is not a or b", FileName, s.Trial)
+			return fmt.Errorf("slot: %s: trial: %q is not a or b", layout.SlotFile, s.Trial)
 		}
 		if s.Trial == s.Active {
-			return fmt.Errorf("slot: %s: trial: %q is also the active slot", FileName, s.Trial)
+			return fmt.Errorf("slot: %s: trial: %q is also the active slot", layout.SlotFile, s.Trial)
 		}
 	}
 	if s.TriesLeft < 0 || s.TriesLeft > maxTries {
-		return fmt.Errorf("slot: %s: tries_left: %d is outside 0..%d", FileName, s.TriesLeft, maxTries)
+		return fmt.Errorf("slot: %s: tries_left: %d is outside 0..%d", layout.SlotFile, s.TriesLeft, maxTries)
 	}
 	return nil
 }
 
-// FileBytes is the fixed size of slot.json: one 512-byte sector. A state
-// file that never changes size is rewritten in place by a single sector
-// write, which a power cut cannot tear, instead of by a rename, which
-// Linux's vfat does not make crash-safe (a power test saw the old file's
-// clusters freed while the directory still pointed at them).
-const FileBytes = 512
+// FileBytes is the fixed size of slot.json: one sector, so that WriteFile
+// rewrites it in place (see SectorBytes).
+const FileBytes = SectorBytes
 
 // maxReasonBytes keeps a failure reason short enough for FileBytes.
 const maxReasonBytes = 256
@@ -175,66 +188,12 @@ func (s State) Confirm(booted Name) (State, error) {
 	return State{Active: booted}, nil
 }
 
-// Save writes the state to path so that a power cut leaves either the old
-// or the new state. An existing file of FileBytes is overwritten in place
-// with one sector write and synced; otherwise (first write, an old-format
-// file) a temporary file is written, synced and renamed over path, and the
-// directory synced.
-func Save(path string, s State) error {
+// Save writes the state to slot.json in the mounted boot partition
+// bootDir with WriteFile: Marshal's fixed size makes every write after the
+// first a single sector write.
+func Save(bootDir string, s State) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	data := s.Marshal()
-	if st, err := os.Stat(path); err == nil && st.Size() == FileBytes && len(data) == FileBytes {
-		return overwrite(path, data)
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".slot-*.tmp")
-	if err != nil {
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("slot: save %s: sync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("slot: save %s: open dir: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("slot: save %s: sync dir: %w", path, err)
-	}
-	return nil
-}
-
-// overwrite replaces the content of a FileBytes file in place and syncs it.
-func overwrite(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	if _, err := f.WriteAt(data, 0); err != nil {
-		f.Close()
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("slot: save %s: sync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("slot: save %s: %w", path, err)
-	}
-	return nil
+	return WriteFile(filepath.Join(bootDir, layout.SlotFile), s.Marshal())
 }

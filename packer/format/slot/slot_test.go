@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 func TestDecide(t *testing.T) {
@@ -78,9 +80,10 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestSaveRoundTrip(t *testing.T) {
-	path := filepath.Join(t.TempDir(), FileName)
+	dir := t.TempDir()
+	path := filepath.Join(dir, layout.SlotFile)
 	want := State{Active: B, LastFailed: &Failure{Slot: A, Reason: "x"}}
-	if err := Save(path, want); err != nil {
+	if err := Save(dir, want); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(path)
@@ -94,7 +97,7 @@ func TestSaveRoundTrip(t *testing.T) {
 	if got.Active != want.Active || got.LastFailed == nil || *got.LastFailed != *want.LastFailed {
 		t.Errorf("round trip = %+v, want %+v", got, want)
 	}
-	if err := Save(path, State{Active: "z"}); err == nil {
+	if err := Save(dir, State{Active: "z"}); err == nil {
 		t.Error("Save(invalid) succeeded")
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
@@ -104,8 +107,9 @@ func TestSaveRoundTrip(t *testing.T) {
 }
 
 func TestSaveOverwritesInPlace(t *testing.T) {
-	path := filepath.Join(t.TempDir(), FileName)
-	if err := Save(path, Initial()); err != nil {
+	dir := t.TempDir()
+	path := filepath.Join(dir, layout.SlotFile)
+	if err := Save(dir, Initial()); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(path)
@@ -116,7 +120,7 @@ func TestSaveOverwritesInPlace(t *testing.T) {
 		t.Fatalf("slot.json is %d bytes, want %d", before.Size(), FileBytes)
 	}
 	long := State{Active: A, LastFailed: &Failure{Slot: B, Reason: strings.Repeat("x", 4000)}}
-	if err := Save(path, long); err != nil {
+	if err := Save(dir, long); err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(path)

@@ -1,0 +1,188 @@
+// Package image opens an ingot disk image, an image file on the host or
+// the disk an appliance boots from, and finds its parts by the names of
+// package layout: a GPT partition, the FAT boot filesystem, a slot's root
+// partition and the boot files a slot boots with. The update client, the
+// host boot loader, flash and the agent all find partitions through it.
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/ingotdev/ingot/packer/format/fat"
+	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/piboot"
+	"github.com/ingotdev/ingot/packer/format/slot"
+)
+
+// Image is a disk image with a GPT.
+type Image struct {
+	r    io.ReaderAt
+	name string // for errors: the path, or what the caller named r
+	// close closes what Open opened; nil after New.
+	close func() error
+	// rw is the file OpenRW opened, for RewriteBoot; nil otherwise.
+	rw *os.File
+	// Table is the image's partition table.
+	Table gpt.Table
+}
+
+// Open opens the image file or disk device at path read-only.
+func Open(path string) (*Image, error) { return open(path, os.O_RDONLY) }
+
+// OpenRW opens the image at path for reading and writing, so RewriteBoot
+// can persist a file on its boot partition.
+func OpenRW(path string) (*Image, error) { return open(path, os.O_RDWR) }
+
+func open(path string, flag int) (*Image, error) {
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	// A seek to the end is the size of a regular file and of a block
+	// device alike (Stat reports 0 for a device).
+	size, err := f.Seek(0, io.SeekEnd)
+	if err == nil {
+		var im *Image
+		if im, err = New(f, size, path); err == nil {
+			im.close = f.Close
+			if flag == os.O_RDWR {
+				im.rw = f
+			}
+			return im, nil
+		}
+	}
+	f.Close()
+	return nil, err
+}
+
+// New reads the GPT of the sizeBytes-long image in r; name says which
+// image it is in errors. Without a GPT it fails.
+func New(r io.ReaderAt, sizeBytes int64, name string) (*Image, error) {
+	t, err := gpt.Read(r, sizeBytes)
+	if err != nil {
+		return nil, fmt.Errorf("image: %s: %w", name, err)
+	}
+	return &Image{r: r, name: name, Table: t}, nil
+}
+
+// Close closes the file Open opened; after New it does nothing.
+func (im *Image) Close() error {
+	if im.close == nil {
+		return nil
+	}
+	return im.close()
+}
+
+// Partition returns the partition called name in Table (a pointer into
+// it, so a caller that rewrites the table can change it in place).
+func (im *Image) Partition(name string) (*gpt.Partition, error) {
+	for i := range im.Table.Partitions {
+		if im.Table.Partitions[i].Name == name {
+			return &im.Table.Partitions[i], nil
+		}
+	}
+	return nil, fmt.Errorf("image: %s: no %q partition in the GPT", im.name, name)
+}
+
+// section returns the bytes of the partition called name.
+func (im *Image) section(name string) (*io.SectionReader, error) {
+	p, err := im.Partition(name)
+	if err != nil {
+		return nil, err
+	}
+	return io.NewSectionReader(im.r, p.OffsetBytes(), p.SizeBytes()), nil
+}
+
+// Root returns the whole partition of slot n's root.
+func (im *Image) Root(n slot.Name) (*io.SectionReader, error) {
+	if !n.Valid() {
+		return nil, fmt.Errorf("image: %s: slot %q is not a or b", im.name, n)
+	}
+	return im.section(n.PartitionLabel())
+}
+
+// Boot opens the FAT filesystem of the boot partition.
+func (im *Image) Boot() (*fat.FS, error) {
+	sr, err := im.section(layout.BootPartition)
+	if err != nil {
+		return nil, err
+	}
+	fsys, err := fat.Open(sr, sr.Size())
+	if err != nil {
+		return nil, fmt.Errorf("image: %s: boot partition: %w", im.name, err)
+	}
+	return fsys, nil
+}
+
+// RewriteBoot replaces the existing file name on the boot partition with
+// data in place (fat.Rewrite, which syncs between its steps and at the
+// end, so a power cut leaves the old or the new content). The image must
+// have been opened with OpenRW.
+func (im *Image) RewriteBoot(name string, data []byte) error {
+	if im.rw == nil {
+		return fmt.Errorf("image: %s: rewrite %s: not opened with OpenRW", im.name, name)
+	}
+	p, err := im.Partition(layout.BootPartition)
+	if err != nil {
+		return err
+	}
+	if err := fat.Rewrite(fat.NewSection(im.rw, p.OffsetBytes(), p.SizeBytes()), p.SizeBytes(), name, data); err != nil {
+		return fmt.Errorf("image: %s: boot partition: %w", im.name, err)
+	}
+	return nil
+}
+
+// BootFiles reads the files slot n boots with (SlotFiles) from the boot
+// partition.
+func (im *Image) BootFiles(n slot.Name) (map[string][]byte, error) {
+	bootFS, err := im.Boot()
+	if err != nil {
+		return nil, err
+	}
+	paths, err := SlotFiles(bootFS, n)
+	if err != nil {
+		return nil, fmt.Errorf("image: %s: boot partition: %w", im.name, err)
+	}
+	out := map[string][]byte{}
+	for name, p := range paths {
+		if out[name], err = bootFS.ReadFile(p); err != nil {
+			return nil, fmt.Errorf("image: %s: boot partition: %w", im.name, err)
+		}
+	}
+	return out, nil
+}
+
+// SlotFiles maps the names of the files slot n boots with to their paths
+// in fsys, a boot filesystem (an image's, or the mounted boot partition):
+// the kernel, the initramfs and the command line, each the slot's own
+// copy (slot.Name.BootFile) or, on an image written before slots had
+// their own, the shared file; on a Raspberry Pi (a boot filesystem with
+// piboot.ConfigFile), the kernel, the command line, the device trees and
+// the overlays in the slot's directory, named relative to it, and no
+// initramfs. A path may name a missing file on a broken image.
+func SlotFiles(fsys fs.FS, n slot.Name) (map[string]string, error) {
+	if !n.Valid() {
+		return nil, fmt.Errorf("slot %q is not a or b", n)
+	}
+	out := map[string]string{}
+	if _, err := fs.Stat(fsys, piboot.ConfigFile); err == nil {
+		prefix := piboot.PrefixDir(n)
+		trees, err := layout.DeviceTreeFiles(fsys, prefix)
+		for _, name := range append([]string{layout.KernelFile, layout.CmdlineFile}, trees...) {
+			out[name] = prefix + name
+		}
+		return out, err
+	}
+	for _, name := range []string{layout.KernelFile, layout.InitrdFile, layout.CmdlineFile} {
+		out[name] = n.BootFile(name)
+		if _, err := fs.Stat(fsys, out[name]); errors.Is(err, fs.ErrNotExist) {
+			out[name] = name
+		}
+	}
+	return out, nil
+}
