@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -120,27 +121,14 @@ func Hosts(hostname string) []byte {
 	return b.Bytes()
 }
 
-// WriteFile replaces path with data atomically (a reader sees the old or the
-// new content, never a part), mode 0644.
+// WriteFile replaces path with data atomically (a reader sees the old or
+// the new content, never a part), mode 0644, with renameio, the one
+// atomic writer of host filesystems. The files are in /run, rebuilt every
+// boot, so only the atomicity matters; the fsync it adds costs nothing on
+// a tmpfs.
 func WriteFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("netconf: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if err := renameio.WriteFile(path, data, 0o644, renameio.WithTempDir(filepath.Dir(path))); err != nil {
 		return fmt.Errorf("netconf: %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("netconf: %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("netconf: %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("netconf: %w", err)
 	}
 	return nil
 }

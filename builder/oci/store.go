@@ -26,6 +26,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/renameio/v2"
 	"github.com/ingotdev/ingot/internal/filelock"
 )
 
@@ -139,22 +140,14 @@ func checkDigest(h v1.Hash, b []byte) error {
 	return nil
 }
 
-// writeAtomic writes data to a temporary file beside p and renames it, so
-// readers never see a partial file.
+// writeAtomic replaces p with data through renameio, the one atomic
+// writer of host files: readers never see a partial file, and the file
+// is synced before the rename so a crash cannot leave an empty one under
+// a digest's name. The directory is not synced: the store is a cache, and
+// a file a crash loses is fetched again. Files stay private to the user
+// (0600, as the store always made them).
 func writeAtomic(p string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
+	return renameio.WriteFile(p, data, 0o600, renameio.WithTempDir(filepath.Dir(p)))
 }
 
 // addToIndex records descriptors in index.json, replacing entries with
