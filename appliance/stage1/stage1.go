@@ -66,7 +66,7 @@ const (
 	// LogDir keeps each service's log, and init's, across boots
 	// (<name>.log and its rotated <name>.log.1); the supervisor writes
 	// there under its perm directory.
-	LogDir         = PermDir + "/log"
+	LogDir         = spec.PermLogDir
 	ResolvConfPath = "/run/resolv.conf"
 	HostsPath      = "/run/hosts"
 )

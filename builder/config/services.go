@@ -18,8 +18,9 @@ var serviceFields = []string{"name", "go", "image", "args", "entrypoint", "env",
 // serviceNodes remembers where a service's name and after: entries are, for
 // the checks that need every service (duplicates, references, cycles).
 type serviceNodes struct {
-	name  *yaml.Node
-	after []*yaml.Node
+	name    *yaml.Node
+	after   []*yaml.Node
+	volumes []*yaml.Node // one for each of Service.Volumes
 }
 
 func (d *decoder) services(n *yaml.Node, p string) []Service {
@@ -40,6 +41,7 @@ func (d *decoder) services(n *yaml.Node, p string) []Service {
 	}
 	d.checkNames(out, nodes, p)
 	d.checkAfter(out, nodes, p)
+	d.checkVolumeSources(out, nodes, p)
 	return out
 }
 
@@ -148,7 +150,7 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 		if !isImage {
 			d.fail(f.keys["volumes"], fp, "only an image service has volumes; a Go service reads and writes /perm/%s directly", s.Name)
 		} else {
-			s.Volumes = d.volumes(v, fp)
+			s.Volumes, sn.volumes = d.volumes(v, fp)
 		}
 	}
 	if v, ok := f.get("resources"); ok {
@@ -341,12 +343,13 @@ func (d *decoder) user(n *yaml.Node, p string, image bool) string {
 	return ""
 }
 
-func (d *decoder) volumes(n *yaml.Node, p string) []spec.Volume {
+func (d *decoder) volumes(n *yaml.Node, p string) ([]spec.Volume, []*yaml.Node) {
 	items, ok := d.sequence(n, p)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	var out []spec.Volume
+	var nodes []*yaml.Node
 	targets := map[string]bool{}
 	for i, it := range items {
 		fp := indexPath(p, i)
@@ -365,8 +368,25 @@ func (d *decoder) volumes(n *yaml.Node, p string) []spec.Volume {
 		}
 		targets[vol.Target] = true
 		out = append(out, vol)
+		nodes = append(nodes, it)
 	}
-	return out
+	return out, nodes
+}
+
+// checkVolumeSources applies spec's rule on volume sources, which needs
+// every service's name, at each volume's position.
+func (d *decoder) checkVolumeSources(svcs []Service, nodes []serviceNodes, p string) {
+	names := make([]string, len(svcs))
+	for i, s := range svcs {
+		names[i] = s.Name
+	}
+	for i, s := range svcs {
+		for k, v := range s.Volumes {
+			if err := spec.CheckVolumeSource(s.Name, names, v.Source); err != nil {
+				d.fail(nodes[i].volumes[k], indexPath(fieldPath(indexPath(p, i), "volumes"), k), "%v", err)
+			}
+		}
+	}
 }
 
 // parseVolume parses "/perm/SRC:/TARGET[:ro|:rw]".

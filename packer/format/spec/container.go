@@ -3,6 +3,7 @@ package spec
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -134,6 +135,24 @@ func (c *Container) Validate() error {
 		if err := v.Validate(); err != nil {
 			return fmt.Errorf("container: volumes[%d]: %s:%s: %w", i, v.Source, v.Target, err)
 		}
+	}
+	return nil
+}
+
+// PermLogDir is where init keeps every service's log, and its own, on perm.
+const PermLogDir = "/perm/log"
+
+// CheckVolumeSource refuses a volume of service whose source is init's log
+// directory or the perm directory of another service (any of others): init
+// writes there as root, or another service trusts what it finds there, so
+// a container given it could redirect those writes through links.
+func CheckVolumeSource(service string, others []string, source string) error {
+	if source == PermLogDir || strings.HasPrefix(source, PermLogDir+"/") {
+		return fmt.Errorf("the source %s is in init's log directory %s, which no container may write", source, PermLogDir)
+	}
+	top, _, _ := strings.Cut(strings.TrimPrefix(source, "/perm/"), "/")
+	if top != service && slices.Contains(others, top) {
+		return fmt.Errorf("the source %s is in /perm/%s, the directory of service %s", source, top, top)
 	}
 	return nil
 }

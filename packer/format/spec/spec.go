@@ -376,7 +376,16 @@ func (a *Appliance) Validate() error {
 		}
 		index[s.Name] = i
 	}
+	names := make([]string, len(a.Services))
 	for i, s := range a.Services {
+		names[i] = s.Name
+	}
+	for i, s := range a.Services {
+		for j := 0; s.Container != nil && j < len(s.Container.Volumes); j++ {
+			if err := CheckVolumeSource(s.Name, names, s.Container.Volumes[j].Source); err != nil {
+				return fmt.Errorf("services[%d] %q: container: volumes[%d]: %w", i, s.Name, j, err)
+			}
+		}
 		for _, dep := range s.After {
 			if _, ok := index[dep]; !ok {
 				return fmt.Errorf("services[%d] %q: after: unknown service %q", i, s.Name, dep)

@@ -96,6 +96,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad default hostname", `{"name":"my_app","build_id":"1","arch":"amd64"}`, "default hostname"},
 		{"bad hostname", `{"name":"a","build_id":"1","arch":"amd64","hostname":"-x"}`, "hostname:"},
 		{"bad service name", base(`{"name":"Web","path":"/bin/w"}`), `services[0] "Web": name:`},
+		{"volume over init's logs", base(`{"name":"s","path":"/bin/s","container":{"image":"x:1","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","rootfs":"/oci/s/rootfs","argv":["/x"],"volumes":[{"source":"/perm/log","target":"/logs"}]}}`), `services[0] "s": container: volumes[0]: the source /perm/log is in init's log directory`},
+		{"volume over another service", base(`{"name":"s","path":"/bin/s","container":{"image":"x:1","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","rootfs":"/oci/s/rootfs","argv":["/x"],"volumes":[{"source":"/perm/t/x","target":"/x"}]}},{"name":"t","path":"/bin/t"}`), `services[0] "s": container: volumes[0]: the source /perm/t/x is in /perm/t, the directory of service t`},
 		// The rule ingot.yaml's names follow: a file, user and directory name.
 		{"service name starts with a digit", base(`{"name":"1web","path":"/bin/w"}`), "starting with a letter"},
 		{"service name has a dot", base(`{"name":"a.b","path":"/bin/w"}`), "starting with a letter"},
