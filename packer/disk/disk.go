@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/fat"
 	fatformat "github.com/ingotdev/ingot/packer/format/fat"
@@ -90,31 +91,20 @@ func Write(ctx context.Context, out string, s Spec) (*Report, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+	// renameio, the one atomic writer of host files: the image appears
+	// under its name whole and synced, or not at all.
+	tmp, err := renameio.NewPendingFile(out, renameio.WithTempDir(filepath.Dir(out)))
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	rep, err := write(ctx, tmp, s)
+	defer tmp.Cleanup()
+	rep, err := write(ctx, tmp.File, s)
 	if err != nil {
 		return nil, err
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := tmp.CloseAtomicallyReplace(); err != nil {
 		return nil, fmt.Errorf("disk: %s: %w", out, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("disk: %s: %w", out, err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return nil, fmt.Errorf("disk: %w", err)
-	}
-	ok = true
 	return rep, nil
 }
 
