@@ -23,7 +23,7 @@ func TestRewrite(t *testing.T) {
 	}{
 		{"same size", "slot.json", []byte(`{"active":"b","trial":"","tries_left":0}`)},
 		{"smaller", "slot.json", []byte(`{}`)},
-		{"larger, many clusters", "slot.json", pattern("big slot", 70000)},
+		{"larger, many clusters", "slot.json", fattest.Pattern("big slot", 70000)},
 		{"to empty", "slot.json", nil},
 		{"from empty", "empty", []byte("now with content\n")},
 		{"nested, by 8.3 alias", "overlays/BCM271~2.DTB", []byte("replaced dtb")},
@@ -36,17 +36,17 @@ func TestRewrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			if err := f.Truncate(testVolumeBytes); err != nil {
+			if err := f.Truncate(fattest.VolumeBytes); err != nil {
 				t.Fatal(err)
 			}
 			writeTestVolume(t, f)
 			stamp := time.Date(2030, 1, 2, 3, 4, 6, 0, time.UTC)
-			if err := fat.Rewrite(f, testVolumeBytes, tc.path, tc.data, fat.WithTime(stamp)); err != nil {
+			if err := fat.Rewrite(f, fattest.VolumeBytes, tc.path, tc.data, fat.WithTime(stamp)); err != nil {
 				t.Fatalf("Rewrite(%q): %v", tc.path, err)
 			}
-			fsck(t, img)
+			fattest.Fsck(t, img)
 
-			fsys, err := fat.Open(f, testVolumeBytes)
+			fsys, err := fat.Open(f, fattest.VolumeBytes)
 			if err != nil {
 				t.Fatalf("Open after Rewrite: %v", err)
 			}
@@ -57,14 +57,14 @@ func TestRewrite(t *testing.T) {
 			want := fattest.Tree(fattest.Files())
 			want[strings.Replace(tc.path, "BCM271~2.DTB", "bcm2710-rpi-3-b.dtb", 1)] = append([]byte{}, tc.data...)
 			got := map[string][]byte{}
-			if err := walkAll(fsys, got); err != nil {
+			if err := fattest.WalkAll(fsys, got); err != nil {
 				t.Fatalf("reading back: %v", err)
 			}
-			diffTrees(t, "reader after Rewrite", got, want)
+			fattest.DiffTrees(t, "reader after Rewrite", got, want)
 			if !info.ModTime().Equal(stamp) {
 				t.Errorf("ModTime after Rewrite(WithTime(%v)) = %v", stamp, info.ModTime())
 			}
-			if out := mtools(t, "mtype", "-i", img, "::"+tc.path); !bytes.Equal(out, tc.data) {
+			if out := fattest.Mtools(t, "mtype", "-i", img, "::"+tc.path); !bytes.Equal(out, tc.data) {
 				t.Errorf("mtype %s after Rewrite: %d bytes, want %d", tc.path, len(out), len(tc.data))
 			}
 		})
@@ -72,13 +72,13 @@ func TestRewrite(t *testing.T) {
 }
 
 func TestRewriteKeepsTime(t *testing.T) {
-	img := make(memImage, testVolumeBytes)
+	img := make(fattest.Image, fattest.VolumeBytes)
 	stamp := time.Date(2021, 6, 7, 8, 9, 10, 0, time.UTC)
 	writeTestVolume(t, img, fat.WithTime(stamp))
-	if err := fat.Rewrite(img, testVolumeBytes, "slot.json", []byte("x")); err != nil {
+	if err := fat.Rewrite(img, fattest.VolumeBytes, "slot.json", []byte("x")); err != nil {
 		t.Fatalf("Rewrite: %v", err)
 	}
-	fsys, err := fat.Open(img, testVolumeBytes)
+	fsys, err := fat.Open(img, fattest.VolumeBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,29 +95,29 @@ func TestRewriteInPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Truncate(offset + testVolumeBytes + offset); err != nil {
+	if err := f.Truncate(offset + fattest.VolumeBytes + offset); err != nil {
 		t.Fatal(err)
 	}
 	writeTestVolume(t, io.NewOffsetWriter(f, offset), fat.WithHiddenSectors(offset/512))
-	if err := fat.Rewrite(fat.NewSection(f, offset, testVolumeBytes), testVolumeBytes, "slot.json", []byte("partition")); err != nil {
+	if err := fat.Rewrite(fat.NewSection(f, offset, fattest.VolumeBytes), fattest.VolumeBytes, "slot.json", []byte("partition")); err != nil {
 		t.Fatalf("Rewrite: %v", err)
 	}
-	fsys, err := fat.Open(io.NewSectionReader(f, offset, testVolumeBytes), testVolumeBytes)
+	fsys, err := fat.Open(io.NewSectionReader(f, offset, fattest.VolumeBytes), fattest.VolumeBytes)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	if b, err := fsys.ReadFile("slot.json"); err != nil || string(b) != "partition" {
 		t.Errorf("ReadFile(slot.json) = %q, %v, want partition", b, err)
 	}
-	if out := mtools(t, "mtype", "-i", fmt.Sprintf("%s@@%d", path, offset), "::slot.json"); string(out) != "partition" {
+	if out := fattest.Mtools(t, "mtype", "-i", fmt.Sprintf("%s@@%d", path, offset), "::slot.json"); string(out) != "partition" {
 		t.Errorf("mtype slot.json = %q, want partition", out)
 	}
-	if info := string(mtools(t, "minfo", "-i", fmt.Sprintf("%s@@%d", path, offset), "::")); !strings.Contains(info, "hidden sectors: 2048") {
+	if info := string(fattest.Mtools(t, "minfo", "-i", fmt.Sprintf("%s@@%d", path, offset), "::")); !strings.Contains(info, "hidden sectors: 2048") {
 		t.Errorf("minfo lacks hidden sectors: 2048:\n%s", info)
 	}
 	// Nothing outside the partition was touched.
 	outside := make([]byte, offset)
-	for _, at := range []int64{0, offset + testVolumeBytes} {
+	for _, at := range []int64{0, offset + fattest.VolumeBytes} {
 		if _, err := f.ReadAt(outside, at); err != nil || !bytes.Equal(outside, make([]byte, offset)) {
 			t.Errorf("bytes at %d..%d changed (%v)", at, at+offset, err)
 		}
@@ -125,7 +125,7 @@ func TestRewriteInPartition(t *testing.T) {
 }
 
 func TestRewriteErrors(t *testing.T) {
-	img := make(memImage, testVolumeBytes)
+	img := make(fattest.Image, fattest.VolumeBytes)
 	writeTestVolume(t, img)
 	for _, tc := range []struct {
 		path string
@@ -135,9 +135,9 @@ func TestRewriteErrors(t *testing.T) {
 		{"nope.json", nil, "file does not exist"},
 		{"overlays", nil, "is a directory"},
 		{"/slot.json", nil, "invalid argument"},
-		{"slot.json", make([]byte, testVolumeBytes), "free clusters"},
+		{"slot.json", make([]byte, fattest.VolumeBytes), "free clusters"},
 	} {
-		if err := fat.Rewrite(img, testVolumeBytes, tc.path, tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := fat.Rewrite(img, fattest.VolumeBytes, tc.path, tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Rewrite(%q, %d bytes) = %v, want error containing %q", tc.path, len(tc.data), err, tc.want)
 		}
 	}
@@ -146,7 +146,7 @@ func TestRewriteErrors(t *testing.T) {
 // crashAfter fails every write after the first n, like a machine that
 // loses power.
 type crashAfter struct {
-	memImage
+	fattest.Image
 	n int
 }
 
@@ -157,23 +157,23 @@ func (c *crashAfter) WriteAt(p []byte, off int64) (int, error) {
 		return 0, errCrash
 	}
 	c.n--
-	return c.memImage.WriteAt(p, off)
+	return c.Image.WriteAt(p, off)
 }
 
 func (c *crashAfter) Sync() error { return nil }
 
 func TestRewriteCrash(t *testing.T) {
-	base := make(memImage, testVolumeBytes)
+	base := make(fattest.Image, fattest.VolumeBytes)
 	writeTestVolume(t, base)
 	old := `{"active":"a","trial":"","tries_left":0}`
-	next := string(pattern("new slot", 5000)) // several clusters
+	next := string(fattest.Pattern("new slot", 5000)) // several clusters
 	for n := 0; ; n++ {
-		disk := &crashAfter{memImage: append(memImage(nil), base...), n: n}
-		err := fat.Rewrite(disk, testVolumeBytes, "slot.json", []byte(next))
+		disk := &crashAfter{Image: append(fattest.Image(nil), base...), n: n}
+		err := fat.Rewrite(disk, fattest.VolumeBytes, "slot.json", []byte(next))
 		if err != nil && !errors.Is(err, errCrash) {
 			t.Fatalf("Rewrite crashing after %d writes: %v", n, err)
 		}
-		fsys, oerr := fat.Open(disk.memImage, testVolumeBytes)
+		fsys, oerr := fat.Open(disk.Image, fattest.VolumeBytes)
 		if oerr != nil {
 			t.Fatalf("Open after crash at write %d: %v", n, oerr)
 		}
