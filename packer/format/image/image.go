@@ -46,18 +46,20 @@ func open(path string, flag int) (*Image, error) {
 	// A seek to the end is the size of a regular file and of a block
 	// device alike (Stat reports 0 for a device).
 	size, err := f.Seek(0, io.SeekEnd)
-	if err == nil {
-		var im *Image
-		if im, err = New(f, size, path); err == nil {
-			im.close = f.Close
-			if flag == os.O_RDWR {
-				im.rw = f
-			}
-			return im, nil
-		}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("image: %s: size: %w", path, err)
 	}
-	f.Close()
-	return nil, err
+	im, err := New(f, size, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	im.close = f.Close
+	if flag == os.O_RDWR {
+		im.rw = f
+	}
+	return im, nil
 }
 
 // New reads the GPT of the sizeBytes-long image in r; name says which
