@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,12 +16,11 @@ import (
 
 	"github.com/ingotdev/ingot/internal/vmtest"
 
+	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/spec"
-	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
-	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
 // This test boots ingot-init for real: stage0 from an initramfs made by
@@ -33,12 +31,10 @@ import (
 
 const (
 	vmBootTimeout = 2 * time.Minute
-	// vmModTime dates the initramfs entries.
-	vmModTime  = 1700000000
-	vmBuildID  = "vm-test-build"
-	diskBytes  = 200 << 20
-	mib        = 1 << 20
-	webGuestIP = "10.0.2.15/24,10.0.2.2,10.0.2.3"
+	vmBuildID     = "vm-test-build"
+	diskBytes     = 200 << 20
+	mib           = 1 << 20
+	webGuestIP    = "10.0.2.15/24,10.0.2.2,10.0.2.3"
 )
 
 // Partition layout of the test disk, as the packer lays it out.
@@ -76,58 +72,27 @@ busybox sleep 4; echo "sending SIGTERM to init"; busybox kill -TERM 1;; esac`)
 }
 
 type vmImage struct {
-	dir, kernel, initrd, disk string
+	dir, disk string
+	guest     *vmtest.Guest
 }
 
-func buildVMImage(t *testing.T, ctx context.Context, deb string) *vmImage {
+func buildVMImage(t *testing.T, ctx context.Context) *vmImage {
 	t.Helper()
-	for _, tool := range []string{"mksquashfs", "mke2fs", "debugfs", "qemu-system-x86_64"} {
+	for _, tool := range []string{"mksquashfs", "mke2fs", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (squashfs-tools, e2fsprogs, qemu-system-x86): %v", tool, err)
+			t.Fatalf("%s is needed (squashfs-tools, e2fsprogs): %v", tool, err)
 		}
 	}
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Fatalf("busybox is needed (apt-get install busybox-static): %v", err)
 	}
-	dir := t.TempDir()
-	img := &vmImage{dir: dir, kernel: filepath.Join(dir, "vmlinuz"), initrd: filepath.Join(dir, "initrd.img"), disk: filepath.Join(dir, "disk.img")}
-	initBin := filepath.Join(dir, "ingot-init")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", initBin, "../cmd/ingot-init")
-	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ingot-init: %v\n%s", err, out)
-	}
-
 	// Initramfs: stage0 with the VM modules, plus the power button.
-	mods := append(kernel.DefaultVMModules(), "button", "evdev")
-	k, err := kernel.LoadDeb(ctx, deb, kernel.WithModules(mods...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	closure, err := k.Closure(mods...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(initBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := initramfs.Tree(k, closure, rootfs.HostFile(initBin), fi.Size(), vmModTime)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, img.kernel, k.Image)
-	f, err := os.Create(img.initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteCompressedTree(f, tree, cpio.Gzip); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
+	img := &vmImage{dir: dir, disk: filepath.Join(dir, "disk.img"),
+		guest: vmtest.NewGuest(t, "amd64", vmtest.WithInit("github.com/ingotdev/ingot/appliance/cmd/ingot-init"),
+			vmtest.WithModules(append(kernel.DefaultVMModules(), "button", "evdev")...), vmtest.WithCompression(cpio.Gzip))}
+	initBin := img.guest.Init
 
 	// Root: what the builder must provide (see the package doc).
 	root := filepath.Join(dir, "root")
@@ -195,68 +160,27 @@ func buildVMImage(t *testing.T, ctx context.Context, deb string) *vmImage {
 // boot runs the VM until it powers off. When it sees "boot done" it calls
 // during (with the forwarded web port) and then stop, which must make the
 // guest power off.
-func (img *vmImage) boot(t *testing.T, ctx context.Context, cmdline string, during func(webPort int), stop func(monitor string)) string {
+func (img *vmImage) boot(t *testing.T, cmdline string, during func(webPort int), stop func(*vmtest.VM)) string {
 	t.Helper()
 	port := vmtest.FreePort(t)
-	serial := filepath.Join(img.dir, "serial.log")
-	monitor := filepath.Join(img.dir, "mon.sock")
-	os.Remove(serial)
-	os.Remove(monitor)
-	args := []string{
-		"-M", "q35", "-accel", "tcg", "-m", "512", "-smp", "2",
-		"-nographic", "-no-reboot", "-nodefaults", "-display", "none",
-		"-serial", "file:" + serial, "-monitor", "unix:" + monitor + ",server,nowait",
-		"-kernel", img.kernel, "-initrd", img.initrd,
-		"-append", "console=ttyS0 panic=-1 loglevel=4 ingot.slot=a ingot.root=PARTUUID=" + partGUID("root-a").String() +
-			" ingot.ip=" + webGuestIP + " " + cmdline,
-		"-drive", "file=" + img.disk + ",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:80", port), "-device", "virtio-net-pci,netdev=n0",
-	}
-	qctx, cancel := context.WithTimeout(ctx, vmBootTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(qctx, "qemu-system-x86_64", args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	log := func() string { b, _ := os.ReadFile(serial); return string(b) }
+	m := img.guest.Machine("loglevel=4", "ingot.slot=a", "ingot.root=PARTUUID="+partGUID("root-a").String(),
+		"ingot.ip="+webGuestIP, strings.TrimSpace(cmdline))
+	m.MemoryMiB, m.CPUs, m.Disk = 512, 2, img.disk
+	m.Forwards = []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 80}}
 	start := time.Now()
-	for !strings.Contains(log(), "init: boot done") {
-		select {
-		case err := <-exited:
-			t.Fatalf("QEMU exited before boot was done: %v\n%s\nserial:\n%s", err, stderr.String(), tail(log()))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	v := vmtest.Boot(t, m)
+	v.WaitFor(t, vmBootTimeout, "init: boot done")
 	t.Logf("booted in %v (TCG)", time.Since(start).Round(time.Millisecond))
 	during(port)
-	stop(monitor)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("QEMU: %v\n%s\nserial:\n%s", err, stderr.String(), tail(log()))
-		}
-	case <-qctx.Done():
-		t.Fatalf("the guest did not power off\nserial:\n%s", tail(log()))
+	stop(v)
+	if err := v.Wait(t, vmBootTimeout); err != nil {
+		t.Fatalf("QEMU: %v\nserial:\n%s", err, tail(v.Console.String()))
 	}
-	return log()
+	return v.Console.String()
 }
 
-func powerButton(t *testing.T) func(string) {
-	return func(monitor string) {
-		c, err := net.Dial("unix", monitor)
-		if err != nil {
-			t.Fatalf("QEMU monitor: %v", err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "system_powerdown\n"); err != nil {
-			t.Fatalf("QEMU monitor: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond) // let QEMU read it before the close
-	}
+func powerButton(t *testing.T) func(*vmtest.VM) {
+	return func(v *vmtest.VM) { v.PowerButton(t) }
 }
 
 // getWeb fetches the web service's page, retrying while it starts.
@@ -280,17 +204,13 @@ func getWeb(t *testing.T, port int) string {
 }
 
 func TestVMAppliance(t *testing.T) {
-	deb := os.Getenv("INGOT_KERNEL_DEB")
-	if deb == "" {
-		t.Fatalf("INGOT_KERNEL_DEB is not set: point it at a Debian linux-image-*-cloud-amd64.deb (make test sets it)")
-	}
 	ctx := context.Background()
-	img := buildVMImage(t, ctx, deb)
+	img := buildVMImage(t, ctx)
 	perm := " ingot.perm=PARTUUID=" + partGUID("perm").String()
 	wantWeb := "hello web " + vmBuildID + " uid 65534"
 
 	// Boot 1: everything up for 8 s, then the ACPI power button.
-	log1 := img.boot(t, ctx, perm, func(port int) {
+	log1 := img.boot(t, perm, func(port int) {
 		if got := getWeb(t, port); got != wantWeb {
 			t.Errorf("web page = %q, want %q", got, wantWeb)
 		}
@@ -319,7 +239,7 @@ func TestVMAppliance(t *testing.T) {
 
 	// Boot 2: the counter resumes from the file; init powers off on
 	// SIGTERM (sent by a service).
-	log2 := img.boot(t, ctx, perm+" test.stop=term", func(int) {}, func(string) {})
+	log2 := img.boot(t, perm+" test.stop=term", func(int) {}, func(*vmtest.VM) {})
 	if m := regexp.MustCompile(`counter: start at (\d+)`).FindStringSubmatch(log2); m == nil || m[1] != strings.TrimSpace(count1) {
 		t.Errorf("boot 2: counter started from %v, want %s, the count boot 1 left on perm", m, strings.TrimSpace(count1))
 	}
@@ -333,11 +253,11 @@ func TestVMAppliance(t *testing.T) {
 
 	// Boot 3: without perm the appliance still comes up, holds the service
 	// that needs it and says why.
-	log3 := img.boot(t, ctx, "test.stop=term", func(port int) {
+	log3 := img.boot(t, "test.stop=term", func(port int) {
 		if got := getWeb(t, port); got != wantWeb {
 			t.Errorf("boot 3: web page = %q, want %q", got, wantWeb)
 		}
-	}, func(string) {})
+	}, func(*vmtest.VM) {})
 	expectLines(t, "boot 3", log3,
 		"init: warning: perm: no ingot.perm=PARTUUID=<guid> on the kernel command line",
 		"counter: held: needs /perm, which is not mounted",

@@ -1,7 +1,6 @@
 package stage1
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,28 +38,10 @@ const (
 	webGuestPort        = 8080
 )
 
-// consoleBuffer is a console sink the test reads while the VM writes.
-type consoleBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *consoleBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *consoleBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // pipelineVM is one run of vm.Run in the background.
 type pipelineVM struct {
 	t       *testing.T
-	console *consoleBuffer
+	console *vmtest.Console
 	port    int
 	cancel  context.CancelFunc
 	done    chan error
@@ -71,7 +51,7 @@ type pipelineVM struct {
 func startPipelineVM(t *testing.T, image, runDir string, opts ...func(*vm.Config)) *pipelineVM {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	v := &pipelineVM{t: t, console: &consoleBuffer{}, port: vmtest.FreePort(t), cancel: cancel, done: make(chan error, 1)}
+	v := &pipelineVM{t: t, console: &vmtest.Console{}, port: vmtest.FreePort(t), cancel: cancel, done: make(chan error, 1)}
 	c := vm.Config{
 		Image: image, RunDir: runDir, Accel: qemu.AccelTCG, MemoryMiB: 512, Vsock: vm.VsockNone,
 		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: v.port, GuestPort: webGuestPort}},
@@ -156,9 +136,7 @@ func (v *pipelineVM) stop() string {
 
 func supervisionConfig(t *testing.T) *ingotconfig.Config {
 	t.Helper()
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: point it at a Debian linux-image-*-cloud-amd64.deb (make test sets it)")
-	}
+	vmtest.Kernel(t, "amd64")
 	cfg, err := ingotconfig.Load("../../examples/supervision/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
