@@ -13,15 +13,14 @@ import (
 
 	"github.com/ingotdev/ingot/builder"
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/vmtest"
 )
 
-// helloConfig loads the hello example; the kernel comes from
-// INGOT_KERNEL_DEB as everywhere in the tests.
+// helloConfig loads the hello example; the builder takes the kernel that
+// vmtest.Kernel finds, as everywhere in the tests.
 func helloConfig(t *testing.T) *config.Config {
 	t.Helper()
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` and export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make test does this)")
-	}
+	vmtest.Kernel(t, "amd64")
 	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)

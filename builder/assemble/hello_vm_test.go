@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,9 +23,7 @@ func TestVMHello(t *testing.T) { testHello(t, config.TargetVMAmd64) }
 
 // TestVMHelloARM64 does the same for vm-arm64 under qemu-system-aarch64.
 func TestVMHelloARM64(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
-		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` (make test sets it)")
-	}
+	vmtest.Kernel(t, "arm64")
 	testHello(t, config.TargetVMArm64)
 }
 

@@ -69,9 +69,7 @@ var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch
 // persists across a reboot, and that going over its memory limit gets it
 // OOM-killed and restarted.
 func TestVMContainer(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` (make test sets it)")
-	}
+	vmtest.Kernel(t, "amd64")
 	busybox, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		t.Fatalf("busybox-static (scripts/setup.sh installs it): %v", err)
@@ -84,13 +82,8 @@ func TestVMContainer(t *testing.T) {
 // its seccomp filter (the arm64 syscall table and audit arch) and the
 // cgroup and namespace setup on the other architecture.
 func TestVMContainerARM64(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB_ARM64") == "" {
-		t.Fatal("INGOT_KERNEL_DEB_ARM64 is not set: run `make setup` (make test sets it)")
-	}
-	deb := os.Getenv("INGOT_BUSYBOX_DEB_ARM64")
-	if deb == "" {
-		t.Fatal("INGOT_BUSYBOX_DEB_ARM64 is not set: run `make setup` (scripts/fetch-deb.sh busybox-static arm64; make test sets it)")
-	}
+	vmtest.Kernel(t, "arm64")
+	deb := vmtest.BusyboxARM64(t)
 	dir := t.TempDir()
 	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb -x %s: %v\n%s", deb, err, out)

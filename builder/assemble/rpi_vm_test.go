@@ -1,16 +1,15 @@
 package assemble
 
 import (
-	"context"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
@@ -45,49 +44,17 @@ func TestVMRaspi3b(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	console := &vmtest.Console{}
-	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "raspi3b",
-		"-kernel", kernel, "-dtb", dtb,
-		"-append", strings.TrimSpace(cmdline)+" initcall_blacklist=bcm2835_wdt_driver_init",
-		"-drive", "file="+img+",if=sd,format=raw",
-		"-serial", "null", "-serial", "stdio", "-display", "none", "-monitor", "none")
-	cmd.Stdout, cmd.Stderr = console, console
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("console:\n%s", console.Tail(100))
-		}
-	}()
-	want := []string{
+	v := vmtest.Boot(t, &qemu.Machine{Arch: "arm64", Board: qemu.BoardRaspi3b, Kernel: kernel, DTB: dtb,
+		Cmdline: strings.TrimSpace(cmdline) + " initcall_blacklist=bcm2835_wdt_driver_init",
+		Disk:    img, ResetOnReboot: true})
+	v.WaitFor(t, 4*time.Minute,
 		"init: ingot-init stage1 (linux/arm64)",
 		"init: perm: /dev/mmcblk0p4 mounted on /perm",
 		"hello: started pid",
 		"agent listening on tcp",
 		"serving on :8080",
-	}
-	for {
-		missing := ""
-		for _, w := range want {
-			if !strings.Contains(console.String(), w) {
-				missing = w
-				break
-			}
-		}
-		if missing == "" {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("raspi3b console has no %q after %s", missing, 4*time.Minute)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if strings.Count(console.String(), "Booting Linux") > 1 {
+	)
+	if strings.Count(v.Console.String(), "Booting Linux") > 1 {
 		t.Errorf("the machine rebooted during the test")
 	}
 }
