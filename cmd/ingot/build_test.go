@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
@@ -48,11 +49,7 @@ func TestNewAndCert(t *testing.T) {
 // its config (both VMs and the Raspberry Pi): one image per target, each
 // named after its target.
 func TestBuildAllTargets(t *testing.T) {
-	for _, env := range []string{"INGOT_KERNEL_DEB", "INGOT_KERNEL_DEB_ARM64"} {
-		if os.Getenv(env) == "" {
-			t.Fatalf("%s is not set: run `make setup` (make test sets it)", env)
-		}
-	}
+	amd64, arm64 := vmtest.Kernel(t, "amd64"), vmtest.Kernel(t, "arm64")
 	repo, _ := filepath.Abs("../..")
 	dir := t.TempDir()
 	cfg, err := os.ReadFile(filepath.Join(repo, "examples/hello", config.FileName))
@@ -61,7 +58,7 @@ func TestBuildAllTargets(t *testing.T) {
 	}
 	// The copy is its own module holding the example's service, which
 	// uses only the standard library.
-	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB") + "\", vm-arm64: \"debian:" + os.Getenv("INGOT_KERNEL_DEB_ARM64") + "\"}\n"
+	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + amd64 + "\", vm-arm64: \"debian:" + arm64 + "\"}\n"
 	if !strings.Contains(y, "targets: [vm-amd64, vm-arm64, rpi]") {
 		t.Fatalf("examples/hello/%s no longer lists the VM targets and rpi:\n%s", config.FileName, cfg)
 	}

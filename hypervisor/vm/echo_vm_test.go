@@ -65,9 +65,7 @@ func roundTrip(ctx context.Context, target string, n int64) error {
 // channel of the built-in backend: round trips, many connections at once,
 // a guest-initiated connection, and the channel after a guest reboot.
 func TestVMVsockEcho(t *testing.T) {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		t.Fatal("INGOT_KERNEL_DEB is not set: run `make setup` (make test sets it)")
-	}
+	vmtest.Kernel(t, "amd64")
 	cfg, err := config.Load("../../examples/vsock-echo/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
