@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 const token = "0123456789abcdef-token"
@@ -141,9 +141,8 @@ const partBytes = 1 << 20
 // squashfsImage returns n bytes that pass the agent's squashfs checks.
 func squashfsImage(n int, fill byte) []byte {
 	b := bytes.Repeat([]byte{fill}, n)
-	binary.LittleEndian.PutUint32(b, 0x73717368)
-	binary.LittleEndian.PutUint16(b[28:], 4)
-	binary.LittleEndian.PutUint64(b[40:], uint64(n))
+	sb := squashfs.Superblock{BlockSize: squashfs.MinBlockBytes, BlockLog: 12, Compressor: squashfs.CompressorGzip, BytesUsed: uint64(n)}
+	copy(b, sb.Encode())
 	return b
 }
 
