@@ -11,8 +11,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/vmtest"
-	"github.com/ingotdev/ingot/packer/format/fat"
-	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 )
 
 // raspi3bSDBytes is the SD card QEMU's raspi3b gets: its SD model wants a
@@ -64,21 +63,12 @@ func TestVMRaspi3b(t *testing.T) {
 // then kernel= and cmdline= and the Pi 3 device tree under that prefix.
 func raspiBootFiles(t *testing.T, img, dir string) (kernel, dtb, cmdline string) {
 	t.Helper()
-	f, err := os.Open(img)
+	im, err := image.Open(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := gpt.Read(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	boot := table.Partitions[0]
-	bootFS, err := fat.Open(fat.NewSection(f, boot.OffsetBytes(), boot.SizeBytes()), boot.SizeBytes())
+	defer im.Close()
+	bootFS, err := im.Boot()
 	if err != nil {
 		t.Fatal(err)
 	}

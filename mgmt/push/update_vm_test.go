@@ -25,8 +25,7 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/format/certpin"
-	"github.com/ingotdev/ingot/packer/format/fat"
-	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -470,31 +469,21 @@ const cmdlineMark = "ingot.test_mark=v2"
 // with.
 func appendCmdline(t *testing.T, img, word string) {
 	t.Helper()
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	im, err := image.OpenRW(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	defer im.Close()
+	bootFS, err := im.Boot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := gpt.Read(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := table.Partitions[0]
-	section := fat.NewSection(f, p.OffsetBytes(), p.SizeBytes())
 	name := slot.B.BootFile(layout.CmdlineFile)
-	bootFS, err := fat.Open(section, section.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
 	old, err := bootFS.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fat.Rewrite(section, section.Size(), name, []byte(strings.TrimSpace(string(old))+" "+word+"\n")); err != nil {
+	if err := im.RewriteBoot(name, []byte(strings.TrimSpace(string(old))+" "+word+"\n")); err != nil {
 		t.Fatal(err)
 	}
 }
