@@ -350,21 +350,6 @@ func targetFor(cfg *config.Config, running, arch string) (config.Target, error) 
 	return "", fmt.Errorf("push: %s lists no target for the appliance's architecture %q (targets %v)", cfg.File, arch, cfg.Targets)
 }
 
-// RootImage opens an image file and returns its root squashfs
-// (rootSection) and the function that closes the file.
-func RootImage(path string) (*io.SectionReader, func() error, error) {
-	im, err := image.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("push: %w", err)
-	}
-	sr, err := rootSection(im)
-	if err != nil {
-		im.Close()
-		return nil, nil, err
-	}
-	return sr, im.Close, nil
-}
-
 // rootSection returns the root squashfs of a fresh image, in slot a: the
 // partition's bytes up to the filesystem's end, rounded up to the 4 KiB
 // the writer pads to.

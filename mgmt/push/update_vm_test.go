@@ -217,7 +217,7 @@ func TestVMUpdate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		root, closeRoot, err := RootImage(img)
+		root, closeRoot, err := rootImage(img)
 		if err != nil {
 			t.Fatal(err)
 		}

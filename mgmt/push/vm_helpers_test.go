@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/image"
 )
 
 // runVM boots img under TCG in runDir until the test ends, forwarding the
@@ -58,4 +60,19 @@ func agentClient(t *testing.T, appDir, runDir string) (*mgmt.Client, string, str
 	}
 	t.Cleanup(func() { c.Close() })
 	return c, target, string(tok)
+}
+
+// rootImage opens an image file and returns its root squashfs
+// (rootSection) and the function that closes the file.
+func rootImage(path string) (*io.SectionReader, func() error, error) {
+	im, err := image.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("push: %w", err)
+	}
+	sr, err := rootSection(im)
+	if err != nil {
+		im.Close()
+		return nil, nil, err
+	}
+	return sr, im.Close, nil
 }
