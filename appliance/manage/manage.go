@@ -146,9 +146,12 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 			// The Raspberry Pi firmware chose this boot: apply the trial
 			// rules no host-side loader applied.
 			uopts = append(uopts, update.WithFirmware(piboot.Firmware{}))
-			trial, err := update.FirmwareBoot(o.bootDir, slot.Name(boot.Slot))
+			trial, repaired, err := update.FirmwareBoot(o.bootDir, slot.Name(boot.Slot), piboot.Firmware{})
 			if err != nil {
 				sys.Printf("manage: firmware boot state: %v", err)
+			}
+			if repaired != "" {
+				sys.Printf("manage: %s", repaired)
 			}
 			boot.Trial = boot.Trial || trial
 		}

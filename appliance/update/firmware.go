@@ -1,6 +1,10 @@
 package update
 
-import "github.com/ingotdev/ingot/packer/format/slot"
+import (
+	"fmt"
+
+	"github.com/ingotdev/ingot/packer/format/slot"
+)
 
 // Firmware is a boot loader that lives on the boot partition and reads
 // files of its own rather than slot.json, such as the Raspberry Pi
@@ -37,24 +41,34 @@ func slotBootFile(fw Firmware, name string, n slot.Name) string {
 // try was spent means the trial failed, which LastFailed records. A trial
 // whose try is left was never started (the power went between commit and
 // reboot) and stays pending. It reports whether this boot is a trial.
-func FirmwareBoot(bootDir string, booted slot.Name) (bool, error) {
+//
+// slot.json is written before fw's files, so a power cut in between leaves
+// slot.json ahead: a confirmed slot that the firmware does not boot yet.
+// FirmwareBoot then mirrors slot.json's active slot into fw again, so the
+// next boot runs it, and says so in its error-free report (repaired).
+func FirmwareBoot(bootDir string, booted slot.Name, fw Firmware) (trial bool, repaired string, err error) {
 	s, err := ReadState(bootDir)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	switch {
+	case s.Trial == "" && booted != s.Active:
+		if err := fw.Activate(bootDir, s.Active); err != nil {
+			return false, "", fmt.Errorf("update: firmware booted slot %s, slot.json has %s active: %w", booted, s.Active, err)
+		}
+		return false, fmt.Sprintf("the firmware booted slot %s, but slot.json has %s active (the power went while a confirm was written): the firmware now boots %s again from the next boot", booted, s.Active, s.Active), nil
 	case s.Trial != "" && booted == s.Trial:
 		if s.TriesLeft > 0 {
 			s.TriesLeft--
 			if err := saveState(bootDir, s); err != nil {
-				return false, err
+				return false, "", err
 			}
 		}
-		return true, nil
+		return true, "", nil
 	case s.Trial != "" && booted == s.Active && s.TriesLeft == 0:
 		if err := saveState(bootDir, s.Decide().Next); err != nil {
-			return false, err
+			return false, "", err
 		}
 	}
-	return false, nil
+	return false, "", nil
 }

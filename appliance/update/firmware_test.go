@@ -77,7 +77,7 @@ func TestRaspberryPiTrial(t *testing.T) {
 		}
 
 		// The firmware boots b once.
-		trial, err := FirmwareBoot(r.bootDir, slot.B)
+		trial, _, err := FirmwareBoot(r.bootDir, slot.B, piboot.Firmware{})
 		if err != nil || !trial {
 			t.Fatalf("FirmwareBoot(b) = %v, %v; want a trial", trial, err)
 		}
@@ -98,7 +98,7 @@ func TestRaspberryPiTrial(t *testing.T) {
 		if s, _ := piboot.Active(r.bootDir); s != "a" {
 			t.Errorf("config.txt during an unconfirmed trial selects %q, want a", s)
 		}
-		trial, err = FirmwareBoot(r.bootDir, slot.A)
+		trial, _, err = FirmwareBoot(r.bootDir, slot.A, piboot.Firmware{})
 		if err != nil || trial {
 			t.Fatalf("FirmwareBoot(a) after the trial = %v, %v; want a normal boot", trial, err)
 		}
@@ -113,13 +113,38 @@ func TestRaspberryPiTrial(t *testing.T) {
 // (power cut) leaves the trial pending, not failed.
 func TestFirmwareBootUnstartedTrial(t *testing.T) {
 	r := newRig(t, slot.State{Active: slot.A, Trial: slot.B, TriesLeft: 1})
-	trial, err := FirmwareBoot(r.bootDir, slot.A)
+	trial, _, err := FirmwareBoot(r.bootDir, slot.A, piboot.Firmware{})
 	if err != nil || trial {
 		t.Fatalf("FirmwareBoot(a) = %v, %v", trial, err)
 	}
 	st, _ := ReadState(r.bootDir)
 	if st.Trial != slot.B || st.TriesLeft != 1 || st.LastFailed != nil {
 		t.Errorf("slot.json = %+v, want the trial of b still pending", st)
+	}
+}
+
+// TestFirmwareBootAfterTornConfirm: the power went after a confirm saved
+// slot.json (b active) but before config.txt was switched, so the firmware
+// booted a again. The next boot must run the confirmed b: config.txt is
+// switched now, slot.json is left as it is, and the repair is reported.
+func TestFirmwareBootAfterTornConfirm(t *testing.T) {
+	r := newRig(t, slot.State{Active: slot.B})
+	if err := os.WriteFile(filepath.Join(r.bootDir, piboot.ConfigFile), []byte(piConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trial, repaired, err := FirmwareBoot(r.bootDir, slot.A, piboot.Firmware{})
+	if err != nil || trial || !strings.Contains(repaired, "slot.json has b active") {
+		t.Fatalf("FirmwareBoot(a) with b active = %v, %q, %v; want a reported repair", trial, repaired, err)
+	}
+	if s, err := piboot.Active(r.bootDir); err != nil || s != "b" {
+		t.Errorf("config.txt after the repair selects %q, %v; want b", s, err)
+	}
+	if st, _ := ReadState(r.bootDir); st.Active != slot.B || st.Trial != "" {
+		t.Errorf("slot.json = %+v, want b active and unchanged", st)
+	}
+	// Booting the active slot needs no repair.
+	if _, repaired, err := FirmwareBoot(r.bootDir, slot.B, piboot.Firmware{}); err != nil || repaired != "" {
+		t.Errorf("FirmwareBoot(b) with b active = %q, %v; want nothing to repair", repaired, err)
 	}
 }
 
