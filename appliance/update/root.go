@@ -214,14 +214,8 @@ func streamRest(ctx context.Context, dev Device, h hash.Hash, body io.Reader, fr
 // checkSuperblock checks the squashfs superblock at the start of an image
 // of imageBytes.
 func checkSuperblock(b []byte, imageBytes int64) error {
-	sb, err := squashfs.Parse(b)
-	if err != nil {
-		return err
-	}
-	if sb.BytesUsed > uint64(imageBytes) {
-		return fmt.Errorf("squashfs: bytes_used %d does not fit the %d-byte image", sb.BytesUsed, imageBytes)
-	}
-	return nil
+	_, err := squashfs.ParseWithin(b, imageBytes)
+	return err
 }
 
 // ValidRoot checks that dev starts with a squashfs superblock, i.e. that a

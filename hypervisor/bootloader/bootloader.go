@@ -31,10 +31,15 @@ type Boot struct {
 	Cmdline string
 	// State is the slot state as persisted before this boot.
 	State slot.State
+	// Recovered is set when slot.json could not be read or parsed: which
+	// slot boots instead and why (slot.Recover). The VMM shows it to the
+	// operator; the guest's status shows it as last_failed.
+	Recovered string
 }
 
 // Prepare reads the boot partition of the image at path, decides which
-// slot to boot, writes the decision back to slot.json when it changed, and
+// slot to boot (image.Decide: with an unreadable slot.json, a slot whose
+// root is valid), writes the decision back to slot.json when it changed, and
 // extracts kernel and initramfs into dir. extraCmdline is appended to the
 // command line (e.g. the guest network of the VMM).
 func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
@@ -60,22 +65,25 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	if _, err := fs.Stat(bootFS, piboot.ConfigFile); err == nil {
 		return nil, fmt.Errorf("bootloader: %s is a Raspberry Pi image (target %s): the board's firmware boots it, not a VM; write it to a card with `ingot flash`, or build target vm-arm64 to run the same appliance here", path, b.Info.Target)
 	}
-	stateData, err := bootFS.ReadFile(layout.SlotFile)
+	d, err := im.Decide()
 	if err != nil {
-		return nil, fmt.Errorf("bootloader: %s: boot partition: %w", path, err)
+		return nil, fmt.Errorf("bootloader: %w", err)
 	}
-	state, err := slot.Parse(stateData)
-	if err != nil {
-		// A corrupt slot.json must not strand the appliance: slot a is the
-		// one the packer wrote, so it is the safe fallback.
-		state = slot.State{Active: slot.A, LastFailed: &slot.Failure{Slot: "", Reason: "slot.json unreadable: " + err.Error()}}
-	}
-	d := state.Decide()
-	if d.Changed || err != nil {
+	b.Recovered = d.Recovered
+	if d.Changed {
 		// The decision is on disk before the guest starts: RewriteBoot
-		// syncs.
+		// syncs, and it replaces the file in place (new clusters, then one
+		// directory entry write), so a power cut leaves the old or the new
+		// state.
 		if err := im.RewriteBoot(layout.SlotFile, d.Next.Marshal()); err != nil {
-			return nil, fmt.Errorf("bootloader: persist slot decision: %w", err)
+			if d.Recovered == "" {
+				return nil, fmt.Errorf("bootloader: persist slot decision: %w", err)
+			}
+			// A recovered decision spends no try and starts no trial:
+			// the next boot, finding the same unreadable file, decides
+			// the same. Booting without it is safe, and the guest's
+			// updates stay off until slot.json is readable.
+			b.Recovered += fmt.Sprintf(" (not written to %s: %v)", layout.SlotFile, err)
 		}
 	}
 	b.Slot, b.Trial, b.State = d.Boot, d.Trial, d.Next

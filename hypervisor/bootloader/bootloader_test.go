@@ -17,6 +17,7 @@ import (
 	"github.com/ingotdev/ingot/packer/fat"
 	fatformat "github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
 	"github.com/ingotdev/ingot/packer/format/slot"
@@ -199,5 +200,179 @@ func TestRaspberryPiImageRefused(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
 		t.Error("Prepare changed the Pi image")
+	}
+}
+
+// copyRoot copies slot from's root partition over slot to's, as a
+// completed update into to leaves it.
+func copyRoot(t *testing.T, img string, from, to slot.Name) {
+	t.Helper()
+	im, err := image.OpenRW(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	src, err := im.Root(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := im.Partition(to.PartitionLabel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if _, err := io.Copy(io.NewOffsetWriter(fd, dst.OffsetBytes()), src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// zeroRoot zeroes the first 4 KiB of slot n's root partition, superblock
+// included, as an update into n does until its last write.
+func zeroRoot(t *testing.T, img string, n slot.Name) {
+	t.Helper()
+	im, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := im.Partition(n.PartitionLabel())
+	im.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if _, err := fd.WriteAt(make([]byte, 4096), p.OffsetBytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tearState replaces slot.json with data, as a torn write leaves it.
+func tearState(t *testing.T, img string, data []byte) {
+	t.Helper()
+	im, err := image.OpenRW(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.RewriteBoot(layout.SlotFile, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readState reads slot.json back from img.
+func readState(t *testing.T, img string) (slot.State, error) {
+	t.Helper()
+	im, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	bootFS, err := im.Boot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := bootFS.ReadFile(layout.SlotFile)
+	if err != nil {
+		return slot.State{}, err
+	}
+	return slot.Parse(data)
+}
+
+// TestUnreadableStateBootsAValidRoot performs issue 12's attack 4: an
+// update into slot a failed half-way (its superblock zeroed) while b runs,
+// and slot.json was torn. The loader must boot b, whose root is valid,
+// not a, and say why; the state it writes back names b, so the next boot
+// needs no recovery. The old loader booted a, which cannot mount its root,
+// on every start.
+func TestUnreadableStateBootsAValidRoot(t *testing.T) {
+	garbage := bytes.Repeat([]byte{0xa5, 0x00, '{'}, slot.FileBytes/3+1)[:slot.FileBytes]
+	torn := []byte(`{"active":"b","tri`)
+	tests := []struct {
+		name    string
+		state   []byte
+		zeroed  []slot.Name // roots without a superblock
+		boot    slot.Name
+		failed  slot.Name // the slot the recorded state names as unbootable
+		wantErr []string
+	}{
+		{"a zeroed, garbage state", garbage, []slot.Name{slot.A}, slot.B, slot.A, nil},
+		{"a zeroed, torn state", torn, []slot.Name{slot.A}, slot.B, slot.A, nil},
+		{"both valid, torn state", torn, nil, slot.A, "", nil},
+		{"both zeroed, garbage state", garbage, []slot.Name{slot.A, slot.B}, "", "", []string{
+			"slot.json is unreadable", "slot a: ", "slot b: ", "root-a: no valid root", "root-b: no valid root", "magic"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img := writeImage(t)
+			copyRoot(t, img, slot.A, slot.B) // b holds a complete root, as after an update
+			for _, n := range tt.zeroed {
+				zeroRoot(t, img, n)
+			}
+			tearState(t, img, tt.state)
+
+			b, err := Prepare(img, t.TempDir())
+			if err == nil {
+				t.Logf("slot %s: %s", b.Slot, b.Recovered)
+			}
+			if tt.wantErr != nil {
+				t.Logf("error: %v", err)
+				for _, w := range tt.wantErr {
+					if err == nil || !strings.Contains(err.Error(), w) {
+						t.Errorf("Prepare() = %v, want an error containing %q", err, w)
+					}
+				}
+				if _, err := readState(t, img); err == nil {
+					t.Error("Prepare wrote a slot.json although no slot can boot")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Prepare: %v", err)
+			}
+			if b.Slot != tt.boot || b.Trial {
+				t.Fatalf("Prepare() boots slot %s (trial %v), want %s, the first slot whose root is valid", b.Slot, b.Trial, tt.boot)
+			}
+			if !strings.Contains(b.Recovered, "slot.json unreadable, booted slot "+string(tt.boot)) {
+				t.Errorf("Prepare().Recovered = %q, want it to say slot.json is unreadable and slot %s booted", b.Recovered, tt.boot)
+			}
+			if tt.failed != "" && !strings.Contains(b.Recovered, "root-"+string(tt.failed)+": no valid root") {
+				t.Errorf("Prepare().Recovered = %q, want slot %s's reason", b.Recovered, tt.failed)
+			}
+			if !strings.Contains(b.Cmdline, layout.ParamSlot+"="+string(tt.boot)) || strings.Contains(b.Cmdline, layout.ParamTrial) {
+				t.Errorf("cmdline %q, want slot %s and no trial", b.Cmdline, tt.boot)
+			}
+			s, err := readState(t, img)
+			if err != nil || s.Active != tt.boot || s.Trial != "" || s.LastFailed == nil || s.LastFailed.Slot != tt.failed || !strings.Contains(s.LastFailed.Reason, "unreadable") {
+				t.Errorf("slot.json after Prepare = %+v, %v; want %s active, no trial, last_failed naming %q and the reason", s, err, tt.boot, tt.failed)
+			}
+			// The state is readable again: the next boot is an ordinary one.
+			b, _, _ = prepare(t, img)
+			if b.Slot != tt.boot || b.Recovered != "" {
+				t.Errorf("next Prepare() boots %s, recovered %q; want %s with nothing to recover", b.Slot, b.Recovered, tt.boot)
+			}
+		})
+	}
+}
+
+// TestMissingStateStillBoots: without slot.json there is nothing to
+// rewrite in place; the loader boots the valid slot all the same and says
+// that the choice was not written.
+func TestMissingStateStillBoots(t *testing.T) {
+	img := writeImage(t)
+	withBootMounted(t, img, func(bootDir string) {
+		if err := os.Remove(filepath.Join(bootDir, layout.SlotFile)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	b, _, _ := prepare(t, img)
+	if b.Slot != slot.A || !strings.Contains(b.Recovered, "slot.json unreadable, booted slot a") || !strings.Contains(b.Recovered, "not written to slot.json") {
+		t.Errorf("Prepare() without slot.json = slot %s, recovered %q; want a, saying the state was unreadable and not written", b.Slot, b.Recovered)
 	}
 }

@@ -143,6 +143,9 @@ func Run(ctx context.Context, c Config) error {
 		if b.Trial {
 			trial = fmt.Sprintf(" (trial, %d tries left after this one)", b.State.TriesLeft)
 		}
+		if b.Recovered != "" {
+			logf("boot %d: %s", boots, b.Recovered)
+		}
 		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.Info.BuildID), b.Slot, trial)
 		exit, used, err := qemu.Run(ctx, m, accel, logf)
 		if err != nil {

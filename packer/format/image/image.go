@@ -17,6 +17,7 @@ import (
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/piboot"
 	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 // Image is a disk image with a GPT.
@@ -106,6 +107,92 @@ func (im *Image) Root(n slot.Name) (*io.SectionReader, error) {
 		return nil, fmt.Errorf("image: %s: slot %q is not a or b", im.name, n)
 	}
 	return im.section(n.PartitionLabel())
+}
+
+// CheckRoot checks that slot n's partition holds a complete root: a
+// squashfs superblock that squashfs.ParseWithin accepts for the
+// partition's size (an interrupted update leaves it zeroed).
+func (im *Image) CheckRoot(n slot.Name) error {
+	if err := im.checkRoot(n); err != nil {
+		return fmt.Errorf("image: %s: %w", im.name, err)
+	}
+	return nil
+}
+
+// CheckSlot checks that slot n can boot: CheckRoot, and each file it boots
+// with (SlotFiles) is on the boot partition.
+func (im *Image) CheckSlot(n slot.Name) error {
+	if err := im.checkSlot(n); err != nil {
+		return fmt.Errorf("image: %s: %w", im.name, err)
+	}
+	return nil
+}
+
+// checkRoot is CheckRoot; its errors do not name the image.
+func (im *Image) checkRoot(n slot.Name) error {
+	if !n.Valid() {
+		return fmt.Errorf("slot %q is not a or b", n)
+	}
+	part, err := im.Root(n)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, squashfs.SuperblockBytes)
+	if _, err := part.ReadAt(b, 0); err != nil {
+		return fmt.Errorf("%s: superblock: %w", n.PartitionLabel(), err)
+	}
+	if _, err := squashfs.ParseWithin(b, part.Size()); err != nil {
+		return fmt.Errorf("%s: no valid root: %w", n.PartitionLabel(), err)
+	}
+	return nil
+}
+
+// checkSlot is CheckSlot; its errors do not name the image.
+func (im *Image) checkSlot(n slot.Name) error {
+	if err := im.checkRoot(n); err != nil {
+		return err
+	}
+	bootFS, err := im.Boot()
+	if err != nil {
+		return err
+	}
+	paths, err := SlotFiles(bootFS, n)
+	if err != nil {
+		return fmt.Errorf("boot partition: %w", err)
+	}
+	for _, p := range paths {
+		if _, err := fs.Stat(bootFS, p); err != nil {
+			return fmt.Errorf("boot partition: slot %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// Decide reads slot.json from the boot partition and applies the boot
+// rules (slot.State.Decide). When slot.json cannot be read or parsed, the
+// slot is chosen by slot.Recover with CheckSlot, and the decision's
+// Recovered says so; an error means that no slot can boot. Every loader
+// that chooses the slot itself (not a Raspberry Pi's firmware) decides
+// through here, so none boots a slot from unreadable state without
+// checking it.
+func (im *Image) Decide() (slot.Decision, error) {
+	bootFS, err := im.Boot()
+	if err != nil {
+		return slot.Decision{}, err
+	}
+	data, err := bootFS.ReadFile(layout.SlotFile)
+	var state slot.State
+	if err == nil {
+		state, err = slot.Parse(data)
+	}
+	if err != nil {
+		d, rerr := slot.Recover(err, im.checkSlot)
+		if rerr != nil {
+			return slot.Decision{}, fmt.Errorf("image: %s: %w", im.name, rerr)
+		}
+		return d, nil
+	}
+	return state.Decide(), nil
 }
 
 // Boot opens the FAT filesystem of the boot partition.

@@ -88,3 +88,42 @@ func TestRewriteBoot(t *testing.T) {
 		t.Errorf("slot.json after RewriteBoot = %q, %v; want %q", got, err, want)
 	}
 }
+
+// TestDecide: a new image's slot b holds no root; Decide follows a
+// readable slot.json, and with an unreadable one picks a slot by CheckSlot.
+func TestDecide(t *testing.T) {
+	path := writeImage(t)
+	im, err := image.OpenRW(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.CheckSlot(slot.A); err != nil {
+		t.Errorf("CheckSlot(a) on a new image = %v", err)
+	}
+	if err := im.CheckSlot(slot.B); err == nil || !strings.Contains(err.Error(), "root-b: no valid root: squashfs: offset 0: magic") || !strings.Contains(err.Error(), path) {
+		t.Errorf("CheckSlot(b) on a new image = %v, want the image, the partition and the magic", err)
+	}
+	if err := im.CheckRoot("c"); err == nil {
+		t.Error("CheckRoot(c) succeeded")
+	}
+	d, err := im.Decide()
+	if err != nil || d.Boot != slot.A || d.Changed || d.Recovered != "" {
+		t.Errorf("Decide() on a new image = %+v, %v; want a, unchanged", d, err)
+	}
+	// slot.json says b, but it is readable: the rules follow it (the
+	// loaders check roots only when the state cannot be trusted).
+	if err := im.RewriteBoot(layout.SlotFile, slot.State{Active: slot.B}.Marshal()); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := im.Decide(); err != nil || d.Boot != slot.B || d.Recovered != "" {
+		t.Errorf("Decide() with b active = %+v, %v; want b", d, err)
+	}
+	if err := im.RewriteBoot(layout.SlotFile, []byte("{\"active\":")); err != nil {
+		t.Fatal(err)
+	}
+	d, err = im.Decide()
+	if err != nil || d.Boot != slot.A || !strings.Contains(d.Recovered, "booted slot a") || d.Next.Active != slot.A {
+		t.Errorf("Decide() with a torn slot.json = %+v, %v; want a, recovered", d, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/ingotdev/ingot/packer/format/layout"
 )
@@ -145,6 +146,10 @@ type Decision struct {
 	// Changed reports whether Next differs from the state read, i.e. the
 	// loader must write it back before it boots.
 	Changed bool
+	// Recovered, set only by Recover, says that slot.json could not be
+	// read and which slot was chosen instead, and why: the loader must
+	// show it to the operator.
+	Recovered string
 }
 
 // Decide applies the boot rules: a trial with tries left is booted and
@@ -164,6 +169,41 @@ func (s State) Decide() Decision {
 		return Decision{Boot: s.Active, Next: next, Changed: true}
 	}
 	return Decision{Boot: s.Active, Next: s}
+}
+
+// Recover is the decision when slot.json cannot be read or parsed (why
+// says how it failed). Nothing in the file can be trusted, not even which
+// slot is active, so the slot is chosen by what it holds: check reports
+// why slot n cannot boot (no complete root, missing boot files), and the
+// first of a, b that passes boots, as the active slot with no trial. Slot
+// a comes first because every image starts with it; b is taken only when
+// a cannot boot, e.g. after an update into a failed half-way (its
+// superblock is zeroed until the last write) and a torn slot.json.
+//
+// Next records the choice in LastFailed, naming the slot that could not
+// boot (none when both could), so the appliance's status shows it (a new
+// field would make older roots refuse the file). Next is safe to persist:
+// it names only a slot that check has just passed and starts no trial, so
+// it is what Recover would decide again at the next boot. When no slot
+// passes, the error names both reasons.
+func Recover(why error, check func(Name) error) (Decision, error) {
+	var reasons []string
+	var failed Name
+	for _, n := range []Name{A, B} {
+		err := check(n)
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("slot %s: %v", n, err))
+			failed = n
+			continue
+		}
+		reason := fmt.Sprintf("%s unreadable, booted slot %s, whose root is valid: %v", layout.SlotFile, n, why)
+		if failed != "" {
+			reason += "; " + reasons[0]
+		}
+		next := State{Active: n, LastFailed: &Failure{Slot: failed, Reason: reason}}
+		return Decision{Boot: n, Next: next, Changed: true, Recovered: reason}, nil
+	}
+	return Decision{}, fmt.Errorf("slot: %s is unreadable (%v) and no slot can boot: %s", layout.SlotFile, why, strings.Join(reasons, "; "))
 }
 
 // StartTrial returns the state that boots slot n on trial for tries boots.

@@ -1,6 +1,7 @@
 package slot
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,58 @@ func TestDecide(t *testing.T) {
 		if tt.failedNow && (d.Next.LastFailed == nil || d.Next.LastFailed.Slot != tt.in.Trial) {
 			t.Errorf("%s: Decide().Next.LastFailed = %+v, want slot %q", tt.name, d.Next.LastFailed, tt.in.Trial)
 		}
+	}
+}
+
+// TestRecover: with slot.json unreadable, the first slot whose check
+// passes boots as active, with no trial, and the state says why; with none
+// the error names both slots' reasons.
+func TestRecover(t *testing.T) {
+	torn := errors.New("unexpected end of JSON input")
+	zeroed := errors.New("magic 0x00000000 is not squashfs")
+	empty := errors.New("no superblock")
+	tests := []struct {
+		name   string
+		bad    map[Name]error
+		boot   Name
+		failed Name
+	}{
+		{"both valid", nil, A, ""},
+		{"a zeroed", map[Name]error{A: zeroed}, B, A},
+		{"b empty", map[Name]error{B: empty}, A, ""},
+	}
+	for _, tt := range tests {
+		d, err := Recover(torn, func(n Name) error { return tt.bad[n] })
+		if err != nil {
+			t.Errorf("%s: Recover() = %v", tt.name, err)
+			continue
+		}
+		want := State{Active: tt.boot}
+		if d.Boot != tt.boot || d.Trial || !d.Changed || d.Next.Active != want.Active || d.Next.Trial != "" || d.Next.TriesLeft != 0 {
+			t.Errorf("%s: Recover() = %+v, want boot %s as active, no trial, changed", tt.name, d, tt.boot)
+		}
+		if err := d.Next.Validate(); err != nil {
+			t.Errorf("%s: Recover().Next: %v", tt.name, err)
+		}
+		if !strings.Contains(d.Recovered, "slot.json unreadable, booted slot "+string(tt.boot)) || !strings.Contains(d.Recovered, torn.Error()) {
+			t.Errorf("%s: Recover().Recovered = %q, want it to say slot.json was unreadable, slot %s booted, and why", tt.name, d.Recovered, tt.boot)
+		}
+		if tt.failed != "" && !strings.Contains(d.Recovered, zeroed.Error()) {
+			t.Errorf("%s: Recover().Recovered = %q, want slot %s's reason", tt.name, d.Recovered, tt.failed)
+		}
+		if f := d.Next.LastFailed; f == nil || f.Slot != tt.failed || f.Reason != d.Recovered {
+			t.Errorf("%s: Recover().Next.LastFailed = %+v, want slot %q and the reason", tt.name, f, tt.failed)
+		}
+		// What is persisted reads back as the same decision, with nothing
+		// left to spend: the next boot boots the same slot.
+		back, err := Parse(d.Next.Marshal())
+		if err != nil || back.Decide().Boot != tt.boot || back.Decide().Changed {
+			t.Errorf("%s: Parse(Recover().Next.Marshal()) = %+v, %v; want a state that boots %s unchanged", tt.name, back, err, tt.boot)
+		}
+	}
+	_, err := Recover(torn, func(n Name) error { return map[Name]error{A: zeroed, B: empty}[n] })
+	if err == nil || !strings.Contains(err.Error(), "slot a: "+zeroed.Error()) || !strings.Contains(err.Error(), "slot b: "+empty.Error()) || !strings.Contains(err.Error(), torn.Error()) {
+		t.Errorf("Recover(no slot boots) = %v, want an error naming slot.json's and both slots' reasons", err)
 	}
 }
 

@@ -147,3 +147,18 @@ func Parse(b []byte) (Superblock, error) {
 func (s *Superblock) PaddedBytes() uint64 {
 	return (s.BytesUsed + AlignBytes - 1) / AlignBytes * AlignBytes
 }
+
+// ParseWithin is Parse for an image that must lie within sizeBytes, such
+// as a root partition or a declared stream length: it also checks that
+// bytes_used fits. A slot whose start passes holds a complete root,
+// since the writers write the superblock last.
+func ParseWithin(b []byte, sizeBytes int64) (Superblock, error) {
+	s, err := Parse(b)
+	if err != nil {
+		return Superblock{}, err
+	}
+	if sizeBytes < 0 || s.BytesUsed > uint64(sizeBytes) {
+		return Superblock{}, fmt.Errorf("squashfs: offset %d: bytes_used %d does not fit the %d bytes that hold the image", bytesUsedOffset, s.BytesUsed, sizeBytes)
+	}
+	return s, nil
+}

@@ -62,3 +62,19 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestParseWithin(t *testing.T) {
+	sb := valid()
+	b := sb.Encode()
+	if _, err := ParseWithin(b, int64(sb.BytesUsed)); err != nil {
+		t.Errorf("ParseWithin(bytes_used %d, %d) = %v, want nil", sb.BytesUsed, sb.BytesUsed, err)
+	}
+	for _, size := range []int64{int64(sb.BytesUsed) - 1, -1} {
+		if _, err := ParseWithin(b, size); err == nil || !strings.Contains(err.Error(), "offset 40: bytes_used 5000 does not fit") {
+			t.Errorf("ParseWithin(bytes_used %d, %d) = %v, want an error naming bytes_used at offset 40", sb.BytesUsed, size, err)
+		}
+	}
+	if _, err := ParseWithin(make([]byte, SuperblockBytes), 1<<20); err == nil || !strings.Contains(err.Error(), "magic") {
+		t.Errorf("ParseWithin(zeros) = %v, want Parse's magic error", err)
+	}
+}
