@@ -306,22 +306,113 @@ func model(dir string) string {
 	return strings.Join(words, " ")
 }
 
-// openTarget opens t for writing and reading back. A block device is
-// opened exclusively, which the kernel refuses while anything (a mount,
+// openTarget opens the block device or regular file at path for writing
+// and reading back, and inspects what it opened. The path is resolved
+// once: first without opening any driver (O_PATH), so that nothing but a
+// block device or a regular file is ever opened, then that same inode is
+// opened through /proc, never through the path again. The descriptor
+// returned is what Flash checks, writes and reads back, and holding it
+// open keeps the kernel from giving the device's number to another card.
+func openTarget(path string, o options) (*os.File, Target, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, Target{}, notFound(path)
+	}
+	if err != nil {
+		return nil, Target{}, fmt.Errorf("flash: open %s: %w", path, err)
+	}
+	named := os.NewFile(uintptr(fd), path)
+	defer named.Close()
+	nst, err := named.Stat()
+	if err != nil {
+		return nil, Target{}, fmt.Errorf("flash: %w", err)
+	}
+	if !nst.Mode().IsRegular() && !isBlock(nst) {
+		return nil, Target{}, &RefusedError{Path: path, Reason: "not a block device or a regular file"}
+	}
+	t := Target{Path: path, Block: isBlock(nst)}
+	f, err := reopen(named, t, t.Block)
+	if err != nil {
+		// Most often a device claimed by a mount: say by what when the
+		// checks can tell.
+		if _, ierr := inspect(path, nst, o); ierr != nil {
+			return nil, Target{}, ierr
+		}
+		return nil, Target{}, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		t, err = inspect(path, st, o)
+	}
+	if err != nil {
+		f.Close()
+		return nil, Target{}, err
+	}
+	return f, t, nil
+}
+
+// reopen opens for reading and writing the device or file that f has
+// open, through /proc/self/fd rather than any path, so that it is the
+// same one whatever the path names now. With exclusive a block device is
+// claimed (O_EXCL), which the kernel refuses while anything (a mount,
 // device mapper, another flash) claims it or a partition of it.
-func openTarget(t Target) (*os.File, error) {
-	flags := os.O_RDWR
-	if t.Block {
+func reopen(f *os.File, t Target, exclusive bool) (*os.File, error) {
+	flags := unix.O_RDWR | unix.O_CLOEXEC
+	if exclusive {
 		flags |= unix.O_EXCL
 	}
-	f, err := os.OpenFile(t.Path, flags, 0)
+	fd, err := unix.Open(fdPath(f), flags, 0)
 	if errors.Is(err, unix.EBUSY) {
 		return nil, &RefusedError{Path: t.Path, Reason: "the device is busy (in use by a mount or another program)"}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("flash: %w", err)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("flash: open %s through %s (is /proc mounted?): %w", t.Path, fdPath(f), err)
 	}
-	return f, nil
+	if err != nil {
+		return nil, fmt.Errorf("flash: open %s: %w", t.Path, err)
+	}
+	return os.NewFile(uintptr(fd), t.Path), nil
+}
+
+func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// childTarget is how a child process (mke2fs) opens the target that held
+// has open: as its descriptor 3, through /proc, never through the path.
+func childTarget(held *os.File) (path string, extra []*os.File) {
+	return "/proc/self/fd/3", []*os.File{held}
+}
+
+// identity names what st is for a refusal: a block device by its number,
+// which is what the kernel opens, anything else by its inode and
+// filesystem.
+func identity(st fs.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return "a file of unknown identity"
+	case isBlock(st):
+		return "block device " + devNum(sys.Rdev)
+	case st.Mode().IsRegular():
+		return fmt.Sprintf("inode %d on device %s", sys.Ino, devNum(sys.Dev))
+	default:
+		return fmt.Sprintf("inode %d on device %s, not a block device or a regular file", sys.Ino, devNum(sys.Dev))
+	}
+}
+
+// sameTarget reports whether now, a fresh stat of the target's path,
+// names what was, the stat of the descriptor opened for it: the same
+// device number for a block device, the same inode for a file.
+func sameTarget(was, now fs.FileInfo) bool {
+	w, okW := was.Sys().(*syscall.Stat_t)
+	n, okN := now.Sys().(*syscall.Stat_t)
+	switch {
+	case !okW || !okN:
+		return false
+	case isBlock(was):
+		return isBlock(now) && w.Rdev == n.Rdev
+	default:
+		return now.Mode().IsRegular() && w.Dev == n.Dev && w.Ino == n.Ino
+	}
 }
 
 // dropCache syncs f and drops it from the page cache, so that reading it

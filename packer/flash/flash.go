@@ -5,6 +5,11 @@
 // against the image's SHA-256, and then grows the perm partition to the
 // end of the card with a fresh ext4 filesystem (perm is empty in a new
 // image, so nothing is lost by making it anew).
+//
+// It writes only what it checked and the user confirmed: the target's
+// path is resolved once, every step goes through the descriptor opened
+// then, and a path that names something else by the time of writing (a
+// card swapped, a link or file replaced) is refused.
 package flash
 
 import (
@@ -139,10 +144,16 @@ func Flash(ctx context.Context, imagePath, target string, opts ...Option) (*Repo
 	if imageBytes == 0 || imageBytes%sectorBytes != 0 {
 		return nil, fmt.Errorf("flash: image %s: %d bytes, not a whole number of %d-byte sectors", imagePath, imageBytes, sectorBytes)
 	}
-	t, err := inspect(target, o)
+	f, t, err := openTarget(target, o)
 	if err != nil {
 		return nil, err
 	}
+	closed := false
+	defer func() {
+		if !closed {
+			f.Close()
+		}
+	}()
 	if os.SameFile(ist, t.info) {
 		return nil, &RefusedError{Path: target, Reason: "it is the image itself"}
 	}
@@ -158,17 +169,10 @@ func Flash(ctx context.Context, imagePath, target string, opts ...Option) (*Repo
 			return nil, ErrDeclined
 		}
 	}
-
-	f, err := openTarget(t)
-	if err != nil {
+	if err := checkStillNamed(t); err != nil {
 		return nil, err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			f.Close()
-		}
-	}()
+
 	sum, err := copyImage(ctx, f, img, imageBytes, o)
 	if err != nil {
 		return nil, fmt.Errorf("flash: %s: write: %w", target, err)
@@ -196,22 +200,34 @@ func Flash(ctx context.Context, imagePath, target string, opts ...Option) (*Repo
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("flash: %s: %w", target, err)
 	}
-	// mke2fs opens the device exclusively itself.
-	closed = true
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("flash: %s: %w", target, err)
-	}
 	if mkfs {
-		if err := makePerm(ctx, target, g); err != nil {
-			return nil, fmt.Errorf("flash: %s: %w", target, err)
+		if f, err = makePermThrough(ctx, f, t, g); err != nil {
+			closed = true
+			return nil, err
 		}
+		rep.Perm = g
 	}
-	rep.Perm = g
-	if f, err = openTarget(t); err != nil {
+	return rep, finish(f, t, &closed)
+}
+
+// makePermThrough makes perm's filesystem (makePerm) on the device or
+// file that f has open and returns a descriptor of it opened as f was; f
+// is closed. mke2fs claims a block device exclusively itself, so f's
+// claim is released while it runs; a plain descriptor of the same device
+// stays open meanwhile, so that the kernel gives its number to no other
+// disk, and mke2fs opens the device through that descriptor, never
+// through the path.
+func makePermThrough(ctx context.Context, f *os.File, t Target, g Grown) (*os.File, error) {
+	held, err := reopen(f, t, false)
+	f.Close()
+	if err != nil {
 		return nil, err
 	}
-	closed = false
-	return rep, finish(f, t, &closed)
+	defer held.Close()
+	if err := makePerm(ctx, held, g); err != nil {
+		return nil, fmt.Errorf("flash: %s: %w", t.Path, err)
+	}
+	return reopen(held, t, t.Block)
 }
 
 // finish syncs and closes f and, for a block device, has the kernel read

@@ -170,14 +170,16 @@ func permIdentity(r io.ReaderAt, number int, offsetBytes int64) (Grown, error) {
 }
 
 // makePerm makes an empty ext4 filesystem in the grown perm partition of
-// target, through mke2fs's offset so that no partition device node (which
-// a regular file lacks, and a card gets only after the kernel re-reads its
-// table) is needed. The appliance creates what it needs in perm.
-func makePerm(ctx context.Context, target string, g Grown) error {
+// the target that held has open, through mke2fs's offset so that no
+// partition device node (which a regular file lacks, and a card gets only
+// after the kernel re-reads its table) is needed. The appliance creates
+// what it needs in perm.
+func makePerm(ctx context.Context, held *os.File, g Grown) error {
 	mke2fs, err := ext4.LookTool("mke2fs")
 	if err != nil {
 		return err
 	}
+	target, extra := childTarget(held)
 	blocks := g.SizeBytes / permFSBlockBytes
 	args := []string{"-t", "ext4", "-b", strconv.Itoa(permFSBlockBytes), "-I", strconv.Itoa(permInodeBytes), "-L", g.Label}
 	if g.UUID != "" {
@@ -187,6 +189,7 @@ func makePerm(ctx context.Context, target string, g Grown) error {
 	args = append(args, "-E", "offset="+strconv.FormatInt(g.OffsetBytes, 10)+",root_owner=0:0,nodiscard", "-F", "-q",
 		target, strconv.FormatInt(blocks*permFSBlockBytes/1024, 10)+"k")
 	cmd := exec.CommandContext(ctx, mke2fs, args...)
+	cmd.ExtraFiles = extra
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -39,17 +39,19 @@ func (t Target) String() string {
 // before it asks for confirmation, except the size against an image. It
 // only reads.
 func Inspect(path string, opts ...Option) (Target, error) {
-	return inspect(path, newOptions(opts))
-}
-
-func inspect(path string, o options) (Target, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Target{}, &RefusedError{Path: path, Reason: "no such device or file (to make a larger image file, create it first: truncate -s 8G FILE)"}
+		return Target{}, notFound(path)
 	}
 	if err != nil {
 		return Target{}, fmt.Errorf("flash: %w", err)
 	}
+	return inspect(path, st, newOptions(opts))
+}
+
+// inspect identifies st, what path names, as a target and refuses it
+// when it may not be written.
+func inspect(path string, st fs.FileInfo, o options) (Target, error) {
 	switch {
 	case st.Mode().IsRegular():
 		t := Target{Path: path, Model: "regular file", SizeBytes: st.Size(), info: st}
@@ -57,9 +59,34 @@ func inspect(path string, o options) (Target, error) {
 			return Target{}, err
 		}
 		return t, nil
-	case st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0:
+	case isBlock(st):
 		return inspectBlock(path, st, o)
 	default:
 		return Target{}, &RefusedError{Path: path, Reason: "not a block device or a regular file"}
 	}
+}
+
+func isBlock(st fs.FileInfo) bool {
+	return st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0
+}
+
+func notFound(path string) error {
+	return &RefusedError{Path: path, Reason: "no such device or file (to make a larger image file, create it first: truncate -s 8G FILE)"}
+}
+
+// checkStillNamed refuses t unless its path still names the device or file
+// that was opened, checked and confirmed: a card swapped in meanwhile, a
+// link pointed elsewhere or a file renamed over the path was confirmed by
+// nobody. Flash writes through the descriptor it opened first whatever the
+// path names; this check makes a changed path an error rather than a
+// surprise.
+func checkStillNamed(t Target) error {
+	now, err := os.Stat(t.Path)
+	if err != nil {
+		return &RefusedError{Path: t.Path, Reason: fmt.Sprintf("it no longer names %s, which was checked and confirmed (%v); nothing was written", identity(t.info), err)}
+	}
+	if !sameTarget(t.info, now) {
+		return &RefusedError{Path: t.Path, Reason: fmt.Sprintf("it now names %s, not %s, which was checked and confirmed; nothing was written", identity(now), identity(t.info))}
+	}
+	return nil
 }
