@@ -8,7 +8,9 @@
 //
 // Every request must carry "Authorization: Bearer TOKEN" whose SHA-256
 // equals the configured hash (compared in constant time); otherwise the
-// agent answers 401 before routing and nothing else happens.
+// agent answers 401 before routing and nothing else happens. Before that,
+// what a peer without the token can make PID 1 hold is bounded: header
+// size, header time, and connections in total and per peer (limits.go).
 package agent
 
 import (
@@ -133,15 +135,9 @@ type Agent struct {
 	logf            func(format string, args ...any)
 	shutdownTimeout time.Duration
 	handler         http.Handler
+	// conns bounds connections over all listeners (limits.go).
+	conns *connLimiter
 }
-
-// Timeouts of the HTTP server. There is no write timeout: log follows and
-// update uploads legitimately last long, and request contexts end when
-// the client goes away.
-const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
-)
 
 // New returns an agent that accepts requests whose bearer token hashes to
 // tokenSHA256 (lowercase hex, as in appliance.json's management.token_sha256).
@@ -158,6 +154,7 @@ func New(deps Deps, tokenSHA256 string, opts ...Option) (*Agent, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	a.conns = newConnLimiter(a.logf)
 	a.handler = a.routes()
 	return a, nil
 }
@@ -173,11 +170,15 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		Handler:           a.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// Every connection is counted from Accept to close (limits.go).
+		ConnState:   a.conns.state,
+		ConnContext: a.conns.context,
 		// Request contexts derive from ctx so that followers end with it.
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		// net/http's own complaints (bad requests, TLS handshakes) go to
-		// the same log as the agent's.
-		ErrorLog: log.New(logfWriter(a.logf), "agent: ", 0),
+		// the same log as the agent's, throttled: any peer can cause them.
+		ErrorLog: log.New(logfWriter(a.conns.log.printf), "agent: ", 0),
 	}
 	served := make(chan struct{})
 	stopped := make(chan struct{})
@@ -194,7 +195,7 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 			srv.Close()
 		}
 	}()
-	err := srv.Serve(l)
+	err := srv.Serve(a.conns.listener(l))
 	close(served)
 	<-stopped
 	if errors.Is(err, http.ErrServerClosed) {
@@ -238,17 +239,19 @@ func (a *Agent) authenticate(next http.Handler) http.Handler {
 		token, ok := strings.CutPrefix(r.Header.Get(mgmt.HeaderAuthorization), mgmt.BearerPrefix)
 		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !ok || token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) != 1 {
-			reason := "wrong token"
+			// One format per reason: each has its own log budget.
 			if !ok || token == "" {
-				reason = "no bearer token"
+				a.conns.log.printf("agent: %s %s from %s: no bearer token", r.Method, r.URL.Path, r.RemoteAddr)
+			} else {
+				a.conns.log.printf("agent: %s %s from %s: wrong token", r.Method, r.URL.Path, r.RemoteAddr)
 			}
-			a.logf("agent: %s %s from %s: %s", r.Method, r.URL.Path, r.RemoteAddr, reason)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ingot"`)
 			// The body is never read: close rather than drain an upload.
 			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusUnauthorized, mgmt.ErrorBody{Error: mgmt.ErrUnauthorized.Error()})
 			return
 		}
+		a.conns.authorize(r.Context())
 		next.ServeHTTP(w, r)
 	})
 }
