@@ -168,7 +168,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 		}
 		o.cacheDir = filepath.Join(base, "ingot")
 	}
-	tokenHash, err := tokenSHA256(cfg.TokenFile)
+	tokenHash, err := tokenSHA256(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -252,19 +252,14 @@ func (o *options) sourceDateEpoch() (int64, error) {
 	return n, nil
 }
 
-// tokenSHA256 hashes the management token. The image holds only the hash;
-// the token itself stays with whoever manages the appliance.
-func tokenSHA256(path string) (string, error) {
-	b, err := os.ReadFile(path)
+// tokenSHA256 hashes the management token, after config.Token has checked
+// that it is long enough to leave the unsalted hash unguessable. The image
+// holds only the hash; the token itself stays with whoever manages the
+// appliance.
+func tokenSHA256(cfg *config.Config) (string, error) {
+	tok, err := cfg.Token()
 	if err != nil {
-		if os.IsNotExist(err) {
-			return "", fmt.Errorf("builder: management token %s does not exist (ingot new writes one; or set token_file in ingot.yaml)", path)
-		}
-		return "", fmt.Errorf("builder: management token: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("builder: management token %s is empty", path)
+		return "", fmt.Errorf("builder: %w", err)
 	}
 	sum := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(sum[:]), nil

@@ -24,7 +24,8 @@ import (
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-const testToken = "s3cret-token"
+// testToken is a management token of the form config.CheckToken accepts.
+const testToken = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
 
 // testConfig parses services (YAML list items) as the config of the test
 // module testdata/app, with a token file and a stand-in kernel .deb in a

@@ -22,10 +22,11 @@ func TestBuildExampleHello(t *testing.T) {
 	tmp := t.TempDir()
 	cfg.TokenFile = filepath.Join(tmp, "token")
 	kernel := filepath.Join(tmp, "kernel.deb")
-	for _, f := range []string{cfg.TokenFile, kernel} {
-		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(cfg.TokenFile, []byte(testToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kernel, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		target  config.Target

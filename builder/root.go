@@ -29,9 +29,13 @@ const (
 	ResolvConfTarget = "/run/resolv.conf"
 )
 
+// applianceJSONMode is the mode of spec.AppliancePath: readable by root
+// alone, since it holds the management token's hash.
+const applianceJSONMode = 0o600
+
 // buildIDFormat versions what goes into the build ID hash; change it when
 // the root layout changes so old and new builds never share an ID.
-const buildIDFormat = "ingot-build-id/1"
+const buildIDFormat = "ingot-build-id/2"
 
 // buildIDHexDigits is the length of a build ID: 64 bits, plenty to tell
 // builds of one appliance apart.
@@ -307,7 +311,8 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 		file(p, 0o755, j.data)
 	}
 
-	file(spec.AppliancePath, 0o644, appJSON)
+	// Its readers are stage1 and the container launcher, both root.
+	file(spec.AppliancePath, applianceJSONMode, appJSON)
 	if b.tls != nil {
 		// Root only: the key is the appliance's identity on the network.
 		dir(spec.TLSDir, 0o700)

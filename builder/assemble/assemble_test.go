@@ -147,7 +147,7 @@ func TestImageErrorsLeaveNoOutput(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(broken, "go.mod"), []byte("module broken\n\ngo 1.26\n"), 0o644))
 	must(t, os.WriteFile(filepath.Join(broken, "cmd", "bad", "main.go"), []byte("package main\n\nfunc main() { undefinedThing() }\n"), 0o644))
 	must(t, os.MkdirAll(filepath.Join(broken, ".ingot"), 0o700))
-	must(t, os.WriteFile(filepath.Join(broken, ".ingot", "token"), []byte("t\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(broken, ".ingot", "token"), []byte("0123456789abcdef0123456789abcdef\n"), 0o600))
 	must(t, os.WriteFile(filepath.Join(broken, "ingot.yaml"), []byte("name: broken\nservices:\n  - name: bad\n    go: ./cmd/bad\n"), 0o644))
 	brokenCfg, err := config.Load(filepath.Join(broken, "ingot.yaml"))
 	if err != nil {

@@ -13,7 +13,7 @@
 //	targets: [vm-amd64]            # vm-amd64 | vm-arm64 | rpi | rpi-armv7
 //	kernel:                        # per target; relative paths are relative to the config
 //	  vm-amd64: debian:PATH.deb    # or gomod:MODULE@VERSION; default: see package builder
-//	token_file: .ingot/token       # the image stores only its SHA-256
+//	token_file: .ingot/token       # ≥ 32 hex or base64 characters (token.go); the image stores only its SHA-256
 //	services:                      # required, at least one
 //	  - name: web                  # required; [a-z][a-z0-9_-]*, not init or log
 //	    go: ./cmd/web              # exactly one of go: (./dir, import/path, module/path@version)
@@ -103,9 +103,13 @@ type Config struct {
 	PermBytes int64
 	Disk      Disk
 	// TokenFile is the absolute path of the management token file written
-	// by `ingot new`; the image stores only its SHA-256.
+	// by `ingot new`; the image stores only its SHA-256. Token reads and
+	// checks it.
 	TokenFile string
-	Update    Update
+	// TokenFilePos is where ingot.yaml sets token_file; zero for the
+	// default file.
+	TokenFilePos Pos
+	Update       Update
 }
 
 // Service returns the service named name.

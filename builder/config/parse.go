@@ -126,6 +126,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	if n, ok := f.get("token_file"); ok {
 		if s, ok := d.nonEmpty(n, "token_file"); ok {
 			c.TokenFile = resolvePath(dir, s)
+			c.TokenFilePos = d.pos(deref(n))
 		}
 	}
 	if n, ok := d.require(f, "services"); ok {

@@ -35,6 +35,19 @@ func TestNewAndCert(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, config.DefaultTLSKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("key file: %v, mode %v; want 0600", err, st.Mode().Perm())
 	}
+	// The token it writes is one the build accepts (issue 12, attack 10).
+	cfg, err := config.Load(filepath.Join(dir, config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := cfg.Token(); err != nil || len(tok) < config.MinTokenChars {
+		t.Errorf("the token of ingot new: %v; want one the build accepts", err)
+	}
+	if st, err := os.Stat(cfg.TokenFile); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v; want 0600", st.Mode().Perm())
+	}
 	out.Reset()
 	if err := runCert(context.Background(), &out, &errs, []string{"-C", dir}); err != nil || !strings.Contains(out.String(), pin) {
 		t.Errorf("cert = %v, printed %q; want the same pin %s", err, out.String(), pin)

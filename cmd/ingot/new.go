@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +11,6 @@ import (
 
 	"github.com/ingotdev/ingot/builder/config"
 )
-
-// tokenBytes is the size of a management token's random part.
-const tokenBytes = 32
 
 func runNew(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fset := newFlagSet("new", "DIR", stderr)
@@ -47,11 +42,11 @@ func runNew(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 	if err := os.MkdirAll(filepath.Dir(tokenPath), 0o700); err != nil {
 		return err
 	}
-	raw := make([]byte, tokenBytes)
-	if _, err := rand.Read(raw); err != nil {
-		return fmt.Errorf("token: %w", err)
+	tok, err := config.NewToken()
+	if err != nil {
+		return err
 	}
-	if err := os.WriteFile(tokenPath, []byte(hex.EncodeToString(raw)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenPath, []byte(tok+"\n"), 0o600); err != nil {
 		return err
 	}
 	if err := os.WriteFile(cfgPath, config.Scaffold(*name), 0o644); err != nil {
