@@ -44,6 +44,13 @@ type ImageService struct {
 // containerDir is where an image service's files live in the root.
 func containerDir(service string) string { return spec.ContainerRoot + "/" + service }
 
+// containerDirMode is the mode of containerDir, owned by root: an image's
+// files (a 0666 device node, a setuid-root program, anything writable)
+// are its container's, which the launcher mounts as root; no service of
+// the appliance may reach them through the appliance's root (issue 12,
+// attack 5; the root is also mounted nosuid and nodev).
+const containerDirMode = 0o700
+
 // pullImages pulls and flattens every image service of cfg for target.
 // It runs in the build's errgroup, beside the compiles.
 func pullImages(ctx context.Context, cfg *config.Config, target config.Target, o *options, epoch int64, p *progress) (map[string]*ImageService, error) {
@@ -181,7 +188,10 @@ func addImages(t *rootfs.Tree, cfg *config.Config, imgs map[string]*ImageService
 			continue
 		}
 		dir := containerDir(s.Name)
-		if err := t.MkdirAll(dir, 0o755, modTime); err != nil {
+		if err := t.MkdirAll(spec.ContainerRoot, 0o755, modTime); err != nil {
+			return err
+		}
+		if err := t.Add(dir, rootfs.Entry{Kind: rootfs.KindDir, Mode: containerDirMode, ModTime: modTime}); err != nil {
 			return err
 		}
 		if err := t.Add(dir+"/config.json", rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o644, ModTime: modTime,

@@ -1,9 +1,11 @@
 package builder
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"fmt"
+	"path"
 	"strings"
 	"testing"
 
@@ -17,9 +19,11 @@ import (
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-// webImage is a two-layer image for p: a base with accounts, a program
-// and a file the second layer whites out, then an upgrade that replaces
-// the program, which a hard link still names.
+// webImage is a two-layer image for p: a base with accounts, a program,
+// a world-writable block device node and a setuid-root program (which
+// must stay out of the appliance's reach) and a file the second layer
+// whites out, then an upgrade that replaces the program, which a hard
+// link still names.
 func webImage(t *testing.T, p v1.Platform) v1.Image {
 	t.Helper()
 	base, err := ocitest.LayerOf(
@@ -28,6 +32,8 @@ func webImage(t *testing.T, p v1.Platform) v1.Image {
 		ocitest.File("bin/app", "old app"),
 		ocitest.Hardlink("bin/app-old", "bin/app"),
 		ocitest.File("srv/obsolete", "x"),
+		ocitest.Entry{Name: "dev/vda", Type: tar.TypeBlock, Mode: 0o666},
+		ocitest.Entry{Name: "bin/su", Body: []byte("setuid root"), Mode: 0o4755},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +133,7 @@ func TestBuildImageService(t *testing.T) {
 					t.Errorf("Build(%s): %s is %v (%v), want a %v", target, p, e.Kind, ok, kind)
 				}
 			}
+			checkImageFilesRootOnly(t, r.Root)
 			if _, ok := r.Root.Get("/oci/web/rootfs/srv/obsolete"); ok {
 				t.Errorf("Build(%s): whited-out file present", target)
 			}
@@ -177,6 +184,38 @@ func TestBuildImageService(t *testing.T) {
 				t.Errorf("Build(%s): sbom purls %v created %s, want the image digest and the epoch", target, purls, doc.CreationInfo.Created)
 			}
 		})
+	}
+}
+
+// checkImageFilesRootOnly performs issue 12's attack 5 on a built root:
+// it looks for a device node or setuid/setgid file that a non-root
+// service could reach, that is one with no root-owned directory of mode
+// 0700 (or stricter) above it. The image must have given it both, and
+// /oci/<service> itself must be that directory.
+func checkImageFilesRootOnly(t *testing.T, root *rootfs.Tree) {
+	t.Helper()
+	if e, ok := root.Get("/oci/web"); !ok || e.Kind != rootfs.KindDir || e.Mode != 0o700 || e.UID != 0 || e.GID != 0 {
+		t.Errorf("/oci/web = %s mode %#o owned by %d:%d (present: %v), want a directory of mode 0700 owned by 0:0", e.Kind, e.Mode, e.UID, e.GID, ok)
+	}
+	var risky []string
+	err := root.Walk(func(p string, e *rootfs.Entry) error {
+		if e.Kind != rootfs.KindCharDevice && e.Kind != rootfs.KindBlockDevice && e.Mode&0o6000 == 0 {
+			return nil
+		}
+		risky = append(risky, p)
+		for dir := path.Dir(p); dir != "/"; dir = path.Dir(dir) {
+			if d, ok := root.Get(dir); ok && d.UID == 0 && d.Mode&0o077 == 0 {
+				return nil
+			}
+		}
+		t.Errorf("%s (%s, mode %#o) is reachable by every user: no directory above it is root's alone", p, e.Kind, e.Mode)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(risky) < 2 {
+		t.Errorf("the root has device nodes and setuid files %q; want the image's /dev/vda and /bin/su at least", risky)
 	}
 }
 

@@ -52,9 +52,13 @@
 // # Mount tree
 //
 // The image root is bind-mounted onto itself (in the private mount
-// namespace nothing needs a staging directory) and made read-only and
-// nodev; then, in this order: /proc (new, for the pid namespace) and a
-// read-only /sys, in both of which what reaches beyond the container is
+// namespace nothing needs a staging directory) and made read-only, nodev
+// and nosuid: an image's device nodes and setuid bits work nowhere, in
+// the container or in the appliance's root (mounted nosuid and nodev
+// too), so a container keeps only the fixed /dev below and runs its
+// setuid programs without privilege (as no_new_privs would anyway);
+// then, in this order: /proc (new, for the pid namespace) and a read-only
+// /sys, in both of which what reaches beyond the container is
 // read-only (/proc/sys, /proc/sysrq-trigger, /proc/irq, /proc/bus,
 // /proc/fs) or masked (/proc/kcore, /proc/keys, /proc/timer_list,
 // /sys/firmware and the rest of runc's list) unless privileged; /dev, a

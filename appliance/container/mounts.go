@@ -80,12 +80,14 @@ func setupRoot(c *spec.Container, hostname, dir string, o options, warn func(str
 		return fail("rootfs", fmt.Errorf("%s: not a directory", b.root))
 	}
 	// pivot_root wants a mount point; the bind also gets its own
-	// read-only flag, so the root is read-only even where the image is
-	// not on a read-only filesystem (tests).
+	// read-only, nodev and nosuid flags, so the root is read-only even
+	// where the image is not on a read-only filesystem (tests), and the
+	// image's device nodes and setuid bits stay inert (a bind remount sets
+	// all of them, and nosuid repeats no_new_privs for the image's files).
 	if err := unix.Mount(b.root, b.root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fail("bind rootfs", fmt.Errorf("%s: %w", b.root, err))
 	}
-	if err := unix.Mount("", b.root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+	if err := unix.Mount("", b.root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
 		return fail("remount rootfs read-only", fmt.Errorf("%s: %w", b.root, err))
 	}
 

@@ -2,7 +2,8 @@
 // mounts /proc, /sys and /dev, loads the kernel modules the initramfs
 // carries (in the order /etc/ingot/stage0.json gives), finds the root slot
 // by the GPT partition GUID in ingot.root=PARTUUID=..., mounts its squashfs
-// read-only, switches root to it and executes its /init (stage1) in place.
+// read-only, nosuid and nodev, switches root to it and executes its /init
+// (stage1) in place.
 //
 // Any failure is fatal: stage0 prints what went wrong on the console and
 // powers the machine off, because there is nothing to fall back to and a
@@ -95,8 +96,8 @@ func run(log logger, start time.Time) error {
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(part.Device, newRoot, "squashfs", unix.MS_RDONLY, ""); err != nil {
-		return fmt.Errorf("mount %s (squashfs) on %s: %w", part.Device, newRoot, err)
+	if err := mountRoot(unix.Mount, part.Device); err != nil {
+		return err
 	}
 	if err := unix.Access(newRoot+initPath, unix.X_OK); err != nil {
 		return fmt.Errorf("root slot %s has no executable %s: %w", part.Device, initPath, err)
@@ -108,6 +109,19 @@ func run(log logger, start time.Time) error {
 	// stage1 reads its parameters from /proc/cmdline anyway.
 	err = unix.Exec(initPath, os.Args, os.Environ())
 	return fmt.Errorf("exec %s in the new root: %w", initPath, err)
+}
+
+// mountFunc has unix.Mount's signature, so tests can see the call.
+type mountFunc func(source, target, fstype string, flags uintptr, data string) error
+
+// mountRoot mounts the root slot's squashfs on newRoot with
+// sysmount.RootFlags: read-only, nosuid and nodev, so the device nodes and
+// setuid files of the image services it carries are inert.
+func mountRoot(mount mountFunc, device string) error {
+	if err := mount(device, newRoot, "squashfs", sysmount.RootFlags, ""); err != nil {
+		return fmt.Errorf("mount %s (squashfs) on %s: %w", device, newRoot, err)
+	}
+	return nil
 }
 
 // loadModules loads each module in order. Failures are logged and

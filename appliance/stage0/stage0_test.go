@@ -63,3 +63,35 @@ func TestLogger(t *testing.T) {
 		t.Errorf("Printf() wrote %q", got)
 	}
 }
+
+// TestMountRootNosuidNodev checks the flags of the root slot's mount: the
+// root carries every image service's files, and without nosuid and nodev a
+// non-root service could open a 0666 device node or run a setuid-root
+// program an image ships (issue 12, attack 5).
+func TestMountRootNosuidNodev(t *testing.T) {
+	var calls []string
+	var gotFlags uintptr
+	rec := func(source, target, fstype string, flags uintptr, data string) error {
+		calls = append(calls, source+" "+target+" "+fstype)
+		gotFlags = flags
+		return nil
+	}
+	if err := mountRoot(rec, "/dev/vda2"); err != nil {
+		t.Fatalf("mountRoot() = %v", err)
+	}
+	if want := "/dev/vda2 " + newRoot + " squashfs"; len(calls) != 1 || calls[0] != want {
+		t.Fatalf("mountRoot() mounted %q, want [%q]", calls, want)
+	}
+	for _, f := range []struct {
+		name string
+		flag uintptr
+	}{{"MS_RDONLY", unix.MS_RDONLY}, {"MS_NOSUID", unix.MS_NOSUID}, {"MS_NODEV", unix.MS_NODEV}} {
+		if gotFlags&f.flag == 0 {
+			t.Errorf("mountRoot() flags = %#x, lacks %s", gotFlags, f.name)
+		}
+	}
+	fail := func(string, string, string, uintptr, string) error { return unix.EINVAL }
+	if err := mountRoot(fail, "/dev/vda2"); err == nil || !strings.Contains(err.Error(), "/dev/vda2") {
+		t.Errorf("mountRoot(failing) = %v, want an error naming the device", err)
+	}
+}

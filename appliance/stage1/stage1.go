@@ -210,6 +210,11 @@ func mountRuntime() []error {
 			errs = append(errs, err)
 		}
 	}
+	// stage0 mounts the root nosuid and nodev; a root the kernel mounted
+	// (the Pi's) is only read-only until this.
+	if _, err := sysmount.Restrict("/"); err != nil {
+		errs = append(errs, err)
+	}
 	return errs
 }
 

@@ -1,6 +1,7 @@
 package assemble
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"debug/elf"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +38,8 @@ echo "cgself=$(cat /proc/self/cgroup)"
 echo "cgmax=$(cat /sys/fs/cgroup/memory.max)"
 echo "sysrqro=$(grep -c '^proc /proc/sysrq-trigger proc ro,' /proc/mounts)"
 echo "seccomp=$(grep -c '^Seccomp:.2$' /proc/self/status)"
+if (echo planted > /planted/kmsg) 2>/dev/null; then echo "imgdev=opened"; else echo "imgdev=denied"; fi
+echo "imgsuid=$(/planted/busybox id -u)"
 date >> /data/starts
 echo "starts=$(wc -l < /data/starts)"
 if [ ! -e /data/oom-tried ]; then
@@ -56,6 +60,61 @@ echo "ready"
 exec sleep 1000000
 `
 
+// probeService is a Go service of the appliance (running as nobody, the
+// default) that tries what issue 12's attack 5 did: open the device nodes
+// and run the setuid-root program the box image plants, through the
+// image's files in the appliance's root, and report the root's mount
+// options.
+const probeService = `package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func result(err error) string {
+	if errors.Is(err, syscall.EACCES) {
+		return "EACCES"
+	}
+	return err.Error()
+}
+
+func main() {
+	for _, n := range []struct {
+		name string
+		flag int
+	}{{"kmsg", os.O_WRONLY}, {"vda", os.O_RDONLY}} {
+		f, err := os.OpenFile("/oci/box/rootfs/planted/"+n.name, n.flag, 0)
+		if err == nil {
+			f.Close()
+			fmt.Printf("probe %s=opened\n", n.name)
+			continue
+		}
+		fmt.Printf("probe %s=%s\n", n.name, result(err))
+	}
+	if out, err := exec.Command("/oci/box/rootfs/planted/busybox", "id", "-u").Output(); err != nil {
+		fmt.Printf("probe su=%s\n", result(err))
+	} else {
+		fmt.Printf("probe su=ran as %s\n", strings.TrimSpace(string(out)))
+	}
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == "/" {
+			fmt.Printf("probe rootopts=%s\n", f[5])
+		}
+	}
+	fmt.Println("probe done")
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	<-stop
+}
+`
+
 // busyboxApplets are linked to /bin/busybox in the image.
 var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch", "date", "dd", "sleep", "cat", "grep"}
 
@@ -67,7 +126,10 @@ var busyboxApplets = []string{"sh", "echo", "hostname", "ls", "wc", "id", "touch
 // read-only root, the appliance's resolver configuration, its cgroup
 // namespace and limit, /proc protections and seccomp, a volume that
 // persists across a reboot, and that going over its memory limit gets it
-// OOM-killed and restarted.
+// OOM-killed and restarted. The image also plants 0666 device nodes and a
+// setuid-root program (issue 12, attack 5): inert in the container, and
+// out of reach of the appliance's probe service (nobody) in a root
+// mounted ro, nosuid and nodev.
 func TestVMContainer(t *testing.T) {
 	vmtest.Kernel(t, "amd64")
 	busybox, err := os.ReadFile("/bin/busybox")
@@ -105,6 +167,13 @@ func testVMContainer(t *testing.T, target config.Target, arch string, busybox []
 		ocitest.File("etc/group", "root:x:0:\napp:x:1000:\n"),
 		ocitest.File("etc/removed.txt", "a later layer deletes this\n"),
 		ocitest.Dir("data"),
+		// What an image can plant (issue 12, attack 5): world-writable
+		// nodes of the kernel log (1:11) and of the first virtio disk
+		// (254:0 under these kernels), and a setuid-root busybox.
+		ocitest.Dir("planted"),
+		{Name: "planted/kmsg", Type: tar.TypeChar, Mode: 0o666, DevMajor: 1, DevMinor: 11},
+		{Name: "planted/vda", Type: tar.TypeBlock, Mode: 0o666, DevMajor: 254, DevMinor: 0},
+		{Name: "planted/busybox", Body: busybox, Mode: 0o4755},
 	}
 	for _, a := range busyboxApplets {
 		base = append(base, ocitest.Symlink("bin/"+a, "busybox"))
@@ -137,6 +206,15 @@ func testVMContainer(t *testing.T, target config.Target, arch string, busybox []
 	if err := os.CopyFS(filepath.Join(appDir, ".ingot"), os.DirFS("../../examples/hello/.ingot")); err != nil {
 		t.Fatal(err)
 	}
+	for name, body := range map[string]string{"go.mod": "module probe\n\ngo 1.22\n", "cmd/probe/main.go": probeService} {
+		p := filepath.Join(appDir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	yaml := fmt.Sprintf(`name: boxapp
 targets: [%s]
 services:
@@ -145,6 +223,8 @@ services:
     env: {GREETING: from ingot.yaml}
     volumes: ["/perm/box:/data"]
     resources: {memory: 48Mi}
+  - name: probe
+    go: ./cmd/probe
 `, target, ref)
 	if err := os.WriteFile(filepath.Join(appDir, config.FileName), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -187,7 +267,9 @@ services:
 	lines := waitServiceLog(t, c, "box", func(l []string) bool { return count(l, "ready") >= 1 && count(l, "start") >= 2 }, 4*time.Minute)
 	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2", "dns=nameserver 10.0.2.3", "etchostname=box",
 		// Its cgroup namespace: its own group is "/", with its limit.
-		"cgself=0::/", "cgmax=50331648", "sysrqro=1", "seccomp=1"} {
+		"cgself=0::/", "cgmax=50331648", "sysrqro=1", "seccomp=1",
+		// The image's own nodes and setuid bits are inert in it too.
+		"imgdev=denied", "imgsuid=1000"} {
 		if count(lines, want) == 0 {
 			t.Errorf("container log lacks %q:\n%s", want, strings.Join(lines, "\n"))
 		}
@@ -214,6 +296,25 @@ services:
 				t.Errorf("box restarts = %d, oom kills = %d after going over its memory limit; want both at least 1", s.Restarts, s.OOMKills)
 			}
 		}
+	}
+
+	// A non-root service of the appliance cannot reach what the image
+	// planted, and the root would not honour it anyway.
+	probe := waitServiceLog(t, c, "probe", func(l []string) bool { return count(l, "probe done") >= 1 }, time.Minute)
+	for _, want := range []string{"probe kmsg=EACCES", "probe vda=EACCES", "probe su=EACCES"} {
+		if count(probe, want) == 0 {
+			t.Errorf("probe log lacks %q: a non-root service reached the image's files:\n%s", want, strings.Join(probe, "\n"))
+		}
+	}
+	for _, l := range probe {
+		if opts, ok := strings.CutPrefix(l, "probe rootopts="); ok {
+			if o := strings.Split(opts, ","); !slices.Contains(o, "nosuid") || !slices.Contains(o, "nodev") || !slices.Contains(o, "ro") {
+				t.Errorf("the appliance's root is mounted %s, want ro,nosuid,nodev", opts)
+			}
+		}
+	}
+	if count(probe, "probe rootopts=") == 0 {
+		t.Errorf("probe log has no rootopts= line:\n%s", strings.Join(probe, "\n"))
 	}
 
 	// The volume persists across a reboot of the appliance.

@@ -33,6 +33,8 @@ type Entry struct {
 	Link     string
 	Mode     int64
 	UID, GID int
+	// DevMajor and DevMinor number a tar.TypeChar or tar.TypeBlock node.
+	DevMajor, DevMinor int64
 	// Xattrs become SCHILY.xattr.* PAX records.
 	Xattrs map[string]string
 }
@@ -69,7 +71,7 @@ func Tar(entries ...Entry) ([]byte, error) {
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
 		hdr := &tar.Header{Typeflag: e.Type, Name: e.Name, Linkname: e.Link, Mode: e.Mode,
-			Uid: e.UID, Gid: e.GID, ModTime: layerTime, Format: tar.FormatPAX}
+			Uid: e.UID, Gid: e.GID, Devmajor: e.DevMajor, Devminor: e.DevMinor, ModTime: layerTime, Format: tar.FormatPAX}
 		if hdr.Typeflag == 0 {
 			hdr.Typeflag = tar.TypeReg
 		}
