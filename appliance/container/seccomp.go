@@ -19,7 +19,11 @@ import (
 // perf_event_open, userfaultfd, io_uring, module and kexec loading,
 // mounts of every API, namespaces (unshare, setns, and clone with a
 // namespace flag), reboot, swap, clocks, quotas, accounting, handle-based
-// opens and cross-process memory access. clone3 gets ENOSYS, since its
+// opens, cross-process memory access, and AF_VSOCK sockets (socket with
+// domain AF_VSOCK: vsock ports are not network-namespaced, so a container
+// could bind the management agent's port or reach the host's vsock
+// services; a service that needs vsock runs privileged, which has no
+// filter, or as a Go service). clone3 gets ENOSYS, since its
 // flags are out of the filter's reach, and libc falls back to clone.
 // Syscalls of another ABI (i386 or x32 on amd64) kill the process: their
 // numbers differ and would slip through the list.
@@ -89,6 +93,13 @@ func seccompFilter(arch uint32, denied []uintptr) ([]unix.SockFilter, error) {
 		jump(jeq, uint32(unix.SYS_CLONE), 0, 4),
 		stmt(ld, seccompDataArg0),
 		jump(jst, namespaceCloneFlags, 0, 1),
+		stmt(ret, seccompRetEPERM),
+		stmt(ret, seccompRetAllow),
+		// socket: allowed unless its domain is AF_VSOCK (an int: the
+		// kernel reads the low 32 bits only, as the filter does).
+		jump(jeq, uint32(unix.SYS_SOCKET), 0, 4),
+		stmt(ld, seccompDataArg0),
+		jump(jeq, unix.AF_VSOCK, 0, 1),
 		stmt(ret, seccompRetEPERM),
 		stmt(ret, seccompRetAllow),
 	}

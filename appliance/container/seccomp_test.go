@@ -75,6 +75,13 @@ func TestSeccompFilter(t *testing.T) {
 		{"clone user ns", arch, unix.SYS_CLONE, unix.CLONE_NEWUSER | uint64(unix.SIGCHLD), eperm},
 		{"clone net ns", arch, unix.SYS_CLONE, unix.CLONE_NEWNET, eperm},
 		{"clone3", arch, unix.SYS_CLONE3, 0, enosys},
+		// Issue 12, attack 1: a container binds the agent's vsock port.
+		{"socket AF_VSOCK", arch, unix.SYS_SOCKET, unix.AF_VSOCK, eperm},
+		{"socket AF_VSOCK, high bits set", arch, unix.SYS_SOCKET, 1<<32 | unix.AF_VSOCK, eperm},
+		{"socket AF_INET", arch, unix.SYS_SOCKET, unix.AF_INET, seccompRetAllow},
+		{"socket AF_INET6", arch, unix.SYS_SOCKET, unix.AF_INET6, seccompRetAllow},
+		{"socket AF_UNIX", arch, unix.SYS_SOCKET, unix.AF_UNIX, seccompRetAllow},
+		{"socket AF_NETLINK", arch, unix.SYS_SOCKET, unix.AF_NETLINK, seccompRetAllow},
 		{"x32 read", arch, x32SyscallBit | unix.SYS_READ, 0, seccompRetKill},
 		{"i386", unix.AUDIT_ARCH_I386, 3, 0, seccompRetKill},
 	} {
@@ -97,6 +104,9 @@ func TestSeccompFilter(t *testing.T) {
 		if got := runFilter(t, prog, archAudit, int32(nr), 0); got != seccompRetAllow {
 			t.Errorf("syscall %d: verdict %#x, want allowed", nr, got)
 		}
+	}
+	if got := runFilter(t, prog, archAudit, int32(unix.SYS_SOCKET), unix.AF_VSOCK); got != eperm {
+		t.Errorf("socket(AF_VSOCK) with the real list: verdict %#x, want EPERM", got)
 	}
 	if _, err := seccompFilter(arch, make([]uintptr, 251)); err == nil {
 		t.Error("seccompFilter with 251 denied syscalls = nil error, want one (jumps reach 255)")
