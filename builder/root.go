@@ -90,10 +90,12 @@ type build struct {
 	programs []*job
 	// images are the image services by name.
 	images map[string]*ImageService
-	// tokenHash is the SHA-256 of the management token; tls is the TCP
-	// listener's identity, nil without one.
-	tokenHash string
-	tls       *tlsIdentity
+	// tokenHash is the SHA-256 of the management token; vsockKeyPEM is
+	// the agent's vsock key derived from it (certpin.TokenKey), nil
+	// without vsock; tls is the TCP listener's identity, nil without one.
+	tokenHash   string
+	vsockKeyPEM []byte
+	tls         *tlsIdentity
 }
 
 // program returns the compile of a service or system service, nil for
@@ -313,11 +315,16 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 
 	// Its readers are stage1 and the container launcher, both root.
 	file(spec.AppliancePath, applianceJSONMode, appJSON)
-	if b.tls != nil {
-		// Root only: the key is the appliance's identity on the network.
+	if b.tls != nil || b.vsockKeyPEM != nil {
+		// Root only: the keys are the appliance's identity.
 		dir(spec.TLSDir, 0o700)
+	}
+	if b.tls != nil {
 		file(spec.TLSCertPath, 0o644, b.tls.certPEM)
 		file(spec.TLSKeyPath, 0o600, b.tls.keyPEM)
+	}
+	if b.vsockKeyPEM != nil {
+		file(spec.VsockKeyPath, 0o600, b.vsockKeyPEM)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	file(spec.SBOMPath, 0o644, sbomJSON)

@@ -45,3 +45,23 @@ func loadTLS(cfg *config.Config, target config.Target) (*tlsIdentity, error) {
 	// The served certificate is the first one, which is what clients pin.
 	return &tlsIdentity{certPEM: certPEM, keyPEM: keyPEM, pin: certpin.OfDER(pair.Certificate[0])}, nil
 }
+
+// vsockKey is the key the agent serves TLS with on vsock, derived from the
+// management token (certpin.TokenKey), or nil when target has no vsock.
+// Every VM image carries one: a client that holds the token checks the
+// agent's key before it sends the token, so a process that took the
+// agent's vsock port never sees it.
+func vsockKey(cfg *config.Config, target config.Target) ([]byte, error) {
+	if !target.IsVM() || cfg.Management.VsockPort == 0 {
+		return nil, nil
+	}
+	tok, err := cfg.Token()
+	if err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	key, err := certpin.TokenKeyPEM(tok)
+	if err != nil {
+		return nil, fmt.Errorf("builder: management vsock key: %w", err)
+	}
+	return key, nil
+}

@@ -3,6 +3,7 @@ package mgmt
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -64,9 +65,11 @@ const errorBodyBytes = 64 << 10
 // NewClient returns a client for the agent at target, authenticating with
 // token (surrounding whitespace is ignored, as in the token file).
 //
-// target is vsock://CID:PORT, unix:///path.sock?port=N (hybrid vsock),
-// tcp://HOST:PORT (plain TCP: the token crosses the network in the clear,
-// for loopback and tests) or https://HOST:PORT (TLS with WithCertSHA256).
+// target is vsock://CID:PORT or unix:///path.sock?port=N (hybrid vsock),
+// both TLS with the key the agent's image derives from the token
+// (certpin.TokenKey), tcp://HOST:PORT (plain TCP: the token crosses the
+// network in the clear, for loopback and tests) or https://HOST:PORT (TLS
+// with WithCertSHA256).
 func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 	var o clientOptions
 	for _, opt := range opts {
@@ -112,8 +115,20 @@ func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mgmt: %w", err)
 		}
+		if t.Scheme == transport.SchemeTCP {
+			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return transport.DialTarget(ctx, t)
+			}
+			break
+		}
+		// vsock, plain or hybrid: any process in the guest could hold the
+		// port, so the agent proves the token-derived key first.
+		cfg, err := tokenKeyTLS(token)
+		if err != nil {
+			return nil, err
+		}
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return transport.DialTarget(ctx, t)
+			return dialTokenTLS(ctx, t, cfg)
 		}
 	}
 	c.http = &http.Client{Transport: tr}
@@ -137,6 +152,73 @@ func pinnedTLS(pin []byte) *tls.Config {
 			return nil
 		},
 	}
+}
+
+// errAgentKey is a vsock agent whose key is not the one derived from the
+// client's token.
+var errAgentKey = errors.New("the agent did not prove the key derived from this token (a wrong token, or another process holds the agent's port)")
+
+// tokenKeyTLS accepts exactly the agent whose certificate holds the public
+// half of certpin.TokenKey(token): the image holds the private half, and
+// nothing else in the guest can read it.
+func tokenKeyTLS(token string) (*tls.Config, error) {
+	key, err := certpin.TokenKey(token)
+	if err != nil {
+		return nil, fmt.Errorf("mgmt: %w", err)
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // replaced by VerifyConnection's key check
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errAgentKey
+			}
+			got, ok := cs.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+			if !ok || !got.Equal(pub) {
+				return errAgentKey
+			}
+			return nil
+		},
+	}, nil
+}
+
+// DialAgent connects to the agent at a vsock target (vsock:// or unix://
+// hybrid vsock) and completes TLS with the key derived from token, so
+// nothing is sent before the agent proved it holds that key. The client
+// uses it for every connection; tests and tools that speak raw HTTP to
+// the agent use it too.
+func DialAgent(ctx context.Context, target, token string) (net.Conn, error) {
+	t, err := transport.ParseTarget(target)
+	if err != nil {
+		return nil, fmt.Errorf("mgmt: %w", err)
+	}
+	if t.Scheme == transport.SchemeTCP {
+		return nil, fmt.Errorf("mgmt: target %q: DialAgent is for vsock targets", target)
+	}
+	cfg, err := tokenKeyTLS(token)
+	if err != nil {
+		return nil, err
+	}
+	return dialTokenTLS(ctx, t, cfg)
+}
+
+func dialTokenTLS(ctx context.Context, t transport.Target, cfg *tls.Config) (net.Conn, error) {
+	c, err := transport.DialTarget(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		if errors.Is(err, errAgentKey) {
+			// Both ends hold a token, and they differ: to the user this
+			// is the agent's 401.
+			return nil, fmt.Errorf("mgmt: %v: %w: %w", t, ErrUnauthorized, err)
+		}
+		return nil, fmt.Errorf("mgmt: %v: no TLS with the token-derived key (agents built before it spoke plain HTTP on vsock): %w", t, err)
+	}
+	return tc, nil
 }
 
 // Target returns the target the client was made for.

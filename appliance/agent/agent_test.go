@@ -23,6 +23,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/format/squashfs"
@@ -651,14 +652,22 @@ func TestUpdateRootRejected(t *testing.T) {
 }
 
 // TestHybridVsock runs the client through transport's unix:// hybrid
-// vsock dialer against a stand-in for the VMM's socket.
+// vsock dialer against a stand-in for the VMM's socket, with the agent
+// serving TLS with the token-derived key as on a real vsock port.
 func TestHybridVsock(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "v.sock")
 	ul, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl := &hybridListener{Listener: ul, port: 1024}
+	keyPEM, err := certpin.TokenKeyPEM(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := agent.ListenTokenTLS(&hybridListener{Listener: ul, port: 1024}, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := agent.New(agent.Deps{Info: &fakeInfo{}}, hashHex([]byte(token)))
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,8 @@
 // restart: always service stayed up for the health window (or records why
 // it did not and reboots, so the boot loader falls back).
 //
-// Register it in ingot-init with stage1.WithExtension(manage.Name,
-// manage.Extension()).
+// Register it in ingot-init with stage1.WithSetup(manage.Name,
+// manage.Setup()): its listeners are bound before any service starts.
 package manage
 
 import (
@@ -48,41 +48,104 @@ type Option func(*options)
 type options struct {
 	bootDir string
 	listen  func(port uint32) (listener, error)
+	// vsockKeyPath is the vsock listener's TLS key (certpin.TokenKey);
 	// certPath and keyPath are the TCP listener's certificate and key.
+	vsockKeyPath      string
 	certPath, keyPath string
 }
 
-// namedListener is a listener with its description for the log.
-type namedListener struct {
-	l    listener
+// Waits between attempts to bind a listener that is not bound: its first
+// bind failed, or it failed while serving. The wait doubles up to the
+// maximum, and a listener that served for the maximum starts over.
+const (
+	rebindWait    = 100 * time.Millisecond
+	rebindMaxWait = 5 * time.Second
+)
+
+// endpoint is one of the agent's listeners: how to bind it, and the
+// listener bound now (nil while it is not).
+type endpoint struct {
 	what string
+	bind func() (listener, error)
+
+	mu sync.Mutex
+	l  listener
 }
 
-// listeners opens the agent's listeners: AF_VSOCK on the configured port
-// and, when configured, TCP with TLS (the only way in on bare metal).
-func (o options) listeners(m spec.Management) ([]namedListener, error) {
-	var out []namedListener
+// bindNow binds the endpoint unless it is bound.
+func (e *endpoint) bindNow() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.l != nil {
+		return nil
+	}
+	l, err := e.bind()
+	if err != nil {
+		return err
+	}
+	e.l = l
+	return nil
+}
+
+// current returns the bound listener, nil while there is none.
+func (e *endpoint) current() listener {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.l
+}
+
+// lost forgets l, which stopped serving, and closes it.
+func (e *endpoint) lost(l listener) {
+	e.mu.Lock()
+	if e.l == l {
+		e.l = nil
+	}
+	e.mu.Unlock()
+	l.Close()
+}
+
+// endpoints describes the agent's listeners: AF_VSOCK on the configured
+// port, TLS with the token-derived key, and, when configured, TCP with TLS
+// and the pinned certificate (the only way in on bare metal).
+func (o options) endpoints(m spec.Management) ([]*endpoint, error) {
+	var out []*endpoint
 	if m.VsockPort != 0 {
-		l, err := o.listen(m.VsockPort)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, namedListener{l, fmt.Sprintf("vsock port %d", m.VsockPort)})
+		port := m.VsockPort
+		out = append(out, &endpoint{
+			what: fmt.Sprintf("vsock port %d (TLS, token-derived key)", port),
+			bind: func() (listener, error) { return listenVsockTLS(o.listen, port, o.vsockKeyPath) },
+		})
 	}
 	if m.TCP != "" {
-		l, err := listenTLS(m.TCP, o.certPath, o.keyPath)
-		if err != nil {
-			for _, x := range out {
-				x.l.Close()
-			}
-			return nil, err
-		}
-		out = append(out, namedListener{l, fmt.Sprintf("tcp %s (TLS, certificate sha256 %s)", l.Addr(), m.TLSCertSHA256)})
+		out = append(out, &endpoint{
+			what: fmt.Sprintf("tcp %s (TLS, certificate sha256 %s)", m.TCP, m.TLSCertSHA256),
+			bind: func() (listener, error) { return listenTLS(m.TCP, o.certPath, o.keyPath) },
+		})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("management: neither vsock_port nor tcp is set: no agent")
 	}
 	return out, nil
+}
+
+// listenVsockTLS binds the vsock port and wraps it in TLS with the key at
+// keyPath. Without the key nothing listens: the client would refuse an
+// agent that cannot prove it anyway.
+func listenVsockTLS(listen func(uint32) (listener, error), port uint32, keyPath string) (listener, error) {
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("management vsock port %d: key: %w", port, err)
+	}
+	l, err := listen(port)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := agent.ListenTokenTLS(l, key)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("management vsock port %d: %w", port, err)
+	}
+	return tl, nil
 }
 
 func listenTLS(addr, certPath, keyPath string) (listener, error) {
@@ -109,16 +172,103 @@ func listenTLS(addr, certPath, keyPath string) (listener, error) {
 // WithBootDir sets where the boot partition is mounted (default BootDir).
 func WithBootDir(dir string) Option { return func(o *options) { o.bootDir = dir } }
 
-// Extension returns the stage1 extension.
-func Extension(opts ...Option) stage1.Extension {
-	o := options{bootDir: BootDir, listen: listenVsock, certPath: spec.TLSCertPath, keyPath: spec.TLSKeyPath}
+// Setup returns the stage1 setup of the extension. It binds the agent's
+// listeners before any service starts: vsock ports are not namespaced,
+// so a service (a container, even as nobody) could otherwise bind the
+// agent's port first. A listener that fails to bind, or fails later, is
+// bound again until shutdown.
+func Setup(opts ...Option) stage1.Setup {
+	o := options{bootDir: BootDir, listen: listenVsock, vsockKeyPath: spec.VsockKeyPath, certPath: spec.TLSCertPath, keyPath: spec.TLSKeyPath}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return func(ctx context.Context, sys *stage1.System) error { return run(ctx, sys, o) }
+	return func(sys *stage1.System) (stage1.Extension, error) {
+		sp := sys.Spec()
+		if sp == nil {
+			return nil, errors.New("no appliance.json: no management agent")
+		}
+		eps, err := o.endpoints(sp.Management)
+		if err != nil {
+			return nil, err
+		}
+		bindAll(eps, sys.Printf)
+		return func(ctx context.Context, sys *stage1.System) error { return run(ctx, sys, o, eps) }, nil
+	}
 }
 
-func run(ctx context.Context, sys *stage1.System, o options) error {
+// bindAll binds every endpoint once; serve binds the ones that failed
+// again.
+func bindAll(eps []*endpoint, logf func(string, ...any)) {
+	for _, e := range eps {
+		if err := e.bindNow(); err != nil {
+			logf("manage: %s: %v (binding it again)", e.what, err)
+			continue
+		}
+		logf("manage: agent listening on %s", e.what)
+	}
+}
+
+// serve serves a on e until ctx ends. Whenever e is not bound (its bind
+// failed, or its listener failed), it binds e again after a wait that
+// doubles up to rebindMaxWait.
+func serve(ctx context.Context, a *agent.Agent, e *endpoint, logf func(string, ...any)) {
+	wait := rebindWait
+	pause := func() bool {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		wait = min(2*wait, rebindMaxWait)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	failing := e.current() == nil // bindAll said so already
+	for ctx.Err() == nil {
+		if err := e.bindNow(); err != nil {
+			if !failing {
+				logf("manage: %s: %v (binding it again)", e.what, err)
+			}
+			failing = true
+			if !pause() {
+				return
+			}
+			continue
+		}
+		if failing {
+			logf("manage: agent listening on %s again", e.what)
+			failing = false
+		}
+		l := e.current()
+		start := time.Now()
+		err := a.Serve(ctx, l)
+		e.lost(l)
+		if ctx.Err() != nil {
+			return
+		}
+		logf("manage: %s stopped serving: %v (binding it again)", e.what, err)
+		failing = true
+		if time.Since(start) >= rebindMaxWait {
+			wait = rebindWait
+		}
+		if !pause() {
+			return
+		}
+	}
+}
+
+// bound reports whether every endpoint has a listener now.
+func bound(eps []*endpoint) bool {
+	for _, e := range eps {
+		if e.current() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) error {
 	sp := sys.Spec()
 	if sp == nil {
 		return errors.New("no appliance.json: no management agent")
@@ -180,28 +330,17 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 	if err != nil {
 		return err
 	}
-	ls, err := o.listeners(sp.Management)
-	if err != nil {
-		return err
-	}
-	for _, l := range ls {
-		sys.Printf("manage: agent listening on %s", l.what)
-	}
-
 	serveCtx, stopServe := context.WithCancel(ctx)
 	defer stopServe()
-	// served is closed when a listener stops serving: the trial check
-	// needs to know the agent still serves at the end of the window, and
+	// served is closed when every endpoint stopped serving (at shutdown):
 	// the unmount below waits for requests in flight.
 	served := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, l := range ls {
+	for _, e := range eps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.Serve(serveCtx, l.l); err != nil {
-				sys.Printf("manage: %s: %v", l.what, err)
-			}
+			serve(serveCtx, a, e, sys.Printf)
 		}()
 	}
 	go func() {
@@ -218,7 +357,7 @@ func run(ctx context.Context, sys *stage1.System, o options) error {
 			}
 			checkTrial(ctx, trialDeps{
 				sys: sys, spec: sp, window: window, booted: slot.Name(boot.Slot),
-				bootDir: o.bootDir, confirm: mgr.Confirm, served: served,
+				bootDir: o.bootDir, confirm: mgr.Confirm, serving: func() bool { return bound(eps) },
 			})
 		}()
 	}

@@ -25,7 +25,7 @@ type trialDeps struct {
 	booted  slot.Name
 	bootDir string
 	confirm func() (slot.State, error)
-	served  <-chan struct{} // closed when the agent stopped serving
+	serving func() bool // whether every agent listener is bound
 }
 
 // checkTrial watches a trial boot for the health window, then confirms
@@ -33,7 +33,7 @@ type trialDeps struct {
 func checkTrial(ctx context.Context, d trialDeps) {
 	d.sys.Printf("manage: trial boot of slot %s: confirming after %s if every restart: always service stays up (and healthy, with a health check) and the agent serves", d.booted, d.window)
 	status := func() []mgmt.ServiceStatus { return d.sys.Status().Services }
-	reason := watchHealth(ctx, d.window, healthPoll, alwaysServices(d.spec), status, d.served)
+	reason := watchHealth(ctx, d.window, healthPoll, alwaysServices(d.spec), status, d.serving)
 	if ctx.Err() != nil {
 		return // shutting down: the trial was neither proven nor failed
 	}
@@ -88,7 +88,7 @@ func alwaysServices(sp *spec.Appliance) []string {
 // check, healthy) at the end, and the agent still serves. Services
 // held back (a condition not met, perm missing) do not count: they would
 // not run on the old slot either.
-func watchHealth(ctx context.Context, window, poll time.Duration, names []string, status func() []mgmt.ServiceStatus, served <-chan struct{}) string {
+func watchHealth(ctx context.Context, window, poll time.Duration, names []string, status func() []mgmt.ServiceStatus, serving func() bool) string {
 	deadline := time.NewTimer(window)
 	defer deadline.Stop()
 	tick := time.NewTicker(poll)
@@ -97,8 +97,6 @@ func watchHealth(ctx context.Context, window, poll time.Duration, names []string
 		select {
 		case <-ctx.Done():
 			return ""
-		case <-served:
-			return "the management agent stopped serving"
 		case <-tick.C:
 			if r := unhealthy(names, status(), false); r != "" {
 				return r
@@ -107,10 +105,8 @@ func watchHealth(ctx context.Context, window, poll time.Duration, names []string
 			if r := unhealthy(names, status(), true); r != "" {
 				return r
 			}
-			select {
-			case <-served:
-				return "the management agent stopped serving"
-			default:
+			if !serving() {
+				return "the management agent is not listening (a listener did not bind again)"
 			}
 			return ""
 		}

@@ -43,13 +43,12 @@ func TestUnhealthy(t *testing.T) {
 
 func TestWatchHealth(t *testing.T) {
 	healthy := func() []mgmt.ServiceStatus { return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning}} }
-	open := make(chan struct{})
+	open := func() bool { return true }
 	if got := watchHealth(context.Background(), 50*time.Millisecond, 10*time.Millisecond, []string{"web"}, healthy, open); got != "" {
 		t.Errorf("watchHealth(healthy) = %q, want \"\"", got)
 	}
-	closed := make(chan struct{})
-	close(closed)
-	if got := watchHealth(context.Background(), time.Second, 10*time.Millisecond, []string{"web"}, healthy, closed); !strings.Contains(got, "agent stopped") {
+	closed := func() bool { return false }
+	if got := watchHealth(context.Background(), 50*time.Millisecond, 10*time.Millisecond, []string{"web"}, healthy, closed); !strings.Contains(got, "agent is not listening") {
 		t.Errorf("watchHealth(agent gone) = %q, want the agent named", got)
 	}
 	n := 0

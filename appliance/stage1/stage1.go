@@ -85,11 +85,23 @@ const (
 // (at shutdown); a returned error is logged.
 type Extension func(ctx context.Context, sys *System) error
 
+// Setup prepares an extension before any service starts and returns the
+// Extension to run once they have been started; an error is logged and
+// the extension does not run. What a Setup takes, no service can take
+// first: the management agent binds its listeners here, since vsock ports
+// are not namespaced and any service could bind the agent's port.
+type Setup func(sys *System) (Extension, error)
+
 // Option configures Main.
 type Option func(*config)
 
 type config struct {
-	extensions []namedExtension
+	extensions []namedSetup
+}
+
+type namedSetup struct {
+	name  string
+	setup Setup
 }
 
 type namedExtension struct {
@@ -100,7 +112,13 @@ type namedExtension struct {
 // WithExtension runs ext (named name in the log) once the services have
 // been started.
 func WithExtension(name string, ext Extension) Option {
-	return func(c *config) { c.extensions = append(c.extensions, namedExtension{name, ext}) }
+	return WithSetup(name, func(*System) (Extension, error) { return ext, nil })
+}
+
+// WithSetup runs setup (named name in the log) before any service starts,
+// and the Extension it returns once the services have been started.
+func WithSetup(name string, setup Setup) Option {
+	return func(c *config) { c.extensions = append(c.extensions, namedSetup{name, setup}) }
 }
 
 // Main runs stage1 as PID 1. It never returns.
@@ -159,8 +177,7 @@ func Main(opts ...Option) {
 	s.setupNetwork()
 	s.setupPerm()
 	ctx, stopAll := context.WithCancel(context.Background())
-	supDone := s.startServices(ctx)
-	extDone := s.startExtensions(ctx, cfg.extensions)
+	supDone, extDone := s.start(ctx, cfg.extensions, s.startServices)
 	s.Printf("boot done at kernel uptime %s", uptime())
 
 	wd := openWatchdog(s)
@@ -407,6 +424,23 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return done
+}
+
+// start runs every extension's Setup, then starts the services, then the
+// extensions: what a Setup holds (the agent's listeners) is taken before
+// any service could take it.
+func (s *System) start(ctx context.Context, setups []namedSetup, startServices func(context.Context) <-chan struct{}) (supDone, extDone <-chan struct{}) {
+	var exts []namedExtension
+	for _, e := range setups {
+		run, err := e.setup(s)
+		if err != nil {
+			s.warnf("%s: %v", e.name, err)
+			continue
+		}
+		exts = append(exts, namedExtension{e.name, run})
+	}
+	supDone = startServices(ctx)
+	return supDone, s.startExtensions(ctx, exts)
 }
 
 func (s *System) startExtensions(ctx context.Context, exts []namedExtension) <-chan struct{} {

@@ -23,7 +23,6 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/mgmt"
-	"github.com/ingotdev/ingot/mgmt/transport"
 	"github.com/ingotdev/ingot/packer/format/certpin"
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
@@ -259,8 +258,9 @@ func TestVMUpdate(t *testing.T) {
 
 		// No token and a truncated body need a raw HTTP client: mgmt.Client
 		// always sends the token and never sends less than it declares.
+		// Its connections still check the agent's token-derived key.
 		raw := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return transport.Dial(ctx, target)
+			return mgmt.DialAgent(ctx, target, string(tok))
 		}, DisableKeepAlives: true}}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://agent"+mgmt.PathUpdateRoot, io.NewSectionReader(root, 0, 4096))
 		req.Header.Set(mgmt.HeaderSHA256, sum)

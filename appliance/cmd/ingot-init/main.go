@@ -32,5 +32,5 @@ func main() {
 	if _, err := os.Stat(spec.Stage0Path); err == nil {
 		stage0.Main()
 	}
-	stage1.Main(stage1.WithExtension(manage.Name, manage.Extension()))
+	stage1.Main(stage1.WithSetup(manage.Name, manage.Setup()))
 }

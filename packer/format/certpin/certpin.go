@@ -1,7 +1,9 @@
 // Package certpin is the one definition of the management certificate's
 // pin: the lowercase hex SHA-256 of the certificate's DER encoding. The
 // builder records it, the CLI and the update client check TLS peers
-// against it, and the agent serves the certificate it names.
+// against it, and the agent serves the certificate it names. On vsock,
+// where no certificate is configured, the agent's key is derived from the
+// management token instead (TokenKey), so a client can check it too.
 package certpin
 
 import (

@@ -45,3 +45,35 @@ func TestOfPEM(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenKey(t *testing.T) {
+	a, err := TokenKey("secret\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := TokenKey("  secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Equal(b) {
+		t.Error("TokenKey depends on surrounding whitespace; the token file's newline must not matter")
+	}
+	c, err := TokenKey("secreT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Equal(c) {
+		t.Error("TokenKey(secret) = TokenKey(secreT)")
+	}
+	if _, err := TokenKey(" \n"); err == nil {
+		t.Error("TokenKey(blank) = nil error")
+	}
+	p1, err := TokenKeyPEM("secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := TokenKeyPEM("secret")
+	if string(p1) != string(p2) || !strings.Contains(string(p1), "PRIVATE KEY") {
+		t.Errorf("TokenKeyPEM is not a stable PEM key:\n%s\n%s", p1, p2)
+	}
+}

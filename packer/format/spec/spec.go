@@ -176,7 +176,8 @@ const DHCPServiceName = "dhcp"
 
 // Management configures the management agent.
 type Management struct {
-	// VsockPort is the AF_VSOCK port the agent listens on; 0 disables vsock.
+	// VsockPort is the AF_VSOCK port the agent listens on, serving TLS
+	// with the key at VsockKeyPath; 0 disables vsock.
 	VsockPort uint32 `json:"vsock_port,omitempty"`
 	// TokenSHA256 is the lowercase hex SHA-256 of the bearer token.
 	TokenSHA256 string `json:"token_sha256,omitempty"`
@@ -197,11 +198,13 @@ type Management struct {
 const SBOMPath = "/etc/ingot/sbom.spdx.json"
 
 // Where the builder puts the management agent's TLS certificate and key
-// (PEM). The directory is readable by root only.
+// (PEM), and the key it serves TLS with on vsock (certpin.TokenKey, in
+// every image with a vsock port). The directory is readable by root only.
 const (
-	TLSDir      = "/etc/ingot/tls"
-	TLSCertPath = TLSDir + "/cert.pem"
-	TLSKeyPath  = TLSDir + "/key.pem"
+	TLSDir       = "/etc/ingot/tls"
+	TLSCertPath  = TLSDir + "/cert.pem"
+	TLSKeyPath   = TLSDir + "/key.pem"
+	VsockKeyPath = TLSDir + "/vsock-key.pem"
 )
 
 // DefaultHealthWindowSeconds is the health window of a trial boot when
