@@ -38,6 +38,7 @@ echo "cgself=$(cat /proc/self/cgroup)"
 echo "cgmax=$(cat /sys/fs/cgroup/memory.max)"
 echo "sysrqro=$(grep -c '^proc /proc/sysrq-trigger proc ro,' /proc/mounts)"
 echo "seccomp=$(grep -c '^Seccomp:.2$' /proc/self/status)"
+echo "vsock=$(/app/vsockprobe)"
 if (echo planted > /planted/kmsg) 2>/dev/null; then echo "imgdev=opened"; else echo "imgdev=denied"; fi
 echo "imgsuid=$(/planted/busybox id -u)"
 date >> /data/starts
@@ -183,7 +184,8 @@ func testVMContainer(t *testing.T, target config.Target, arch string, busybox []
 		t.Fatal(err)
 	}
 	l2, err := ocitest.LayerOf(ocitest.Whiteout("etc", "removed.txt"),
-		ocitest.Entry{Name: "app/run.sh", Body: []byte(boxScript), Mode: 0o755})
+		ocitest.Entry{Name: "app/run.sh", Body: []byte(boxScript), Mode: 0o755},
+		ocitest.Entry{Name: "app/vsockprobe", Body: buildVsockProbe(t, arch), Mode: 0o755})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +270,8 @@ services:
 	for _, want := range []string{"hostname=box", "greeting=from ingot.yaml", "uid=1000", "root=readonly", "whiteout=applied", "oom=trying", "starts=2", "dns=nameserver 10.0.2.3", "etchostname=box",
 		// Its cgroup namespace: its own group is "/", with its limit.
 		"cgself=0::/", "cgmax=50331648", "sysrqro=1", "seccomp=1",
+		// Issue 12, attack 1: no AF_VSOCK socket, so no bind of the agent's port.
+		"vsock=denied",
 		// The image's own nodes and setuid bits are inert in it too.
 		"imgdev=denied", "imgsuid=1000"} {
 		if count(lines, want) == 0 {
