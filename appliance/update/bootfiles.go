@@ -47,20 +47,22 @@ const maxBootFileBytes = 256 << 20
 // kernel can only ever break the trial boot that the boot loader falls
 // back from. The live file is not touched here.
 func StageBootFile(ctx context.Context, bootDir, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
-	return stageBootFile(ctx, bootDir, nil, name, sl, body, declaredBytes, wantSHA256)
+	res, _, err := stageBootFile(ctx, bootDir, nil, name, sl, body, declaredBytes, wantSHA256)
+	return res, err
 }
 
-// stageBootFile is StageBootFile naming per-slot files for fw.
-func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, error) {
+// stageBootFile is StageBootFile naming per-slot files for fw; it also
+// returns the path on the boot partition the staged file will replace.
+func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string, sl slot.Name, body io.Reader, declaredBytes int64, wantSHA256 string) (Result, string, error) {
 	tree := layout.DeviceTreeFile(name)
 	switch {
 	case tree && fw == nil:
-		return Result{}, fmt.Errorf("update: boot file %q: a device tree, and this appliance's boot loader reads none (only a Raspberry Pi's firmware does): %w", name, mgmt.ErrNotFound)
+		return Result{}, "", fmt.Errorf("update: boot file %q: a device tree, and this appliance's boot loader reads none (only a Raspberry Pi's firmware does): %w", name, mgmt.ErrNotFound)
 	case !tree && !bootFiles[name]:
-		return Result{}, fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json or a device tree: %w", name, mgmt.ErrNotFound)
+		return Result{}, "", fmt.Errorf("update: boot file %q: not one of vmlinuz, initrd.img, cmdline.txt, ingot.json or a device tree: %w", name, mgmt.ErrNotFound)
 	}
 	if !sl.Valid() {
-		return Result{}, fmt.Errorf("update: boot file %s: slot %q is not a or b", name, sl)
+		return Result{}, "", fmt.Errorf("update: boot file %s: slot %q is not a or b", name, sl)
 	}
 	dest := name
 	if layout.PerSlot(name) || tree {
@@ -68,20 +70,20 @@ func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string
 	}
 	want, err := ParseSHA256(wantSHA256)
 	if err != nil {
-		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+		return Result{}, "", fmt.Errorf("update: boot file %s: %w", name, err)
 	}
 	switch {
 	case declaredBytes <= 0:
-		return Result{}, fmt.Errorf("update: boot file %s: declared size %d: %w", name, declaredBytes, mgmt.ErrLengthRequired)
+		return Result{}, "", fmt.Errorf("update: boot file %s: declared size %d: %w", name, declaredBytes, mgmt.ErrLengthRequired)
 	case declaredBytes > maxBootFileBytes:
-		return Result{}, fmt.Errorf("update: boot file %s: %d bytes, at most %d: %w", name, declaredBytes, maxBootFileBytes, mgmt.ErrTooLarge)
+		return Result{}, "", fmt.Errorf("update: boot file %s: %d bytes, at most %d: %w", name, declaredBytes, maxBootFileBytes, mgmt.ErrTooLarge)
 	}
 	// Names in transit are flat, in the partition's root, whatever
 	// directory the file goes to.
 	tmpPath := filepath.Join(bootDir, tempPrefix+flatName(dest))
 	f, err := os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+		return Result{}, "", fmt.Errorf("update: boot file %s: %w", name, err)
 	}
 	res, err := writeVerified(ctx, f, body, declaredBytes, want)
 	if cerr := f.Close(); err == nil && cerr != nil {
@@ -92,9 +94,9 @@ func stageBootFile(ctx context.Context, bootDir string, fw Firmware, name string
 	}
 	if err != nil {
 		os.Remove(tmpPath)
-		return Result{}, fmt.Errorf("update: boot file %s: %w", name, err)
+		return Result{}, "", fmt.Errorf("update: boot file %s: %w", name, err)
 	}
-	return res, nil
+	return res, dest, nil
 }
 
 func writeVerified(ctx context.Context, f *os.File, body io.Reader, declaredBytes int64, want string) (Result, error) {
@@ -151,10 +153,25 @@ func StagedBootFiles(bootDir string) ([]string, error) {
 // slot.Rename, which syncs the directories of both names. Each rename is
 // atomic; a power cut between two of them can leave a new kernel with the
 // old initramfs, which is why the client stages both and they are applied
-// right before slot.json changes.
+// right before slot.json changes. The entries of layout.DigestsFile for
+// the replaced files are dropped first, so the next BootFileHashes hashes
+// them (see applyBootFiles for a caller that knows their digests).
 func ApplyBootFiles(bootDir string) ([]string, error) {
+	return applyBootFiles(bootDir, nil)
+}
+
+// applyBootFiles is ApplyBootFiles that then records in
+// layout.DigestsFile the digests of the applied files that verified
+// holds, by path on the boot partition: those stageBootFile checked as
+// they were written this boot. Dropping the old entries before the first
+// rename and adding the new ones after the last keeps the record from
+// ever vouching for content a file does not hold.
+func applyBootFiles(bootDir string, verified map[string]layout.FileDigest) ([]string, error) {
 	names, err := StagedBootFiles(bootDir)
 	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	if err := forgetDigests(bootDir, names); err != nil {
 		return nil, err
 	}
 	for _, name := range names {
@@ -164,6 +181,19 @@ func ApplyBootFiles(bootDir string) ([]string, error) {
 		}
 		if err := slot.Rename(filepath.Join(bootDir, stagedPrefix+flatName(name)), dst); err != nil {
 			return nil, fmt.Errorf("update: boot file %s: %w", name, err)
+		}
+	}
+	d := readDigests(bootDir)
+	known := false
+	for _, name := range names {
+		if fd, ok := verified[name]; ok {
+			d.Files[name] = fd
+			known = true
+		}
+	}
+	if known {
+		if err := saveDigests(bootDir, d); err != nil {
+			return nil, err
 		}
 	}
 	return names, nil
@@ -221,8 +251,17 @@ func cutSlotSuffix(name string) (base, sl string, ok bool) {
 // partition mounted at bootDir; a file that is missing is missing from the
 // map. The update client sends only the files whose hash differs from its
 // new image's.
+//
+// A file whose entry in layout.DigestsFile has the file's size is not
+// read: the entry's digest is the answer. Any other file is hashed, and
+// the record is then rewritten with what was hashed, so the next call
+// reads nothing. A record that cannot be rewritten (a read-only or full
+// partition) costs the next call the same hashing and nothing else, so
+// that failure is not this call's.
 func BootFileHashes(bootDir string, slots ...slot.Name) (map[string]map[string]string, error) {
 	fsys := os.DirFS(bootDir)
+	d := readDigests(bootDir)
+	repaired := false
 	out := map[string]map[string]string{}
 	for _, sl := range slots {
 		paths, err := image.SlotFiles(fsys, sl)
@@ -231,29 +270,47 @@ func BootFileHashes(bootDir string, slots ...slot.Name) (map[string]map[string]s
 		}
 		files := map[string]string{}
 		for name, p := range paths {
-			sum, err := fileSHA256(fsys, p)
+			st, err := fs.Stat(fsys, p)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("update: boot file hashes: %w", err)
 			}
-			files[name] = sum
+			if fd, ok := d.Files[p]; ok && fd.Size == st.Size() {
+				files[name] = fd.SHA256
+				continue
+			}
+			fd, err := fileDigest(fsys, p)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("update: boot file hashes: %w", err)
+			}
+			files[name] = fd.SHA256
+			d.Files[p] = fd
+			repaired = true
 		}
 		out[string(sl)] = files
+	}
+	if repaired {
+		_ = saveDigests(bootDir, d) // best effort: see the doc comment
 	}
 	return out, nil
 }
 
-func fileSHA256(fsys fs.FS, name string) (string, error) {
+// fileDigest reads the file name of fsys and returns its size and SHA-256.
+func fileDigest(fsys fs.FS, name string) (layout.FileDigest, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
-		return "", err
+		return layout.FileDigest{}, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return layout.FileDigest{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return layout.FileDigest{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }

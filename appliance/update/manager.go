@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
@@ -63,6 +64,11 @@ type Manager struct {
 	// staged is the slot the last successful WriteRoot wrote, which
 	// Commit turns into the trial slot; "" when nothing is staged.
 	staged slot.Name
+	// stagedDigests are the size and SHA-256 that WriteBootFile verified
+	// of each boot file staged this boot, by the path it will replace;
+	// Commit records them in layout.DigestsFile. Staged files of an
+	// earlier boot are discarded, so none is staged without an entry.
+	stagedDigests map[string]layout.FileDigest
 }
 
 // NewManager returns a Manager for the boot partition mounted read-write at
@@ -118,6 +124,7 @@ func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64
 	if err != nil {
 		return mgmt.UpdateResult{}, err
 	}
+	m.stagedDigests = nil
 	if err := DiscardBootFiles(m.bootDir); err != nil {
 		return mgmt.UpdateResult{}, err
 	}
@@ -152,10 +159,14 @@ func (m *Manager) WriteBootFile(ctx context.Context, name string, body io.Reader
 	if m.staged == "" {
 		return mgmt.UpdateResult{}, fmt.Errorf("update: boot file %s: no root was written for this update; PUT %s first: %w", name, mgmt.PathUpdateRoot, mgmt.ErrConflict)
 	}
-	res, err := stageBootFile(ctx, m.bootDir, m.fw, name, m.staged, body, sizeBytes, sha256Hex)
+	res, dest, err := stageBootFile(ctx, m.bootDir, m.fw, name, m.staged, body, sizeBytes, sha256Hex)
 	if err != nil {
 		return mgmt.UpdateResult{}, err
 	}
+	if m.stagedDigests == nil {
+		m.stagedDigests = map[string]layout.FileDigest{}
+	}
+	m.stagedDigests[dest] = layout.FileDigest{Size: res.Bytes, SHA256: res.SHA256}
 	return mgmt.UpdateResult{File: name, Bytes: res.Bytes, SHA256: res.SHA256}, nil
 }
 
@@ -190,9 +201,10 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 	if err := m.checkSlot(ctx, t); err != nil {
 		return mgmt.SlotState{}, fmt.Errorf("update: commit slot %s: %w", t, err)
 	}
-	if _, err := ApplyBootFiles(m.bootDir); err != nil {
+	if _, err := applyBootFiles(m.bootDir, m.stagedDigests); err != nil {
 		return mgmt.SlotState{}, err
 	}
+	m.stagedDigests = nil
 	s, err := Commit(m.bootDir, t)
 	if err != nil {
 		return mgmt.SlotState{}, err
@@ -214,6 +226,7 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 	}
 	defer m.mu.Unlock()
 	m.staged = ""
+	m.stagedDigests = nil
 	if err := DiscardBootFiles(m.bootDir); err != nil {
 		return mgmt.SlotState{}, err
 	}

@@ -8,6 +8,8 @@ package disk
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/mbr"
+	"github.com/ingotdev/ingot/packer/format/piboot"
 	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/squashfs"
@@ -290,8 +293,12 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		words = append(words, layout.ParamPerm+"=PARTUUID="+table.Partitions[3].GUID.String())
 	}
 	var files []fat.File
+	digests := layout.Digests{Files: map[string]layout.FileDigest{}}
 	if s.BootFiles != nil {
 		if files, err = s.BootFiles(table); err != nil {
+			return fmt.Errorf("disk: boot partition: %w", err)
+		}
+		if err := digestSlotDirs(digests, files); err != nil {
 			return fmt.Errorf("disk: boot partition: %w", err)
 		}
 	} else {
@@ -299,21 +306,61 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		// copies are what an update replaces when it changes them, so the
 		// first update of an unchanged kernel sends none.
 		cmdline := []byte(strings.Join(words, " ") + "\n")
-		for _, sl := range []slot.Name{slot.A, slot.B} {
-			files = append(files,
-				fat.BytesFile(sl.BootFile(layout.KernelFile), s.Kernel),
-				fat.BytesFile(sl.BootFile(layout.InitrdFile), s.Initrd),
-				fat.BytesFile(sl.BootFile(layout.CmdlineFile), cmdline))
+		for _, bf := range []struct {
+			name string
+			data []byte
+		}{{layout.KernelFile, s.Kernel}, {layout.InitrdFile, s.Initrd}, {layout.CmdlineFile, cmdline}} {
+			fd := bytesDigest(bf.data) // once for both slots' copies
+			for _, sl := range []slot.Name{slot.A, slot.B} {
+				files = append(files, fat.BytesFile(sl.BootFile(bf.name), bf.data))
+				digests.Files[sl.BootFile(bf.name)] = fd
+			}
 		}
 	}
 	files = append(files,
 		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
-		fat.BytesFile(layout.InfoFile, append(info, '\n')))
+		fat.BytesFile(layout.InfoFile, append(info, '\n')),
+		fat.BytesFile(layout.DigestsFile, digests.Marshal()))
 	w := io.NewOffsetWriter(f, p.OffsetBytes())
 	if err := fat.Write(ctx, w, p.SizeBytes(), files,
 		fatformat.WithTime(time.Unix(s.ModTime, 0).UTC()), fatformat.WithVolumeLabel("INGOT-BOOT"),
 		fatformat.WithVolumeID(volumeID(s.Name)), fatformat.WithHiddenSectors(uint32(p.FirstLBA))); err != nil {
 		return fmt.Errorf("disk: boot partition: %w", err)
+	}
+	return nil
+}
+
+// bytesDigest is the layout.DigestsFile entry of a file holding b.
+func bytesDigest(b []byte) layout.FileDigest {
+	sum := sha256.Sum256(b)
+	return layout.FileDigest{Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// digestSlotDirs records in d the digest of each file of files in a
+// slot's directory (piboot.PrefixDir): what a firmware-booted slot boots
+// with. The firmware's own files and config.txt are no slot's.
+func digestSlotDirs(d layout.Digests, files []fat.File) error {
+	for _, f := range files {
+		if f.Dir || !strings.HasPrefix(f.Path, piboot.PrefixDir(slot.A)) && !strings.HasPrefix(f.Path, piboot.PrefixDir(slot.B)) {
+			continue
+		}
+		h := sha256.New()
+		var n int64
+		if f.Content != nil {
+			r, err := f.Content.Open()
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.Path, err)
+			}
+			n, err = io.Copy(h, r)
+			r.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.Path, err)
+			}
+		}
+		if n != f.Size {
+			return fmt.Errorf("%s: %d bytes, the file list says %d", f.Path, n, f.Size)
+		}
+		d.Files[f.Path] = layout.FileDigest{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
 	}
 	return nil
 }
