@@ -231,7 +231,10 @@ type Health struct {
 	// State is starting, healthy or unhealthy.
 	State string `json:"state"`
 	// Failures counts the probes that failed in a row.
-	Failures  int       `json:"failures,omitempty"`
+	Failures int `json:"failures,omitempty"`
+	// Passes counts the probes that passed in a row (a trial boot is
+	// confirmed early once every check has spec.TrialPasses).
+	Passes    int       `json:"passes,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	LastProbe time.Time `json:"last_probe,omitzero"`
 }

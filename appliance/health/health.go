@@ -85,6 +85,8 @@ type Status struct {
 	State State
 	// Failures counts the probes that failed in a row, up to now.
 	Failures int
+	// Passes counts the probes that passed in a row, up to now.
+	Passes int
 	// LastError is the last failed probe's error, kept until a probe
 	// succeeds.
 	LastError string
@@ -99,8 +101,10 @@ func (s Status) Observe(err error, t time.Time, retries int) (Status, bool) {
 	s.LastProbe = t
 	if err == nil {
 		s.State, s.Failures, s.LastError = Healthy, 0, ""
+		s.Passes++
 	} else {
 		s.Failures++
+		s.Passes = 0
 		s.LastError = err.Error()
 		if s.Failures >= retries {
 			s.State = Unhealthy

@@ -68,21 +68,24 @@ func TestObserve(t *testing.T) {
 		err     error
 		state   State
 		changed bool
+		passes  int // in a row, after this probe
 	}{
-		{fail, Starting, true},
-		{fail, Starting, false},
-		{nil, Healthy, true},
-		{fail, Healthy, false},
-		{fail, Healthy, false},
-		{fail, Unhealthy, true},
-		{fail, Unhealthy, false},
-		{nil, Healthy, true},
+		{fail, Starting, true, 0},
+		{fail, Starting, false, 0},
+		{nil, Healthy, true, 1},
+		{nil, Healthy, false, 2},
+		{fail, Healthy, false, 0},
+		{fail, Healthy, false, 0},
+		{fail, Unhealthy, true, 0},
+		{fail, Unhealthy, false, 0},
+		{nil, Healthy, true, 1},
+		{nil, Healthy, false, 2},
 	}
 	for i, st := range steps {
 		var changed bool
 		s, changed = s.Observe(st.err, now, 3)
-		if s.State != st.state || changed != st.changed {
-			t.Errorf("step %d: state %s changed %v, want %s %v", i, s.State, changed, st.state, st.changed)
+		if s.State != st.state || changed != st.changed || s.Passes != st.passes {
+			t.Errorf("step %d: state %s changed %v passes %d, want %s %v %d", i, s.State, changed, s.Passes, st.state, st.changed, st.passes)
 		}
 	}
 	if s.Failures != 0 || s.LastError != "" || !s.LastProbe.Equal(now) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/health"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
 func TestUnhealthy(t *testing.T) {
@@ -41,25 +42,163 @@ func TestUnhealthy(t *testing.T) {
 	}
 }
 
-func TestWatchHealth(t *testing.T) {
-	healthy := func() []mgmt.ServiceStatus { return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning}} }
-	open := func() bool { return true }
-	if got := watchHealth(context.Background(), 50*time.Millisecond, 10*time.Millisecond, []string{"web"}, healthy, open); got != "" {
-		t.Errorf("watchHealth(healthy) = %q, want \"\"", got)
-	}
-	closed := func() bool { return false }
-	if got := watchHealth(context.Background(), 50*time.Millisecond, 10*time.Millisecond, []string{"web"}, healthy, closed); !strings.Contains(got, "agent is not listening") {
-		t.Errorf("watchHealth(agent gone) = %q, want the agent named", got)
-	}
+// fakeClock is a trial's clock that moves on by step at every reading, so
+// a test decides how much trial time each look at the services takes.
+type fakeClock struct {
+	t    time.Time
+	step time.Duration
+}
+
+func (c *fakeClock) now() time.Time {
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+// trialRun is one watchHealth run against scripted statuses.
+type trialRun struct {
+	rule    trialRule
+	serving bool
+	// status returns the statuses at look n (from 1).
+	status func(n int) []mgmt.ServiceStatus
+}
+
+// run watches until the trial is decided and returns the reason, the
+// trial time it took, and the last statuses it saw. The context's
+// deadline only keeps a watcher that never decides from hanging the test.
+func (tr trialRun) run(t *testing.T) (string, time.Duration, []mgmt.ServiceStatus) {
+	t.Helper()
+	clock := &fakeClock{t: time.Unix(0, 0), step: tr.rule.poll}
+	tr.rule.now = clock.now
+	tr.rule.poll = time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	n := 0
-	flaky := func() []mgmt.ServiceStatus {
+	var last []mgmt.ServiceStatus
+	got := watchHealth(ctx, tr.rule, []string{"web"}, func() []mgmt.ServiceStatus {
 		n++
-		if n > 2 {
-			return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning, Restarts: 1}}
-		}
-		return healthy()
+		last = tr.status(n)
+		return last
+	}, func() bool { return tr.serving })
+	if ctx.Err() != nil {
+		t.Fatalf("watchHealth did not decide the trial: ran until the test's deadline")
 	}
-	if got := watchHealth(context.Background(), time.Second, 10*time.Millisecond, []string{"web"}, flaky, open); !strings.Contains(got, "restarted") {
-		t.Errorf("watchHealth(restart mid-window) = %q, want a restart", got)
+	return got, clock.t.Sub(time.Unix(0, 0)), last
+}
+
+func running(h *mgmt.Health, restarts int) []mgmt.ServiceStatus {
+	return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning, Health: h, Restarts: restarts}}
+}
+
+func TestWatchHealthEarly(t *testing.T) {
+	rule := trialRule{window: time.Hour, early: 10 * time.Second, passes: 3, poll: time.Second}
+	passing := func(from int) func(int) []mgmt.ServiceStatus {
+		return func(n int) []mgmt.ServiceStatus {
+			return running(&mgmt.Health{State: string(health.Healthy), Passes: max(0, n-from)}, 0)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		status func(int) []mgmt.ServiceStatus
+	}{
+		{"check passing from the start", passing(0)},
+		{"check passing from look 30", passing(30)},
+		{"no check", func(int) []mgmt.ServiceStatus { return running(nil, 0) }},
+	} {
+		got, took, last := trialRun{rule: rule, serving: true, status: tc.status}.run(t)
+		if got != "" {
+			t.Errorf("%s: watchHealth = %q, want confirmed", tc.name, got)
+			continue
+		}
+		if took < rule.early || took >= rule.window {
+			t.Errorf("%s: confirmed after %s of trial time, want from %s on and before the %s window", tc.name, took, rule.early, rule.window)
+		}
+		if h := last[0].Health; h != nil && h.Passes < rule.passes {
+			t.Errorf("%s: confirmed with %d passes in a row, want %d", tc.name, h.Passes, rule.passes)
+		}
+	}
+}
+
+func TestWatchHealthNotEarly(t *testing.T) {
+	rule := trialRule{window: 20 * time.Second, early: 10 * time.Second, passes: 3, poll: time.Second}
+	healthy := &mgmt.Health{State: string(health.Healthy), Passes: 5}
+	for _, tc := range []struct {
+		name    string
+		serving bool
+		status  func(int) []mgmt.ServiceStatus
+		want    string
+	}{
+		{"restarted, then passing", true, func(n int) []mgmt.ServiceStatus { return running(healthy, min(1, n/5)) }, "restarted 1 times"},
+		{"crash within the early window", true, func(n int) []mgmt.ServiceStatus {
+			if n > 8 {
+				return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateBackoff, LastExit: &mgmt.Exit{Code: 2}}}
+			}
+			return running(nil, 0)
+		}, "service web: exit status 2"},
+		{"turns unhealthy", true, func(n int) []mgmt.ServiceStatus {
+			if n > 12 {
+				return running(&mgmt.Health{State: string(health.Unhealthy), Failures: 3, LastError: "HTTP 503"}, 0)
+			}
+			return running(&mgmt.Health{State: string(health.Healthy), Passes: 2}, 0)
+		}, "health check unhealthy after 3 failed probes: HTTP 503"},
+		{"waiting", true, func(int) []mgmt.ServiceStatus {
+			return []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateWaiting, Reason: "after db"}}
+		}, "still waiting"},
+		{"agent gone", false, func(int) []mgmt.ServiceStatus { return running(healthy, 0) }, "agent is not listening"},
+	} {
+		got, took, _ := trialRun{rule: rule, serving: tc.serving, status: tc.status}.run(t)
+		if !strings.Contains(got, tc.want) || got == "" {
+			t.Errorf("%s: watchHealth = %q after %s of trial time, want %q", tc.name, got, took, tc.want)
+		}
+	}
+}
+
+// TestWatchHealthShortWindow: a window shorter than the time a check
+// needs to pass once is counted from when it can: a check still starting
+// at the window's end gets until its verdict, and no longer.
+func TestWatchHealthShortWindow(t *testing.T) {
+	rule := trialRule{window: time.Second, early: 10 * time.Second, passes: 3, poll: 250 * time.Millisecond, overtime: 3 * time.Second}
+	starting := &mgmt.Health{State: string(health.Starting)}
+	then := func(at int, h *mgmt.Health) func(int) []mgmt.ServiceStatus {
+		return func(n int) []mgmt.ServiceStatus {
+			if n >= at {
+				return running(h, 0)
+			}
+			return running(starting, 0)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		status func(int) []mgmt.ServiceStatus
+		want   string // substring; "" means confirmed
+	}{
+		{"first pass after the window", then(7, &mgmt.Health{State: string(health.Healthy), Passes: 1}), ""},
+		{"failing without a verdict", then(2, &mgmt.Health{State: string(health.Starting), Failures: 2, LastError: "connection refused"}), "still starting"},
+		{"unhealthy after the window", then(9, &mgmt.Health{State: string(health.Unhealthy), Failures: 3, LastError: "HTTP 503"}), "health check unhealthy"},
+		{"never a verdict", then(1000, nil), "no probe has succeeded yet"},
+	} {
+		got, took, _ := trialRun{rule: rule, serving: true, status: tc.status}.run(t)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: watchHealth = %q after %s of trial time, want %q", tc.name, got, took, tc.want)
+		}
+		if took > rule.window+rule.overtime+rule.poll {
+			t.Errorf("%s: decided after %s of trial time, want within the window and its overtime, %s", tc.name, took, rule.window+rule.overtime)
+		}
+	}
+}
+
+func TestNewTrialRule(t *testing.T) {
+	sp := &spec.Appliance{Services: []spec.Service{
+		{Name: "web", Restart: spec.RestartAlways, Health: &spec.Health{HTTP: "http://127.0.0.1/", IntervalMillis: 1000, TimeoutMillis: 500}},
+		{Name: "job", Restart: spec.RestartOnFailure, Health: &spec.Health{TCP: "127.0.0.1:1", IntervalMillis: 60000}},
+		{Name: "plain"},
+	}}
+	names := alwaysServices(sp)
+	r := newTrialRule(sp, names, 3*time.Second)
+	if r.window != 3*time.Second || r.early != spec.TrialMinWindow || r.passes != spec.TrialPasses {
+		t.Errorf("newTrialRule = %+v, want window 3s, early %s, passes %d", r, spec.TrialMinWindow, spec.TrialPasses)
+	}
+	// web's 3 retries of at most 1 s + 500 ms; job's check does not count.
+	if want := 4500 * time.Millisecond; r.overtime != want {
+		t.Errorf("overtime = %s, want %s", r.overtime, want)
 	}
 }

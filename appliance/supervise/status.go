@@ -26,5 +26,5 @@ func exitFromStatus(ws unix.WaitStatus, t time.Time, ran time.Duration) mgmt.Exi
 
 // healthStatus is h as the protocol reports it.
 func healthStatus(h health.Status) *mgmt.Health {
-	return &mgmt.Health{State: string(h.State), Failures: h.Failures, LastError: h.LastError, LastProbe: h.LastProbe}
+	return &mgmt.Health{State: string(h.State), Failures: h.Failures, Passes: h.Passes, LastError: h.LastError, LastProbe: h.LastProbe}
 }

@@ -250,8 +250,8 @@ type Disk struct {
 
 // Update configures A/B updates.
 type Update struct {
-	// HealthWindow is how long every restart: always service must stay up
-	// before a trial boot is confirmed.
+	// HealthWindow is the longest a trial boot is watched before it is
+	// decided (spec.Management.HealthWindowSeconds says the rule).
 	HealthWindow time.Duration
 }
 

@@ -33,7 +33,7 @@ services:
 # network: dhcp                       # dhcp | none | {static: {address: 192.168.1.10/24, gateway: 192.168.1.1, dns: [192.168.1.1]}}
 # perm: 64Mi                          # persistent ext4 partition; false for none
 # disk: {boot_size: 64Mi, root_size: 256Mi}
-# update: {health_window: 30s}        # a trial boot is confirmed after this long healthy
+# update: {health_window: 30s}        # a trial boot is decided by then (sooner: 10s up, checks passing 3 in a row)
 # token_file: .ingot/token            # written by ingot new; the image holds only its hash
 `))
 

@@ -10,8 +10,9 @@ import (
 
 // Health is a service's health check: a probe that init runs in the
 // appliance's network while the service runs. A trial boot is confirmed
-// only when every checked service is healthy at the end of the health
-// window; with Restart, a service that turns unhealthy is restarted.
+// only when every checked service has passed TrialPasses probes in a row
+// (or is healthy at the end of the health window); with Restart, a
+// service that turns unhealthy is restarted.
 // Exactly one of HTTP and TCP is set.
 type Health struct {
 	// HTTP is an http:// URL to GET; a 2xx or 3xx answer is healthy.

@@ -187,8 +187,10 @@ type Management struct {
 	// TLSCertSHA256 is the pin of that certificate (lowercase hex SHA-256
 	// of its DER encoding); set with TCP.
 	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"`
-	// HealthWindowSeconds is how long every restart: always service must
-	// stay up on a trial boot before the trial is confirmed; 0 means
+	// HealthWindowSeconds is the longest a trial boot is watched: at its
+	// end, every restart: always service must still be up (and healthy,
+	// with a health check) for the trial to be confirmed; it is confirmed
+	// earlier under TrialMinWindow and TrialPasses. 0 means
 	// DefaultHealthWindowSeconds.
 	HealthWindowSeconds int `json:"health_window_seconds,omitempty"`
 }
@@ -210,6 +212,19 @@ const (
 // DefaultHealthWindowSeconds is the health window of a trial boot when
 // appliance.json gives none.
 const DefaultHealthWindowSeconds = 30
+
+// A trial boot is confirmed before its health window ends once every
+// restart: always service has stayed up for TrialMinWindow (the whole
+// window, if that is shorter) and each of their health checks has passed
+// TrialPasses probes in a row: at the default interval the third pass
+// comes 11 s after the start, so the two rules end together. A crash
+// loop restarts within the first seconds and a failing check turns
+// unhealthy at once, so waiting out the rest of the window adds time
+// more than proof.
+const (
+	TrialMinWindow = 10 * time.Second
+	TrialPasses    = 3
+)
 
 // Network is a static network configuration. The zero value configures
 // nothing (a DHCP service, or the ingot.ip kernel parameter, does it).
