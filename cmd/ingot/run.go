@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -68,8 +69,12 @@ func runRun(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 	case vm.VsockKernel:
 		logf("vsock: vsock://%d:PORT (host kernel vhost_vsock)", *cid)
 	}
-	return vm.Run(ctx, vm.Config{
+	err = vm.Run(ctx, vm.Config{
 		Image: img, RunDir: *runDir, Accel: accel, MemoryMiB: *memory, CPUs: *cpus,
 		Forwards: forwards, Vsock: mode, KernelCID: uint32(*cid), Console: stdout, Logf: logf,
 	})
+	if errors.Is(err, vm.ErrSilentResets) {
+		return fmt.Errorf("%w: give the guest more with -memory (now %d MiB)", err, *memory)
+	}
+	return err
 }

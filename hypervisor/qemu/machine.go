@@ -92,6 +92,9 @@ type Machine struct {
 	KernelVsockCID uint32
 	// Console receives the guest's serial console.
 	Console io.Writer
+	// Stderr receives QEMU's own messages; nil sends them to Console. A
+	// caller that counts what the guest printed keeps the two apart.
+	Stderr io.Writer
 	// RunDir holds QEMU's control socket; it must exist.
 	RunDir string
 	// Board, when set, boots one of QEMU's models of a real board instead
@@ -343,7 +346,11 @@ func runOnce(ctx context.Context, m *Machine, a Accel, silentLimit time.Duration
 	console := &firstByteWriter{w: m.Console, seen: make(chan struct{})}
 	var stderr strings.Builder
 	cmd.Stdout = console
-	cmd.Stderr = io.MultiWriter(&stderr, consoleOrDiscard(m.Console))
+	qemuOut := m.Stderr
+	if qemuOut == nil {
+		qemuOut = consoleOrDiscard(m.Console)
+	}
+	cmd.Stderr = io.MultiWriter(&stderr, qemuOut)
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("qemu: start %s: %w", bin, err)
 	}

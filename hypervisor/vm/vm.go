@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	"github.com/ingotdev/ingot/hypervisor/bootloader"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
@@ -89,9 +91,16 @@ func Run(ctx context.Context, c Config) error {
 	if err := os.MkdirAll(c.RunDir, 0o700); err != nil {
 		return fmt.Errorf("vm: %w", err)
 	}
+	// The console is counted apart from QEMU's own messages: a boot whose
+	// kernel printed nothing is a sign of a boot loop (checkBootLoop).
+	console := &countingWriter{w: c.Console}
+	qemuOut := c.Console
+	if qemuOut == nil {
+		qemuOut = io.Discard
+	}
 	m := &qemu.Machine{
 		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Disk: image, Forwards: c.Forwards,
-		Console: c.Console, RunDir: c.RunDir,
+		Console: console, Stderr: qemuOut, RunDir: c.RunDir,
 	}
 	// The backend outlives each QEMU: it must keep answering while the guest
 	// shuts down after ctx is canceled, and it serves the next QEMU after a
@@ -126,6 +135,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 
 	accel := c.Accel
+	var history []bootRecord
 	for boots := 1; ; boots++ {
 		var extra []string
 		if !c.NoStaticNetwork {
@@ -147,9 +157,15 @@ func Run(ctx context.Context, c Config) error {
 			logf("boot %d: %s", boots, b.Recovered)
 		}
 		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.Info.BuildID), b.Slot, trial)
+		console.n.Store(0)
+		start := time.Now()
 		exit, used, err := qemu.Run(ctx, m, accel, logf)
 		if err != nil {
 			return err
+		}
+		history = append(history, bootRecord{Exit: exit, Trial: b.Trial, ConsoleBytes: console.n.Load(), Lasted: time.Since(start)})
+		if len(history) > bootHistoryMax {
+			history = history[1:]
 		}
 		accel = used // the probe's verdict holds for the next boots
 		select {
@@ -161,6 +177,9 @@ func Run(ctx context.Context, c Config) error {
 		}
 		switch exit {
 		case qemu.ExitReboot, qemu.ExitPanic:
+			if err := checkBootLoop(history, c.MemoryMiB); err != nil {
+				return err
+			}
 			logf("guest %s; booting again", exit)
 		case qemu.ExitStopped:
 			logf("stopped")
@@ -177,4 +196,19 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// countingWriter forwards writes to w (nil discards them) and counts the
+// bytes.
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	if c.w == nil {
+		return len(p), nil
+	}
+	return c.w.Write(p)
 }
