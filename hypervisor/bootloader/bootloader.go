@@ -23,7 +23,12 @@ import (
 
 // Boot is one prepared boot.
 type Boot struct {
-	Info    layout.Info
+	// Info describes the image as built (layout.InfoFile).
+	Info layout.Info
+	// BuildID is the build that Slot holds: the layout.ParamBuild of the
+	// slot's own command line, which an update replaces with the slot's
+	// root, or Info's on an image written without it.
+	BuildID string
 	Slot    slot.Name
 	Trial   bool
 	Kernel  string // path of the extracted kernel
@@ -94,6 +99,12 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 	files, err := im.BootFiles(d.Boot)
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
+	}
+	b.BuildID = b.Info.BuildID
+	for _, w := range strings.Fields(string(files[layout.CmdlineFile])) {
+		if id, ok := strings.CutPrefix(w, layout.ParamBuild+"="); ok {
+			b.BuildID = id
+		}
 	}
 	words := []string{strings.TrimSpace(string(files[layout.CmdlineFile])),
 		layout.ParamRoot + "=PARTUUID=" + root.GUID.String(), layout.ParamSlot + "=" + string(d.Boot)}

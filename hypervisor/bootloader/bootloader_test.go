@@ -24,9 +24,15 @@ import (
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-// writeImage packs a small image whose kernel and initramfs are marker
-// strings.
+// writeImage packs a small image of build v1 whose kernel and initramfs
+// are marker strings.
 func writeImage(t *testing.T) string {
+	t.Helper()
+	return writeImageBuild(t, "v1")
+}
+
+// writeImageBuild is writeImage for build id.
+func writeImageBuild(t *testing.T, id string) string {
 	t.Helper()
 	tree := rootfs.New(1700000000)
 	if err := tree.Add("/init", rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o755, Content: rootfs.Bytes("x")}); err != nil {
@@ -34,7 +40,7 @@ func writeImage(t *testing.T) string {
 	}
 	img := filepath.Join(t.TempDir(), "x.img")
 	_, err := disk.Write(context.Background(), img, disk.Spec{
-		Name: "bl", Target: "vm-amd64", Arch: "amd64", BuildID: "v1",
+		Name: "bl", Target: "vm-amd64", Arch: "amd64", BuildID: id,
 		Kernel: []byte("kernel v1"), Initrd: []byte("initrd v1"), Cmdline: "console=ttyS0",
 		Root: tree, ModTime: 1700000000,
 		BootBytes: 40 << 20, RootSlotBytes: 4 << 20,
@@ -95,6 +101,61 @@ func TestKernelBelongsToItsSlot(t *testing.T) {
 	b, k, _ = prepare(t, img)
 	if b.Slot != slot.A || b.Trial || k != "kernel v1" {
 		t.Fatalf("boot after a failed trial: slot %s trial %v kernel %q, want a, false, kernel v1", b.Slot, b.Trial, k)
+	}
+}
+
+// TestBootNamesTheSlotsBuild updates slot b with the boot files of build
+// v2 the way push and the agent do (the files that differ, staged for b),
+// and checks that each boot names the build of the slot it boots, while
+// ingot.json still describes the image as built (v1): the boot of b is
+// not reported as v1.
+func TestBootNamesTheSlotsBuild(t *testing.T) {
+	img := writeImage(t)
+	if b, _, _ := prepare(t, img); b.Slot != slot.A || b.BuildID != "v1" {
+		t.Fatalf("first boot: slot %s build %q, want a, v1", b.Slot, b.BuildID)
+	}
+	next, err := image.Open(writeImageBuild(t, "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFiles, err := next.BootFiles(slot.B)
+	next.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFiles, err := old.BootFiles(slot.B)
+	old.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withBootMounted(t, img, func(bootDir string) {
+		for name, data := range newFiles {
+			if bytes.Equal(data, oldFiles[name]) {
+				continue
+			}
+			sum := sha256.Sum256(data)
+			if _, err := update.StageBootFile(context.Background(), bootDir, name, slot.B, bytes.NewReader(data), int64(len(data)), hex.EncodeToString(sum[:])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := update.ApplyBootFiles(bootDir); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := update.Commit(bootDir, slot.B); err != nil {
+			t.Fatal(err)
+		}
+	})
+	b, _, _ := prepare(t, img)
+	if b.Slot != slot.B || b.BuildID != "v2" || b.Info.BuildID != "v1" {
+		t.Errorf("boot after the update: slot %s build %q (ingot.json %q), want b, v2 (v1)", b.Slot, b.BuildID, b.Info.BuildID)
+	}
+	// The trial was never confirmed: a boots again, and says v1.
+	if b, _, _ := prepare(t, img); b.Slot != slot.A || b.BuildID != "v1" {
+		t.Errorf("boot after the failed trial: slot %s build %q, want a, v1", b.Slot, b.BuildID)
 	}
 }
 

@@ -156,7 +156,7 @@ func Run(ctx context.Context, c Config) error {
 		if b.Recovered != "" {
 			logf("boot %d: %s", boots, b.Recovered)
 		}
-		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.Info.BuildID), b.Slot, trial)
+		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.BuildID), b.Slot, trial)
 		console.n.Store(0)
 		start := time.Now()
 		exit, used, err := qemu.Run(ctx, m, accel, logf)

@@ -288,6 +288,12 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		return fmt.Errorf("disk: boot: %w", err)
 	}
 	words := strings.Fields(s.Cmdline)
+	if s.BuildID != "" {
+		if strings.ContainsAny(s.BuildID, " \t\n\"") {
+			return fmt.Errorf("disk: build id %q: not a kernel parameter value", s.BuildID)
+		}
+		words = append(words, layout.ParamBuild+"="+s.BuildID)
+	}
 	words = append(words, layout.ParamBoot+"=PARTUUID="+table.Partitions[0].GUID.String())
 	if s.PermBytes > 0 {
 		words = append(words, layout.ParamPerm+"=PARTUUID="+table.Partitions[3].GUID.String())

@@ -116,4 +116,8 @@ const (
 	ParamBoot  = "ingot.boot"  // PARTUUID=<guid> of the boot partition
 	ParamPerm  = "ingot.perm"  // PARTUUID=<guid> of the perm partition
 	ParamIP    = "ingot.ip"    // ADDR/PREFIX,GATEWAY,DNS for a static network
+	// ParamBuild is the build id of the root whose command line it is: in
+	// each slot's own copy of CmdlineFile, it says which build that slot
+	// boots (InfoFile describes the image as built, before any update).
+	ParamBuild = "ingot.build"
 )
