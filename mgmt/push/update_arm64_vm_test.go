@@ -10,6 +10,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
 // TestVMUpdateARM64 boots hello v1 built for vm-arm64 under
@@ -55,8 +56,10 @@ func TestVMUpdateARM64(t *testing.T) {
 		rep.Status.SlotState.Active != "b" || rep.Status.SlotState.Trial != "" {
 		t.Errorf("after update: slot %q, status %+v; want arm64 on b, active, no trial", rep.Slot, rep.Status)
 	}
-	if len(rep.BootFiles) != 0 {
-		t.Errorf("boot files sent = %v, want none (same kernel and initramfs)", rep.BootFiles)
+	// The command line carries the slot's build id (ingot.build), so it
+	// differs with every build; the kernel and initramfs do not.
+	if len(rep.BootFiles) != 1 || rep.BootFiles[0] != layout.CmdlineFile {
+		t.Errorf("boot files sent = %v, want just %s (same kernel and initramfs)", rep.BootFiles, layout.CmdlineFile)
 	}
 	waitGreeting(t, url, "arm greeting v2", time.Minute)
 	for _, s := range rep.Steps {
