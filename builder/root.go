@@ -172,6 +172,7 @@ func (b *build) appliance() *spec.Appliance {
 	cfg, target := b.cfg, b.target
 	app := &spec.Appliance{
 		Name:     cfg.Name,
+		Release:  cfg.Release,
 		Arch:     target.Arch(),
 		Target:   string(target),
 		Hostname: cfg.Hostname,

@@ -508,15 +508,16 @@ func (c *Client) upload(ctx context.Context, path string, r io.Reader, size int6
 }
 
 // UpdateRoot streams a root squashfs of size bytes with the given SHA-256
-// (lowercase hex) built for GOARCH arch into the appliance's inactive slot.
+// (lowercase hex), described by root, into the appliance's inactive slot.
 // progress, when not nil, is called with the bytes sent so far. Nothing
 // boots it until Commit; the agent rejects a wrong hash, length, magic or
-// architecture and leaves the boot state as it was.
-func (c *Client) UpdateRoot(ctx context.Context, r io.Reader, size int64, sha256Hex, arch string, progress func(n int64)) (UpdateResult, error) {
-	if arch == "" {
+// architecture, and a downgrade (CheckRelease), and leaves the boot state
+// as it was.
+func (c *Client) UpdateRoot(ctx context.Context, r io.Reader, size int64, sha256Hex string, root Root, progress func(n int64)) (UpdateResult, error) {
+	if root.Arch == "" {
 		return UpdateResult{}, errors.New("mgmt: PUT " + PathUpdateRoot + ": no architecture given")
 	}
-	return c.upload(ctx, PathUpdateRoot, r, size, sha256Hex, http.Header{HeaderArch: {arch}}, progress)
+	return c.upload(ctx, PathUpdateRoot, r, size, sha256Hex, root.header(), progress)
 }
 
 // BootFiles asks which kernel, initramfs and command line slot ("a", "b",

@@ -141,11 +141,11 @@ func TestUpdateRootChecksEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.UpdateRoot(context.Background(), strings.NewReader("abcd"), 4, strings.Repeat("1", 64), "amd64", nil)
+	_, err = c.UpdateRoot(context.Background(), strings.NewReader("abcd"), 4, strings.Repeat("1", 64), Root{Arch: "amd64"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "agent wrote 4 bytes with sha256 000") {
 		t.Errorf("UpdateRoot with a wrong echo = %v, want a mismatch error", err)
 	}
-	if _, err := c.UpdateRoot(context.Background(), strings.NewReader("abcd"), 4, "xyz", "amd64", nil); err == nil {
+	if _, err := c.UpdateRoot(context.Background(), strings.NewReader("abcd"), 4, "xyz", Root{Arch: "amd64"}, nil); err == nil {
 		t.Error("UpdateRoot with a malformed sha256 succeeded")
 	}
 }

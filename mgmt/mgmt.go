@@ -16,7 +16,8 @@
 //	GET  /v1/logs?service=S&n=N&source=disk  NDJSON stream of LogLine kept on perm across boots
 //	POST /v1/services/{name}/start|stop|restart   ServiceStatus
 //	POST /v1/reboot, /v1/poweroff            202, Accepted; the machine goes down after the reply
-//	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch;
+//	PUT  /v1/update/root                     body: squashfs; headers Ingot-Sha256, Ingot-Arch,
+//	                                         Ingot-Release, Ingot-Allow-Downgrade;
 //	                                         Content-Length required; UpdateResult
 //	GET  /v1/update/boot?slot=S              BootFiles: per slot, the SHA-256 of the kernel, initramfs, cmdline (and device trees) it boots
 //	PUT  /v1/update/boot/{file...}           body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
@@ -27,6 +28,8 @@ package mgmt
 
 import (
 	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -75,6 +78,12 @@ const (
 	HeaderSHA256 = "Ingot-Sha256"
 	// HeaderArch carries the GOARCH an update image was built for.
 	HeaderArch = "Ingot-Arch"
+	// HeaderRelease carries the release (decimal) of an update root;
+	// absent means 0. See CheckRelease.
+	HeaderRelease = "Ingot-Release"
+	// HeaderAllowDowngrade, set to "1", lets a root with a lower release
+	// than the running one through CheckRelease.
+	HeaderAllowDowngrade = "Ingot-Allow-Downgrade"
 )
 
 // Content types.
@@ -116,6 +125,9 @@ const (
 type Status struct {
 	Name    string `json:"name,omitempty"`
 	BuildID string `json:"build_id,omitempty"`
+	// Release is the running image's release (ingot.yaml release:, 0
+	// when unset); CheckRelease compares an update's against it.
+	Release uint64 `json:"release,omitempty"`
 	Arch    string `json:"arch,omitempty"`
 	// Target is the build target of the running image ("vm-amd64", "rpi").
 	Target   string `json:"target,omitempty"`
@@ -337,4 +349,57 @@ type Accepted struct {
 // ErrorBody is the body of every error reply.
 type ErrorBody struct {
 	Error string `json:"error"`
+}
+
+// Root describes a root image sent with Client.UpdateRoot.
+type Root struct {
+	// Arch is the GOARCH the image was built for; required.
+	Arch string
+	// Release is the image's release (spec.Appliance.Release).
+	Release uint64
+	// AllowDowngrade lets a Release lower than the running one through.
+	AllowDowngrade bool
+}
+
+// header is r as the request headers of PUT PathUpdateRoot.
+func (r Root) header() http.Header {
+	h := http.Header{HeaderArch: {r.Arch}, HeaderRelease: {strconv.FormatUint(r.Release, 10)}}
+	if r.AllowDowngrade {
+		h.Set(HeaderAllowDowngrade, "1")
+	}
+	return h
+}
+
+// RootFromHeader reads the release and the downgrade permission of a root
+// update's request headers: a missing release is 0 (a client that sends
+// none claims no order), a malformed one an ErrInvalid.
+func RootFromHeader(h http.Header) (release uint64, allowDowngrade bool, err error) {
+	if v := h.Get(HeaderRelease); v != "" {
+		release, err = strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("header %s: %q is not a release number: %w", HeaderRelease, v, ErrInvalid)
+		}
+	}
+	switch v := h.Get(HeaderAllowDowngrade); v {
+	case "", "0":
+	case "1":
+		allowDowngrade = true
+	default:
+		return 0, false, fmt.Errorf("header %s: %q is not 0 or 1: %w", HeaderAllowDowngrade, v, ErrInvalid)
+	}
+	return release, allowDowngrade, nil
+}
+
+// CheckRelease is the downgrade rule, the one place it is written: a root
+// whose release is lower than the running one is refused unless the
+// operator allowed the downgrade. Equal releases pass (a rebuild, a
+// development loop). The agent applies it to every root update before a
+// byte is written; push applies it before it builds or sends anything, so
+// that the refusal comes early. A rollback is not an update and is not
+// checked: it returns to the slot the appliance ran before.
+func CheckRelease(running, incoming uint64, allowDowngrade bool) error {
+	if incoming >= running || allowDowngrade {
+		return nil
+	}
+	return fmt.Errorf("release %d is older than the running release %d; a downgrade needs -allow-downgrade: %w", incoming, running, ErrRejected)
 }

@@ -40,13 +40,14 @@ func hashHex(b []byte) string {
 type fakeInfo struct {
 	mu       sync.Mutex
 	shutting bool
+	release  uint64
 }
 
 func (f *fakeInfo) Status() mgmt.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return mgmt.Status{
-		Name: "hello", BuildID: "b-42", Arch: runtime.GOARCH, Slot: "a",
+		Name: "hello", BuildID: "b-42", Release: f.release, Arch: runtime.GOARCH, Slot: "a",
 		StartedAt:    time.Now().Add(-90 * time.Second),
 		Perm:         mgmt.PermStatus{Mounted: true, UsedBytes: 1 << 20, TotalBytes: 64 << 20},
 		Services:     []mgmt.ServiceStatus{{Name: "web", State: "running", PID: 42, Restarts: 1}},
@@ -314,7 +315,7 @@ func TestAuthFailures(t *testing.T) {
 			"rollback": func() error { _, err := c.Rollback(ctx); return err },
 			"logs":     func() error { _, err := c.Logs(ctx, "web", -1, false); return err },
 			"update root": func() error {
-				_, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), runtime.GOARCH, func(n int64) { sent = n })
+				_, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), mgmt.Root{Arch: runtime.GOARCH}, func(n int64) { sent = n })
 				return err
 			},
 		}
@@ -542,7 +543,7 @@ func TestUpdateRoot(t *testing.T) {
 	c := e.client(token)
 	img := squashfsImage(300_000, 7)
 	var progress int64
-	res, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), runtime.GOARCH, func(n int64) { progress = n })
+	res, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), mgmt.Root{Arch: runtime.GOARCH}, func(n int64) { progress = n })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +610,7 @@ func TestUpdateRootRejected(t *testing.T) {
 			e := newEnv(t)
 			c := e.client(token)
 			before := e.slotJSON()
-			_, err := c.UpdateRoot(ctx, bytes.NewReader(tt.body), tt.size, tt.sha, tt.arch, nil)
+			_, err := c.UpdateRoot(ctx, bytes.NewReader(tt.body), tt.size, tt.sha, mgmt.Root{Arch: tt.arch}, nil)
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.text) {
 				t.Fatalf("UpdateRoot = %v, want %v mentioning %q", err, tt.want, tt.text)
 			}
@@ -635,7 +636,7 @@ func TestUpdateRootRejected(t *testing.T) {
 		e := newEnv(t)
 		c := e.client(token)
 		before := e.slotJSON()
-		_, err := c.UpdateRoot(ctx, bytes.NewReader(good[:200_000]), int64(len(good)), hashHex(good), runtime.GOARCH, nil)
+		_, err := c.UpdateRoot(ctx, bytes.NewReader(good[:200_000]), int64(len(good)), hashHex(good), mgmt.Root{Arch: runtime.GOARCH}, nil)
 		if err == nil {
 			t.Fatal("UpdateRoot with a short body succeeded")
 		}
@@ -649,6 +650,56 @@ func TestUpdateRootRejected(t *testing.T) {
 			t.Error("slot b not invalidated")
 		}
 	})
+}
+
+// TestUpdateRootRefusesDowngrade performs issue 12's attack 11: whoever
+// holds the token installs an older release. The agent refuses it before
+// the body is read, so neither the inactive slot nor slot.json changes,
+// unless the client allowed the downgrade. A client that sends no release
+// (an older ingot) claims release 0 and is refused too.
+func TestUpdateRootRefusesDowngrade(t *testing.T) {
+	ctx := context.Background()
+	img := squashfsImage(300_000, 7)
+	tests := []struct {
+		name    string
+		root    mgmt.Root
+		refused bool
+	}{
+		{"lower release", mgmt.Root{Arch: runtime.GOARCH, Release: 4}, true},
+		{"no release", mgmt.Root{Arch: runtime.GOARCH}, true},
+		{"same release", mgmt.Root{Arch: runtime.GOARCH, Release: 5}, false},
+		{"newer release", mgmt.Root{Arch: runtime.GOARCH, Release: 6}, false},
+		{"lower release, allowed", mgmt.Root{Arch: runtime.GOARCH, Release: 4, AllowDowngrade: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.info.release = 5
+			c := e.client(token)
+			before := e.slotJSON()
+			_, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), tt.root, nil)
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("UpdateRoot(release %d) = %v, want success", tt.root.Release, err)
+				}
+				<-e.upd.done
+				return
+			}
+			want := fmt.Sprintf("release %d is older than the running release 5", tt.root.Release)
+			if !errors.Is(err, mgmt.ErrRejected) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("UpdateRoot(release %d) = %v, want ErrRejected saying %q", tt.root.Release, err, want)
+			}
+			if got := e.slotJSON(); got != before {
+				t.Errorf("slot.json changed by a refused downgrade: %s", got)
+			}
+			if !bytes.Equal(e.partition(slot.B), e.old) {
+				t.Error("slot b changed by a refused downgrade")
+			}
+			if _, err := c.Commit(ctx); !errors.Is(err, mgmt.ErrConflict) {
+				t.Errorf("Commit after the refused downgrade = %v, want ErrConflict", err)
+			}
+		})
+	}
 }
 
 // TestHybridVsock runs the client through transport's unix:// hybrid

@@ -261,6 +261,20 @@ func (a *Agent) upload(w http.ResponseWriter, r *http.Request, what string, writ
 }
 
 func (a *Agent) updateRoot(w http.ResponseWriter, r *http.Request) {
+	// The downgrade rule runs before the body is read and before the
+	// updater touches anything (slot.json included).
+	release, allow, err := mgmt.RootFromHeader(r.Header)
+	running := a.deps.Info.Status().Release
+	if err == nil {
+		err = mgmt.CheckRelease(running, release, allow)
+	}
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("update root: %w", err))
+		return
+	}
+	if release < running {
+		a.logf("agent: update root: release %d replaces the running release %d: downgrade allowed by the client", release, running)
+	}
 	a.upload(w, r, "update root", func(body io.Reader, size int64) (mgmt.UpdateResult, error) {
 		return a.deps.Updater.WriteRoot(r.Context(), body, size, r.Header.Get(mgmt.HeaderSHA256), r.Header.Get(mgmt.HeaderArch))
 	})

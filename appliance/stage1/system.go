@@ -103,7 +103,7 @@ func (s *System) requestShutdown(ctx context.Context, req shutdownRequest) error
 func (s *System) Status() mgmt.Status {
 	st := mgmt.Status{Slot: s.boot.Slot, Trial: s.boot.Trial, StartedAt: s.startedAt}
 	if s.spec != nil {
-		st.Name, st.BuildID, st.Arch, st.Target, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Arch, s.spec.Target, s.spec.EffectiveHostname()
+		st.Name, st.BuildID, st.Release, st.Arch, st.Target, st.Hostname = s.spec.Name, s.spec.BuildID, s.spec.Release, s.spec.Arch, s.spec.Target, s.spec.EffectiveHostname()
 	}
 	if s.sup != nil {
 		st.Services = s.sup.Status()

@@ -138,7 +138,7 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 		return nil, fmt.Errorf("assemble: no serial console known for arch %s", res.Arch)
 	}
 	d, err := disk.Write(ctx, out, disk.Spec{
-		Name: res.Name, Target: string(target), Arch: res.Arch, BuildID: res.BuildID,
+		Name: res.Name, Target: string(target), Arch: res.Arch, BuildID: res.BuildID, Release: res.Appliance.Release,
 		Kernel: k.Image, Initrd: initrd.Bytes(),
 		Cmdline: strings.Join([]string{"console=" + console, "panic=1"}, " "),
 		Root:    res.Root, ModTime: res.ModTime,

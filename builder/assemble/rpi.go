@@ -68,7 +68,7 @@ func rpiImage(ctx context.Context, cfg *config.Config, res *builder.Result, out 
 		})
 	}
 	d, err := disk.Write(ctx, out, disk.Spec{
-		Name: res.Name, Target: string(res.Target), Arch: res.Arch, BuildID: res.BuildID,
+		Name: res.Name, Target: string(res.Target), Arch: res.Arch, BuildID: res.BuildID, Release: res.Appliance.Release,
 		Root: res.Root, ModTime: res.ModTime,
 		BootBytes: max(res.BootBytes, minRPiBootBytes), RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
 		BootFiles: bootFiles, HybridMBR: true,

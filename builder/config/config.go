@@ -36,6 +36,7 @@
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s}
+//	release: 12                    # orders builds: an update to a lower release is refused
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -110,6 +111,10 @@ type Config struct {
 	// default file.
 	TokenFilePos Pos
 	Update       Update
+	// Release orders the builds of this appliance (spec.Appliance.Release):
+	// an update to a lower release is refused unless the operator allows
+	// the downgrade. 0 when ingot.yaml sets none.
+	Release uint64
 }
 
 // Service returns the service named name.

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -73,7 +74,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update"}
+	"services", "management", "network", "perm", "disk", "update", "release"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -148,6 +149,11 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	}
 	if n, ok := f.get("disk"); ok {
 		d.disk(n, "disk", &c.Disk)
+	}
+	if n, ok := f.get("release"); ok {
+		if r, ok := d.integer(n, "release", 0, spec.MaxRelease); ok {
+			c.Release = uint64(r)
+		}
 	}
 	if n, ok := f.get("update"); ok {
 		if uf, ok := d.mapping(n, "update", "health_window"); ok {

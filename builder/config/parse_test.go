@@ -101,6 +101,7 @@ network:
 perm: 1Gi
 disk: {boot_size: 128Mi, root_size: 512MiB}
 update: {health_window: 1m}
+release: 42
 `
 
 func TestParseFull(t *testing.T) {
@@ -169,6 +170,9 @@ func TestParseFull(t *testing.T) {
 	if diff := cmp.Diff(wantNet, c.Network, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("network (-want +got):\n%s", diff)
 	}
+	if c.Release != 42 {
+		t.Errorf("release = %d, want 42", c.Release)
+	}
 	if c.Update.HealthWindow != time.Minute {
 		t.Errorf("health window = %v, want 1m", c.Update.HealthWindow)
 	}
@@ -200,7 +204,7 @@ func TestParseErrors(t *testing.T) {
 		{"not a mapping", "- a\n", `ingot.yaml:1:1: expected a mapping, got a list`},
 		{"two documents", minimal + "---\nname: x\n", `ingot.yaml:5:1: a second YAML document; the config is one document`},
 		// Unknown fields.
-		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update)`},
+		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update, release)`},
 		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace, health)`},
 		{"unknown resources field", svc("name: a\ngo: ./a\nresources: {memroy: 1Mi}"), `ingot.yaml:5:17: services[0].resources.memroy: unknown field (known: memory, cpu, pids)`},
 		{"field twice", "name: a\nname: b\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:2:1: name: set twice (first at line 1)`},
@@ -237,6 +241,8 @@ func TestParseErrors(t *testing.T) {
 		{"cpu too small", svc("name: a\ngo: ./a\nresources: {cpu: 1m}"), `ingot.yaml:5:22: services[0].resources.cpu: "1m" is below the smallest quota, 10m (0.01 CPU)`},
 		{"pids range", svc("name: a\ngo: ./a\nresources: {pids: 0}"), `ingot.yaml:5:23: services[0].resources.pids: 0 is out of range 1..4194304`},
 		{"bad duration", svc("name: a\ngo: ./a\ngrace: soon"), `ingot.yaml:5:12: services[0].grace: "soon" is not a duration (like 10s or 1m30s)`},
+		{"negative release", minimal + "release: -1\n", `ingot.yaml:5:10: release: -1 is out of range 0..9007199254740991`},
+		{"release not a number", minimal + "release: v2\n", `ingot.yaml:5:10: release: expected an integer, got "v2"`},
 		{"negative duration", minimal + "update: {health_window: -1s}\n", `ingot.yaml:5:25: update.health_window: must be longer than 0`},
 		{"perm not MiB", minimal + "perm: 1000K\n", `ingot.yaml:5:7: perm: 1000000 is not a whole number of MiB`},
 		{"root size not MiB", minimal + "disk: {root_size: 100M}\n", `ingot.yaml:5:19: disk.root_size: 100000000 is not a whole number of MiB`},

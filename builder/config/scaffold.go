@@ -34,6 +34,7 @@ services:
 # perm: 64Mi                          # persistent ext4 partition; false for none
 # disk: {boot_size: 64Mi, root_size: 256Mi}
 # update: {health_window: 30s}        # a trial boot is decided by then (sooner: 10s up, checks passing 3 in a row)
+# release: 1                          # raise it with every release: ingot update refuses a lower one (-allow-downgrade)
 # token_file: .ingot/token            # written by ingot new; the image holds only its hash
 `))
 

@@ -19,6 +19,7 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
 	quiet := fs.Bool("q", false, "print only the image path")
+	release := addReleaseFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,6 +30,7 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	if err != nil {
 		return err
 	}
+	release.apply(cfg)
 	targets := cfg.Targets[:1]
 	switch *targetFlag {
 	case "":

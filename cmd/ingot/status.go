@@ -40,7 +40,11 @@ func runStatus(ctx context.Context, stdout, stderr io.Writer, args []string) err
 
 func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "appliance\t%s (build %s, %s)\n", s.Name, s.BuildID, s.Arch)
+	release := ""
+	if s.Release != 0 {
+		release = fmt.Sprintf("release %d, ", s.Release)
+	}
+	fmt.Fprintf(tw, "appliance\t%s (%sbuild %s, %s)\n", s.Name, release, s.BuildID, s.Arch)
 	fmt.Fprintf(tw, "uptime\t%s\n", s.Uptime().Round(time.Second))
 	fmt.Fprintf(tw, "slot\t%s\n", describeSlot(s))
 	if s.SlotState != nil && s.SlotState.LastFailed != nil {

@@ -14,9 +14,11 @@ import (
 )
 
 func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) error {
-	fs := newFlagSet("update", mgmtTargetUsage+" [-no-reboot] [-kernel DEB] [-cache DIR]", stderr)
+	fs := newFlagSet("update", mgmtTargetUsage+" [-no-reboot] [-release N] [-allow-downgrade] [-kernel DEB] [-cache DIR]", stderr)
 	mf := addMgmtFlags(fs)
 	noReboot := fs.Bool("no-reboot", false, "stage the update as the trial slot without rebooting")
+	allowDowngrade := fs.Bool("allow-downgrade", false, "install a release lower than the running one (refused otherwise)")
+	release := addReleaseFlag(fs)
 	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the updated appliance to confirm its trial")
@@ -30,6 +32,7 @@ func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	if err != nil {
 		return err
 	}
+	release.apply(cfg)
 	c, err := mf.client()
 	if err != nil {
 		return err
@@ -45,6 +48,9 @@ func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	opts := []push.Option{push.WithAssembleOptions(aopts...), push.WithLog(stderr), push.WithWaitTimeout(*wait)}
 	if *noReboot {
 		opts = append(opts, push.WithNoReboot())
+	}
+	if *allowDowngrade {
+		opts = append(opts, push.WithAllowDowngrade())
 	}
 	start := time.Now()
 	rep, err := push.New(c, opts...).Update(ctx, cfg)

@@ -8,7 +8,6 @@
 package bootloader
 
 import (
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -58,12 +57,8 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 		return nil, fmt.Errorf("bootloader: %w", err)
 	}
 	var b Boot
-	infoData, err := bootFS.ReadFile(layout.InfoFile)
-	if err == nil {
-		err = json.Unmarshal(infoData, &b.Info)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bootloader: %s: %s: %w", path, layout.InfoFile, err)
+	if b.Info, err = im.Info(); err != nil {
+		return nil, fmt.Errorf("bootloader: %w", err)
 	}
 	// Before slot.json is touched: a Raspberry Pi image is the board
 	// firmware's to boot.

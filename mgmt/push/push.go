@@ -77,6 +77,10 @@ func WithAssembleOptions(opts ...assemble.Option) Option {
 // nowhere).
 func WithLog(w io.Writer) Option { return func(u *Updater) { u.log = w } }
 
+// WithAllowDowngrade installs an image whose release is lower than the
+// running one, which the agent otherwise refuses (mgmt.CheckRelease).
+func WithAllowDowngrade() Option { return func(u *Updater) { u.allowDowngrade = true } }
+
 // WithNoReboot stops after the commit: the update boots at the next reboot.
 func WithNoReboot() Option { return func(u *Updater) { u.noReboot = true } }
 
@@ -89,12 +93,15 @@ func WithPollInterval(d time.Duration) Option { return func(u *Updater) { u.poll
 // Updater runs updates and rollbacks on the appliance behind one client,
 // timing each step as it goes. It is not safe for concurrent use.
 type Updater struct {
-	c            *mgmt.Client
-	assemble     []assemble.Option
-	log          io.Writer
-	noReboot     bool
-	waitTimeout  time.Duration
-	pollInterval time.Duration
+	c        *mgmt.Client
+	assemble []assemble.Option
+	log      io.Writer
+	noReboot bool
+	// allowDowngrade lets a release lower than the running one through
+	// mgmt.CheckRelease, here and in the agent.
+	allowDowngrade bool
+	waitTimeout    time.Duration
+	pollInterval   time.Duration
 
 	// steps are those of the running operation; start is when the
 	// current one began.
@@ -148,6 +155,11 @@ func (u *Updater) Update(ctx context.Context, cfg *config.Config) (*Report, erro
 		return nil, err
 	}
 	u.end("status", fmt.Sprintf("%s build %s on slot %s (%s)", before.Name, before.BuildID, before.Slot, before.Arch))
+	// Refused before anything is built; install checks the built image
+	// again, and the agent has the last word.
+	if err := mgmt.CheckRelease(before.Release, cfg.Release, u.allowDowngrade); err != nil {
+		return nil, fmt.Errorf("push: %s: %w", cfg.File, err)
+	}
 
 	u.begin()
 	tmp, err := os.MkdirTemp("", "ingot-update-")
@@ -182,6 +194,13 @@ func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, b
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	defer im.Close()
+	info, err := im.Info()
+	if err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	if err := mgmt.CheckRelease(before.Release, info.Release, u.allowDowngrade); err != nil {
+		return nil, fmt.Errorf("push: %s: %w", path, err)
+	}
 	u.begin()
 	root, err := rootSection(im)
 	if err != nil {
@@ -193,7 +212,8 @@ func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, b
 	}
 	size := root.Size()
 	pr := newProgress(u.log, size)
-	res, err := u.c.UpdateRoot(ctx, io.NewSectionReader(root, 0, size), size, sum, arch, pr.update)
+	res, err := u.c.UpdateRoot(ctx, io.NewSectionReader(root, 0, size), size, sum,
+		mgmt.Root{Arch: arch, Release: info.Release, AllowDowngrade: u.allowDowngrade}, pr.update)
 	pr.done()
 	if err != nil {
 		return nil, fmt.Errorf("push: upload root: %w", err)

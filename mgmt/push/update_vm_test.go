@@ -248,7 +248,7 @@ func TestVMUpdate(t *testing.T) {
 			{"arch mismatch", c, io.NewSectionReader(root, 0, root.Size()), root.Size(), sum, "arm64", "arm64"},
 			{"wrong token", wrongToken, io.NewSectionReader(root, 0, root.Size()), root.Size(), sum, "amd64", "unauthorized"},
 		} {
-			_, err := tc.c.UpdateRoot(ctx, tc.body, tc.size, tc.sha, tc.arch, nil)
+			_, err := tc.c.UpdateRoot(ctx, tc.body, tc.size, tc.sha, mgmt.Root{Arch: tc.arch}, nil)
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.want) {
 				t.Errorf("%s: UpdateRoot = %v, want an error mentioning %q", tc.name, err, tc.want)
 			} else {

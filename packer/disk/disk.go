@@ -44,6 +44,7 @@ type Spec struct {
 	Target  string // e.g. vm-amd64
 	Arch    string // GOARCH of the guest
 	BuildID string
+	Release uint64 // spec.Appliance.Release, recorded in layout.InfoFile
 	Kernel  []byte // kernel image (vmlinuz)
 	Initrd  []byte // compressed initramfs
 	// Cmdline is the kernel command line before the partition arguments
@@ -283,7 +284,7 @@ func copySparse(w io.WriterAt, r io.Reader) error {
 }
 
 func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table, s Spec) error {
-	info, err := json.MarshalIndent(layout.Info{Name: s.Name, Target: s.Target, Arch: s.Arch, BuildID: s.BuildID}, "", "  ")
+	info, err := json.MarshalIndent(layout.Info{Name: s.Name, Target: s.Target, Arch: s.Arch, BuildID: s.BuildID, Release: s.Release}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("disk: boot: %w", err)
 	}

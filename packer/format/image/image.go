@@ -6,6 +6,7 @@
 package image
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -206,6 +207,24 @@ func (im *Image) Boot() (*fat.FS, error) {
 		return nil, fmt.Errorf("image: %s: boot partition: %w", im.name, err)
 	}
 	return fsys, nil
+}
+
+// Info reads layout.InfoFile from the boot partition: what the image was
+// built as.
+func (im *Image) Info() (layout.Info, error) {
+	var info layout.Info
+	bootFS, err := im.Boot()
+	if err != nil {
+		return info, err
+	}
+	data, err := bootFS.ReadFile(layout.InfoFile)
+	if err == nil {
+		err = json.Unmarshal(data, &info)
+	}
+	if err != nil {
+		return info, fmt.Errorf("image: %s: %s: %w", im.name, layout.InfoFile, err)
+	}
+	return info, nil
 }
 
 // RewriteBoot replaces the existing file name on the boot partition with

@@ -106,6 +106,9 @@ type Info struct {
 	Target  string `json:"target"`
 	Arch    string `json:"arch"`
 	BuildID string `json:"build_id"`
+	// Release is the image's spec.Appliance.Release (absent when 0), so
+	// that a push can refuse a downgrade before it sends anything.
+	Release uint64 `json:"release,omitempty"`
 }
 
 // Kernel command-line parameters that tie the boot stages together.

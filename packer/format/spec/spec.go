@@ -89,6 +89,11 @@ type Appliance struct {
 	Name string `json:"name"`
 	// BuildID identifies the build; services see it as INGOT_BUILD_ID.
 	BuildID string `json:"build_id"`
+	// Release orders the builds of an appliance (ingot.yaml release:, 0
+	// when unset): the agent refuses a root update whose release is lower
+	// than this one unless the client allows the downgrade
+	// (mgmt.CheckRelease). At most MaxRelease.
+	Release uint64 `json:"release,omitempty"`
 	// Arch is the GOARCH the image was built for.
 	Arch string `json:"arch"`
 	// Target is the ingot.yaml target the image was built for ("vm-arm64",
@@ -101,6 +106,10 @@ type Appliance struct {
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
 }
+
+// MaxRelease bounds Appliance.Release so that it survives JSON readers that
+// hold numbers as float64 (2^53 - 1).
+const MaxRelease = 1<<53 - 1
 
 // Restart is a service's restart policy.
 type Restart string
@@ -373,6 +382,9 @@ func (a *Appliance) Validate() error {
 	}
 	if a.BuildID == "" || hasControl(a.BuildID) {
 		return fmt.Errorf("build_id: %q is empty or has control characters", a.BuildID)
+	}
+	if a.Release > MaxRelease {
+		return fmt.Errorf("release: %d is above %d", a.Release, uint64(MaxRelease))
 	}
 	if !archRE.MatchString(a.Arch) {
 		return fmt.Errorf("arch: %q is not a GOARCH", a.Arch)
