@@ -244,6 +244,9 @@ func (a *Agent) routes() http.Handler {
 		switch {
 		case strings.HasPrefix(r.URL.Path, UIPrefix):
 			ui.ServeHTTP(w, r)
+		case r.URL.Path == "/favicon.ico" && r.Method == http.MethodGet:
+			// Browsers ask for it whatever the page says.
+			http.Redirect(w, r, uiStaticPrefix+"icon.svg", http.StatusMovedPermanently)
 		case r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 			http.Redirect(w, r, UIPrefix, http.StatusSeeOther)
 		default:

@@ -80,6 +80,9 @@ func TestWebUIRefusesWithoutToken(t *testing.T) {
 	if resp, _ := u.do(http.MethodGet, "/", "", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/" {
 		t.Errorf("GET / = %d to %q, want 303 to /ui/", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	if resp, _ := u.do(http.MethodGet, "/favicon.ico", "", nil); resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/static/icon.svg" {
+		t.Errorf("GET /favicon.ico = %d to %q, want the icon", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	if resp, _ := u.do(http.MethodGet, "/ui/", "", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/login" {
 		t.Errorf("GET /ui/ without a session = %d to %q, want 303 to /ui/login", resp.StatusCode, resp.Header.Get("Location"))
 	}

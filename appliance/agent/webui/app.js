@@ -305,7 +305,7 @@
           state(await errorOf(r));
           return;
         }
-        state('following: new lines appear as they are written');
+        state('Live: new lines appear as they are written');
         const reader = r.body.getReader();
         const dec = new TextDecoder();
         let buf = '';
@@ -346,15 +346,16 @@
       const created = doc.creationInfo && doc.creationInfo.created;
       meta.textContent = (doc.name || 'SBOM') + ' · ' + (doc.spdxVersion || 'SPDX') + ' · ' + pkgs.length + ' packages' +
         (created ? ' · created ' + created : '');
+      const license = (p) => [p.licenseConcluded, p.licenseDeclared].find((l) => l && l !== 'NOASSERTION' && l !== 'NONE') || '';
+      const withLicense = pkgs.some((p) => license(p));
       const rows = pkgs.map((p) => {
         const purl = (p.externalRefs || []).find((x) => x.referenceType === 'purl');
-        const lic = p.licenseConcluded && p.licenseConcluded !== 'NOASSERTION' ? p.licenseConcluded
-          : p.licenseDeclared && p.licenseDeclared !== 'NOASSERTION' ? p.licenseDeclared : '';
         return el('tr', null, el('td', { text: p.name || '' }), el('td', { text: p.versionInfo || '' }),
-          el('td', { text: lic }), el('td', null, el('code', { text: purl ? purl.referenceLocator : '' })));
+          withLicense ? el('td', { text: license(p) }) : null,
+          el('td', null, el('code', { text: purl ? purl.referenceLocator : '' })));
       });
       table.replaceChildren(el('thead', null, el('tr', null, el('th', { text: 'Package' }), el('th', { text: 'Version' }),
-        el('th', { text: 'License' }), el('th', { text: 'Package URL' }))), el('tbody', null, ...rows));
+        withLicense ? el('th', { text: 'License' }) : null, el('th', { text: 'Package URL' }))), el('tbody', null, ...rows));
     } catch (e) {
       meta.textContent = 'No SBOM: ' + e.message;
     }
@@ -392,6 +393,10 @@
     });
     $('logout').addEventListener('click', logout);
     window.addEventListener('hashchange', route);
+    window.addEventListener('resize', () => {
+      const box = $('logs');
+      if (logService && $('logs-follow').checked) box.scrollTop = box.scrollHeight;
+    });
     const r = await api('/ui/session');
     if (!r.ok) {
       banner('No session: ' + (await errorOf(r)));
