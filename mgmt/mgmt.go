@@ -23,6 +23,10 @@
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
+//
+// Beside them the agent serves its web status page under /ui/ (GET /
+// redirects there), with its own login and session cookie; the bearer
+// token does not open it, nor its session cookie the API (appliance/agent).
 package mgmt
 
 import (
