@@ -231,14 +231,33 @@
     $('logs-actions').replaceChildren(...(sv ? actionButtons(sv) : []));
   }
 
+  // keepFocus re-renders with render() and gives the keyboard focus back
+  // to the same control, so a keyboard user does not lose it every poll.
+  function keepFocus(render) {
+    const a = document.activeElement;
+    let sel = '';
+    if (a && a.hasAttribute('data-action')) {
+      sel = '[data-action="' + a.getAttribute('data-action') + '"][data-service="' + CSS.escape(a.getAttribute('data-service')) + '"]';
+    } else if (a && a.hasAttribute('data-logs')) {
+      sel = '[data-logs="' + CSS.escape(a.getAttribute('data-logs')) + '"]';
+    }
+    const inLogHead = a && a.closest && a.closest('#logs-actions');
+    render();
+    if (!sel) return;
+    const again = document.querySelector((inLogHead ? '#logs-actions ' : '#services ') + sel);
+    if (again) again.focus();
+  }
+
   async function refreshStatus() {
     try {
       const r = await api('/ui/api/status');
       if (!r.ok) throw new Error(await errorOf(r));
       lastStatus = await r.json();
       renderSystem(lastStatus);
-      renderServices(lastStatus);
-      renderLogHead();
+      keepFocus(() => {
+        renderServices(lastStatus);
+        renderLogHead();
+      });
       if ($('banner').textContent.startsWith('The agent does not answer')) banner('');
     } catch (e) {
       if (e.message !== 'the session ended') banner('The agent does not answer: ' + e.message);
