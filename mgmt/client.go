@@ -28,6 +28,9 @@ type Client struct {
 	baseURL string
 	token   string
 	http    *http.Client
+	// dial opens one connection to the agent, authenticated as for
+	// requests (Dial).
+	dial func(ctx context.Context) (net.Conn, error)
 }
 
 // ClientOption configures a Client.
@@ -92,7 +95,7 @@ func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 	}
 	switch {
 	case o.dial != nil:
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return o.dial(ctx) }
+		c.dial = o.dial
 	case strings.HasPrefix(target, "https://"):
 		u, err := url.Parse(target)
 		if err != nil {
@@ -110,15 +113,17 @@ func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 		}
 		tr.TLSClientConfig = pinnedTLS(pin)
 		c.baseURL = "https://" + u.Host
+		c.dial = func(ctx context.Context) (net.Conn, error) {
+			d := tls.Dialer{Config: pinnedTLS(pin)}
+			return d.DialContext(ctx, "tcp", u.Host)
+		}
 	default:
 		t, err := transport.ParseTarget(target)
 		if err != nil {
 			return nil, fmt.Errorf("mgmt: %w", err)
 		}
 		if t.Scheme == transport.SchemeTCP {
-			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return transport.DialTarget(ctx, t)
-			}
+			c.dial = func(ctx context.Context) (net.Conn, error) { return transport.DialTarget(ctx, t) }
 			break
 		}
 		// vsock, plain or hybrid: any process in the guest could hold the
@@ -127,9 +132,11 @@ func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialTokenTLS(ctx, t, cfg)
-		}
+		c.dial = func(ctx context.Context) (net.Conn, error) { return dialTokenTLS(ctx, t, cfg) }
+	}
+	if tr.TLSClientConfig == nil {
+		// https leaves the (pinned) TLS to the transport instead.
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) }
 	}
 	c.http = &http.Client{Transport: tr}
 	return c, nil
@@ -219,6 +226,19 @@ func dialTokenTLS(ctx context.Context, t transport.Target, cfg *tls.Config) (net
 		return nil, fmt.Errorf("mgmt: %v: no TLS with the token-derived key (agents built before it spoke plain HTTP on vsock): %w", t, err)
 	}
 	return tc, nil
+}
+
+// Dial opens a connection to the agent, authenticated as the client's
+// requests are (the vsock key derived from the token, or the pinned
+// certificate), over which the caller speaks HTTP itself: `ingot ui`
+// forwards a browser's connections this way. Nothing is sent on it yet,
+// the token included.
+func (c *Client) Dial(ctx context.Context) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mgmt: %s: %w", c.target, err)
+	}
+	return conn, nil
 }
 
 // Target returns the target the client was made for.

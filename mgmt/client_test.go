@@ -149,3 +149,34 @@ func TestUpdateRootChecksEcho(t *testing.T) {
 		t.Error("UpdateRoot with a malformed sha256 succeeded")
 	}
 }
+
+// TestDialPinned: Client.Dial gives a raw connection, TLS done with the
+// pin checked, over which the caller speaks HTTP itself (ingot ui); the
+// token is not sent on it.
+func TestDialPinned(t *testing.T) {
+	srv, pin := tlsAgent(t)
+	target := "https://" + srv.Listener.Addr().String()
+	ctx := context.Background()
+	c, err := NewClient(target, "tok", WithCertSHA256(pin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Without a token the fake agent answers 401: Dial added none.
+	io.WriteString(conn, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 401") {
+		t.Errorf("raw request over Dial = %q, want the agent's 401", b)
+	}
+	c, err = NewClient(target, "tok", WithCertSHA256(strings.Repeat("0", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Dial(ctx); err == nil || !strings.Contains(err.Error(), "does not match the pinned") {
+		t.Errorf("Dial with a wrong pin = %v, want a pin mismatch", err)
+	}
+}

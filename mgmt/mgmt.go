@@ -24,6 +24,10 @@
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
+//
+// Beside them the agent serves its web status page under /ui/ (GET /
+// redirects there), with its own login and session cookie; the bearer
+// token does not open it, nor its session cookie the API (appliance/agent).
 package mgmt
 
 import (
@@ -147,6 +151,9 @@ type Status struct {
 	UptimeSeconds float64         `json:"uptime_s"`
 	Perm          PermStatus      `json:"perm"`
 	Services      []ServiceStatus `json:"services"`
+	// Host is the machine's memory and load when the agent answered; nil
+	// from older agents.
+	Host *HostStatus `json:"host,omitempty"`
 	// Warnings are boot problems that did not stop the boot.
 	Warnings []string `json:"warnings,omitempty"`
 	// ShuttingDown is set once a reboot or power-off has begun.
@@ -193,6 +200,19 @@ type PermStatus struct {
 	Error      string `json:"error,omitempty"`
 	UsedBytes  int64  `json:"used_bytes,omitempty"`
 	TotalBytes int64  `json:"total_bytes,omitempty"`
+}
+
+// HostStatus is the machine's memory and load average, as the kernel
+// reports them (/proc/meminfo, /proc/loadavg).
+type HostStatus struct {
+	MemTotalBytes int64 `json:"mem_total_bytes,omitempty"`
+	// MemAvailableBytes is what could be allocated without swapping
+	// (MemAvailable): free memory plus caches the kernel can drop.
+	MemAvailableBytes int64 `json:"mem_available_bytes,omitempty"`
+	// Load is the 1, 5 and 15 minute load average.
+	Load [3]float64 `json:"load"`
+	// Error says what could not be read.
+	Error string `json:"error,omitempty"`
 }
 
 // ServiceState is where a service is in its life.

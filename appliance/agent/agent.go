@@ -6,9 +6,11 @@
 // logs, power handling and the update package, so the server can be tested
 // without a guest.
 //
-// Every request must carry "Authorization: Bearer TOKEN" whose SHA-256
-// equals the configured hash (compared in constant time); otherwise the
-// agent answers 401 before routing and nothing else happens. Before that,
+// Every request of the API must carry "Authorization: Bearer TOKEN" whose
+// SHA-256 equals the configured hash (compared in constant time); otherwise
+// the agent answers 401 before routing and nothing else happens. The web
+// page under UIPrefix (ui.go, files in package webui) has its own login
+// with the same token, session cookies and CSRF tokens. Before that,
 // what a peer without the token can make PID 1 hold is bounded: header
 // size, header time, and connections in total and per peer (limits.go).
 package agent
@@ -137,6 +139,9 @@ type Agent struct {
 	handler         http.Handler
 	// conns bounds connections over all listeners (limits.go).
 	conns *connLimiter
+	// sessions are the web page's logins; ui its files (ui.go).
+	sessions *sessionStore
+	ui       *uiAssets
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -155,6 +160,10 @@ func New(deps Deps, tokenSHA256 string, opts ...Option) (*Agent, error) {
 		o(a)
 	}
 	a.conns = newConnLimiter(a.logf)
+	a.sessions = newSessionStore()
+	if a.ui, err = loadUIAssets(); err != nil {
+		return nil, err
+	}
 	a.handler = a.routes()
 	return a, nil
 }
@@ -229,16 +238,38 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})
-	return a.authenticate(mux)
+	api := a.authenticate(mux)
+	ui := a.uiRoutes()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, UIPrefix):
+			ui.ServeHTTP(w, r)
+		case r.URL.Path == "/favicon.ico" && r.Method == http.MethodGet:
+			// Browsers ask for it whatever the page says.
+			http.Redirect(w, r, uiStaticPrefix+"icon.svg", http.StatusMovedPermanently)
+		case r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			http.Redirect(w, r, UIPrefix, http.StatusSeeOther)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
+}
+
+// tokenOK reports whether token is the management token: its SHA-256 is
+// compared with the configured one in constant time.
+func (a *Agent) tokenOK(token string) bool {
+	token = strings.TrimSpace(token)
+	sum := sha256.Sum256([]byte(token))
+	return token != "" && subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) == 1
 }
 
 // authenticate answers 401 before routing unless the bearer token matches,
-// so an unauthenticated client learns nothing, not even which paths exist.
+// so an unauthenticated client learns nothing, not even which paths exist
+// (but for the web page's, which are public in the source anyway).
 func (a *Agent) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get(mgmt.HeaderAuthorization), mgmt.BearerPrefix)
-		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		if !ok || token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) != 1 {
+		if !ok || !a.tokenOK(token) {
 			// One format per reason: each has its own log budget.
 			if !ok || token == "" {
 				a.conns.log.printf("agent: %s %s from %s: no bearer token", r.Method, r.URL.Path, r.RemoteAddr)

@@ -31,7 +31,8 @@ type info struct {
 
 // Status is stage1's snapshot with what only manage knows: why updates
 // are off, a trial the command line does not show, and the perm
-// partition's usage, measured at request time.
+// partition's usage and the machine's memory and load, measured at
+// request time.
 func (i info) Status() mgmt.Status {
 	st := i.sys.Status()
 	st.SlotError = i.updatesErr
@@ -44,6 +45,8 @@ func (i info) Status() mgmt.Status {
 			st.Perm.UsedBytes, st.Perm.TotalBytes = used, total
 		}
 	}
+	host := agent.HostUsage("/proc")
+	st.Host = &host
 	return st
 }
 

@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"cert":     {"write the management TLS certificate of an appliance and print its pin", runCert},
 		"status":   {"show a running appliance's build, slots, perm and services", runStatus},
 		"sbom":     {"print the SPDX bill of materials of a running appliance's image", runSBOM},
+		"ui":       {"open a running appliance's web status page through a local port (prints the URL)", runUI},
 		"logs":     {"print (and follow) a service's log from a running appliance", runLogs},
 		"restart":  {"restart a service of a running appliance", runRestart},
 		"stop":     {"stop a service of a running appliance", runStop},

@@ -51,6 +51,9 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 		fmt.Fprintf(tw, "last failed\tslot %s: %s\n", s.SlotState.LastFailed.Slot, s.SlotState.LastFailed.Reason)
 	}
 	fmt.Fprintf(tw, "perm\t%s\n", describePerm(s.Perm))
+	if s.Host != nil {
+		fmt.Fprintf(tw, "host\t%s\n", describeHost(*s.Host))
+	}
 	if s.ShuttingDown {
 		fmt.Fprintf(tw, "state\tshutting down\n")
 	}
@@ -121,6 +124,18 @@ func describePerm(p mgmt.PermStatus) string {
 		return fmt.Sprintf("mounted, %s of %s used", mib(p.UsedBytes), mib(p.TotalBytes))
 	}
 	return "mounted"
+}
+
+func describeHost(h mgmt.HostStatus) string {
+	var parts []string
+	if h.MemTotalBytes > 0 {
+		parts = append(parts, fmt.Sprintf("memory %s of %s used", mib(h.MemTotalBytes-h.MemAvailableBytes), mib(h.MemTotalBytes)))
+	}
+	parts = append(parts, fmt.Sprintf("load %.2f %.2f %.2f", h.Load[0], h.Load[1], h.Load[2]))
+	if h.Error != "" {
+		parts = append(parts, h.Error)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

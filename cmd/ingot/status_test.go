@@ -27,6 +27,7 @@ func (cliInfo) Status() mgmt.Status {
 		SlotState:     &mgmt.SlotState{Active: "a", Trial: "b"},
 		UptimeSeconds: 61,
 		Perm:          mgmt.PermStatus{Mounted: true, UsedBytes: 3 << 20, TotalBytes: 64 << 20},
+		Host:          &mgmt.HostStatus{MemTotalBytes: 480 << 20, MemAvailableBytes: 400 << 20, Load: [3]float64{0.5, 0.25, 0.125}},
 		Services: []mgmt.ServiceStatus{
 			{Name: "web", State: "running", PID: 42, Restarts: 2, StartedAt: time.Now().Add(-time.Minute),
 				LastExit: &mgmt.Exit{Code: 1, RanSeconds: 0.25}},
@@ -125,7 +126,7 @@ func TestManagementCommands(t *testing.T) {
 		code int
 		want []string // substrings of stdout (code 0) or stderr
 	}{
-		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "web      running", "exit status 1 after 250ms", "held (needs /perm)"}},
+		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "memory 80.0 MiB of 480.0 MiB used, load 0.50 0.25 0.12", "web      running", "exit status 1 after 250ms", "held (needs /perm)"}},
 		{[]string{"logs", "-n", "2"}, 0, []string{"three\n", "[stderr] oops\n"}},
 		{[]string{"restart"}, 0, []string{"web: restarted, now running (pid 43)"}},
 		{[]string{"stop"}, 0, []string{"web: stopped"}},

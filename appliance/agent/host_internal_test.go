@@ -1,0 +1,34 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestHostUsage(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("meminfo", "MemTotal:         505236 kB\nMemFree:          400000 kB\nMemAvailable:     450100 kB\n")
+	write("loadavg", "0.52 0.31 0.07 1/80 312\n")
+	h := HostUsage(dir)
+	if h.Error != "" || h.MemTotalBytes != 505236<<10 || h.MemAvailableBytes != 450100<<10 || h.Load != [3]float64{0.52, 0.31, 0.07} {
+		t.Errorf("HostUsage = %+v", h)
+	}
+	write("meminfo", "MemTotal: lots kB\nMemAvailable: 1 kB\n")
+	write("loadavg", "0.5\n")
+	h = HostUsage(dir)
+	for _, want := range []string{"meminfo: MemTotal", "loadavg: \"0.5\""} {
+		if !strings.Contains(h.Error, want) {
+			t.Errorf("HostUsage error %q does not name %s", h.Error, want)
+		}
+	}
+	if h := HostUsage(filepath.Join(dir, "none")); !strings.Contains(h.Error, "meminfo") {
+		t.Errorf("HostUsage without /proc: error %q", h.Error)
+	}
+}
