@@ -36,6 +36,9 @@
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s}
+//	metrics: {listen: ":9100", auth: token}     # Prometheus text format on /metrics; auth: token | none; absent: off
+//	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
+//	  # remote: syslog+tls | syslog+tcp | syslog+udp; ca: required with tls; spool: lines kept on perm while the receiver is away
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -110,6 +113,10 @@ type Config struct {
 	// default file.
 	TokenFilePos Pos
 	Update       Update
+	// Metrics is the Prometheus endpoint (off when Listen is empty).
+	Metrics spec.Metrics
+	// Logs is the remote syslog receiver (off when Remote is empty).
+	Logs Logs
 }
 
 // Service returns the service named name.

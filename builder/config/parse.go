@@ -73,7 +73,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update"}
+	"services", "management", "network", "perm", "disk", "update", "metrics", "logs"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -148,6 +148,12 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	}
 	if n, ok := f.get("disk"); ok {
 		d.disk(n, "disk", &c.Disk)
+	}
+	if n, ok := f.get("metrics"); ok {
+		c.Metrics = d.metrics(n, "metrics")
+	}
+	if n, ok := f.get("logs"); ok {
+		c.Logs = d.logs(n, "logs", dir)
 	}
 	if n, ok := f.get("update"); ok {
 		if uf, ok := d.mapping(n, "update", "health_window"); ok {

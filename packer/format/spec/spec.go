@@ -100,6 +100,9 @@ type Appliance struct {
 	Services   []Service  `json:"services"`
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
+	// Metrics is the Prometheus endpoint; Logs the remote syslog.
+	Metrics Metrics `json:"metrics,omitzero"`
+	Logs    Logs    `json:"logs,omitzero"`
 }
 
 // Restart is a service's restart policy.
@@ -418,6 +421,12 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Network.Validate(); err != nil {
 		return fmt.Errorf("network: %w", err)
+	}
+	if err := a.Metrics.Validate(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := a.Logs.Validate(); err != nil {
+		return fmt.Errorf("logs: %w", err)
 	}
 	return nil
 }
