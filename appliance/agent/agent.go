@@ -137,6 +137,8 @@ type Agent struct {
 	handler         http.Handler
 	// conns bounds connections over all listeners (limits.go).
 	conns *connLimiter
+	// count counts answered requests by route and code (count.go).
+	count func(route string, code int)
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -166,8 +168,14 @@ func (a *Agent) Handler() http.Handler { return a.handler }
 // log follows, waits up to the shutdown timeout for other requests and
 // closes l. It returns nil after ctx ended, else the listener's error.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	return a.ServeHandler(ctx, l, a.handler)
+}
+
+// ServeHandler is Serve with another handler (one that Protect or Open
+// made): the same connection limits, header bounds and shutdown.
+func (a *Agent) ServeHandler(ctx context.Context, l net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           a.handler,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -229,7 +237,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})
-	return a.authenticate(mux)
+	return a.counted(a.authenticate(mux))
 }
 
 // authenticate answers 401 before routing unless the bearer token matches,

@@ -176,6 +176,7 @@ func Main(opts ...Option) {
 	s.setupHost()
 	s.setupNetwork()
 	s.setupPerm()
+	s.setupRemoteLogs()
 	ctx, stopAll := context.WithCancel(context.Background())
 	supDone, extDone := s.start(ctx, cfg.extensions, s.startServices)
 	s.Printf("boot done at kernel uptime %s", uptime())
@@ -393,6 +394,9 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 		return done
 	}
 	opts := []supervise.Option{supervise.WithBuildID(s.spec.BuildID), supervise.WithConsole(s.console)}
+	if fw := s.RemoteLogs(); fw != nil {
+		opts = append(opts, supervise.WithForwarder(fw))
+	}
 	if p := s.Status().Perm; p.Mounted {
 		opts = append(opts, supervise.WithPerm(PermDir))
 	} else {
