@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
-  dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl)
+  dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
+  prometheus rsyslog rsyslog-gnutls)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

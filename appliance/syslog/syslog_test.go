@@ -471,3 +471,70 @@ func TestForwarderRefusesUnknownReceiver(t *testing.T) {
 		t.Errorf("New(tls without a CA) succeeded, want an error")
 	}
 }
+
+// TestForwarderSpoolFull: far more lines than the spool holds arrive
+// while the receiver is away. The oldest go, and the receiver gets one
+// message counting them, then the newest lines in order: every line is
+// either received or counted.
+func TestForwarderSpoolFull(t *testing.T) {
+	pki := newPKI(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nobody listens yet
+	remote, _ := spec.ParseRemote("syslog+tls://" + addr)
+	sp, err := OpenSpool(t.TempDir(), spec.MinSpoolBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw, err := New(Config{Remote: remote, RootCAs: pki.pool, Hostname: "h", Spool: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fw.Run(ctx) }()
+	const total = 3000
+	for i := 1; i <= total; i++ {
+		fw.Forward("hello", logs.Line{Time: time.Now(), Stream: logs.Stdout, Text: fmt.Sprintf("tick %d", i)})
+		if i%100 == 0 {
+			time.Sleep(20 * time.Millisecond) // let the writer keep up with the queue
+		}
+	}
+	waitFor(t, func() bool { return fw.Stats().Dropped > 0 })
+	if st := fw.Stats(); st.SpoolBytes > spec.MinSpoolBytes {
+		t.Errorf("spool holds %d bytes, over its bound %d", st.SpoolBytes, spec.MinSpoolBytes)
+	}
+	rec := startReceiver(t, addr, pki.cert)
+	waitFor(t, func() bool { return checkQuiet(rec.messages(), total) })
+	cancel()
+	<-done
+	rec.stop()
+	var dropped, first, received int
+	dropRE := regexp.MustCompile(`logs: (\d+) lines dropped \(the spool on perm was full\)$`)
+	for _, m := range rec.messages() {
+		if d := dropRE.FindStringSubmatch(m); d != nil {
+			if received > 0 {
+				t.Errorf("the drop note came after %d lines, want it before the lines after the gap", received)
+			}
+			dropped, _ = strconv.Atoi(d[1])
+			continue
+		}
+		if sm := seqRE.FindStringSubmatch(m); sm != nil {
+			n, _ := strconv.Atoi(sm[1])
+			if first == 0 {
+				first = n
+			}
+			if n != first+received {
+				t.Fatalf("got tick %d, want %d", n, first+received)
+			}
+			received++
+		}
+	}
+	if dropped == 0 || first != dropped+1 || dropped+received != total || uint64(dropped) != fw.Stats().Dropped {
+		t.Errorf("dropped %d (stats %d), then ticks %d..%d; want every one of %d ticks received or counted",
+			dropped, fw.Stats().Dropped, first, first+received-1, total)
+	}
+}
