@@ -471,7 +471,7 @@ func checkTicks(t *testing.T, what string, ticks []int, last int) (again int) {
 	return again
 }
 
-var consoleTickRE = regexp.MustCompile(`(?m)^hello: tick (\d+)$`)
+var consoleTickRE = regexp.MustCompile(`(?m)^hello: tick (\d+)\r?$`)
 
 // lastConsoleTick is the last tick hello printed on the console.
 func lastConsoleTick(console string) int {
@@ -554,6 +554,9 @@ func TestVMSyslog(t *testing.T) {
 	rs.stop()
 	time.Sleep(5 * time.Second)
 	last1 := lastConsoleTick(v.stop())
+	if last1 <= slices.Max(rc.ticks[boot1]) {
+		t.Fatalf("hello's last tick on boot 1's console is %d, want more than the %d received before the receiver stopped", last1, slices.Max(rc.ticks[boot1]))
+	}
 	rs.start()
 	v2 := startPipelineVM(t, img, filepath.Join(dir, "run2"))
 	v2.waitFor(bootDoneRE, pipelineBootTimeout)

@@ -66,6 +66,9 @@ type Forwarder struct {
 	sent      atomic.Uint64
 	connected atomic.Bool
 	dropped   atomic.Uint64 // every line dropped from the queue
+	// spoolDropped counts lines the spool dropped that the receiver has
+	// not been told about; only the sender goroutine uses it.
+	spoolDropped uint64
 }
 
 type item struct {
@@ -287,7 +290,6 @@ func (f *Forwarder) stream(ctx context.Context, conn net.Conn) error {
 	sp := f.cfg.Spool
 	pos := sp.Acked()
 	var pending []inflight
-	var dropped uint64
 	var out []byte
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
@@ -302,19 +304,19 @@ func (f *Forwarder) stream(ctx context.Context, conn net.Conn) error {
 		if err != nil {
 			return err
 		}
-		dropped += b.Dropped
-		if dropped > 0 || b.Lines > 0 {
+		f.spoolDropped += b.Dropped
+		if f.spoolDropped > 0 || b.Lines > 0 {
 			out = out[:0]
-			if dropped > 0 {
+			if f.spoolDropped > 0 {
 				m := f.message("init", logs.Line{Time: time.Now(), Stream: logs.System,
-					Text: fmt.Sprintf("logs: %d lines dropped (the spool on perm was full)", dropped)}).Append(nil)
+					Text: fmt.Sprintf("logs: %d lines dropped (the spool on perm was full)", f.spoolDropped)}).Append(nil)
 				out = AppendFrame(out, m)
 			}
 			out = append(out, b.Frames...)
 			if err := f.writeOut(conn, out, stream); err != nil {
 				return err
 			}
-			dropped = 0
+			f.spoolDropped = 0
 			f.sent.Add(uint64(b.Lines))
 		}
 		if b.Next != pos {
