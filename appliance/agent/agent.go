@@ -11,6 +11,9 @@
 // agent answers 401 before routing and nothing else happens. Before that,
 // what a peer without the token can make PID 1 hold is bounded: header
 // size, header time, and connections in total and per peer (limits.go).
+// Other endpoints of the appliance (the metrics) are served with the same
+// limits and, through Protect, the same token check (count.go), and every
+// answer can be counted by route and status (WithRequestCounter).
 package agent
 
 import (

@@ -3,7 +3,10 @@
 // agent on AF_VSOCK with adapters from stage1's System, performs A/B
 // updates through package update, and confirms a trial boot once every
 // restart: always service stayed up for the health window (or records why
-// it did not and reboots, so the boot loader falls back).
+// it did not and reboots, so the boot loader falls back). With metrics:
+// in appliance.json it also serves package metrics on its own TCP port,
+// through the agent (its connection limits and, with auth: token, its
+// token check).
 //
 // Register it in ingot-init with stage1.WithSetup(manage.Name,
 // manage.Setup()): its listeners are bound before any service starts.

@@ -29,6 +29,10 @@
 // button needs the button and evdev modules (amd64) loaded by stage0; a
 // watchdog device (softdog, i6300esb) is armed when present.
 //
+// With logs.remote in appliance.json, every line of init and of each
+// service also goes to a syslog receiver through package syslog, started
+// once perm is mounted (its spool is there) and before any service.
+//
 // Extensions (the management agent) get a *System through WithExtension.
 package stage1
 
