@@ -96,6 +96,8 @@ type build struct {
 	tokenHash   string
 	vsockKeyPEM []byte
 	tls         *tlsIdentity
+	// logsCA is the syslog receiver's CA (PEM), nil without one.
+	logsCA []byte
 }
 
 // program returns the compile of a service or system service, nil for
@@ -192,6 +194,7 @@ func (b *build) appliance() *spec.Appliance {
 	if cfg.Network.Mode == config.NetworkStatic {
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
 	}
+	app.Metrics, app.Logs = cfg.Metrics, cfg.Logs.Logs
 	for _, s := range cfg.Services {
 		app.Services = append(app.Services, b.service(s))
 	}
@@ -326,6 +329,9 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	}
 	if b.vsockKeyPEM != nil {
 		file(spec.VsockKeyPath, 0o600, b.vsockKeyPEM)
+	}
+	if b.logsCA != nil {
+		file(spec.LogsCAPath, 0o644, b.logsCA)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	file(spec.SBOMPath, 0o644, sbomJSON)

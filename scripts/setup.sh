@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
   dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
-  chromium) # chromium: headless, for TestVMWebUI (driven with chromedp)
+  chromium prometheus rsyslog rsyslog-gnutls) # chromium: headless, for TestVMWebUI (driven with chromedp)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -13,6 +13,9 @@
 // with the same token, session cookies and CSRF tokens. Before that,
 // what a peer without the token can make PID 1 hold is bounded: header
 // size, header time, and connections in total and per peer (limits.go).
+// Other endpoints of the appliance (the metrics) are served with the same
+// limits and, through Protect, the same token check (count.go), and every
+// answer can be counted by route and status (WithRequestCounter).
 package agent
 
 import (
@@ -142,6 +145,8 @@ type Agent struct {
 	// sessions are the web page's logins; ui its files (ui.go).
 	sessions *sessionStore
 	ui       *uiAssets
+	// count counts answered requests by route and code (count.go).
+	count func(route string, code int)
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -175,8 +180,14 @@ func (a *Agent) Handler() http.Handler { return a.handler }
 // log follows, waits up to the shutdown timeout for other requests and
 // closes l. It returns nil after ctx ended, else the listener's error.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	return a.ServeHandler(ctx, l, a.handler)
+}
+
+// ServeHandler is Serve with another handler (one that Protect or Open
+// made): the same connection limits, header bounds and shutdown.
+func (a *Agent) ServeHandler(ctx context.Context, l net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           a.handler,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -240,7 +251,7 @@ func (a *Agent) routes() http.Handler {
 	})
 	api := a.authenticate(mux)
 	ui := a.uiRoutes()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return a.counted(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, UIPrefix):
 			ui.ServeHTTP(w, r)
@@ -252,7 +263,7 @@ func (a *Agent) routes() http.Handler {
 		default:
 			api.ServeHTTP(w, r)
 		}
-	})
+	}))
 }
 
 // tokenOK reports whether token is the management token: its SHA-256 is

@@ -105,6 +105,9 @@ type Appliance struct {
 	Services   []Service  `json:"services"`
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
+	// Metrics is the Prometheus endpoint; Logs the remote syslog.
+	Metrics Metrics `json:"metrics,omitzero"`
+	Logs    Logs    `json:"logs,omitzero"`
 }
 
 // MaxRelease bounds Appliance.Release so that it survives JSON readers that
@@ -430,6 +433,12 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Network.Validate(); err != nil {
 		return fmt.Errorf("network: %w", err)
+	}
+	if err := a.Metrics.Validate(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := a.Logs.Validate(); err != nil {
+		return fmt.Errorf("logs: %w", err)
 	}
 	return nil
 }
