@@ -268,19 +268,29 @@ func (a *Agent) routes() http.Handler {
 
 // tokenOK reports whether token is the management token: its SHA-256 is
 // compared with the configured one in constant time.
-func (a *Agent) tokenOK(token string) bool {
+func (a *Agent) tokenOK(token string) bool { return tokenMatches(a.tokenSHA256, token) }
+
+// tokenMatches reports, in constant time, whether token's SHA-256 is
+// sum; an empty token or sum never matches.
+func tokenMatches(sum []byte, token string) bool {
 	token = strings.TrimSpace(token)
-	sum := sha256.Sum256([]byte(token))
-	return token != "" && subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) == 1
+	got := sha256.Sum256([]byte(token))
+	return token != "" && len(sum) == sha256.Size && subtle.ConstantTimeCompare(got[:], sum) == 1
 }
 
 // authenticate answers 401 before routing unless the bearer token matches,
 // so an unauthenticated client learns nothing, not even which paths exist
 // (but for the web page's, which are public in the source anyway).
 func (a *Agent) authenticate(next http.Handler) http.Handler {
+	return a.authenticateWith(a.tokenSHA256, next)
+}
+
+// authenticateWith is authenticate for the token whose SHA-256 is
+// tokenSHA256 (the metrics token, for Protect).
+func (a *Agent) authenticateWith(tokenSHA256 []byte, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get(mgmt.HeaderAuthorization), mgmt.BearerPrefix)
-		if !ok || !a.tokenOK(token) {
+		if !ok || !tokenMatches(tokenSHA256, token) {
 			// One format per reason: each has its own log budget.
 			if !ok || token == "" {
 				a.conns.log.printf("agent: %s %s from %s: no bearer token", r.Method, r.URL.Path, r.RemoteAddr)

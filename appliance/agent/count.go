@@ -1,6 +1,11 @@
 package agent
 
-import "net/http"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+)
 
 // RouteUnauthenticated is the route a request is counted under when it
 // was refused before routing (no or wrong token).
@@ -58,9 +63,15 @@ func (w *codeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Protect wraps h (another endpoint of the appliance, such as its
 // metrics) in the agent's bearer-token check, its connection-free 401 and
-// its request counting: the same token, checked the same way.
-func (a *Agent) Protect(pattern string, h http.Handler) http.Handler {
-	return a.counted(a.authenticate(only(pattern, h)))
+// its request counting, for the token whose SHA-256 is tokenSHA256 (hex):
+// checked as the management token is, but another token, so that one
+// that travels in clear (metrics over plain HTTP) opens nothing else.
+func (a *Agent) Protect(pattern, tokenSHA256 string, h http.Handler) (http.Handler, error) {
+	sum, err := hex.DecodeString(tokenSHA256)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("agent: protect %s: token hash %q is not a hex SHA-256", pattern, tokenSHA256)
+	}
+	return a.counted(a.authenticateWith(sum, only(pattern, h))), nil
 }
 
 // Open wraps h in the agent's request counting only, for an endpoint

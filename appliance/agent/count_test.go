@@ -11,6 +11,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/agent"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 )
 
 // counts records what WithRequestCounter reports.
@@ -66,7 +67,9 @@ func get(t *testing.T, url, tok string) (int, string) {
 // TestProtectedEndpoint performs the attack on a protected extra
 // endpoint (the metrics): without the token, or with a wrong one, the
 // peer gets 401 and none of the content; every answer is counted by
-// route and code, the API's too.
+// route and code, the API's too. The endpoint takes its own token (the
+// metrics token, which travels in clear over plain HTTP): the management
+// token does not open it, and the metrics token opens nothing of the API.
 func TestProtectedEndpoint(t *testing.T) {
 	c := &counts{m: map[string]int{}}
 	a, err := agent.New(agent.Deps{Info: &fakeInfo{}}, hashHex([]byte(token)), agent.WithRequestCounter(c.count))
@@ -74,17 +77,28 @@ func TestProtectedEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secret metrics") })
-	url := serveHandler(t, a, a.Protect("GET /metrics", secret))
-	for _, tok := range []string{"", "wrong-token"} {
+	metricsToken, err := certpin.MetricsToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protected, err := a.Protect("GET /metrics", hashHex([]byte(metricsToken)), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Protect("GET /metrics", "not-a-hash", secret); err == nil {
+		t.Error("Protect with a malformed token hash succeeded")
+	}
+	url := serveHandler(t, a, protected)
+	for _, tok := range []string{"", "wrong-token", token} {
 		code, body := get(t, url+"/metrics", tok)
 		if code != http.StatusUnauthorized || strings.Contains(body, "secret") {
 			t.Errorf("GET /metrics with token %q = %d %q, want 401 without the content", tok, code, body)
 		}
 	}
-	if code, body := get(t, url+"/metrics", token); code != http.StatusOK || body != "secret metrics" {
+	if code, body := get(t, url+"/metrics", metricsToken); code != http.StatusOK || body != "secret metrics" {
 		t.Errorf("GET /metrics with the token = %d %q", code, body)
 	}
-	if code, _ := get(t, url+"/other", token); code != http.StatusNotFound {
+	if code, _ := get(t, url+"/other", metricsToken); code != http.StatusNotFound {
 		t.Errorf("GET /other = %d, want 404", code)
 	}
 	open := serveHandler(t, a, a.Open("GET /metrics", secret))
@@ -92,9 +106,12 @@ func TestProtectedEndpoint(t *testing.T) {
 		t.Errorf("GET /metrics (auth none) = %d %q", code, body)
 	}
 	api := serveHandler(t, a, a.Handler())
+	if code, body := get(t, api+mgmt.PathStatus, metricsToken); code != http.StatusUnauthorized {
+		t.Errorf("GET %s with the metrics token = %d %.100q, want 401", mgmt.PathStatus, code, body)
+	}
 	get(t, api+mgmt.PathStatus, token)
 	for k, want := range map[string]int{
-		"unauthenticated Unauthorized":   2,
+		"unauthenticated Unauthorized":   4,
 		"GET /metrics OK":                2,
 		"/ Not Found":                    1,
 		"GET " + mgmt.PathStatus + " OK": 1,

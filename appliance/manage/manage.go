@@ -353,7 +353,14 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 		return err
 	}
 	if metricsEP != nil {
-		metricsEP.handler = metricsHandler(a, exporter, sp.Metrics)
+		// appliance.json's Validate checked the hash: this cannot fail
+		// on a built image, and an error only leaves metrics off.
+		if metricsEP.handler, err = metricsHandler(a, exporter, sp.Metrics); err != nil {
+			sys.Printf("manage: metrics: %v", err)
+			metricsEP.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "metrics: no valid token hash in appliance.json", http.StatusInternalServerError)
+			})
+		}
 	}
 	serveCtx, stopServe := context.WithCancel(ctx)
 	defer stopServe()

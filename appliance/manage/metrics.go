@@ -32,13 +32,13 @@ func newExporter(sys *stage1.System, info agent.Info, mgr *update.Manager) *metr
 }
 
 // metricsHandler serves the exporter at spec.MetricsPath, behind the
-// agent's token check unless auth is none.
-func metricsHandler(a *agent.Agent, e *metrics.Exporter, m spec.Metrics) http.Handler {
+// metrics token's check unless auth is none.
+func metricsHandler(a *agent.Agent, e *metrics.Exporter, m spec.Metrics) (http.Handler, error) {
 	pattern := "GET " + spec.MetricsPath
 	if metricsAuth(m) == spec.MetricsAuthNone {
-		return a.Open(pattern, e.Handler())
+		return a.Open(pattern, e.Handler()), nil
 	}
-	return a.Protect(pattern, e.Handler())
+	return a.Protect(pattern, m.TokenSHA256, e.Handler())
 }
 
 func metricsAuth(m spec.Metrics) spec.MetricsAuth {

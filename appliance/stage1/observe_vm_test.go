@@ -31,6 +31,7 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -114,13 +115,22 @@ func sample(exposition, series string) (float64, bool) {
 	return 0, false
 }
 
-func readToken(t *testing.T, cfg *ingotconfig.Config) string {
+// readMetricsToken returns the management token and the metrics token
+// derived from it, and writes the metrics token to a file for Prometheus.
+func readMetricsToken(t *testing.T, cfg *ingotconfig.Config, dir string) (mgmtToken, metricsToken, metricsTokenFile string) {
 	t.Helper()
 	tok, err := cfg.Token()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	if metricsToken, err = certpin.MetricsToken(tok); err != nil {
+		t.Fatal(err)
+	}
+	metricsTokenFile = filepath.Join(dir, "metrics-token")
+	if err := os.WriteFile(metricsTokenFile, []byte(metricsToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tok, metricsToken, metricsTokenFile
 }
 
 // prometheus runs Debian's Prometheus against the appliance.
@@ -231,7 +241,7 @@ func TestVMPrometheus(t *testing.T) {
 	cfg := helloConfig(t, "-crashable")
 	dir := t.TempDir()
 	img, _ := buildImage(t, cfg, dir)
-	token := readToken(t, cfg)
+	mgmtToken, token, tokenFile := readMetricsToken(t, cfg, dir)
 	metricsPort := vmtest.FreePort(t)
 	v := startPipelineVM(t, img, filepath.Join(dir, "run"), withMetricsForward(metricsPort))
 	v.waitFor(bootDoneRE, pipelineBootTimeout)
@@ -243,8 +253,12 @@ func TestVMPrometheus(t *testing.T) {
 	if code, body := scrape(t, metricsPort, "not-the-token-"+strings.Repeat("x", 32)); code != http.StatusUnauthorized || strings.Contains(body, "ingot_") {
 		t.Errorf("scrape with a wrong token = %d %.200q, want 401 and no metrics", code, body)
 	}
+	// The management token stays off the plain-HTTP port.
+	if code, body := scrape(t, metricsPort, mgmtToken); code != http.StatusUnauthorized || strings.Contains(body, "ingot_") {
+		t.Errorf("scrape with the management token = %d %.200q, want 401 and no metrics", code, body)
+	}
 
-	prom := startPrometheus(t, dir, metricsPort, cfg.TokenFile)
+	prom := startPrometheus(t, dir, metricsPort, tokenFile)
 	start := time.Now()
 	prom.waitValue(`up{job="ingot"}`, 2*time.Minute, func(f float64) bool { return f == 1 })
 	prom.waitValue(`ingot_service_up{service="hello"}`, time.Minute, func(f float64) bool { return f == 1 })
@@ -506,7 +520,7 @@ func TestVMSyslog(t *testing.T) {
 	cfg.Logs = ingotconfig.Logs{CAFile: filepath.Join(recvDir, "ca.pem"),
 		Logs: spec.Logs{Remote: fmt.Sprintf("syslog+tls://%s:%d", hostFromGuest, port), SpoolBytes: spec.MinSpoolBytes}}
 	img, buildID := buildImage(t, cfg, dir)
-	token := readToken(t, cfg)
+	_, token, _ := readMetricsToken(t, cfg, dir)
 	metricsPort := vmtest.FreePort(t)
 	v := startPipelineVM(t, img, filepath.Join(dir, "run1"), withMetricsForward(metricsPort))
 	v.waitFor(bootDoneRE, pipelineBootTimeout)

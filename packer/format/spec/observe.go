@@ -15,6 +15,10 @@ type Metrics struct {
 	Listen string `json:"listen,omitempty"`
 	// Auth is MetricsAuthToken (the default when empty) or MetricsAuthNone.
 	Auth MetricsAuth `json:"auth,omitempty"`
+	// TokenSHA256 is the hex SHA-256 of the metrics token
+	// (certpin.MetricsToken of the management token), which alone opens
+	// the endpoint with auth token: the management token does not.
+	TokenSHA256 string `json:"token_sha256,omitempty"`
 }
 
 // MetricsAuth is how a scraper authenticates.
@@ -22,8 +26,9 @@ type MetricsAuth string
 
 // The metrics endpoint's authentication modes.
 const (
-	// MetricsAuthToken wants "Authorization: Bearer TOKEN", the
-	// management token (Prometheus: authorization.credentials).
+	// MetricsAuthToken wants "Authorization: Bearer TOKEN" with the
+	// metrics token, a read-only token derived from the management token
+	// (`ingot metrics-token`; Prometheus: authorization.credentials).
 	MetricsAuthToken MetricsAuth = "token"
 	// MetricsAuthNone serves anyone who reaches the port.
 	MetricsAuthNone MetricsAuth = "none"
@@ -49,7 +54,12 @@ func (m Metrics) Validate() error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	switch m.Auth {
-	case "", MetricsAuthToken, MetricsAuthNone:
+	case "", MetricsAuthToken:
+		if !tokenHashRE.MatchString(m.TokenSHA256) {
+			return fmt.Errorf("token_sha256: %q is not 64 lowercase hex digits (auth token needs the metrics token's hash)", m.TokenSHA256)
+		}
+		return nil
+	case MetricsAuthNone:
 		return nil
 	}
 	return fmt.Errorf("auth: %q is not one of token, none", m.Auth)

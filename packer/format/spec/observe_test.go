@@ -27,7 +27,9 @@ func TestObserveValidate(t *testing.T) {
 		l    Logs
 		want string
 	}{
-		{Metrics{Listen: ":9100"}, Logs{}, ""},
+		{Metrics{Listen: ":9100", TokenSHA256: strings.Repeat("ab", 32)}, Logs{}, ""},
+		{Metrics{Listen: ":9100"}, Logs{}, "metrics: token_sha256"},
+		{Metrics{Listen: ":9100", Auth: MetricsAuthToken, TokenSHA256: strings.Repeat("AB", 32)}, Logs{}, "metrics: token_sha256"},
 		{Metrics{Listen: "127.0.0.1:9100", Auth: MetricsAuthNone}, Logs{Remote: "syslog+tcp://h:514", SpoolBytes: MinSpoolBytes}, ""},
 		{Metrics{Auth: MetricsAuthNone}, Logs{}, "metrics: auth"},
 		{Metrics{Listen: "localhost:9100"}, Logs{}, "metrics: listen"},
