@@ -48,6 +48,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
 	"github.com/ingotdev/ingot/appliance/cgroup"
+	"github.com/ingotdev/ingot/appliance/clock"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
 	"github.com/ingotdev/ingot/appliance/logs"
@@ -177,6 +178,7 @@ func Main(opts ...Option) {
 	s.setupNetwork()
 	s.setupPerm()
 	ctx, stopAll := context.WithCancel(context.Background())
+	s.setupClock(ctx)
 	supDone, extDone := s.start(ctx, cfg.extensions, s.startServices)
 	s.Printf("boot done at kernel uptime %s", uptime())
 
@@ -384,6 +386,33 @@ func (s *System) setupPerm() {
 	s.initLog.SetFile(f)
 }
 
+// setupClock moves the clock forward to the time saved on perm when it is
+// earlier, and starts the NTP client (package clock) until ctx ends.
+func (s *System) setupClock(ctx context.Context) {
+	if s.spec == nil {
+		return
+	}
+	s.Printf("clock: at boot %s", time.Now().UTC().Format(time.RFC3339))
+	var opts []clock.Option
+	if !s.Status().Perm.Mounted {
+		opts = append(opts, clock.WithSavePath(""))
+	}
+	s.clock = clock.New(s.spec.Clock, s.Printf, opts...)
+	if err := s.clock.Restore(); err != nil {
+		s.warnf("%v", err)
+	}
+	if len(s.spec.Clock.NTP) == 0 {
+		s.Printf("clock: NTP is off (clock.ntp is empty)")
+	} else {
+		s.Printf("clock: NTP servers %s", strings.Join(s.spec.Clock.NTP, ", "))
+	}
+	go func() {
+		if err := s.clock.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.warnf("%v", err)
+		}
+	}()
+}
+
 // startServices creates the supervisor and runs it until ctx ends; the
 // returned channel is closed when every service has stopped.
 func (s *System) startServices(ctx context.Context) <-chan struct{} {
@@ -393,6 +422,9 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 		return done
 	}
 	opts := []supervise.Option{supervise.WithBuildID(s.spec.BuildID), supervise.WithConsole(s.console)}
+	if s.clock != nil {
+		opts = append(opts, supervise.WithClock(s.clock))
+	}
 	if p := s.Status().Perm; p.Mounted {
 		opts = append(opts, supervise.WithPerm(PermDir))
 	} else {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/clock"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/supervise"
@@ -48,6 +49,7 @@ type System struct {
 	console   *logs.Console
 	reaper    *supervise.Reaper
 	sup       *supervise.Supervisor // nil without a usable spec
+	clock     *clock.Clock          // nil without a usable spec
 
 	mu       sync.Mutex
 	perm     mgmt.PermStatus // its usage is measured by whoever asks
@@ -107,6 +109,10 @@ func (s *System) Status() mgmt.Status {
 	}
 	if s.sup != nil {
 		st.Services = s.sup.Status()
+	}
+	if s.clock != nil {
+		c := s.clock.Status()
+		st.Clock = &c
 	}
 	select {
 	case <-s.shuttingDown:

@@ -56,6 +56,8 @@ type service struct {
 	noGroup  bool          // the missing group was logged
 	// check is the running instance's health check; nil without one.
 	check *healthCheck
+	// clockLogged is set once the wait for the clock was logged.
+	clockLogged bool
 }
 
 // healthCheck is the health check of one run.
@@ -133,6 +135,28 @@ func (sv *service) depsReady() (bool, string, <-chan struct{}) {
 	return true, "", nil
 }
 
+// clockReady reports whether a service with WaitForClock may start: the
+// clock is synced, or no Clock was given. If not, it says why and returns
+// a channel closed when that may have changed.
+func (sv *service) clockReady() (bool, string, <-chan struct{}) {
+	if !sv.spec.WaitForClock || sv.env.clock == nil {
+		return true, "", nil
+	}
+	synced, why, changed := sv.env.clock.Synced()
+	if synced {
+		if sv.clockLogged {
+			sv.sink.Printf("the clock is synced; starting")
+		}
+		return true, "", nil
+	}
+	reason := "waiting for the clock (wait_for_clock): " + why
+	if !sv.clockLogged {
+		sv.clockLogged = true
+		sv.sink.Printf("%s", reason)
+	}
+	return false, reason, changed
+}
+
 func (sv *service) heldReason() string {
 	// A container's volumes live on /perm; its launcher would only fail.
 	needsPerm := sv.spec.NeedsPerm || (sv.spec.Container != nil && len(sv.spec.Container.Volumes) > 0)
@@ -162,6 +186,9 @@ func (sv *service) run(ctx context.Context) {
 		switch sv.state() {
 		case mgmt.StateWaiting:
 			ready, reason, ch := sv.depsReady()
+			if ready {
+				ready, reason, ch = sv.clockReady()
+			}
 			if ready {
 				sv.launch()
 				continue

@@ -30,12 +30,14 @@
 //	    needs_perm: false          # held back while /perm is not mounted
 //	    log_buffer: 1Mi            # up to 64Mi
 //	    grace: 10s                 # whole seconds, up to 10m
+//	    wait_for_clock: false      # first start only once NTP set the clock
 //	management: {vsock_port: 1024, tcp: ":7443"}   # tcp defaults to :7443 on rpi, off in VMs
 //	  # tls_cert: .ingot/tls-cert.pem, tls_key: .ingot/tls-key.pem (ingot new writes them)
 //	network: dhcp                  # dhcp | none | {static: {address: CIDR, gateway: IP, dns: [IP]}}
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s}
+//	clock: {ntp: [0.pool.ntp.org, ...]}   # host[:port], up to 8; [] turns NTP off
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -110,6 +112,8 @@ type Config struct {
 	// default file.
 	TokenFilePos Pos
 	Update       Update
+	// Clock lists the NTP servers (spec.DefaultNTPServers unless set).
+	Clock spec.Clock
 }
 
 // Service returns the service named name.

@@ -18,6 +18,9 @@ type decoder struct {
 	// needsPerm holds the needs_perm: true keys, checked against perm:
 	// once the whole file is read.
 	needsPerm []fieldRef
+	// waitForClock holds the wait_for_clock: true keys, checked against
+	// clock.ntp.
+	waitForClock []fieldRef
 }
 
 // fieldRef is a node with its field path.

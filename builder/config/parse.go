@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -73,7 +75,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update"}
+	"services", "management", "network", "perm", "disk", "update", "clock"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -89,6 +91,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		Disk:      Disk{BootBytes: DefaultBootBytes, RootSlotBytes: DefaultRootSlotBytes},
 		TokenFile: filepath.Join(dir, filepath.FromSlash(DefaultTokenFile)),
 		Update:    Update{HealthWindow: DefaultHealthWindow},
+		Clock:     spec.Clock{NTP: slices.Clone(spec.DefaultNTPServers)},
 	}
 	f, ok := d.mapping(root, "", topFields...)
 	if !ok {
@@ -149,6 +152,14 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	if n, ok := f.get("disk"); ok {
 		d.disk(n, "disk", &c.Disk)
 	}
+	if n, ok := f.get("clock"); ok {
+		d.clock(n, "clock", &c.Clock)
+	}
+	if len(c.Clock.NTP) == 0 {
+		for _, r := range d.waitForClock {
+			d.fail(r.node, r.path, "clock.ntp names no server, so the clock is never synced and the service would never start")
+		}
+	}
 	if n, ok := f.get("update"); ok {
 		if uf, ok := d.mapping(n, "update", "health_window"); ok {
 			if v, ok := uf.get("health_window"); ok {
@@ -159,6 +170,34 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		}
 	}
 	return c
+}
+
+// clock reads clock: {ntp: [host[:port], ...]}; an empty list turns the
+// NTP client off.
+func (d *decoder) clock(n *yaml.Node, path string, c *spec.Clock) {
+	f, ok := d.mapping(n, path, "ntp")
+	if !ok {
+		return
+	}
+	v, ok := f.get("ntp")
+	if !ok {
+		return
+	}
+	fp := path + ".ntp"
+	servers, ok := d.strings(v, fp, false)
+	if !ok {
+		return
+	}
+	items := deref(v).Content
+	if len(servers) > spec.MaxNTPServers {
+		d.fail(v, fp, "%d servers, at most %d", len(servers), spec.MaxNTPServers)
+	}
+	for i, s := range servers {
+		if _, err := spec.NTPServerAddr(s); err != nil {
+			d.fail(items[i], indexPath(fp, i), "%v", err)
+		}
+	}
+	c.NTP = servers
 }
 
 func resolvePath(dir, p string) string {

@@ -100,6 +100,8 @@ type Appliance struct {
 	Services   []Service  `json:"services"`
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
+	// Clock is how ingot-init sets the system clock.
+	Clock Clock `json:"clock,omitzero"`
 }
 
 // Restart is a service's restart policy.
@@ -157,6 +159,9 @@ type Service struct {
 	Container *Container `json:"container,omitempty"`
 	// Health is the service's health check, if it has one.
 	Health *Health `json:"health,omitempty"`
+	// WaitForClock holds the service's first start until ingot-init's NTP
+	// client has set the clock (Clock.NTP must name a server).
+	WaitForClock bool `json:"wait_for_clock,omitempty"`
 }
 
 // Condition is a boot-time condition for running a service.
@@ -418,6 +423,14 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Network.Validate(); err != nil {
 		return fmt.Errorf("network: %w", err)
+	}
+	if err := a.Clock.Validate(); err != nil {
+		return fmt.Errorf("clock: %w", err)
+	}
+	for i, s := range a.Services {
+		if s.WaitForClock && len(a.Clock.NTP) == 0 {
+			return fmt.Errorf("services[%d] %q: wait_for_clock: clock.ntp names no server, so the clock is never synced and the service would never start", i, s.Name)
+		}
 	}
 	return nil
 }
