@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -76,8 +77,8 @@ func Query(ctx context.Context, server string) (Sample, error) {
 		n, err := conn.Read(resp)
 		t4 := time.Now()
 		if err != nil {
-			if ctx.Err() != nil {
-				err = fmt.Errorf("no answer: %w", ctx.Err())
+			if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				err = errors.New("no answer")
 			}
 			return Sample{}, fmt.Errorf("ntp %s: %w", server, err)
 		}
