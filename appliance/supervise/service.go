@@ -56,8 +56,8 @@ type service struct {
 	noGroup  bool          // the missing group was logged
 	// check is the running instance's health check; nil without one.
 	check *healthCheck
-	// clockLogged is set once the wait for the clock was logged.
-	clockLogged bool
+	// clockWhy is the reason of the wait for the clock last logged.
+	clockWhy string
 }
 
 // healthCheck is the health check of one run.
@@ -144,14 +144,15 @@ func (sv *service) clockReady() (bool, string, <-chan struct{}) {
 	}
 	synced, why, changed := sv.env.clock.Synced()
 	if synced {
-		if sv.clockLogged {
+		if sv.clockWhy != "" {
 			sv.sink.Printf("the clock is synced; starting")
 		}
 		return true, "", nil
 	}
 	reason := "waiting for the clock (wait_for_clock): " + why
-	if !sv.clockLogged {
-		sv.clockLogged = true
+	if reason != sv.clockWhy {
+		// Logged when it changes: the clock retries every few seconds.
+		sv.clockWhy = reason
 		sv.sink.Printf("%s", reason)
 	}
 	return false, reason, changed
