@@ -29,7 +29,9 @@ import (
 
 func main() {
 	fmt.Println("the time is", time.Now().UTC().Format(time.RFC3339Nano))
-	select {}
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 `
 
@@ -181,6 +183,9 @@ func TestVMClock(t *testing.T) {
 	started := strings.Index(boot1, "clocked: started pid")
 	if stepped < 0 || started < 0 || started < stepped {
 		t.Errorf("boot 1: the clock stepped at console offset %d, the service started at %d; want the step first", stepped, started)
+	}
+	if n := strings.Count(console.String(), "clocked: started pid"); n != 1 {
+		t.Errorf("boot 1: the service started %d times, want once", n)
 	}
 	if got := parse(m[1]); got.Before(hostBefore.Add(-time.Second)) {
 		t.Errorf("boot 1: the service found the time %v, want at least the host's %v (the NTP server's)", got, hostBefore)
