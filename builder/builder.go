@@ -157,6 +157,13 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if _, ok := cfg.Service(spec.DHCPServiceName); ok && usesDHCP(cfg) {
 		return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the DHCP client of network: dhcp; rename the service or set network: none or static", cfg.File, spec.DHCPServiceName)
 	}
+	if usesWiFi(cfg, target) {
+		for _, name := range []string{spec.WiFiServiceName, spec.WiFiDHCPServiceName} {
+			if _, ok := cfg.Service(name); ok {
+				return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the Wi-Fi of network.wifi; rename the service", cfg.File, name)
+			}
+		}
+	}
 	epoch, err := o.sourceDateEpoch()
 	if err != nil {
 		return nil, err
@@ -171,6 +178,12 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	tokenHash, err := tokenSHA256(cfg)
 	if err != nil {
 		return nil, err
+	}
+	var wifiPSK string
+	if usesWiFi(cfg, target) {
+		if wifiPSK, err = cfg.Network.WiFi.PSK(); err != nil {
+			return nil, fmt.Errorf("builder: %w", err)
+		}
 	}
 	tlsID, err := loadTLS(cfg, target)
 	if err != nil {
@@ -191,7 +204,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID}
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, wifiPSK: wifiPSK}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))

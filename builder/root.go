@@ -13,6 +13,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/rootfs"
+	"github.com/ingotdev/ingot/packer/rpiboot"
 )
 
 // Paths in the root filesystem.
@@ -23,6 +24,7 @@ const (
 	// user's services so their names cannot collide.
 	SystemDir     = "/usr/lib/ingot"
 	DHCPPath      = SystemDir + "/dhcp"
+	WiFiPath      = SystemDir + "/wifi"
 	BuildInfoPath = "/etc/ingot/build.json"
 	// ResolvConfTarget is where /etc/resolv.conf points: the root is
 	// read-only, so stage1 (or DHCP) writes the real file on the /run tmpfs.
@@ -96,6 +98,8 @@ type build struct {
 	tokenHash   string
 	vsockKeyPEM []byte
 	tls         *tlsIdentity
+	// wifiPSK is network.wifi's passphrase, for a Pi image with Wi-Fi.
+	wifiPSK string
 }
 
 // program returns the compile of a service or system service, nil for
@@ -122,6 +126,10 @@ func (b *build) assemble(r *Result) error {
 	}
 	if j := b.program(spec.DHCPServiceName); j != nil && usesDHCP(b.cfg) {
 		r.Binaries = append(r.Binaries, Binary{Service: spec.DHCPServiceName, Package: DHCPPackage, Path: DHCPPath,
+			SHA256: j.sum, Bytes: int64(len(j.data))})
+	}
+	if j := b.program(spec.WiFiServiceName); j != nil && usesWiFi(b.cfg, b.target) {
+		r.Binaries = append(r.Binaries, Binary{Service: spec.WiFiServiceName, Package: WiFiPackage, Path: WiFiPath,
 			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
 	r.Init = rootfs.Bytes(b.init.data)
@@ -153,6 +161,9 @@ func (b *build) assemble(r *Result) error {
 			p := servicePath(s)
 			if s == spec.DHCPServiceName && usesDHCP(b.cfg) {
 				p = DHCPPath
+			}
+			if s == spec.WiFiServiceName && usesWiFi(b.cfg, b.target) {
+				p = WiFiPath
 			}
 			bins[p] = j.data
 		}
@@ -198,7 +209,31 @@ func (b *build) appliance() *spec.Appliance {
 	if usesDHCP(cfg) {
 		app.Services = append(app.Services, dhcpService())
 	}
+	if usesWiFi(cfg, target) {
+		app.Services = append(app.Services, wifiServices(cfg.Network.WiFi.SSID)...)
+		app.Modules = slices.Clone(rpiboot.WiFiModules)
+	}
 	return app
+}
+
+// wifiServices are the Wi-Fi client on wlan0 and a second DHCP client
+// there (gokrazy's serves one interface). The SSID is no secret; the
+// passphrase stays in spec.WiFiPSKPath.
+func wifiServices(ssid string) []spec.Service {
+	return []spec.Service{{
+		Name:    spec.WiFiServiceName,
+		Path:    WiFiPath,
+		Args:    []string{"-interface", spec.WiFiInterface, "-ssid", ssid, "-psk-file", spec.WiFiPSKPath},
+		Restart: spec.RestartAlways,
+		User:    "root",
+	}, {
+		Name:      spec.WiFiDHCPServiceName,
+		Path:      DHCPPath,
+		Args:      []string{"-interface", spec.WiFiInterface},
+		Restart:   spec.RestartAlways,
+		User:      "root",
+		Condition: spec.ConditionNoStaticNetwork,
+	}}
 }
 
 // service is the supervisor's view of s. A Go service runs its binary. An
@@ -296,6 +331,13 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	if j := b.program(spec.DHCPServiceName); j != nil && usesDHCP(cfg) {
 		dir(SystemDir, 0o755)
 		file(DHCPPath, 0o755, j.data)
+	}
+	if j := b.program(spec.WiFiServiceName); j != nil && usesWiFi(cfg, b.target) {
+		dir(SystemDir, 0o755)
+		file(WiFiPath, 0o755, j.data)
+		// Root's alone: the Wi-Fi client runs as root, no service else
+		// may read the passphrase.
+		file(spec.WiFiPSKPath, 0o600, []byte(b.wifiPSK+"\n"))
 	}
 
 	file(InitPath, 0o755, r.Init)

@@ -51,6 +51,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/clock"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
+	"github.com/ingotdev/ingot/appliance/kmod"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/netconf"
 	"github.com/ingotdev/ingot/appliance/supervise"
@@ -175,6 +176,7 @@ func Main(opts ...Option) {
 	}
 
 	s.setupHost()
+	s.loadModules()
 	s.setupNetwork()
 	s.setupPerm()
 	ctx, stopAll := context.WithCancel(context.Background())
@@ -272,6 +274,29 @@ func (s *System) setupHost() {
 	// (an appliance has no other users to protect those ports from).
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0\n"), 0o644); err != nil {
 		s.warnf("unprivileged low ports: %v", err)
+	}
+}
+
+// loadModules loads appliance.json's modules (a Pi's Wi-Fi driver) from
+// spec.ModulesDir/<kernel release>, in order; a failure is logged and the
+// boot goes on.
+func (s *System) loadModules() {
+	if s.spec == nil || len(s.spec.Modules) == 0 {
+		return
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		s.warnf("modules: uname: %v", err)
+		return
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	for _, m := range s.spec.Modules {
+		p := filepath.Join(spec.ModulesDir, release, m)
+		if err := kmod.Load(p); err != nil {
+			s.warnf("modules: %v", err)
+			continue
+		}
+		s.Printf("modules: loaded %s", filepath.Base(p))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 // stopping at the first, so one run of `ingot build` shows every problem.
 type decoder struct {
 	file string
+	// dir is the config's directory, for relative paths.
+	dir  string
 	errs ErrorList
 	// needsPerm holds the needs_perm: true keys, checked against perm:
 	// once the whole file is read.

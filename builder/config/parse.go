@@ -36,6 +36,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", name, err)
 	}
+	d.dir = dir
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -381,8 +382,17 @@ func (d *decoder) network(n *yaml.Node, path string, nw *Network) {
 		}
 		return
 	}
-	f, ok := d.mapping(n, path, "static")
+	f, ok := d.mapping(n, path, "static", "wifi")
 	if !ok {
+		return
+	}
+	if wn, ok := f.get("wifi"); ok {
+		if _, static := f.get("static"); static {
+			d.fail(f.keys["wifi"], fieldPath(path, "wifi"), "wifi: and static: do not mix: on Wi-Fi the address comes by DHCP")
+			return
+		}
+		nw.Mode = NetworkDHCP
+		nw.WiFi = d.wifi(wn, fieldPath(path, "wifi"))
 		return
 	}
 	sn, ok := d.require(f, "static")
@@ -433,6 +443,37 @@ func (d *decoder) network(n *yaml.Node, path string, nw *Network) {
 			nw.DNS = append(nw.DNS, a)
 		}
 	}
+}
+
+// wifi reads network.wifi: {ssid: NAME, psk_file: FILE, firmware_deb:
+// FILE}; the passphrase itself is read at build time (WiFi.PSK).
+func (d *decoder) wifi(n *yaml.Node, path string) *WiFi {
+	f, ok := d.mapping(n, path, "ssid", "psk_file", "firmware_deb")
+	if !ok {
+		return nil
+	}
+	w := &WiFi{Pos: d.pos(deref(n))}
+	if v, ok := d.require(f, "ssid"); ok {
+		p := fieldPath(path, "ssid")
+		if s, ok := d.str(v, p); ok {
+			if err := spec.CheckSSID(s); err != nil {
+				d.fail(v, p, "%v", err)
+			}
+			w.SSID = s
+		}
+	}
+	if v, ok := d.require(f, "psk_file"); ok {
+		if s, ok := d.nonEmpty(v, fieldPath(path, "psk_file")); ok {
+			w.PSKFile = resolvePath(d.dir, s)
+			w.PSKFilePos = d.pos(deref(v))
+		}
+	}
+	if v, ok := d.require(f, "firmware_deb"); ok {
+		if s, ok := d.nonEmpty(v, fieldPath(path, "firmware_deb")); ok {
+			w.FirmwareDeb = resolvePath(d.dir, s)
+		}
+	}
+	return w
 }
 
 // perm reads `perm: SIZE`, `perm: false` (no perm partition) or

@@ -102,6 +102,10 @@ type Appliance struct {
 	Network    Network    `json:"network"`
 	// Clock is how ingot-init sets the system clock.
 	Clock Clock `json:"clock,omitzero"`
+	// Modules are kernel modules stage1 loads, in order, before the
+	// network: paths relative to ModulesDir/<kernel release> (a Pi's
+	// Wi-Fi driver; VMs load theirs in stage0).
+	Modules []string `json:"modules,omitempty"`
 }
 
 // Restart is a service's restart policy.
@@ -426,6 +430,11 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Clock.Validate(); err != nil {
 		return fmt.Errorf("clock: %w", err)
+	}
+	for i, m := range a.Modules {
+		if err := checkModule(m); err != nil {
+			return fmt.Errorf("modules[%d]: %w", i, err)
+		}
 	}
 	for i, s := range a.Services {
 		if s.WaitForClock && len(a.Clock.NTP) == 0 {
