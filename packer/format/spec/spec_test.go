@@ -129,6 +129,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad ntp server", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a:0"]}}`, `clock: ntp[0]: "a:0": port "0" is not 1..65535`},
 		{"ntp server with a slash", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a/b"]}}`, `clock: ntp[0]: "a/b": want a host name`},
 		{"too many ntp servers", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a","a","a","a","a","a","a","a","a"]}}`, "clock: ntp: 9 servers, at most 8"},
+		{"absolute module", `{"name":"a","build_id":"1","arch":"arm64","modules":["/lib/modules/x.ko"]}`, `modules[0]: "/lib/modules/x.ko": want a clean relative path of a .ko file`},
+		{"module escapes", `{"name":"a","build_id":"1","arch":"arm64","modules":["../../etc/x.ko"]}`, `modules[0]: "../../etc/x.ko"`},
+		{"module not a .ko", `{"name":"a","build_id":"1","arch":"arm64","modules":["kernel/x.so"]}`, `modules[0]: "kernel/x.so"`},
 		{"gateway family", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.2/8","gateway":"fe80::1"}}`, "family"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
