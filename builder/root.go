@@ -72,7 +72,7 @@ var mountPoints = []struct {
 	mode uint32
 }{
 	{"/dev", 0o755},
-	{"/lib/modules", 0o755},
+	{spec.ModulesDir, 0o755},
 	{"/oci", 0o755},
 	{"/perm", 0o755},
 	{"/proc", 0o555},
