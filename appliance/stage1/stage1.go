@@ -29,6 +29,12 @@
 // button needs the button and evdev modules (amd64) loaded by stage0; a
 // watchdog device (softdog, i6300esb) is armed when present.
 //
+// Right after /perm, the clock (package clock) is moved forward to the
+// time saved there at the last shutdown if it is behind, and the NTP
+// client starts; services with wait_for_clock wait for its first sync.
+// Kernel modules that appliance.json lists (a Pi's Wi-Fi driver) are
+// loaded before the network.
+//
 // Extensions (the management agent) get a *System through WithExtension.
 package stage1
 
