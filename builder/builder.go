@@ -179,11 +179,17 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
-	var wifiPSK string
+	var wifiPSK, wifiDigest string
 	if usesWiFi(cfg, target) {
 		if wifiPSK, err = cfg.Network.WiFi.PSK(); err != nil {
 			return nil, fmt.Errorf("builder: %w", err)
 		}
+		fw, err := fileSHA256(cfg.Network.WiFi.FirmwareDeb)
+		if err != nil {
+			return nil, fmt.Errorf("builder: %s: network.wifi.firmware_deb: %w", cfg.Network.WiFi.Pos, err)
+		}
+		psk := sha256.Sum256([]byte(wifiPSK))
+		wifiDigest = "psk:" + hex.EncodeToString(psk[:]) + " firmware:" + fw
 	}
 	tlsID, err := loadTLS(cfg, target)
 	if err != nil {
@@ -204,7 +210,8 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, wifiPSK: wifiPSK}
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID,
+		wifiPSK: wifiPSK, wifiDigest: wifiDigest}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))

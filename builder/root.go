@@ -98,8 +98,9 @@ type build struct {
 	tokenHash   string
 	vsockKeyPEM []byte
 	tls         *tlsIdentity
-	// wifiPSK is network.wifi's passphrase, for a Pi image with Wi-Fi.
-	wifiPSK string
+	// wifiPSK is network.wifi's passphrase, for a Pi image with Wi-Fi;
+	// wifiDigest covers it and the firmware package, for the build ID.
+	wifiPSK, wifiDigest string
 }
 
 // program returns the compile of a service or system service, nil for
@@ -135,7 +136,7 @@ func (b *build) assemble(r *Result) error {
 	r.Init = rootfs.Bytes(b.init.data)
 	r.GoVersion = b.init.goVersion
 
-	id, err := buildID(r, b.cfg, app)
+	id, err := buildID(r, b.cfg, app, b.wifiDigest)
 	if err != nil {
 		return err
 	}
@@ -279,7 +280,7 @@ func kernelInfo(r *Result) Kernel {
 // buildID hashes every input of the image: the appliance description (all
 // of the config that reaches the guest), the binaries, the kernel, the
 // disk sizes and the epoch.
-func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error) {
+func buildID(r *Result, cfg *config.Config, app *spec.Appliance, wifiDigest string) (string, error) {
 	appJSON, err := json.Marshal(app)
 	if err != nil {
 		return "", fmt.Errorf("builder: build id: %w", err)
@@ -293,8 +294,11 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error)
 		Kernel       Kernel
 		Disk         [3]int64
 		HealthWindow int64
+		// WiFi covers what a Pi's Wi-Fi adds beyond appliance.json: the
+		// passphrase and the firmware package (their SHA-256).
+		WiFi string `json:",omitempty"`
 	}{buildIDFormat, r.Target, r.ModTime, appJSON, r.Binaries, kernelInfo(r),
-		[3]int64{r.BootBytes, r.RootSlotBytes, r.PermBytes}, int64(cfg.Update.HealthWindow)}
+		[3]int64{r.BootBytes, r.RootSlotBytes, r.PermBytes}, int64(cfg.Update.HealthWindow), wifiDigest}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return "", fmt.Errorf("builder: build id: %w", err)

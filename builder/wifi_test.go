@@ -16,11 +16,16 @@ import (
 // wifiNetwork writes a passphrase file and returns network.wifi for it.
 func wifiNetwork(t *testing.T, psk string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "psk")
+	dir := t.TempDir()
+	p, fw := filepath.Join(dir, "psk"), filepath.Join(dir, "firmware.deb")
 	if err := os.WriteFile(p, []byte(psk), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return `network: {wifi: {ssid: "home net", psk_file: ` + p + `, firmware_deb: /nowhere/firmware.deb}}`
+	// The builder only hashes it (for the build ID); assemble reads it.
+	if err := os.WriteFile(fw, []byte("firmware package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return `network: {wifi: {ssid: "home net", psk_file: ` + p + `, firmware_deb: ` + fw + `}}`
 }
 
 // TestBuildWiFi: a Pi image with network.wifi gets the Wi-Fi client and a
@@ -60,6 +65,18 @@ func TestBuildWiFi(t *testing.T) {
 		t.Errorf("appliance.json holds the passphrase")
 	}
 
+	// Another passphrase is another build.
+	if err := os.WriteFile(cfg.Network.WiFi.PSKFile, []byte("another passphrase"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Build(context.Background(), cfg, config.TargetRPiArmv7, testOptions(t, t.TempDir())...)
+	if err != nil {
+		t.Fatalf("Build = %v", err)
+	}
+	if r2.BuildID == r.BuildID {
+		t.Errorf("build ID %s did not change with the passphrase", r.BuildID)
+	}
+
 	vm, err := Build(context.Background(), cfg, config.TargetVMAmd64, testOptions(t, t.TempDir())...)
 	if err != nil {
 		t.Fatalf("Build(vm-amd64) = %v", err)
@@ -86,6 +103,12 @@ func TestBuildWiFiRefuses(t *testing.T) {
 	_, err = Build(context.Background(), cfg, config.TargetRPiArmv7, testOptions(t, t.TempDir())...)
 	if err == nil || !strings.Contains(err.Error(), cfg.Network.WiFi.PSKFile) || !strings.Contains(err.Error(), "8 to 63 characters") {
 		t.Errorf("Build(a 5-character passphrase) = %v, want an error naming the file", err)
+	}
+	cfg = testConfig(t, "  - {name: hello, go: ./cmd/hello}", wifiNetwork(t, "correct horse battery"))
+	cfg.Network.WiFi.FirmwareDeb = filepath.Join(t.TempDir(), "missing.deb")
+	_, err = Build(context.Background(), cfg, config.TargetRPiArmv7, testOptions(t, t.TempDir())...)
+	if err == nil || !strings.Contains(err.Error(), "network.wifi.firmware_deb") || !strings.Contains(err.Error(), "missing.deb") {
+		t.Errorf("Build(a missing firmware package) = %v, want an error naming it", err)
 	}
 	// Without Wi-Fi the name is the user's, and nothing of the Wi-Fi's
 	// takes its binary.
