@@ -238,8 +238,8 @@ func TestVMClock(t *testing.T) {
 			svc = s
 		}
 	}
-	if svc.State != mgmt.StateWaiting || !strings.HasPrefix(svc.Reason, "waiting for the clock (wait_for_clock): ntp "+guestServer) {
-		t.Errorf("boot 2: service %+v, want waiting for the clock, naming the server", svc)
+	if svc.State != mgmt.StateHeld || !strings.HasPrefix(svc.Reason, "waiting for the clock (wait_for_clock): ntp "+guestServer) {
+		t.Errorf("boot 2: service %+v, want held, waiting for the clock, naming the server", svc)
 	}
 	t.Logf("boot 2: clocked %s (%s); clock error %q", svc.State, svc.Reason, st.Clock.Error)
 	if strings.Contains(console.String()[from:], "clocked: started pid") {

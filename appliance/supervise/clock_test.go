@@ -1,6 +1,8 @@
 package supervise
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +36,9 @@ func (c *testClock) set(synced bool, why string) {
 	c.changed = make(chan struct{})
 }
 
-// TestWaitForClock: a wait_for_clock service waits, saying why, until the
-// clock is synced; the reason follows the clock's; a service without it
-// and one after it behave as usual.
+// TestWaitForClock: a wait_for_clock service is held, saying why, until
+// the clock is synced; the reason follows the clock's; a start on request
+// is refused; a service without it runs, and one after it waits for it.
 func TestWaitForClock(t *testing.T) {
 	clock := newTestClock("ntp 10.0.2.2:123: no answer")
 	timed := sh("timed", "exec sleep 1000")
@@ -48,11 +50,17 @@ func TestWaitForClock(t *testing.T) {
 	waitFor(t, 5*time.Second, "plain to run", func() bool { return status(t, s, "plain").State == mgmt.StateRunning })
 	const want = "waiting for the clock (wait_for_clock): ntp 10.0.2.2:123: no answer"
 	waitFor(t, 5*time.Second, "timed to say why it waits", func() bool { return status(t, s, "timed").Reason == want })
-	if st := status(t, s, "timed"); st.State != mgmt.StateWaiting || st.PID != 0 {
-		t.Errorf("timed = %+v, want waiting with no process", st)
+	if st := status(t, s, "timed"); st.State != mgmt.StateHeld || st.PID != 0 {
+		t.Errorf("timed = %+v, want held with no process", st)
 	}
-	if st := status(t, s, "later"); st.State != mgmt.StateWaiting || !strings.Contains(st.Reason, "waiting for timed") {
+	waitFor(t, 5*time.Second, "later to wait for timed", func() bool {
+		return strings.Contains(status(t, s, "later").Reason, "waiting for timed (held: waiting for the clock")
+	})
+	if st := status(t, s, "later"); st.State != mgmt.StateWaiting {
 		t.Errorf("later = %s %q, want waiting for timed", st.State, st.Reason)
+	}
+	if err := s.Start(context.Background(), "timed"); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "waiting for the clock") {
+		t.Errorf("Start(timed) = %v, want ErrHeld saying it waits for the clock", err)
 	}
 	if l := logLine(t, s, "timed", "waiting for the clock"); !strings.Contains(l, "no answer") {
 		t.Errorf("timed's log says %q, want why it waits", l)

@@ -56,8 +56,10 @@ type service struct {
 	noGroup  bool          // the missing group was logged
 	// check is the running instance's health check; nil without one.
 	check *healthCheck
-	// clockWhy is the reason of the wait for the clock last logged.
-	clockWhy string
+	// clockWhy is the reason of the wait for the clock last logged;
+	// clockHeld is set while the service is held for the clock.
+	clockWhy  string
+	clockHeld bool
 }
 
 // healthCheck is the health check of one run.
@@ -109,6 +111,12 @@ func (sv *service) set(f func(st *mgmt.ServiceStatus)) {
 		close(sv.env.changed)
 		sv.env.changed = make(chan struct{})
 	}
+}
+
+func (sv *service) reason() string {
+	sv.env.mu.Lock()
+	defer sv.env.mu.Unlock()
+	return sv.st.Reason
 }
 
 func (sv *service) state() mgmt.ServiceState {
@@ -187,15 +195,33 @@ func (sv *service) run(ctx context.Context) {
 		switch sv.state() {
 		case mgmt.StateWaiting:
 			ready, reason, ch := sv.depsReady()
-			if ready {
-				ready, reason, ch = sv.clockReady()
+			if !ready {
+				sv.set(func(st *mgmt.ServiceStatus) { st.Reason = reason })
+				changedC = ch
+				break
 			}
-			if ready {
-				sv.launch()
+			// Held, not waiting: like a service without its /perm, it
+			// could not run on any slot now, so a trial does not count it.
+			if ok, why, clockC := sv.clockReady(); !ok {
+				sv.clockHeld = true
+				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateHeld, why })
+				changedC = clockC
+				break
+			}
+			sv.launch()
+			continue
+		case mgmt.StateHeld:
+			if !sv.clockHeld {
+				break // held for good (perm): only a command or the end
+			}
+			ok, why, clockC := sv.clockReady()
+			if ok {
+				sv.clockHeld = false
+				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateWaiting, "" })
 				continue
 			}
-			sv.set(func(st *mgmt.ServiceStatus) { st.Reason = reason })
-			changedC = ch
+			sv.set(func(st *mgmt.ServiceStatus) { st.Reason = why })
+			changedC = clockC
 		case mgmt.StateRunning:
 			if sv.inst == nil { // cannot happen; never dereference nil in PID 1
 				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateStopped, "lost track of its process" })
@@ -247,7 +273,7 @@ func (sv *service) handle(op opKind) error {
 		if op == opStop {
 			return nil
 		}
-		return fmt.Errorf("%w: %s: %s", ErrHeld, sv.spec.Name, sv.heldReason())
+		return fmt.Errorf("%w: %s: %s", ErrHeld, sv.spec.Name, sv.reason())
 	}
 	switch op {
 	case opStop:

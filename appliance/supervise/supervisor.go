@@ -87,8 +87,10 @@ type Clock interface {
 }
 
 // WithClock holds the first start of each service with WaitForClock until
-// c is synced; it waits in StateWaiting with the reason. Without
-// WithClock, WaitForClock holds nothing. A start on request is not held.
+// c is synced: once the services it is ordered after have started, it is
+// in StateHeld with the clock's reason (a start on request is refused with
+// ErrHeld), and goes on to start at the sync. Without WithClock,
+// WaitForClock holds nothing.
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithBuildID sets INGOT_BUILD_ID for the services.
