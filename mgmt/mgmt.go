@@ -147,10 +147,12 @@ type Status struct {
 	SlotError string     `json:"slot_error,omitempty"`
 	// StartedAt is when init started; UptimeSeconds is measured by the
 	// agent when it answered, so a client needs no synchronised clock.
-	StartedAt     time.Time       `json:"started_at,omitzero"`
-	UptimeSeconds float64         `json:"uptime_s"`
-	Perm          PermStatus      `json:"perm"`
-	Services      []ServiceStatus `json:"services"`
+	StartedAt     time.Time  `json:"started_at,omitzero"`
+	UptimeSeconds float64    `json:"uptime_s"`
+	Perm          PermStatus `json:"perm"`
+	// Clock is the NTP client's state; nil from agents without one.
+	Clock    *ClockStatus    `json:"clock,omitempty"`
+	Services []ServiceStatus `json:"services"`
 	// Host is the machine's memory and load when the agent answered; nil
 	// from older agents.
 	Host *HostStatus `json:"host,omitempty"`
@@ -175,6 +177,34 @@ func (s Status) HasFeature(f string) bool {
 		}
 	}
 	return false
+}
+
+// ClockStatus is the state of the appliance's clock: whether its NTP
+// client has set it this boot, from which server, by how much, and why it
+// has not when it has not.
+type ClockStatus struct {
+	// Servers are the configured NTP servers; none means NTP is off.
+	Servers []string `json:"servers,omitempty"`
+	// Synced is set once a server answered this boot and the clock was
+	// set from it; it stays set when later polls fail (Error says so).
+	Synced bool `json:"synced"`
+	// Server is the server of the last sync.
+	Server string `json:"server,omitempty"`
+	// OffsetSeconds is how far the clock was off at the last sync
+	// (server minus local time).
+	OffsetSeconds float64 `json:"offset_s"`
+	// LastSync is when the last sync happened (by the corrected clock).
+	LastSync time.Time `json:"last_sync,omitzero"`
+	// FirstSyncSeconds is how long after the client started the first
+	// sync came.
+	FirstSyncSeconds float64 `json:"first_sync_s,omitempty"`
+	// Restored is the time saved on perm at the last shutdown, set when
+	// the clock started earlier than that and was moved forward to it.
+	Restored time.Time `json:"restored,omitzero"`
+	// Error is why the last attempt failed; empty after a success.
+	Error string `json:"error,omitempty"`
+	// Now is the appliance's clock when it answered.
+	Now time.Time `json:"now,omitzero"`
 }
 
 // SlotState mirrors slot.json: the slot known to work, the trial slot

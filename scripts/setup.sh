@@ -29,3 +29,4 @@ fi
 scripts/fetch-kernel.sh amd64
 scripts/fetch-kernel.sh arm64
 scripts/fetch-deb.sh busybox-static arm64
+scripts/fetch-wifi-firmware.sh
