@@ -197,6 +197,7 @@ func (b *build) appliance() *spec.Appliance {
 	if usesDHCP(cfg) {
 		app.Services = append(app.Services, dhcpService())
 	}
+	app.Debug = b.debugContainer()
 	return app
 }
 

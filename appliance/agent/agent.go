@@ -110,6 +110,8 @@ type Deps struct {
 	Updater  Updater
 	// SBOM returns the image's SPDX document; nil answers 501.
 	SBOM func() ([]byte, error)
+	// Exec starts debug sessions; nil answers 501 (exec.go).
+	Exec Execer
 }
 
 // Option configures an Agent.
@@ -137,6 +139,8 @@ type Agent struct {
 	handler         http.Handler
 	// conns bounds connections over all listeners (limits.go).
 	conns *connLimiter
+	// sessions bounds debug sessions (exec.go).
+	sessions sessionSlots
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -226,6 +230,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
 	mux.HandleFunc("GET "+mgmt.PathSBOM, a.sbom)
+	mux.HandleFunc("POST "+mgmt.PathExec, a.exec)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})

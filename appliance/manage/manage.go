@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/session"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/format/piboot"
@@ -325,6 +326,7 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) er
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}
+		deps.Exec = execer{session.NewStarter(sp, sys.Supervisor(), sys.Reaper(), os.Args[0])}
 	}
 	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf))
 	if err != nil {

@@ -36,6 +36,7 @@
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s}
+//	debug: {image: busybox:1.36}  # flattened into the image, started only by ingot shell
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -110,6 +111,8 @@ type Config struct {
 	// default file.
 	TokenFilePos Pos
 	Update       Update
+	// Debug is the debug container's image; nil without debug: (debug.go).
+	Debug *Debug
 }
 
 // Service returns the service named name.

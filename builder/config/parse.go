@@ -73,7 +73,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update"}
+	"services", "management", "network", "perm", "disk", "update", "debug"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -157,6 +157,9 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 				}
 			}
 		}
+	}
+	if n, ok := f.get("debug"); ok {
+		c.Debug = d.debug(n, "debug")
 	}
 	return c
 }

@@ -100,6 +100,10 @@ type Appliance struct {
 	Services   []Service  `json:"services"`
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
+
+	// Debug is the debug container (ingot.yaml's debug:), started only by
+	// `ingot shell`; nil without one (debug.go).
+	Debug *Container `json:"debug,omitempty"`
 }
 
 // Restart is a service's restart policy.
@@ -412,6 +416,9 @@ func (a *Appliance) Validate() error {
 	}
 	if cycle := AfterCycle(a.Services); cycle != nil {
 		return fmt.Errorf("services: after: cycle %s", strings.Join(cycle, " -> "))
+	}
+	if err := a.validateDebug(); err != nil {
+		return err
 	}
 	if err := a.Management.Validate(); err != nil {
 		return fmt.Errorf("management: %w", err)
