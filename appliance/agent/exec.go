@@ -129,10 +129,11 @@ func (a *Agent) exec(w http.ResponseWriter, r *http.Request) {
 	if !req.Shell {
 		what = "exec in " + req.Service
 	}
+	what = fmt.Sprintf("%s %q (tty %t)", what, req.Argv, req.TTY)
 	ctx := r.Context()
 	sess, err := a.deps.Exec.Exec(ctx, req)
 	if err != nil {
-		a.logf("agent: session %d from %s: %s %q refused: %v", id, r.RemoteAddr, what, req.Argv, err)
+		a.logf("agent: session %d from %s: %s refused: %v", id, r.RemoteAddr, what, err)
 		a.fail(w, r, fmt.Errorf("%s: %w", what, err))
 		return
 	}
@@ -145,13 +146,13 @@ func (a *Agent) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.Close()
 	start := time.Now()
-	a.logf("agent: session %d from %s: %s %q (tty %t) started", id, r.RemoteAddr, what, req.Argv, req.TTY)
+	a.logf("agent: session %d from %s: %s started", id, r.RemoteAddr, what)
 	code, err := runSession(ctx, conn, brw, sess)
 	if err != nil {
-		a.logf("agent: session %d from %s: %s %q ended after %s: %v", id, r.RemoteAddr, what, req.Argv, time.Since(start).Round(time.Millisecond), err)
+		a.logf("agent: session %d from %s: %s ended after %s: %v", id, r.RemoteAddr, what, time.Since(start).Round(time.Millisecond), err)
 		return
 	}
-	a.logf("agent: session %d from %s: %s %q ended after %s: exit status %d", id, r.RemoteAddr, what, req.Argv, time.Since(start).Round(time.Millisecond), code)
+	a.logf("agent: session %d from %s: %s ended after %s: exit status %d", id, r.RemoteAddr, what, time.Since(start).Round(time.Millisecond), code)
 }
 
 // headerHasToken reports whether a comma-separated header holds token.

@@ -371,4 +371,3 @@ func TestExecOversizedFrame(t *testing.T) {
 		t.Errorf("agent log does not say why the session ended:\n%s", e.log())
 	}
 }
-

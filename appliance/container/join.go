@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -17,6 +18,18 @@ import (
 // the container's launcher (its namespace init).
 const JoinPidFD = 3
 
+// Lifeline descriptors: the read end of a pipe whose other end the agent
+// holds for as long as the session lasts. When it ends (the client went
+// away, or PID 1 died) the helper hangs up the command: SIGHUP to its
+// process group, then SIGKILL after hangupGrace.
+const (
+	JoinLifelineFD  = 4
+	ShellLifelineFD = 3
+)
+
+// hangupGrace is how long a command has after the session's SIGHUP.
+const hangupGrace = 3 * time.Second
+
 // JoinMain runs `/init exec <service> -- ARGV...`: it enters the running
 // container of service and runs ARGV there with the container program's
 // own restrictions, relays signals, and exits with its status. It never
@@ -25,7 +38,8 @@ const JoinPidFD = 3
 // The caller (the agent's session code, in PID 1) starts it in the
 // service's cgroup (clone3 with CLONE_INTO_CGROUP), in a session of its
 // own, with the command's stdin, stdout and stderr (a terminal or pipes)
-// as fds 0-2 and a pidfd of the service's launcher as JoinPidFD. On one
+// as fds 0-2, a pidfd of the service's launcher as JoinPidFD and the
+// session's lifeline as JoinLifelineFD. On one
 // locked OS thread it then:
 //
 //  1. unshares its filesystem attributes (CLONE_FS: a thread sharing
@@ -42,13 +56,16 @@ const JoinPidFD = 3
 //  4. starts ARGV (looked up in the container's PATH) from that thread,
 //     so it inherits all of the above and lands in the container's pid
 //     namespace (a pid namespace applies to children), as a session
-//     leader whose controlling terminal is fd 0 when that is a terminal,
-//     killed if this process dies (PR_SET_PDEATHSIG).
+//     leader whose controlling terminal is fd 0 when that is a terminal.
+//     (Not PR_SET_PDEATHSIG: Go's child checks getppid() after setting
+//     it, and in another pid namespace the parent is 0, so the child
+//     would kill itself. The lifeline does that job.)
 //
 // This process stays outside the container's pid namespace as the
 // command's parent: it forwards SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1,
 // SIGUSR2 and SIGWINCH to the command's process group and exits with its
-// status (128+N for signal N).
+// status (128+N for signal N). When the lifeline ends it hangs the
+// command up.
 func JoinMain(args []string, opts ...Option) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -110,13 +127,17 @@ func runJoin(name string, argv []string, o options) int {
 		// cgroup paths.
 		fmt.Fprintf(os.Stderr, "container: %s: note: cgroup namespace: %v\n", name, err)
 	}
-	return startAndRelay(name, p, tty, sigs)
+	return startAndRelay(name, p, tty, sigs, JoinLifelineFD)
 }
 
 // startAndRelay gives up the privileges p does not have on the calling
 // (locked) thread, starts p's command from it and relays signals until it
 // exits; it returns the exit status.
-func startAndRelay(name string, p plan, tty bool, sigs <-chan os.Signal) int {
+func startAndRelay(name string, p plan, tty bool, sigs <-chan os.Signal, lifelineFD int) int {
+	// The command must not inherit the lifeline: only this process
+	// watches it.
+	unix.CloseOnExec(lifelineFD)
+	lifeline := os.NewFile(uintptr(lifelineFD), "lifeline")
 	if err := dropPrivileges(p); err != nil {
 		return report(name, err)
 	}
@@ -137,10 +158,9 @@ func startAndRelay(name string, p plan, tty bool, sigs <-chan os.Signal) int {
 		Env:   p.Env,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
 		Sys: &syscall.SysProcAttr{
-			Setsid:    true,
-			Setctty:   tty,
-			Ctty:      0,
-			Pdeathsig: syscall.SIGKILL,
+			Setsid:  true,
+			Setctty: tty,
+			Ctty:    0,
 		},
 	})
 	if err != nil {
@@ -155,13 +175,25 @@ func startAndRelay(name string, p plan, tty bool, sigs <-chan os.Signal) int {
 		st, _ := proc.Wait()
 		done <- st
 	}()
+	hangup := make(chan struct{})
+	go func() {
+		// Nothing is ever written: a read returns at EOF (or if the
+		// lifeline was not given, at once, which hangs up too).
+		var b [1]byte
+		_, _ = lifeline.Read(b[:])
+		close(hangup)
+	}()
+	var kill <-chan time.Time
 	for {
 		select {
+		case <-hangup:
+			hangup = nil
+			signalGroup(proc, syscall.SIGHUP)
+			kill = time.After(hangupGrace)
+		case <-kill:
+			signalGroup(proc, syscall.SIGKILL)
 		case sig := <-sigs:
-			s := sig.(syscall.Signal)
-			if err := unix.Kill(-proc.Pid, s); err != nil {
-				_ = proc.Signal(s)
-			}
+			signalGroup(proc, sig.(syscall.Signal))
 		case st := <-done:
 			if st == nil {
 				return ExitSetup
@@ -182,4 +214,12 @@ func startAndRelay(name string, p plan, tty bool, sigs <-chan os.Signal) int {
 func isTerminal(fd int) bool {
 	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	return err == nil
+}
+
+// signalGroup sends s to the command's process group, or to the command
+// alone if the group is gone.
+func signalGroup(proc *os.Process, s syscall.Signal) {
+	if err := unix.Kill(-proc.Pid, s); err != nil {
+		_ = proc.Signal(s)
+	}
 }

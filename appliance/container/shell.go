@@ -20,7 +20,8 @@ const ShellCloneFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 // ShellMain runs `/init shell -- [COMMAND...]`: the debug container of
 // the appliance (spec.Appliance.Debug, ingot.yaml's debug:), started by
 // the agent for `ingot shell` with ShellCloneFlags, in a session of its
-// own, with the terminal or pipes as fds 0-2. It never returns.
+// own, with the terminal or pipes as fds 0-2 and the session's lifeline
+// as ShellLifelineFD. It never returns.
 //
 // What the debug container sees and may touch:
 //
@@ -94,5 +95,5 @@ func runShell(argv []string, o options) int {
 	if err := setupRoot(&dc, spec.DebugHostname, p.Dir, o, warn, func() error { return nil }); err != nil {
 		return report(name, err)
 	}
-	return startAndRelay(name, p, tty, sigs)
+	return startAndRelay(name, p, tty, sigs, ShellLifelineFD)
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -140,8 +141,17 @@ func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, er
 		child = append(child, ends[0][0], ends[1][1], ends[2][1])
 		attr.Files = []*os.File{ends[0][0], ends[1][1], ends[2][1]}
 	}
-	// The child's fd container.JoinPidFD.
-	attr.Files = append(attr.Files, extra...)
+	// The lifeline: the helper hangs the command up when it ends.
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		sess.closeFiles()
+		return nil, fmt.Errorf("session: pipe: %w", err)
+	}
+	child = append(child, lifeR)
+	sess.lifeline = lifeW
+	// Fds 3 and on: container.JoinPidFD and JoinLifelineFD, or
+	// container.ShellLifelineFD.
+	attr.Files = append(append(attr.Files, extra...), lifeR)
 	pid, exited, err := s.reaper.Spawn(func() (int, error) {
 		p, err := os.StartProcess("/proc/self/exe", argv, attr)
 		if err != nil {
@@ -155,7 +165,8 @@ func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, er
 		sess.closeFiles()
 		return nil, fmt.Errorf("session: start %s: %w", strings.Join(argv[:2], " "), err)
 	}
-	sess.pid, sess.reaper, sess.exited = pid, s.reaper, exited
+	sess.pid, sess.reaper, sess.done = pid, s.reaper, make(chan struct{})
+	go sess.wait(exited)
 	return sess, nil
 }
 
@@ -211,15 +222,22 @@ type Session struct {
 	stdout *os.File
 	stderr *os.File
 
+	// lifeline is held open for as long as the session lasts.
+	lifeline *os.File
+
 	pid    int
 	reaper *supervise.Reaper
-	exited <-chan supervise.ProcessExit
-
-	waitOnce sync.Once
-	status   int
-	waitErr  error
-	closed   sync.Once
+	// done is closed once the helper exited; status and waitErr are set
+	// then.
+	done    chan struct{}
+	status  int
+	waitErr error
+	closed  sync.Once
 }
+
+// killGrace is how long Close lets the helper hang the command up before
+// it kills the helper.
+const killGrace = 10 * time.Second
 
 // Stdin is the command's input.
 func (s *Session) Stdin() io.Writer {
@@ -268,36 +286,47 @@ func (s *Session) Signal(sig syscall.Signal) error {
 	return s.reaper.Signal(s.pid, sig)
 }
 
+func (s *Session) wait(exited <-chan supervise.ProcessExit) {
+	defer close(s.done)
+	ws := (<-exited).Status
+	switch {
+	case ws.Exited():
+		s.status = ws.ExitStatus()
+	case ws.Signaled():
+		s.status = 128 + int(ws.Signal())
+	default:
+		s.waitErr = fmt.Errorf("session: helper pid %d: wait status %#x", s.pid, uint32(ws))
+	}
+}
+
 // Wait returns the command's exit status once the helper exited (it
 // exits with the command's status).
 func (s *Session) Wait() (int, error) {
-	s.waitOnce.Do(func() {
-		pe := <-s.exited
-		ws := pe.Status
-		switch {
-		case ws.Exited():
-			s.status = ws.ExitStatus()
-		case ws.Signaled():
-			s.status = 128 + int(ws.Signal())
-		default:
-			s.waitErr = fmt.Errorf("session: helper pid %d: wait status %#x", s.pid, uint32(ws))
-		}
-	})
+	<-s.done
 	return s.status, s.waitErr
 }
 
-// Close kills the helper if it still runs (the command dies with it:
-// PR_SET_PDEATHSIG) and releases the terminal or pipes.
+// Close ends the lifeline, so the helper hangs the command up (SIGHUP,
+// then SIGKILL), releases the terminal or pipes, and kills the helper if
+// it is still there after killGrace.
 func (s *Session) Close() error {
 	s.closed.Do(func() {
-		_ = s.reaper.Signal(s.pid, syscall.SIGKILL)
 		s.closeFiles()
+		go func() {
+			t := time.NewTimer(killGrace)
+			defer t.Stop()
+			select {
+			case <-s.done:
+			case <-t.C:
+				_ = s.reaper.Signal(s.pid, syscall.SIGKILL)
+			}
+		}()
 	})
 	return nil
 }
 
 func (s *Session) closeFiles() {
-	for _, f := range []*os.File{s.master, s.stdin, s.stdout, s.stderr} {
+	for _, f := range []*os.File{s.lifeline, s.master, s.stdin, s.stdout, s.stderr} {
 		if f != nil {
 			f.Close()
 		}
