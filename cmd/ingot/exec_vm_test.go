@@ -256,7 +256,7 @@ func (x tmux) waitScreen(re *regexp.Regexp, limit time.Duration) []string {
 // and `exit 3` becomes ingot's exit status. A command without a terminal
 // keeps stdout and stderr apart and has exactly the service's
 // credentials, capabilities, no_new_privs and seccomp. Init's log records
-// each session. This appliance has no debug:, so `ingot shell` is refused.
+// each session.
 func TestVMExec(t *testing.T) {
 	v := bootExecVM(t, false)
 
@@ -276,12 +276,8 @@ func TestVMExec(t *testing.T) {
 	}
 
 	// With a terminal, in tmux.
-	x := tmux{t: t, sock: filepath.Join(v.dir, "tmux.sock")}
-	x.cmd("-f", "/dev/null", "new-session", "-d", "-s", "s", "-x", "120", "-y", "40", "sh")
-	defer exec.Command("tmux", "-S", x.sock, "kill-server").Run()
-	x.cmd("set-option", "-g", "status", "off")
-	line := strings.Join(append([]string{v.cli}, v.cliArgs("exec", "-it", "box", "--", "sh")...), " ") + `; echo INGOT-EXIT=$?`
-	x.cmd("send-keys", "-t", "s", line, "Enter")
+	x := newTmux(t, v.dir)
+	x.cmd("send-keys", "-t", "s", v.cliLine("exec", "-it", "box", "--", "sh"), "Enter")
 
 	x.cmd("send-keys", "-t", "s", "echo PID=$$", "Enter")
 	m := x.waitScreen(regexp.MustCompile(`(?m)^PID=(\d+)\s*$`), 3*time.Minute)
@@ -329,20 +325,58 @@ func TestVMExec(t *testing.T) {
 			t.Errorf("init's log has no line matching %s:\n%s", re, log)
 		}
 	}
+}
 
-	// No debug: here, so no shell.
-	out, errOut, code = v.run("shell", "-t=false", "--", "id")
-	if code == 0 || !strings.Contains(errOut, "no debug container") || !strings.Contains(errOut, "debug: {image: REF}") {
-		t.Errorf("ingot shell without debug: exit %d, stdout %q, stderr %q; want a refusal naming debug:", code, out, errOut)
-	}
+// newTmux starts a private tmux server with one 120x40 window running the
+// host's sh, without a status line (so the pane is the window).
+func newTmux(t *testing.T, dir string) tmux {
+	x := tmux{t: t, sock: filepath.Join(dir, "tmux.sock")}
+	x.cmd("-f", "/dev/null", "new-session", "-d", "-s", "s", "-x", "120", "-y", "40", "sh")
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", x.sock, "kill-server").Run() })
+	x.cmd("set-option", "-g", "status", "off")
+	return x
+}
+
+// cliLine is a host shell line running the CLI and then printing its exit
+// status as INGOT-EXIT=N.
+func (v *execVM) cliLine(cmd string, args ...string) string {
+	return strings.Join(append([]string{v.cli}, v.cliArgs(cmd, args...)...), " ") + `; echo INGOT-EXIT=$?`
 }
 
 // TestVMShell starts the debug container with `ingot shell`: its ps lists
-// the appliance's services, it runs as the debug user, and it can neither
-// signal a service, nor read a service's environment, nor write a sysctl
-// (the attacks a debug shell must not manage).
+// the appliance's services (in a terminal driven through tmux, and
+// without one), it runs as the debug user, and it can neither signal a
+// service, nor read a service's environment, nor write a sysctl (the
+// attacks a debug shell must not manage). An appliance without debug:
+// refuses `ingot shell` with a message saying how to get one.
 func TestVMShell(t *testing.T) {
+	t.Run("debug", testVMShellDebug)
+	t.Run("without debug", func(t *testing.T) {
+		v := bootExecVM(t, false)
+		out, errOut, code := v.run("shell", "-t=false", "--", "id")
+		if code == 0 || !strings.Contains(errOut, "no debug container") || !strings.Contains(errOut, "debug: {image: REF}") {
+			t.Errorf("ingot shell without debug: exit %d, stdout %q, stderr %q; want a refusal naming debug:", code, out, errOut)
+		}
+		lines := v.waitLog("init", "refused", time.Minute)
+		if !regexp.MustCompile(`session \d+ from \S+: shell \["id"\] \(tty false\) refused: .*no debug container`).MatchString(strings.Join(lines, "\n")) {
+			t.Errorf("init's log lacks the refused shell:\n%s", strings.Join(lines, "\n"))
+		}
+	})
+}
+
+func testVMShellDebug(t *testing.T) {
 	v := bootExecVM(t, true)
+
+	// In a terminal: the debug image's own command, /bin/sh.
+	x := newTmux(t, v.dir)
+	x.cmd("send-keys", "-t", "s", v.cliLine("shell"), "Enter")
+	x.cmd("send-keys", "-t", "s", "echo UID=$(id -u) TTY=$(stty size)", "Enter")
+	x.waitScreen(regexp.MustCompile(`(?m)^UID=65533 TTY=40 120\s*$`), 3*time.Minute)
+	x.cmd("send-keys", "-t", "s", "ps", "Enter")
+	x.waitScreen(regexp.MustCompile(`(?m)^\s*\d+ root .*sleep 1000000\s*$`), time.Minute)
+	x.cmd("send-keys", "-t", "s", "exit 4", "Enter")
+	x.waitScreen(regexp.MustCompile(`(?m)^INGOT-EXIT=4\s*$`), time.Minute)
+
 	st, err := v.client.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +398,9 @@ func TestVMShell(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("ingot shell -- ps: exit %d\n%s%s", code, out, errOut)
 	}
-	for _, want := range []string{"/init container box", "sleep 1000000", "/usr/lib/ingot/dhcp"} {
+	// The box service: its launcher and its program (the VM's network is
+	// static, so there is no dhcp service).
+	for _, want := range []string{"/init container box", "sleep 1000000"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the debug shell's ps lacks %q:\n%s", want, out)
 		}
