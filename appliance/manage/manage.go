@@ -326,7 +326,7 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) er
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}
-		deps.Exec = execer{session.NewStarter(sp, sys.Supervisor(), sys.Reaper(), os.Args[0])}
+		deps.Exec = execer{session.NewStarter(sp, sys.Supervisor(), sys.Reaper(), os.Args[0], sys.Printf)}
 	}
 	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf))
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,16 +46,20 @@ type Starter struct {
 	// argv0 is the helper's argv[0]; it runs /proc/self/exe, PID 1's
 	// own binary.
 	argv0 string
+	logf  func(format string, args ...any)
 	// cgroupRoot is where cgroup v2 is mounted in this namespace.
 	cgroupRoot string
+
+	mu     sync.Mutex
+	shells uint64 // debug shells started, to name their cgroups
 }
 
 // NewStarter returns a Starter for the appliance a, whose services run
 // under services and whose children are reaped by reaper. The helpers
 // are this process's own binary (/proc/self/exe, ingot-init), with argv0
-// as their argv[0].
-func NewStarter(a *spec.Appliance, services Services, reaper *supervise.Reaper, argv0 string) *Starter {
-	return &Starter{spec: a, services: services, reaper: reaper, argv0: argv0, cgroupRoot: "/sys/fs/cgroup"}
+// as their argv[0]. logf gets what goes wrong after a session ended.
+func NewStarter(a *spec.Appliance, services Services, reaper *supervise.Reaper, argv0 string, logf func(format string, args ...any)) *Starter {
+	return &Starter{spec: a, services: services, reaper: reaper, argv0: argv0, logf: logf, cgroupRoot: "/sys/fs/cgroup"}
 }
 
 // HasShell reports whether the image has a debug container.
@@ -66,6 +71,7 @@ var ErrNoDebug = errors.New("this appliance has no debug container: add `debug: 
 // Start starts the command of req (validated by the caller).
 func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, error) {
 	var argv []string
+	var shellGroup string
 	attr := &os.ProcAttr{Dir: "/", Env: []string{}, Sys: &syscall.SysProcAttr{Setsid: true}}
 	var extra []*os.File
 	if req.Shell {
@@ -74,6 +80,18 @@ func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, er
 		}
 		argv = append([]string{s.argv0, spec.ShellSubcommand, "--"}, req.Argv...)
 		attr.Sys.Cloneflags = container.ShellCloneFlags
+		// A cgroup of its own, killed when the shell exits, so that
+		// nothing it started outlives the session.
+		dir, cg, err := s.shellCgroup()
+		if err != nil {
+			return nil, fmt.Errorf("shell: %w", err)
+		}
+		if cg != nil {
+			defer cg.Close()
+			attr.Sys.UseCgroupFD = true
+			attr.Sys.CgroupFD = int(cg.Fd())
+			shellGroup = dir
+		}
 	} else {
 		if _, err := s.spec.ContainerOf(req.Service); err != nil {
 			return nil, fmt.Errorf("%w: %w", err, mgmt.ErrNotFound)
@@ -106,7 +124,12 @@ func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, er
 		extra = append(extra, pf)
 		argv = append([]string{s.argv0, spec.ExecSubcommand, req.Service, "--"}, req.Argv...)
 	}
-	sess := &Session{tty: req.TTY}
+	sess := &Session{tty: req.TTY, group: shellGroup, logf: s.logf}
+	defer func() {
+		if sess.pid == 0 && shellGroup != "" {
+			_ = unix.Rmdir(shellGroup) // nothing started in it
+		}
+	}()
 	var child []*os.File // the child's ends, closed here once it started
 	defer func() {
 		for _, f := range child {
@@ -172,21 +195,79 @@ func (s *Starter) Start(ctx context.Context, req mgmt.ExecRequest) (*Session, er
 
 // cgroupOf opens the cgroup v2 directory of pid (for CLONE_INTO_CGROUP).
 func (s *Starter) cgroupOf(pid int) (*os.File, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	dir, err := s.cgroupDirOf(strconv.Itoa(pid))
 	if err != nil {
-		return nil, fmt.Errorf("its cgroup: %w", err)
+		return nil, err
+	}
+	return openDir(dir)
+}
+
+// cgroupDirOf is the cgroup v2 directory of /proc/<pid>.
+func (s *Starter) cgroupDirOf(pid string) (string, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("its cgroup: %w", err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if rel, ok := strings.CutPrefix(l, "0::"); ok {
-			dir := filepath.Join(s.cgroupRoot, filepath.Clean("/"+rel))
-			fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil, fmt.Errorf("its cgroup %s: %w", dir, err)
-			}
-			return os.NewFile(uintptr(fd), dir), nil
+			return filepath.Join(s.cgroupRoot, filepath.Clean("/"+rel)), nil
 		}
 	}
-	return nil, fmt.Errorf("its cgroup: no cgroup v2 line in /proc/%d/cgroup", pid)
+	return "", fmt.Errorf("its cgroup: no cgroup v2 line in /proc/%s/cgroup", pid)
+}
+
+func openDir(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// shellGroupPrefix names the debug shells' cgroups, beside init's and the
+// services' leaves; a service name cannot start with a dot.
+const shellGroupPrefix = ".shell-"
+
+// shellCgroup makes a new cgroup for a debug shell beside init's own
+// leaf (cgroup.InitGroup) and returns it; nil when init runs in the root
+// group (no cgroup set-up), where the shell goes without one.
+func (s *Starter) shellCgroup() (string, *os.File, error) {
+	self, err := s.cgroupDirOf("self")
+	if err != nil {
+		return "", nil, err
+	}
+	if filepath.Clean(self) == filepath.Clean(s.cgroupRoot) {
+		return "", nil, nil
+	}
+	s.mu.Lock()
+	s.shells++
+	dir := filepath.Join(filepath.Dir(self), shellGroupPrefix+strconv.FormatUint(s.shells, 10))
+	s.mu.Unlock()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("cgroup: %w", err)
+	}
+	f, err := openDir(dir)
+	if err != nil {
+		_ = unix.Rmdir(dir)
+		return "", nil, err
+	}
+	return dir, f, nil
+}
+
+// removeGroup kills what is left in a debug shell's cgroup (cgroup.kill)
+// and removes it, waiting up to a second for the killed to go.
+func removeGroup(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	var err error
+	for i := 0; i < 100; i++ {
+		if err = unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("cgroup: rmdir %s: %w", dir, err)
 }
 
 // openPTY allocates a terminal: the master (non-blocking, so Close ends a
@@ -224,6 +305,10 @@ type Session struct {
 
 	// lifeline is held open for as long as the session lasts.
 	lifeline *os.File
+	// group is a debug shell's own cgroup, killed and removed when the
+	// shell exits; empty for exec, which runs in the service's.
+	group string
+	logf  func(format string, args ...any)
 
 	pid    int
 	reaper *supervise.Reaper
@@ -289,6 +374,11 @@ func (s *Session) Signal(sig syscall.Signal) error {
 func (s *Session) wait(exited <-chan supervise.ProcessExit) {
 	defer close(s.done)
 	ws := (<-exited).Status
+	if s.group != "" {
+		if err := removeGroup(s.group); err != nil {
+			s.logf("session: debug shell (helper pid %d): %v", s.pid, err)
+		}
+	}
 	switch {
 	case ws.Exited():
 		s.status = ws.ExitStatus()
@@ -296,6 +386,9 @@ func (s *Session) wait(exited <-chan supervise.ProcessExit) {
 		s.status = 128 + int(ws.Signal())
 	default:
 		s.waitErr = fmt.Errorf("session: helper pid %d: wait status %#x", s.pid, uint32(ws))
+	}
+	if s.waitErr != nil {
+		s.waitErr = fmt.Errorf("session: %w", s.waitErr)
 	}
 }
 

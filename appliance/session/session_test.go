@@ -28,7 +28,7 @@ func TestStartRefusals(t *testing.T) {
 		{Name: "box", Path: "/init", Container: &spec.Container{Rootfs: "/oci/box/rootfs"}},
 	}}
 	st := NewStarter(a, services{"web": {Name: "web", State: mgmt.StateRunning, PID: 5}, "box": {Name: "box", State: mgmt.StateBackoff}},
-		supervise.NewReaper(), "/init")
+		supervise.NewReaper(), "/init", t.Logf)
 	for _, tc := range []struct {
 		req  mgmt.ExecRequest
 		kind error

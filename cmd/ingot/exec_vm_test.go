@@ -347,7 +347,8 @@ func (v *execVM) cliLine(cmd string, args ...string) string {
 // the appliance's services (in a terminal driven through tmux, and
 // without one), it runs as the debug user, and it can neither signal a
 // service, nor read a service's environment, nor write a sysctl (the
-// attacks a debug shell must not manage). An appliance without debug:
+// attacks a debug shell must not manage); what it leaves in the
+// background dies with the session. An appliance without debug:
 // refuses `ingot shell` with a message saying how to get one.
 func TestVMShell(t *testing.T) {
 	t.Run("debug", testVMShellDebug)
@@ -409,12 +410,18 @@ func testVMShellDebug(t *testing.T) {
 		t.Errorf("the debug shell's ps does not show the appliance's PID 1 (/init):\n%s", out)
 	}
 
-	attack := fmt.Sprintf(`id; kill -TERM %d; echo kill=$?; cat /proc/%d/environ >/dev/null; echo environ=$?; echo 2 > /proc/sys/vm/overcommit_memory; echo sysctl=$?; echo overcommit=$(cat /proc/sys/vm/overcommit_memory)`, boxPID, boxPID)
+	attack := fmt.Sprintf(`sleep 777 >/dev/null 2>&1 & id; kill -TERM %d; echo kill=$?; cat /proc/%d/environ >/dev/null; echo environ=$?; echo 2 > /proc/sys/vm/overcommit_memory; echo sysctl=$?; echo overcommit=$(cat /proc/sys/vm/overcommit_memory)`, boxPID, boxPID)
 	out, errOut, _ = v.run("shell", "-t=false", "--", "sh", "-c", attack)
 	for _, want := range []string{"uid=65533 gid=65533", "kill=1", "environ=1", "sysctl=1", "overcommit=0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("debug shell: output lacks %q:\n%s%s", want, out, errOut)
 		}
+	}
+	// What the shell left in the background died with its session (its
+	// cgroup is killed when it exits).
+	out, errOut, _ = v.run("shell", "-t=false", "--", "ps")
+	if strings.Contains(out, "sleep 777") || !strings.Contains(out, "sleep 1000000") {
+		t.Errorf("after the session, ps shows:\n%s%s\nwant box's sleep 1000000 and no sleep 777 left by the last shell", out, errOut)
 	}
 	st, err = v.client.Status(t.Context())
 	if err != nil {
