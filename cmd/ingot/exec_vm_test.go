@@ -255,8 +255,8 @@ func (x tmux) waitScreen(re *regexp.Regexp, limit time.Duration) []string {
 // PID 1, the terminal's size follows a resize, Ctrl-C interrupts a sleep,
 // and `exit 3` becomes ingot's exit status. A command without a terminal
 // keeps stdout and stderr apart and has exactly the service's
-// credentials, capabilities, no_new_privs and seccomp. Init's log records
-// each session.
+// credentials, capabilities, no_new_privs and seccomp; a client killed
+// mid-session takes its command with it. Init's log records each session.
 func TestVMExec(t *testing.T) {
 	v := bootExecVM(t, false)
 
@@ -312,6 +312,31 @@ func TestVMExec(t *testing.T) {
 
 	x.cmd("send-keys", "-t", "s", "exit 3", "Enter")
 	x.waitScreen(regexp.MustCompile(`(?m)^INGOT-EXIT=3\s*$`), time.Minute)
+
+	// A client that vanishes (SIGKILL, no goodbye) takes its command
+	// with it: the agent sees the connection end and hangs it up.
+	cli := exec.Command(v.cli, v.cliArgs("exec", "box", "--", "sleep", "555")...)
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitPS := func(present bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			out, _, _ := v.run("exec", "box", "--", "ps")
+			if strings.Contains(out, "sleep 555") == present {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sleep 555 present=%t in the container's ps, want %t:\n%s", !present, present, out)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	waitPS(true)
+	_ = cli.Process.Kill()
+	_ = cli.Wait()
+	waitPS(false)
 
 	// Init's log: each session, its peer, service, command and status.
 	lines := v.waitLog("init", `exec in box ["sh"] (tty true) ended`, time.Minute)
