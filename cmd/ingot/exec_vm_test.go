@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,8 +256,9 @@ func (x tmux) waitScreen(re *regexp.Regexp, limit time.Duration) []string {
 // PID 1, the terminal's size follows a resize, Ctrl-C interrupts a sleep,
 // and `exit 3` becomes ingot's exit status. A command without a terminal
 // keeps stdout and stderr apart and has exactly the service's
-// credentials, capabilities, no_new_privs and seccomp; a client killed
-// mid-session takes its command with it. Init's log records each session.
+// credentials, capabilities, no_new_privs, seccomp and cgroup; a SIGINT
+// to ingot reaches the command; a client killed mid-session takes its
+// command with it. Init's log records each session.
 func TestVMExec(t *testing.T) {
 	v := bootExecVM(t, false)
 
@@ -273,6 +275,12 @@ func TestVMExec(t *testing.T) {
 	out, errOut, code = v.run("exec", "box", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 7")
 	if code != 7 || out != "to-out\n" || errOut != "to-err\n" {
 		t.Errorf("non-tty exec: exit %d, stdout %q, stderr %q; want 7, \"to-out\\n\", \"to-err\\n\"", code, out, errOut)
+	}
+	// In the service's cgroup, seen through a cgroup namespace rooted
+	// there, as the service sees it.
+	out, errOut, code = v.run("exec", "box", "--", "sh", "-c", `cat /proc/self/cgroup; grep -qx $$ /sys/fs/cgroup/cgroup.procs && echo in-service-group`)
+	if code != 0 || out != "0::/\nin-service-group\n" {
+		t.Errorf("exec's cgroup: exit %d, %q %q; want \"0::/\" and its pid in the service's cgroup.procs", code, out, errOut)
 	}
 
 	// With a terminal, in tmux.
@@ -313,30 +321,41 @@ func TestVMExec(t *testing.T) {
 	x.cmd("send-keys", "-t", "s", "exit 3", "Enter")
 	x.waitScreen(regexp.MustCompile(`(?m)^INGOT-EXIT=3\s*$`), time.Minute)
 
-	// A client that vanishes (SIGKILL, no goodbye) takes its command
-	// with it: the agent sees the connection end and hangs it up.
-	cli := exec.Command(v.cli, v.cliArgs("exec", "box", "--", "sleep", "555")...)
-	if err := cli.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitPS := func(present bool) {
+	waitPS := func(cmd string, present bool) {
 		t.Helper()
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			out, _, _ := v.run("exec", "box", "--", "ps")
-			if strings.Contains(out, "sleep 555") == present {
+			if strings.Contains(out, cmd) == present {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("sleep 555 present=%t in the container's ps, want %t:\n%s", !present, present, out)
+				t.Fatalf("%s present=%t in the container's ps, want %t:\n%s", cmd, !present, present, out)
 			}
 			time.Sleep(time.Second)
 		}
 	}
-	waitPS(true)
+	// Without a terminal, a SIGINT to ingot goes to the command as a
+	// signal frame.
+	cli := exec.Command(v.cli, v.cliArgs("exec", "box", "--", "sleep", "444")...)
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitPS("sleep 444", true)
+	_ = cli.Process.Signal(syscall.SIGINT)
+	if err := cli.Wait(); cli.ProcessState.ExitCode() != 130 {
+		t.Errorf("ingot exec box -- sleep 444 after SIGINT: %v, want exit status 130", err)
+	}
+	// A client that vanishes (SIGKILL, no goodbye) takes its command
+	// with it: the agent sees the connection end and hangs it up.
+	cli = exec.Command(v.cli, v.cliArgs("exec", "box", "--", "sleep", "555")...)
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitPS("sleep 555", true)
 	_ = cli.Process.Kill()
 	_ = cli.Wait()
-	waitPS(false)
+	waitPS("sleep 555", false)
 
 	// Init's log: each session, its peer, service, command and status.
 	lines := v.waitLog("init", `exec in box ["sh"] (tty true) ended`, time.Minute)
