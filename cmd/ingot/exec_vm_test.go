@@ -58,10 +58,30 @@ type execVM struct {
 // busybox image running as root (with debug: a busybox debug image
 // too), boots it under TCG and waits for box to run.
 func bootExecVM(t *testing.T, withDebug bool) *execVM {
-	vmtest.Kernel(t, "amd64")
-	busybox, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatalf("busybox-static (scripts/setup.sh installs it): %v", err)
+	return bootExecVMArch(t, "amd64", withDebug)
+}
+
+// bootExecVMArch is bootExecVM for vm-amd64 or vm-arm64.
+func bootExecVMArch(t *testing.T, arch string, withDebug bool) *execVM {
+	vmtest.Kernel(t, arch)
+	target, busybox := config.TargetVMAmd64, []byte(nil)
+	var err error
+	switch arch {
+	case "amd64":
+		if busybox, err = os.ReadFile("/bin/busybox"); err != nil {
+			t.Fatalf("busybox-static (scripts/setup.sh installs it): %v", err)
+		}
+	case "arm64":
+		target = config.TargetVMArm64
+		deb, x := vmtest.BusyboxARM64(t), t.TempDir()
+		if out, err := exec.Command("dpkg-deb", "-x", deb, x).CombinedOutput(); err != nil {
+			t.Fatalf("dpkg-deb -x %s: %v\n%s", deb, err, out)
+		}
+		if busybox, err = os.ReadFile(filepath.Join(x, "bin/busybox")); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("no test appliance for %s", arch)
 	}
 	dir := t.TempDir()
 	v := &execVM{t: t, dir: dir, appDir: filepath.Join(dir, "app"), runDir: filepath.Join(dir, "run"), cli: filepath.Join(dir, "ingot")}
@@ -85,7 +105,7 @@ func bootExecVM(t *testing.T, withDebug bool) *execVM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	platform := v1.Platform{OS: "linux", Architecture: "amd64"}
+	platform := v1.Platform{OS: "linux", Architecture: arch}
 	box, err := ocitest.Image(platform, v1.Config{Entrypoint: []string{"/app/run.sh"}, Env: []string{"PATH=/bin"}}, l1, l2)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +127,7 @@ func bootExecVM(t *testing.T, withDebug bool) *execVM {
 	if err := os.CopyFS(filepath.Join(v.appDir, ".ingot"), os.DirFS("../../examples/hello/.ingot")); err != nil {
 		t.Fatal(err)
 	}
-	yaml := fmt.Sprintf("name: execapp\ntargets: [vm-amd64]\nperm: false\nservices:\n  - name: box\n    image: %s\n", boxRef)
+	yaml := fmt.Sprintf("name: execapp\ntargets: [%s]\nperm: false\nservices:\n  - name: box\n    image: %s\n", target, boxRef)
 	if withDebug {
 		yaml += fmt.Sprintf("debug: {image: %s}\n", debugRef)
 	}
@@ -119,7 +139,7 @@ func bootExecVM(t *testing.T, withDebug bool) *execVM {
 		t.Fatal(err)
 	}
 	image := filepath.Join(dir, "execapp.img")
-	if _, err := assemble.Image(t.Context(), cfg, config.TargetVMAmd64, image, assemble.WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
+	if _, err := assemble.Image(t.Context(), cfg, target, image, assemble.WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -259,8 +279,15 @@ func (x tmux) waitScreen(re *regexp.Regexp, limit time.Duration) []string {
 // credentials, capabilities, no_new_privs, seccomp and cgroup; a SIGINT
 // to ingot reaches the command; a client killed mid-session takes its
 // command with it. Init's log records each session.
-func TestVMExec(t *testing.T) {
-	v := bootExecVM(t, false)
+func TestVMExec(t *testing.T) { testVMExec(t, "amd64") }
+
+// TestVMExecARM64 is TestVMExec on vm-arm64 under qemu-system-aarch64:
+// setns, the cgroup join and the seccomp filter of an exec on the other
+// architecture.
+func TestVMExecARM64(t *testing.T) { testVMExec(t, "arm64") }
+
+func testVMExec(t *testing.T, arch string) {
+	v := bootExecVMArch(t, arch, false)
 
 	// Without a terminal: the exec's restrictions are the service's.
 	svc := statusFields.FindAllString(strings.Join(v.logLines("box"), "\n"), -1)
