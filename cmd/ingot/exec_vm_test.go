@@ -322,9 +322,30 @@ func testVMExec(t *testing.T, arch string) {
 	x.cmd("send-keys", "-t", "s", "cat /proc/1/cmdline | tr '\\0' ' '; echo", "Enter")
 	x.waitScreen(regexp.MustCompile(`(?m)^/init container box\s*$`), time.Minute)
 
+	// The resize travels as a frame sent on ingot's SIGWINCH, and a
+	// command typed right after it may overtake it (as in any terminal
+	// over a network), so stty asks again until the new size is there.
 	x.cmd("resize-window", "-t", "s", "-x", "100", "-y", "30")
-	x.cmd("send-keys", "-t", "s", "stty size", "Enter")
-	x.waitScreen(regexp.MustCompile(`(?m)^30 100\s*$`), time.Minute)
+	sizes := regexp.MustCompile(`(?m)^(\d+ \d+)\s*$`)
+	for try := 1; ; try++ {
+		before := len(sizes.FindAllString(x.screen(), -1))
+		x.cmd("send-keys", "-t", "s", "stty size", "Enter")
+		deadline := time.Now().Add(time.Minute)
+		var all [][]string
+		for len(all) <= before && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			all = sizes.FindAllStringSubmatch(x.screen(), -1)
+		}
+		if len(all) <= before {
+			t.Fatalf("stty size printed nothing:\n%s", x.screen())
+		}
+		if all[len(all)-1][1] == "30 100" {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("after the resize to 30x100, stty size says %s:\n%s", all[len(all)-1][1], x.screen())
+		}
+	}
 
 	// (ash drops the rest of a line whose job was interrupted, so the
 	// status is asked for on a line of its own.)
