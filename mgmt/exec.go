@@ -97,7 +97,7 @@ const (
 	FrameStdinEOF FrameType = 2
 	// FrameResize: 4 bytes, rows and columns, each big-endian uint16.
 	FrameResize FrameType = 3
-	// FrameSignal: 1 byte, a signal number of ExecSignals, delivered to
+	// FrameSignal: 1 byte, a signal number that IsExecSignal accepts, delivered to
 	// the command's process group.
 	FrameSignal FrameType = 4
 	// FrameStdout carries the command's output (with a TTY, all of it).
@@ -121,10 +121,15 @@ const FrameHeaderBytes = 5
 // the other side hold more than this.
 const MaxFramePayload = 32 << 10
 
-// ExecSignals are the signals a client may send with FrameSignal.
-var ExecSignals = []syscall.Signal{
-	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGKILL,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGWINCH,
+// IsExecSignal reports whether a client may send s with FrameSignal:
+// SIGHUP, SIGINT, SIGQUIT, SIGKILL, SIGUSR1, SIGUSR2, SIGTERM, SIGWINCH.
+func IsExecSignal(s syscall.Signal) bool {
+	switch s {
+	case syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGKILL,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGWINCH:
+		return true
+	}
+	return false
 }
 
 // ErrFrame marks a malformed frame.
@@ -196,16 +201,15 @@ func ParseResize(p []byte) (rows, cols uint16, err error) {
 	return binary.BigEndian.Uint16(p[0:]), binary.BigEndian.Uint16(p[2:]), nil
 }
 
-// ParseSignal decodes a FrameSignal payload; only ExecSignals are accepted.
+// ParseSignal decodes a FrameSignal payload; only IsExecSignal's signals
+// are accepted.
 func ParseSignal(p []byte) (syscall.Signal, error) {
 	if len(p) != 1 {
 		return 0, fmt.Errorf("signal frame of %d bytes, want 1: %w", len(p), ErrFrame)
 	}
 	s := syscall.Signal(p[0])
-	for _, ok := range ExecSignals {
-		if s == ok {
-			return s, nil
-		}
+	if IsExecSignal(s) {
+		return s, nil
 	}
 	return 0, fmt.Errorf("signal %d is not one a session may send: %w", p[0], ErrFrame)
 }

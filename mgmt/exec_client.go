@@ -105,8 +105,12 @@ func (s *ExecSession) Resize(rows, cols uint16) error {
 	return s.send(FrameResize, ResizePayload(rows, cols))
 }
 
-// Signal sends sig (one of ExecSignals) to the command's process group.
+// Signal sends sig (one IsExecSignal accepts) to the command's process
+// group.
 func (s *ExecSession) Signal(sig syscall.Signal) error {
+	if !IsExecSignal(sig) {
+		return fmt.Errorf("mgmt: exec session: %v cannot be sent to the command", sig)
+	}
 	return s.send(FrameSignal, []byte{byte(sig)})
 }
 

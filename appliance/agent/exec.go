@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,7 +110,7 @@ func (a *Agent) exec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req mgmt.ExecRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		a.fail(w, r, fmt.Errorf("exec: request body: %w: %w", err, mgmt.ErrInvalid))

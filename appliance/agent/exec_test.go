@@ -216,7 +216,7 @@ func TestExecSession(t *testing.T) {
 }
 
 // TestExecSignal: a signal frame reaches the session, which ends with
-// 128+N; a signal outside mgmt.ExecSignals is refused by the client.
+// 128+N.
 func TestExecSignal(t *testing.T) {
 	e := newExecEnv(t)
 	c := e.client(t, token)

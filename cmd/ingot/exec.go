@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,9 +26,7 @@ type sessionFlags struct {
 	interactive, tty, both bool
 }
 
-func addSessionFlags(fs interface {
-	BoolVar(*bool, string, bool, string)
-}, f *sessionFlags) {
+func addSessionFlags(fs *flag.FlagSet, f *sessionFlags) {
 	fs.BoolVar(&f.interactive, "i", false, "keep stdin attached (interactive)")
 	fs.BoolVar(&f.tty, "t", false, "give the command a terminal (raw mode here, window size follows)")
 	fs.BoolVar(&f.both, "it", false, "-i and -t")
