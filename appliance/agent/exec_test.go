@@ -371,3 +371,43 @@ func TestExecOversizedFrame(t *testing.T) {
 		t.Errorf("agent log does not say why the session ended:\n%s", e.log())
 	}
 }
+
+// TestExecOverTLS: the switch works on the Pi's transport, TLS over TCP
+// with a pinned certificate (the connection taken over is the TLS one).
+func TestExecOverTLS(t *testing.T) {
+	ex := &fakeExecer{}
+	a, err := agent.New(agent.Deps{Info: &fakeInfo{}, Exec: ex}, hashHex([]byte(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, pin, err := mgmt.GenerateCertificate("exec-test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := agent.ListenTLS(tl, certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, l) }()
+	defer func() { cancel(); <-served }()
+	c, err := mgmt.NewClient("https://"+tl.Addr().String(), token, mgmt.WithCertSHA256(pin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.Exec(t.Context(), mgmt.ExecRequest{Service: "box", Argv: []string{"cat"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := sess.Run(strings.NewReader("over tls\nexit 5\n"), &out, io.Discard)
+	if err != nil || code != 5 || out.String() != "OVER TLS\n" {
+		t.Errorf("over TLS: exit %d, %v, output %q; want 5 and \"OVER TLS\\n\"", code, err, out.String())
+	}
+}
