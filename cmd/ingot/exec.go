@@ -30,6 +30,7 @@ func addSessionFlags(fs *flag.FlagSet, f *sessionFlags) {
 	fs.BoolVar(&f.interactive, "i", false, "keep stdin attached (interactive)")
 	fs.BoolVar(&f.tty, "t", false, "give the command a terminal (raw mode here, window size follows)")
 	fs.BoolVar(&f.both, "it", false, "-i and -t")
+	fs.BoolVar(&f.both, "ti", false, "-i and -t")
 }
 
 func runExec(ctx context.Context, stdout, stderr io.Writer, args []string) error {

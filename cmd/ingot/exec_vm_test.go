@@ -303,6 +303,12 @@ func testVMExec(t *testing.T, arch string) {
 	if code != 7 || out != "to-out\n" || errOut != "to-err\n" {
 		t.Errorf("non-tty exec: exit %d, stdout %q, stderr %q; want 7, \"to-out\\n\", \"to-err\\n\"", code, out, errOut)
 	}
+	// -i: stdin reaches the command, and its end ends the input.
+	in := exec.Command(v.cli, v.cliArgs("exec", "-i", "box", "--", "sh", "-c", "cat; echo done")...)
+	in.Stdin = strings.NewReader("piped in\n")
+	if got, err := in.Output(); err != nil || string(got) != "piped in\ndone\n" {
+		t.Errorf("ingot exec -i box -- cat with stdin: %q, %v; want \"piped in\\ndone\\n\"", got, err)
+	}
 	// In the service's cgroup, seen through a cgroup namespace rooted
 	// there, as the service sees it.
 	out, errOut, code = v.run("exec", "box", "--", "sh", "-c", `cat /proc/self/cgroup; grep -qx $$ /sys/fs/cgroup/cgroup.procs && echo in-service-group`)
