@@ -504,6 +504,15 @@ func testVMShellDebug(t *testing.T) {
 			t.Errorf("the debug shell's ps lacks %q:\n%s", want, out)
 		}
 	}
+	// The debug image was never started before: the only processes of
+	// the debug user are this session's (its launcher and ps), and no
+	// service runs it.
+	if n := len(regexp.MustCompile(`(?m)^\s*\d+ 65533 `).FindAllString(out, -1)); n != 2 {
+		t.Errorf("%d processes of uid 65533, want 2 (this session's /init shell and ps):\n%s", n, out)
+	}
+	if len(st.Services) != 1 || st.Services[0].Name != "box" {
+		t.Errorf("services %+v, want box alone (the debug image is no service)", st.Services)
+	}
 	if !regexp.MustCompile(`(?m)^\s*1 .*/init\s*$`).MatchString(out) {
 		t.Errorf("the debug shell's ps does not show the appliance's PID 1 (/init):\n%s", out)
 	}
