@@ -224,6 +224,7 @@ func (b *build) appliance() *spec.Appliance {
 		app.Services = append(app.Services, wifiServices(cfg.Network.WiFi.SSID)...)
 		app.Modules = slices.Clone(rpiboot.WiFiModules)
 	}
+	app.Debug = b.debugContainer()
 	return app
 }
 

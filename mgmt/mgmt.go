@@ -24,6 +24,7 @@
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
+//	POST /v1/exec                            body: ExecRequest; upgrades to ingot-exec/1 frames (exec.go)
 //
 // Beside them the agent serves its web status page under /ui/ (GET /
 // redirects there), with its own login and session cookie; the bearer

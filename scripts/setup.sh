@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
   dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
   chromium prometheus rsyslog rsyslog-gnutls) # chromium: headless, for TestVMWebUI (driven with chromedp)
+# tmux: TestVMExec and TestVMShell drive `ingot exec -it` and `ingot shell`
+# in a real terminal.
+packages+=(tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -43,6 +43,7 @@
 //	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
 //	  # remote: syslog+tls | syslog+tcp | syslog+udp; ca: required with tls; spool: lines kept on perm while the receiver is away
 //	clock: {ntp: [0.pool.ntp.org, ...]}   # host[:port], up to 8; [] turns NTP off
+//	debug: {image: busybox:1.36}  # flattened into the image, started only by ingot shell
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -129,6 +130,8 @@ type Config struct {
 	Logs Logs
 	// Clock lists the NTP servers (spec.DefaultNTPServers unless set).
 	Clock spec.Clock
+	// Debug is the debug container's image; nil without debug: (debug.go).
+	Debug *Debug
 }
 
 // Service returns the service named name.

@@ -76,7 +76,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update", "release", "metrics", "logs", "clock"}
+	"services", "management", "network", "perm", "disk", "update", "release", "metrics", "logs", "clock", "debug"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -180,6 +180,9 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 				}
 			}
 		}
+	}
+	if n, ok := f.get("debug"); ok {
+		c.Debug = d.debug(n, "debug")
 	}
 	return c
 }

@@ -114,6 +114,10 @@ type Appliance struct {
 	// network: paths relative to ModulesDir/<kernel release> (a Pi's
 	// Wi-Fi driver; VMs load theirs in stage0).
 	Modules []string `json:"modules,omitempty"`
+
+	// Debug is the debug container (ingot.yaml's debug:), started only by
+	// `ingot shell`; nil without one (debug.go).
+	Debug *Container `json:"debug,omitempty"`
 }
 
 // MaxRelease bounds Appliance.Release so that it survives JSON readers that
@@ -436,6 +440,9 @@ func (a *Appliance) Validate() error {
 	}
 	if cycle := AfterCycle(a.Services); cycle != nil {
 		return fmt.Errorf("services: after: cycle %s", strings.Join(cycle, " -> "))
+	}
+	if err := a.validateDebug(); err != nil {
+		return err
 	}
 	if err := a.Management.Validate(); err != nil {
 		return fmt.Errorf("management: %w", err)
