@@ -1,0 +1,63 @@
+package vdisk
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"os"
+	"time"
+)
+
+// gceDiskName is the one file of a GCE image archive: Compute Engine's
+// image import takes a gzip-compressed tar holding the raw disk as
+// disk.raw, in GNU (oldgnu) tar format.
+const gceDiskName = "disk.raw"
+
+// writeGCE writes the raw image as disk.raw in a GNU tar, gzip-compressed.
+// The tar header's time is o.ModTime (the build's epoch); the gzip header
+// has no name and no time. The tar is not sparse: gzip shrinks the zero
+// runs to almost nothing.
+func writeGCE(ctx context.Context, out *os.File, m *image, o Options) error {
+	zw, err := gzip.NewWriterLevel(out, gzip.DefaultCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	mod := o.ModTime
+	if mod.IsZero() {
+		mod = time.Unix(0, 0)
+	}
+	hdr := &tar.Header{
+		Typeflag: tar.TypeReg,
+		Name:     gceDiskName,
+		Mode:     0o644,
+		Size:     m.size,
+		ModTime:  mod.UTC().Truncate(time.Second),
+		Format:   tar.FormatGNU,
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("tar header: %w", err)
+	}
+	b := make([]byte, blockBytes)
+	for i := range m.blocks() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := m.readBlock(i, b); err != nil {
+			return err
+		}
+		n := min(int64(blockBytes), m.size-i*blockBytes)
+		if _, err := tw.Write(b[:n]); err != nil {
+			return fmt.Errorf("tar: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("tar: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("gzip: %w", err)
+	}
+	return nil
+}
+
