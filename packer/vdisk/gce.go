@@ -60,4 +60,3 @@ func writeGCE(ctx context.Context, out *os.File, m *image, o Options) error {
 	}
 	return nil
 }
-
