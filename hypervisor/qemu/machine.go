@@ -86,7 +86,7 @@ type Machine struct {
 	// DiskFormat is QEMU's name for Disk's format (qcow2, vpc, vmdk, as
 	// ingot build -format writes them); empty is raw, what ingot run boots.
 	DiskFormat string
-	Forwards  []Forward
+	Forwards   []Forward
 	// VhostUserVsock, when set, is the vhost-user socket of a vsock backend
 	// (hypervisor/vhostuser) and adds vhost-user-vsock-pci.
 	VhostUserVsock string
