@@ -14,7 +14,14 @@ import (
 // disk.raw, in GNU (oldgnu) tar format.
 const gceDiskName = "disk.raw"
 
-// writeGCE writes the raw image as disk.raw in a GNU tar, gzip-compressed.
+// gceRoundBytes: Compute Engine takes a disk.raw whose size is a whole
+// number of GB (GiB), so the disk is padded with zeros to the next one.
+// The GPT's backup then sits before the end; the appliance moves it there
+// at its first boot, when it grows perm to the disk.
+const gceRoundBytes = 1 << 30
+
+// writeGCE writes the raw image, padded to a whole GiB, as disk.raw in a
+// GNU tar, gzip-compressed.
 // The tar header's time is o.ModTime (the build's epoch); the gzip header
 // has no name and no time. The tar is not sparse: gzip shrinks the zero
 // runs to almost nothing.
@@ -32,7 +39,7 @@ func writeGCE(ctx context.Context, out *os.File, m *image, o Options) error {
 		Typeflag: tar.TypeReg,
 		Name:     gceDiskName,
 		Mode:     0o644,
-		Size:     m.size,
+		Size:     (m.size + gceRoundBytes - 1) / gceRoundBytes * gceRoundBytes,
 		ModTime:  mod.UTC().Truncate(time.Second),
 		Format:   tar.FormatGNU,
 	}
@@ -49,6 +56,15 @@ func writeGCE(ctx context.Context, out *os.File, m *image, o Options) error {
 		}
 		n := min(int64(blockBytes), m.size-i*blockBytes)
 		if _, err := tw.Write(b[:n]); err != nil {
+			return fmt.Errorf("tar: %w", err)
+		}
+	}
+	clear(b)
+	for pad := hdr.Size - m.size; pad > 0; pad -= int64(len(b)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b[:min(pad, int64(len(b)))]); err != nil {
 			return fmt.Errorf("tar: %w", err)
 		}
 	}
