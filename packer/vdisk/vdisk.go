@@ -96,9 +96,9 @@ type Options struct {
 // qcow2 cluster and one VMDK grain.
 const blockBytes = 64 << 10
 
-// Convert writes the raw disk image at src in format f to dst. The file
-// appears only when complete: it is written under a temporary name beside
-// dst and renamed. Raw copies src.
+// Convert writes the raw disk image at src in format f to dst, with src's
+// permissions. The file appears only when complete: it is written under a
+// temporary name beside dst and renamed. Raw copies src.
 func Convert(ctx context.Context, f Format, src, dst string, o Options) (err error) {
 	in, err := os.Open(src)
 	if err != nil {
@@ -143,7 +143,9 @@ func Convert(ctx context.Context, f Format, src, dst string, o Options) (err err
 	if err != nil {
 		return fmt.Errorf("vdisk: %s of %s: %w", f, src, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	// The copy holds what the image holds (the root's keys among it), so
+	// it gets the image's permissions, not wider ones.
+	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
 		return fmt.Errorf("vdisk: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {

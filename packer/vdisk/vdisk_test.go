@@ -267,6 +267,29 @@ func TestVHDGeometry(t *testing.T) {
 	}
 }
 
+// TestConvertKeepsPermissions: an image holds the appliance's keys, and
+// ingot build writes it 0600; no copy may be readable by more users.
+func TestConvertKeepsPermissions(t *testing.T) {
+	dir := t.TempDir()
+	raw := sparseImage(t, dir, 3<<20)
+	if err := os.Chmod(raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []Format{Raw, QCOW2, VHD, VMDK, GCE} {
+		out := filepath.Join(dir, "copy"+f.Ext())
+		if err := Convert(context.Background(), f, raw, out, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s copy of a 0600 image has mode %v", f, st.Mode().Perm())
+		}
+	}
+}
+
 func TestVMDKRejectsPartialGrain(t *testing.T) {
 	dir := t.TempDir()
 	raw := sparseImage(t, dir, 3<<20+512)
