@@ -102,6 +102,9 @@ func writeVMDK(ctx context.Context, out *os.File, m *image, fileName string) err
 			t = make([]uint32, vmdkGTEntries)
 			gts[g/vmdkGTEntries] = t
 		}
+		if w.n/512 >= 1<<32 {
+			return fmt.Errorf("%w: the stream passes 2 TiB, past what a grain table entry addresses", errSize)
+		}
 		t[g%vmdkGTEntries] = uint32(w.n / 512)
 		var mk [12]byte
 		binary.LittleEndian.PutUint64(mk[0:], uint64(g*vmdkGrainSectors))
