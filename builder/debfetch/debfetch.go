@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Default mirrors. Go's HTTP client honours $HTTP_PROXY.
@@ -117,7 +118,9 @@ type Fetcher struct {
 	// Snapshot with NoSnapshot set tries only the mirror.
 	Mirror, Snapshot string
 	NoSnapshot       bool
-	// Client does the requests; nil is http.DefaultClient.
+	// Client does the requests; nil is a client with Go's default
+	// transport (which honours $HTTP_PROXY) and a one-minute bound on the
+	// wait for response headers.
 	Client *http.Client
 	// Progress, when set, is told of each download.
 	Progress io.Writer
@@ -179,7 +182,7 @@ func (f *Fetcher) Fetch(ctx context.Context, p Pin) (string, error) {
 func (f *Fetcher) download(ctx context.Context, url string, p Pin, dst string) (err error) {
 	client := f.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = defaultClient()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -228,6 +231,18 @@ func (f *Fetcher) download(ctx context.Context, url string, p Pin, dst string) (
 		return fmt.Errorf("%w", err)
 	}
 	return nil
+}
+
+// responseHeaderTimeout bounds the wait for a mirror's answer; the body
+// may take as long as it needs (ctx cancels it).
+const responseHeaderTimeout = time.Minute
+
+// defaultClient is an HTTP client with the default transport's settings
+// ($HTTP_PROXY included) and a bound on a silent server.
+func defaultClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = responseHeaderTimeout
+	return &http.Client{Transport: t}
 }
 
 // verifyFile checks that the file at name is p's.
