@@ -108,6 +108,7 @@ type Option func(*options)
 type options struct {
 	cacheDir    string
 	progress    io.Writer
+	debMirror   string
 	epoch       *int64
 	ingotSource string
 	kernelDeb   string
@@ -123,6 +124,11 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 // WithProgress makes Build write one line per step (compiles with their
 // duration) to w.
 func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
+
+// WithDebianMirror fetches pinned Debian packages (the VM kernel) from
+// the mirror whose root is url (it holds debian/ and debian-security/)
+// instead of deb.debian.org, with no snapshot.debian.org fallback.
+func WithDebianMirror(url string) Option { return func(o *options) { o.debMirror = url } }
 
 // WithSourceDateEpoch sets the timestamp of every file, in Unix seconds.
 // Without it, Build uses $SOURCE_DATE_EPOCH, or DefaultEpoch if unset.
@@ -209,7 +215,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
-	kernel, err := resolveKernel(cfg, target, src.dir, o)
+	kernel, err := resolveKernel(ctx, cfg, target, src.dir, o)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -545,6 +547,34 @@ func TestResolveKernel(t *testing.T) {
 	}
 	plain := *withKernel
 	plain.Kernels = nil
+	// A mirror that has nothing: the pinned fetch fails, as offline.
+	empty := httptest.NewServer(http.NotFoundHandler())
+	defer empty.Close()
+	// A mirror with one package, pinned in a lock in its own directory.
+	deb := []byte("!<arch>\nnot really a kernel\n")
+	sum := sha256.Sum256(deb)
+	pool := "debian/pool/main/l/linux/linux-image-cloud-amd64_1_amd64.deb"
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/"+pool {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(deb)
+	}))
+	defer mirror.Close()
+	pinned := plain
+	pinned.Dir = filepath.Join(tmp, "pinned")
+	lockLine := "deb:linux-image-cloud-amd64 " + pool + " " + strconv.Itoa(len(deb)) + " " + hex.EncodeToString(sum[:]) + "\n"
+	touch(filepath.Join(pinned.Dir, "ingot.lock"))
+	if err := os.WriteFile(filepath.Join(pinned.Dir, "ingot.lock"), []byte(lockLine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badPin := plain
+	badPin.Dir = filepath.Join(tmp, "badpin")
+	touch(filepath.Join(badPin.Dir, "ingot.lock"))
+	if err := os.WriteFile(filepath.Join(badPin.Dir, "ingot.lock"), []byte(strings.Replace(lockLine, hex.EncodeToString(sum[:])[:8], "00000000", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	env := func(kv ...string) func(string) string {
 		return func(k string) string {
 			for i := 0; i+1 < len(kv); i += 2 {
@@ -570,12 +600,18 @@ func TestResolveKernel(t *testing.T) {
 		{"env names missing file", &plain, config.TargetVMAmd64, options{getenv: env("INGOT_KERNEL_DEB_AMD64", tmp+"/nope.deb")}, "", "error: $INGOT_KERNEL_DEB_AMD64"},
 		{"kernel dir", &plain, config.TargetVMArm64, options{getenv: env("INGOT_KERNEL_DIR", filepath.Join(tmp, "kdir")), cacheDir: filepath.Join(tmp, "cache")}, filepath.Join(tmp, "src"), dirKernel},
 		{"cache dir", &plain, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "cache")}, filepath.Join(tmp, "src"), cacheKernel},
-		{"source cache", &plain, config.TargetVMArm64, options{getenv: env(), cacheDir: filepath.Join(tmp, "cache")}, filepath.Join(tmp, "src"), srcKernel},
-		{"none", &plain, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "nocache")}, "", "error: no kernel for vm-amd64: set kernel: {vm-amd64: debian:PATH.deb} in " + withKernel.File},
+		{"pinned, fetched", &pinned, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "pcache"), debMirror: mirror.URL}, filepath.Join(tmp, "src"),
+			filepath.Join(tmp, "pcache", "debs", "linux-image-cloud-amd64_1_amd64.deb")},
+		{"pinned, cached", &pinned, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "pcache"), debMirror: empty.URL}, "",
+			filepath.Join(tmp, "pcache", "debs", "linux-image-cloud-amd64_1_amd64.deb")},
+		{"pin does not match", &badPin, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "bcache"), debMirror: mirror.URL}, filepath.Join(tmp, "src"),
+			"error: GET " + mirror.URL + "/" + pool + ": sha256 mismatch: expected 00000000"},
+		{"source cache when offline", &plain, config.TargetVMArm64, options{getenv: env(), cacheDir: filepath.Join(tmp, "cache"), debMirror: empty.URL}, filepath.Join(tmp, "src"), srcKernel},
+		{"none", &plain, config.TargetVMAmd64, options{getenv: env(), cacheDir: filepath.Join(tmp, "nocache"), debMirror: empty.URL}, "", "error: 404 Not Found; set kernel: {vm-amd64: debian:PATH.deb} in " + withKernel.File},
 		{"rpi default", &plain, config.TargetRPi, options{getenv: env()}, "", "gomod:github.com/gokrazy/kernel.rpi"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := resolveKernel(tt.cfg, tt.target, tt.src, tt.o)
+			k, err := resolveKernel(t.Context(), tt.cfg, tt.target, tt.src, tt.o)
 			got := k.Path
 			if k.Kind == config.KernelGoModule {
 				got = k.String()
@@ -587,6 +623,14 @@ func TestResolveKernel(t *testing.T) {
 				t.Errorf("resolveKernel(%s) = %s, want %s", tt.target, got, tt.want)
 			}
 		})
+	}
+	// The bad pin cached nothing, and a lock that pins the kernel is
+	// left as it was.
+	if ents, _ := os.ReadDir(filepath.Join(tmp, "bcache", "debs")); len(ents) != 0 {
+		t.Errorf("a download that failed its digest left %v in the cache", ents)
+	}
+	if b, _ := os.ReadFile(filepath.Join(pinned.Dir, "ingot.lock")); string(b) != lockLine {
+		t.Errorf("a build rewrote a lock that pinned the kernel: %q", b)
 	}
 }
 

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,12 +23,16 @@ func kernelFileName(arch string) string { return "linux-image-cloud-" + arch + "
 //     amd64 also $INGOT_KERNEL_DEB (the test suite's variable);
 //  4. $INGOT_KERNEL_DIR/linux-image-cloud-<arch>.deb;
 //  5. <cache>/kernels/linux-image-cloud-<arch>.deb (the artifact cache);
-//  6. <ingot source>/.cache/kernels/linux-image-cloud-<arch>.deb, which
-//     `make setup` (scripts/fetch-kernel.sh) fills.
+//  6. the kernel pinned in the appliance's ingot.lock (or ingot's default
+//     pin, then written there): <cache>/debs/<file>, downloaded from the
+//     Debian archive and verified when missing (PinnedDeb);
+//  7. only when 6 fails (offline): <ingot source>/.cache/kernels/
+//     linux-image-cloud-<arch>.deb, which `make setup`
+//     (scripts/fetch-kernel.sh) fills.
 //
-// A path given explicitly (1 to 3) must exist; 4 to 6 are tried in turn.
+// A path given explicitly (1 to 3) must exist; 4 to 7 are tried in turn.
 // Raspberry Pi targets default to the gokrazy kernel module.
-func resolveKernel(cfg *config.Config, target config.Target, ingotDir string, o options) (config.KernelSource, error) {
+func resolveKernel(ctx context.Context, cfg *config.Config, target config.Target, ingotDir string, o options) (config.KernelSource, error) {
 	arch := target.Arch()
 	explicit := func(path, how string) (config.KernelSource, error) {
 		abs, err := filepath.Abs(path)
@@ -69,15 +74,23 @@ func resolveKernel(cfg *config.Config, target config.Target, ingotDir string, o 
 		tried = append(tried, filepath.Join(d, kernelFileName(arch)))
 	}
 	tried = append(tried, filepath.Join(o.cacheDir, "kernels", kernelFileName(arch)))
-	if ingotDir != "" {
-		tried = append(tried, filepath.Join(ingotDir, ".cache", "kernels", kernelFileName(arch)))
-	}
 	for _, p := range tried {
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return explicit(p, "default")
 		}
 	}
-	return config.KernelSource{}, fmt.Errorf("builder: no kernel for %s: set kernel: {%s: debian:PATH.deb} in %s, or $%s, "+
+	pinned, fetchErr := PinnedDeb(ctx, cfg.Dir, DebFetcher(o.cacheDir, o.debMirror, o.progress), KernelLockKey(arch))
+	if fetchErr == nil {
+		return explicit(pinned, "pinned in "+filepath.Join(cfg.Dir, "ingot.lock"))
+	}
+	if ingotDir != "" {
+		p := filepath.Join(ingotDir, ".cache", "kernels", kernelFileName(arch))
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return explicit(p, "default")
+		}
+		tried = append(tried, p)
+	}
+	return config.KernelSource{}, fmt.Errorf("builder: no kernel for %s: %w; set kernel: {%s: debian:PATH.deb} in %s, or $%s, "+
 		"or put Debian's %s (scripts/fetch-kernel.sh %s) at one of: %s",
-		target, target, cfg.File, vars[0], strings.TrimSuffix(kernelFileName(arch), ".deb"), arch, strings.Join(tried, ", "))
+		target, fetchErr, target, cfg.File, vars[0], strings.TrimSuffix(kernelFileName(arch), ".deb"), arch, strings.Join(tried, ", "))
 }

@@ -63,6 +63,7 @@ import (
 	"github.com/ingotdev/ingot/appliance/kmod"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/netconf"
+	"github.com/ingotdev/ingot/appliance/permgrow"
 	"github.com/ingotdev/ingot/appliance/supervise"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/gpt"
@@ -405,6 +406,7 @@ func (s *System) setupPerm() {
 	}
 	st.Mounted = true
 	s.Printf("perm: %s mounted on %s", part.Device, PermDir)
+	s.growPerm(part)
 	if err := os.MkdirAll(LogDir, 0o755); err != nil {
 		s.warnf("perm: %v", err)
 		return
@@ -446,6 +448,20 @@ func (s *System) setupClock(ctx context.Context) {
 			s.warnf("%v", err)
 		}
 	}()
+}
+
+// growPerm grows perm to the end of its disk when the disk is larger than
+// the image (a cloud disk, a resized VM disk); a failure leaves perm as it
+// was, mounted, and is a warning.
+func (s *System) growPerm(part blockdev.Partition) {
+	r, err := permgrow.Grow(part.Disk, part.Number, part.Device, PermDir, s.Printf)
+	if err != nil {
+		s.warnf("perm: grow: %v", err)
+		return
+	}
+	if r.BlocksAfter != r.BlocksBefore {
+		s.Printf("perm: grown to %d MiB", r.BlocksAfter*r.BlockBytes>>20)
+	}
 }
 
 // startServices creates the supervisor and runs it until ctx ends; the

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
 	"github.com/ingotdev/ingot/packer/rpiboot"
+	"github.com/ingotdev/ingot/packer/vdisk"
 )
 
 // Report describes a finished image.
@@ -37,7 +39,10 @@ type Report struct {
 	// Kernel and Firmware name the Go modules (MODULE@VERSION) a
 	// Raspberry Pi image was made from.
 	Kernel, Firmware string
-	Steps            []Step
+	// Disks are the copies of Image in other formats (WithFormats), in
+	// the order asked for.
+	Disks []string
+	Steps []Step
 }
 
 // Step is one timed stage of the build.
@@ -53,6 +58,7 @@ type options struct {
 	builderOpts []builder.Option
 	cacheDir    string
 	progress    io.Writer
+	formats     []vdisk.Format
 }
 
 // WithBuilderOptions passes options to builder.Build.
@@ -63,6 +69,12 @@ func WithBuilderOptions(opts ...builder.Option) Option {
 // WithCacheDir sets the cache for compiled binaries and unpacked kernels
 // (default: os.UserCacheDir()/ingot).
 func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
+
+// WithFormats makes Image also write the image in each of formats beside
+// out (vdisk.PathFor); raw is out itself. Only VM images convert.
+func WithFormats(formats ...vdisk.Format) Option {
+	return func(o *options) { o.formats = append(o.formats, formats...) }
+}
 
 // WithProgress makes Image report each stage to w.
 func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
@@ -86,6 +98,13 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	}
 	if target == config.TargetRPiArmv7 {
 		return nil, fmt.Errorf("assemble: target %s: not supported yet: %s ships only a 64-bit kernel; use target rpi (Pi 3, 4, 5, Zero 2 W)", target, rpiboot.KernelModule)
+	}
+	if !target.IsVM() {
+		for _, f := range o.formats {
+			if f != vdisk.Raw {
+				return nil, fmt.Errorf("assemble: target %s: disk format %s is for VM images; a Raspberry Pi image is raw", target, f)
+			}
+		}
 	}
 	rep := &Report{Image: out, Target: target}
 	step := func(name string, start time.Time) {
@@ -149,6 +168,19 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	}
 	rep.ImageBytes, rep.RootBytes = d.ImageBytes, d.RootBytes
 	step("image", start)
+
+	for _, f := range o.formats {
+		if f == vdisk.Raw || slices.Contains(rep.Disks, vdisk.PathFor(out, f)) {
+			continue
+		}
+		start = time.Now()
+		p := vdisk.PathFor(out, f)
+		if err := vdisk.Convert(ctx, f, out, p, vdisk.Options{ModTime: time.Unix(res.ModTime, 0)}); err != nil {
+			return nil, fmt.Errorf("assemble: %w", err)
+		}
+		rep.Disks = append(rep.Disks, p)
+		step(string(f), start)
+	}
 	return rep, nil
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"github.com/ingotdev/ingot/builder"
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/vdisk"
 )
 
 func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) error {
@@ -20,6 +22,9 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
 	quiet := fs.Bool("q", false, "print only the image path")
 	release := addReleaseFlag(fs)
+	var formats formatList
+	fs.Var(&formats, "format", "disk format to write besides the raw image, beside it as NAME-TARGET.EXT; repeat for several: "+
+		strings.Join(vdisk.Names(), ", ")+" (gce: disk.raw in a .tar.gz)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -61,6 +66,7 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	if *cacheDir != "" {
 		opts = append(opts, assemble.WithCacheDir(*cacheDir))
 	}
+	opts = append(opts, assemble.WithFormats(formats...))
 	opts = append(opts, assemble.WithBuilderOptions(bopts...))
 	// Targets build one after the other: they share the build cache, so
 	// targets of one architecture compile each package once, and each OCI
@@ -79,10 +85,36 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 		}
 		if *quiet {
 			fmt.Fprintln(stdout, rep.Image)
+			for _, d := range rep.Disks {
+				fmt.Fprintln(stdout, d)
+			}
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: %s build %s, image %s (root %s)\n", rep.Image, rep.Target, rep.BuildID,
 			config.FormatSize(rep.ImageBytes), config.FormatSize(rep.RootBytes))
+		for _, d := range rep.Disks {
+			fmt.Fprintf(stdout, "%s: the same disk, converted\n", d)
+		}
 	}
+	return nil
+}
+
+// formatList collects repeated -format flags.
+type formatList []vdisk.Format
+
+func (l *formatList) String() string {
+	n := make([]string, len(*l))
+	for i, f := range *l {
+		n[i] = string(f)
+	}
+	return strings.Join(n, ",")
+}
+
+func (l *formatList) Set(s string) error {
+	f, err := vdisk.ParseFormat(s)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, f)
 	return nil
 }

@@ -105,3 +105,37 @@ func TestBuildAllTargets(t *testing.T) {
 		t.Errorf("build -target all -o = %v, want a usage error", err)
 	}
 }
+
+// TestBuildFormats builds hello with -format given twice: the raw image
+// and each copy beside it, printed in order; an unknown format and a
+// format for a Pi image are refused before anything is built.
+func TestBuildFormats(t *testing.T) {
+	vmtest.Kernel(t, "amd64")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "hello-vm-amd64.img")
+	var out, errs bytes.Buffer
+	args := []string{"-C", "../../examples/hello", "-target", "vm-amd64", "-o", img, "-format", "qcow2", "-format", "gce", "-q", "-cache", filepath.Join(dir, "cache")}
+	if err := runBuild(context.Background(), &out, &errs, args); err != nil {
+		t.Fatalf("build %q: %v\n%s", args, err, errs.String())
+	}
+	want := []string{img, filepath.Join(dir, "hello-vm-amd64.qcow2"), filepath.Join(dir, "hello-vm-amd64.tar.gz")}
+	if got := strings.Fields(out.String()); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("build -format qcow2 -format gce printed %q, want %q", got, want)
+	}
+	for _, p := range want {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	err := runBuild(context.Background(), &out, &errs, []string{"-C", "../../examples/hello", "-format", "vdi"})
+	if err == nil || !strings.Contains(err.Error(), `"vdi"`) {
+		t.Errorf("build -format vdi = %v, want an error naming the format", err)
+	}
+	err = runBuild(context.Background(), &out, &errs, []string{"-C", "../../examples/hello", "-target", "rpi", "-o", filepath.Join(dir, "pi.img"), "-format", "vhd"})
+	if err == nil || !strings.Contains(err.Error(), "disk format vhd is for VM images") {
+		t.Errorf("build -target rpi -format vhd = %v, want it refused", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pi.img")); !os.IsNotExist(err) {
+		t.Errorf("a refused Pi build left pi.img: %v", err)
+	}
+}

@@ -82,8 +82,11 @@ type Machine struct {
 	Kernel    string // path of the kernel image
 	Initrd    string // path of the initramfs
 	Cmdline   string
-	Disk      string // raw disk image, attached as virtio-blk
-	Forwards  []Forward
+	Disk      string // disk image, attached as virtio-blk
+	// DiskFormat is QEMU's name for Disk's format (qcow2, vpc, vmdk, as
+	// ingot build -format writes them); empty is raw, what ingot run boots.
+	DiskFormat string
+	Forwards   []Forward
 	// VhostUserVsock, when set, is the vhost-user socket of a vsock backend
 	// (hypervisor/vhostuser) and adds vhost-user-vsock-pci.
 	VhostUserVsock string
@@ -176,7 +179,7 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 	}
 	if m.Disk != "" {
 		args = append(args,
-			"-drive", "file="+m.Disk+",format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
+			"-drive", "file="+m.Disk+",format="+m.diskFormat()+",if=none,id=disk0,cache=writeback,discard=unmap",
 			"-device", "virtio-blk-pci,drive=disk0")
 	}
 	netdev := "user,id=net0"
@@ -218,6 +221,14 @@ func (m *Machine) bootArgs() []string {
 	return args
 }
 
+// diskFormat is the format= of the disk's -drive.
+func (m *Machine) diskFormat() string {
+	if m.DiskFormat == "" {
+		return "raw"
+	}
+	return m.DiskFormat
+}
+
 func (m *Machine) raspi3bArgs(a Accel) ([]string, error) {
 	if m.Arch != "arm64" {
 		return nil, fmt.Errorf("qemu: board %s is arm64, not %q", m.Board, m.Arch)
@@ -225,7 +236,7 @@ func (m *Machine) raspi3bArgs(a Accel) ([]string, error) {
 	args := append(m.commonArgs(a), "-machine", BoardRaspi3b, "-serial", "null", "-serial", "stdio")
 	args = append(args, m.bootArgs()...)
 	if m.Disk != "" {
-		args = append(args, "-drive", "file="+m.Disk+",if=sd,format=raw")
+		args = append(args, "-drive", "file="+m.Disk+",if=sd,format="+m.diskFormat())
 	}
 	return args, nil
 }

@@ -228,8 +228,10 @@ type hostContent string
 
 func (h hostContent) Open() (io.ReadCloser, error) { return os.Open(string(h)) }
 
-// Lock is the versions of the Pi modules an appliance directory pins, in
-// ingot.lock beside ingot.yaml: "MODULE VERSION" lines.
+// Lock is what an appliance directory pins, in ingot.lock beside
+// ingot.yaml: "KEY VALUE" lines, "MODULE VERSION" for the Pi's Go modules,
+// "deb:NAME PATH SIZE SHA256 [SNAPSHOT]" for Debian packages (a value may
+// hold spaces; package builder/debfetch reads it).
 type Lock map[string]string
 
 // LockFile is the lock's name in the appliance directory.
@@ -253,10 +255,10 @@ func ReadLock(dir string) (Lock, error) {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("rpiboot: %s:%d: want MODULE VERSION", filepath.Join(dir, LockFile), n)
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("rpiboot: %s:%d: want KEY VALUE", filepath.Join(dir, LockFile), n)
 		}
-		l[fields[0]] = fields[1]
+		l[fields[0]] = strings.Join(fields[1:], " ")
 	}
 	return l, sc.Err()
 }
@@ -264,7 +266,7 @@ func ReadLock(dir string) (Lock, error) {
 // Write writes the lock to dir when it differs from what is there.
 func (l Lock) Write(dir string) error {
 	var b strings.Builder
-	b.WriteString("# Versions of the Go modules ingot builds Raspberry Pi images from; ingot build writes this.\n")
+	b.WriteString("# What ingot builds this appliance's images from (Go modules, Debian packages); ingot build writes this.\n")
 	keys := make([]string, 0, len(l))
 	for k := range l {
 		keys = append(keys, k)
