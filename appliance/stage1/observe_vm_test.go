@@ -403,18 +403,20 @@ type received struct {
 	// each boot's tick numbers in order of arrival.
 	boots []string
 	ticks map[string][]int
+	// ids holds, beside ticks, each line's meta sequenceId.
+	ids map[string][]int
 	// wrong are hello's lines with another hostname or app-name, or
 	// without ingot's structured data of the expected build.
 	wrong []string
 }
 
 var (
-	receivedRE = regexp.MustCompile(`^(\S+) (\S+) (\[.*?\]|-) ?(.*)$`)
-	sdRE       = regexp.MustCompile(`^\[ingot@32473 build="([^"]*)" boot="([^"]*)"\]$`)
+	receivedRE = regexp.MustCompile(`^(\S+) (\S+) ((?:\[[^\]]*\])+|-) ?(.*)$`)
+	sdRE       = regexp.MustCompile(`^\[ingot@32473 build="([^"]*)" boot="([^"]*)"\]\[meta sequenceId="(\d+)"\]$`)
 )
 
 func (r *rsyslog) read(hostname, buildID string) received {
-	rc := received{ticks: map[string][]int{}}
+	rc := received{ticks: map[string][]int{}, ids: map[string][]int{}}
 	b, _ := os.ReadFile(r.received)
 	for line := range strings.Lines(string(b)) {
 		m := receivedRE.FindStringSubmatch(strings.TrimRight(line, "\n"))
@@ -439,6 +441,8 @@ func (r *rsyslog) read(hostname, buildID string) received {
 			rc.boots = append(rc.boots, boot)
 		}
 		rc.ticks[boot] = append(rc.ticks[boot], n)
+		id, _ := strconv.Atoi(sd[3])
+		rc.ids[boot] = append(rc.ids[boot], id)
 	}
 	return rc
 }
@@ -461,22 +465,33 @@ func (r *rsyslog) waitTicks(hostname, buildID string, i, atLeast int, timeout ti
 	}
 }
 
-// checkTicks wants ticks 1..last in order of first arrival; it returns
-// how many came twice (sent again after a reconnect).
-func checkTicks(t *testing.T, what string, ticks []int, last int) (again int) {
+// checkTicks wants ticks 1..last in order of first arrival, each first
+// copy with a higher meta sequenceId than the one before; it returns how
+// many came twice (sent again after a reconnect), each of which must carry
+// its first copy's sequenceId, so that a receiver can drop it.
+func checkTicks(t *testing.T, what string, ticks, ids []int, last int) (again int) {
 	t.Helper()
-	next := 1
-	seen := map[int]bool{}
-	for _, n := range ticks {
-		if seen[n] {
+	next, lastID := 1, 0
+	seen := map[int]int{} // tick → sequenceId
+	for i, n := range ticks {
+		if id, ok := seen[n]; ok {
+			if id != ids[i] {
+				t.Errorf("%s: tick %d came again with sequenceId %d, first with %d: not a copy", what, n, ids[i], id)
+				return again
+			}
 			again++
 			continue
 		}
+		if ids[i] <= lastID {
+			t.Errorf("%s: tick %d has sequenceId %d after %d", what, n, ids[i], lastID)
+			return again
+		}
+		lastID = ids[i]
 		if n != next {
 			t.Errorf("%s: after tick %d came tick %d: a line lost or reordered", what, next-1, n)
 			return again
 		}
-		seen[n] = true
+		seen[n] = ids[i]
 		next++
 	}
 	if next-1 < last {
@@ -560,7 +575,7 @@ func TestVMSyslog(t *testing.T) {
 	rs.start()
 	// 30 s at 5 ticks a second is about 150 ticks; wait for 20 more.
 	rc = rs.waitTicks(hostname, buildID, 0, lastBefore+int(receiverAway/(200*time.Millisecond))+20, 3*time.Minute)
-	again := checkTicks(t, "boot 1", rc.ticks[boot1], slices.Max(rc.ticks[boot1]))
+	again := checkTicks(t, "boot 1", rc.ticks[boot1], rc.ids[boot1], slices.Max(rc.ticks[boot1]))
 	t.Logf("boot 1: ticks 1..%d in order, %d sent again after the reconnect", slices.Max(rc.ticks[boot1]), again)
 
 	// Away again, and the appliance powers off: what it spooled is sent
@@ -579,8 +594,8 @@ func TestVMSyslog(t *testing.T) {
 	if len(rc.boots) != 2 || rc.boots[0] != boot1 {
 		t.Fatalf("boots received: %v, want %s then the second", rc.boots, boot1)
 	}
-	checkTicks(t, "boot 1 (after the power-off)", rc.ticks[boot1], last1)
-	checkTicks(t, "boot 2", rc.ticks[rc.boots[1]], 5)
+	checkTicks(t, "boot 1 (after the power-off)", rc.ticks[boot1], rc.ids[boot1], last1)
+	checkTicks(t, "boot 2", rc.ticks[rc.boots[1]], rc.ids[rc.boots[1]], 5)
 	t.Logf("boot 1's ticks up to %d (the last on its console) arrived after boot 2 began", last1)
 	if len(rc.wrong) > 0 {
 		t.Errorf("hello's lines with the wrong hostname, app-name or structured data (want %s hello [ingot@32473 build=%q boot=…]): %q",

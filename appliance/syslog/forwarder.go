@@ -139,6 +139,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 // per batch, until ctx ends.
 func (f *Forwarder) write(ctx context.Context) {
 	var frames, msg []byte
+	var seq uint32 // the last meta sequenceId given
 	failing := false
 	flush := func(lines int) {
 		if lines == 0 {
@@ -160,11 +161,15 @@ func (f *Forwarder) write(ctx context.Context) {
 	}
 	add := func(it item) {
 		if n := f.queueDropped.Swap(0); n > 0 {
-			msg = f.message("init", logs.Line{Time: time.Now(), Stream: logs.System,
-				Text: fmt.Sprintf("logs: %d lines dropped (the remote log queue was full)", n)}).Append(msg[:0])
+			m := f.message("init", logs.Line{Time: time.Now(), Stream: logs.System,
+				Text: fmt.Sprintf("logs: %d lines dropped (the remote log queue was full)", n)})
+			seq, m.Seq = nextSeq(seq), nextSeq(seq)
+			msg = m.Append(msg[:0])
 			frames = AppendFrame(frames, msg)
 		}
-		msg = f.message(it.source, it.line).Append(msg[:0])
+		m := f.message(it.source, it.line)
+		seq, m.Seq = nextSeq(seq), nextSeq(seq)
+		msg = m.Append(msg[:0])
 		frames = AppendFrame(frames, msg)
 	}
 	for {
@@ -201,6 +206,14 @@ func (f *Forwarder) write(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// nextSeq is the meta sequenceId after seq.
+func nextSeq(seq uint32) uint32 {
+	if seq >= MaxSeq {
+		return 1
+	}
+	return seq + 1
 }
 
 func (f *Forwarder) message(source string, l logs.Line) Message {

@@ -54,12 +54,21 @@ type Message struct {
 	MsgID string
 	// BuildID and BootID go into the structured data.
 	BuildID, BootID string
-	Text            string
+	// Seq, when not 0, is RFC 5424's meta sequenceId (section 7.3.1): the
+	// order in which this boot's forwarder took the line, 1..MaxSeq. A
+	// receiver sees a line again after a reconnect (see the package
+	// documentation); boot id and sequenceId tell such a copy apart from a
+	// line logged twice.
+	Seq  uint32
+	Text string
 }
+
+// MaxSeq is the largest meta sequenceId; the next one is 1 again.
+const MaxSeq = 2147483647
 
 // Append appends m in RFC 5424's syntax:
 //
-//	<PRI>1 TIMESTAMP HOSTNAME APP-NAME - MSGID [ingot@32473 build="…" boot="…"] TEXT
+//	<PRI>1 TIMESTAMP HOSTNAME APP-NAME - MSGID [ingot@32473 build="…" boot="…"][meta sequenceId="N"] TEXT
 //
 // Header fields are cut to their limits and anything outside printable
 // ASCII in them becomes '_'; the text is kept as it is, with invalid
@@ -80,6 +89,11 @@ func (m Message) Append(b []byte) []byte {
 	b = appendParam(b, "build", m.BuildID)
 	b = appendParam(b, "boot", m.BootID)
 	b = append(b, ']')
+	if m.Seq != 0 {
+		b = append(b, `[meta sequenceId="`...)
+		b = strconv.AppendUint(b, uint64(m.Seq), 10)
+		b = append(b, `"]`...)
+	}
 	if m.Text != "" {
 		b = append(b, ' ')
 		b = append(b, []byte(toValidUTF8(m.Text))...)

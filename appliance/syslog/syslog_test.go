@@ -36,6 +36,13 @@ func TestMessageFormat(t *testing.T) {
 	if got != want {
 		t.Errorf("Append =\n%s\nwant\n%s", got, want)
 	}
+	m.Seq = 7
+	if got, want := string(m.Append(nil)), `<30>1 2026-12-04T18:00:00.123456Z hello web - stdout [ingot@32473 build="b\"1\]\\" boot="boot-1"][meta sequenceId="7"] hi there `+"\uFFFD"; got != want {
+		t.Errorf("Append with a sequence id =\n%s\nwant\n%s", got, want)
+	}
+	if nextSeq(0) != 1 || nextSeq(41) != 42 || nextSeq(MaxSeq) != 1 {
+		t.Errorf("nextSeq: 0→%d 41→%d max→%d, want 1, 42, 1", nextSeq(0), nextSeq(41), nextSeq(MaxSeq))
+	}
 	empty := string(Message{Time: t0, Severity: SeverityNotice, AppName: "a b"}.Append(nil))
 	if want := `<29>1 2026-12-04T18:00:00.123456Z - a_b - - [ingot@32473 build="" boot=""]`; empty != want {
 		t.Errorf("Append(empty fields) = %s, want %s", empty, want)
@@ -300,27 +307,43 @@ func (r *receiver) messages() []string {
 }
 
 var seqRE = regexp.MustCompile(`tick (\d+)$`)
+var metaRE = regexp.MustCompile(`\[meta sequenceId="(\d+)"\]`)
 
 // checkSequence wants every number 1..n once in order of first arrival;
 // it returns how many arrived twice (sent again after a reconnect).
 func checkSequence(t *testing.T, msgs []string, n int) (again int) {
 	t.Helper()
 	next := 1
-	seen := map[int]bool{}
+	seen := map[int]string{} // tick → its meta sequenceId
+	lastID := 0
 	for _, m := range msgs {
 		sm := seqRE.FindStringSubmatch(m)
 		if sm == nil {
 			continue
 		}
 		i, _ := strconv.Atoi(sm[1])
-		if seen[i] {
+		idm := metaRE.FindStringSubmatch(m)
+		if idm == nil {
+			t.Fatalf("tick %d has no meta sequenceId: %q", i, m)
+		}
+		if id, ok := seen[i]; ok {
+			// A copy sent again after a reconnect carries the same id,
+			// so a receiver can drop it.
+			if id != idm[1] {
+				t.Fatalf("tick %d came again with sequenceId %s, first with %s: not a copy", i, idm[1], id)
+			}
 			again++
 			continue
 		}
 		if i != next {
 			t.Fatalf("got tick %d, want %d next (a line lost or reordered)", i, next)
 		}
-		seen[i] = true
+		if id, _ := strconv.Atoi(idm[1]); id <= lastID {
+			t.Fatalf("tick %d has sequenceId %d after %d", i, id, lastID)
+		} else {
+			lastID = id
+		}
+		seen[i] = idm[1]
 		next++
 	}
 	if next != n+1 {
@@ -379,7 +402,7 @@ func TestForwarderOutage(t *testing.T) {
 	all := append(before, rec2.messages()...)
 	again := checkSequence(t, all, 500)
 	t.Logf("%d lines sent again after the reconnect", again)
-	if m := all[0]; !strings.Contains(m, " hello hello - stdout [ingot@32473 build=\"b1\" boot=\"boot1\"] tick 1") {
+	if m := all[0]; !strings.Contains(m, " hello hello - stdout [ingot@32473 build=\"b1\" boot=\"boot1\"][meta sequenceId=\"1\"] tick 1") {
 		t.Errorf("first message = %q, want hostname, app-name and structured data", m)
 	}
 }
@@ -586,7 +609,7 @@ func TestForwarderUDP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := fmt.Sprintf(`<30>1 2026-12-04T18:00:00.123456Z h hello - stderr [ingot@32473 build="" boot=""] tick %d`, i)
+		want := fmt.Sprintf(`<30>1 2026-12-04T18:00:00.123456Z h hello - stderr [ingot@32473 build="" boot=""][meta sequenceId="%d"] tick %d`, i, i)
 		if got := string(buf[:n]); got != want {
 			t.Errorf("datagram %d = %q, want %q", i, got, want)
 		}
