@@ -40,6 +40,9 @@ func commands() map[string]command {
 		"update":   {"build and install an update on a running appliance (A/B, trial boot, automatic rollback)", runUpdate},
 		"rollback": {"switch a running appliance back to its other slot", runRollback},
 		"flash":    {"write an image to an SD card or USB disk, verify it and grow perm to fill it", runFlash},
+		"key":      {"make a release signing key pair (ingot key new; cosign's file format)", runKey},
+		"publish":  {"build every target and push them as one (signed) release to an OCI registry", runPublish},
+		"verify":   {"check a release in an OCI registry: signature, manifests and blobs", runVerify},
 	}
 }
 
