@@ -339,6 +339,8 @@ type progress struct {
 	n     int64
 	start time.Time
 	last  time.Time
+	// printed is n at the last line printed.
+	printed int64
 }
 
 func newProgress(w io.Writer, label string, total int64) *progress {
@@ -360,6 +362,7 @@ func (p *progress) print() {
 		pct = 100 * float64(p.n) / float64(p.total)
 	}
 	rate := float64(p.n) / 1e6 / max(time.Since(p.start).Seconds(), 1e-9)
+	p.printed = p.n
 	fmt.Fprintf(p.w, "publish: %s: %s / %s (%3.0f%%) %.1f MB/s\n", p.label, config.FormatSize(p.n), config.FormatSize(p.total), pct, rate)
 }
 
@@ -369,5 +372,7 @@ func (p *progress) done() {
 		fmt.Fprintf(p.w, "publish: %s: %s already in the registry\n", p.label, config.FormatSize(p.total))
 		return
 	}
-	p.print()
+	if p.printed != p.n || p.n == 0 {
+		p.print()
+	}
 }
