@@ -180,6 +180,10 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	releaseKeys, err := cfg.ReleaseKeys()
+	if err != nil {
+		return nil, err
+	}
 	g := &goTool{cmd: o.goCmd, getenv: o.getenv, cacheDir: o.cacheDir, progress: newProgress(o.progress)}
 	src, err := locateIngot(ctx, g, cfg.Dir, o)
 	if err != nil {
@@ -191,7 +195,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID}
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, releaseKeys: releaseKeys}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/releasekey"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
@@ -96,6 +97,8 @@ type build struct {
 	tokenHash   string
 	vsockKeyPEM []byte
 	tls         *tlsIdentity
+	// releaseKeys are update.keys, checked: into spec.ReleaseKeysDir.
+	releaseKeys []config.ReleaseKey
 }
 
 // program returns the compile of a service or system service, nil for
@@ -185,6 +188,9 @@ func (b *build) appliance() *spec.Appliance {
 	}
 	if b.tls != nil {
 		app.Management.TLSCertSHA256 = b.tls.pin
+	}
+	for _, k := range b.releaseKeys {
+		app.ReleaseKeys = append(app.ReleaseKeys, spec.ReleaseKeyPath(k.Fingerprint))
 	}
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
@@ -326,6 +332,18 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	}
 	if b.vsockKeyPEM != nil {
 		file(spec.VsockKeyPath, 0o600, b.vsockKeyPEM)
+	}
+	if len(b.releaseKeys) > 0 {
+		dir(spec.ReleaseKeysDir, 0o755)
+	}
+	for _, k := range b.releaseKeys {
+		// Written again from the key: the image holds one canonical
+		// file per key, whatever the source file looked like.
+		data, err := releasekey.Marshal(k.Key)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("builder: %s: %w", k.File.Path, err)
+		}
+		file(spec.ReleaseKeyPath(k.Fingerprint), 0o644, data)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	file(spec.SBOMPath, 0o644, sbomJSON)

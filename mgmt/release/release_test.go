@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"strings"
 	"testing"
 
@@ -62,33 +60,6 @@ func TestCheckPayload(t *testing.T) {
 	badSig, _ := SignPayload(rand.Reader, k, []byte(bad))
 	if err := checkPayload([]byte(bad), badSig, []*ecdsa.PublicKey{&k.PublicKey}, d); err == nil || !strings.Contains(err.Error(), "critical.type") {
 		t.Errorf("other type: %v", err)
-	}
-}
-
-func TestParsePublicKey(t *testing.T) {
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pemKey, err := MarshalPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := ParsePublicKey(pemKey, "release.pub"); err != nil || !got.Equal(&k.PublicKey) {
-		t.Errorf("round trip: %v", err)
-	}
-	k384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	der384, _ := x509.MarshalPKIXPublicKey(&k384.PublicKey)
-	for _, tc := range []struct {
-		name string
-		data []byte
-		want string
-	}{
-		{"P-384", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der384}), "curve P-384"},
-		{"type", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der384}), `PEM block "CERTIFICATE"`},
-		{"trailing", append(pemKey, "junk"...), "data after the PEM block"},
-		{"empty", nil, "no PEM block"},
-	} {
-		if _, err := ParsePublicKey(tc.data, "release.pub"); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "release.pub") {
-			t.Errorf("%s: %v, want an error containing %q and the file name", tc.name, err, tc.want)
-		}
 	}
 }
 

@@ -2,18 +2,16 @@ package release
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ingotdev/ingot/packer/format/releasekey"
 )
 
 // The cosign signature format ("simple signing"), as cosign writes and
@@ -25,8 +23,6 @@ const (
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
 	// SignatureType is the payload's critical.type.
 	SignatureType = "cosign container image signature"
-	// PublicKeyPEMType is the PEM block of a public key file (PKIX).
-	PublicKeyPEMType = "PUBLIC KEY"
 )
 
 // Payload is the signed document: it names the repository and the digest
@@ -107,41 +103,18 @@ func checkPayload(payload []byte, b64sig string, keys []*ecdsa.PublicKey, want v
 	return nil
 }
 
-// ParsePublicKey reads a PEM "PUBLIC KEY" (PKIX) ECDSA key, as `cosign
-// generate-key-pair` and `ingot key new` write it; name is for errors.
+// ParsePublicKey reads a public key file (releasekey.Parse); name is for
+// errors.
 func ParsePublicKey(data []byte, name string) (*ecdsa.PublicKey, error) {
-	block, rest := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("release: public key %s: no PEM block", name)
-	}
-	if block.Type != PublicKeyPEMType {
-		return nil, fmt.Errorf("release: public key %s: PEM block %q, want %q", name, block.Type, PublicKeyPEMType)
-	}
-	if len(strings.TrimSpace(string(rest))) != 0 {
-		return nil, fmt.Errorf("release: public key %s: data after the PEM block", name)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	k, err := releasekey.Parse(data, name)
 	if err != nil {
-		return nil, fmt.Errorf("release: public key %s: %w", name, err)
-	}
-	k, ok := pub.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("release: public key %s: a %T key; ingot verifies ECDSA P-256 keys", name, pub)
-	}
-	if k.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("release: public key %s: curve %s; ingot verifies ECDSA P-256 keys", name, k.Curve.Params().Name)
+		return nil, fmt.Errorf("release: %w", err)
 	}
 	return k, nil
 }
 
-// MarshalPublicKey encodes k as a PEM "PUBLIC KEY" (PKIX) file.
-func MarshalPublicKey(k *ecdsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(k)
-	if err != nil {
-		return nil, fmt.Errorf("release: public key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: PublicKeyPEMType, Bytes: der}), nil
-}
+// MarshalPublicKey encodes k as a public key file (releasekey.Marshal).
+func MarshalPublicKey(k *ecdsa.PublicKey) ([]byte, error) { return releasekey.Marshal(k) }
 
 // LoadPublicKeys reads the public key files at paths.
 func LoadPublicKeys(paths ...string) ([]*ecdsa.PublicKey, error) {
