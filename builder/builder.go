@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/certpin"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/rootfs"
 	"golang.org/x/sync/errgroup"
@@ -168,7 +169,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 		}
 		o.cacheDir = filepath.Join(base, "ingot")
 	}
-	tokenHash, err := tokenSHA256(cfg)
+	tokenHash, metricsTokenHash, err := tokenSHA256(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +185,10 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	logsCA, err := loadLogsCA(cfg)
+	if err != nil {
+		return nil, err
+	}
 	g := &goTool{cmd: o.goCmd, getenv: o.getenv, cacheDir: o.cacheDir, progress: newProgress(o.progress)}
 	src, err := locateIngot(ctx, g, cfg.Dir, o)
 	if err != nil {
@@ -195,7 +200,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, releaseKeys: releaseKeys}
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA, releaseKeys: releaseKeys}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))
@@ -264,13 +269,19 @@ func (o *options) sourceDateEpoch() (int64, error) {
 // that it is long enough to leave the unsalted hash unguessable. The image
 // holds only the hash; the token itself stays with whoever manages the
 // appliance.
-func tokenSHA256(cfg *config.Config) (string, error) {
+// tokenSHA256 returns the SHA-256 (hex) of the management token and of
+// the metrics token derived from it (certpin.MetricsToken).
+func tokenSHA256(cfg *config.Config) (mgmtHash, metricsHash string, err error) {
 	tok, err := cfg.Token()
 	if err != nil {
-		return "", fmt.Errorf("builder: %w", err)
+		return "", "", fmt.Errorf("builder: %w", err)
 	}
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:]), nil
+	metricsTok, err := certpin.MetricsToken(tok)
+	if err != nil {
+		return "", "", fmt.Errorf("builder: %w", err)
+	}
+	sum, msum := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(metricsTok))
+	return hex.EncodeToString(sum[:]), hex.EncodeToString(msum[:]), nil
 }
 
 func fileSHA256(path string) (string, error) {

@@ -94,9 +94,14 @@ type build struct {
 	// tokenHash is the SHA-256 of the management token; vsockKeyPEM is
 	// the agent's vsock key derived from it (certpin.TokenKey), nil
 	// without vsock; tls is the TCP listener's identity, nil without one.
-	tokenHash   string
-	vsockKeyPEM []byte
-	tls         *tlsIdentity
+	tokenHash string
+	// metricsTokenHash is the SHA-256 of the metrics token
+	// (certpin.MetricsToken), for spec.Metrics.TokenSHA256.
+	metricsTokenHash string
+	vsockKeyPEM      []byte
+	tls              *tlsIdentity
+	// logsCA is the syslog receiver's CA (PEM), nil without one.
+	logsCA []byte
 	// releaseKeys are update.keys, checked: into spec.ReleaseKeysDir.
 	releaseKeys []config.ReleaseKey
 }
@@ -197,6 +202,10 @@ func (b *build) appliance() *spec.Appliance {
 	}
 	if cfg.Network.Mode == config.NetworkStatic {
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
+	}
+	app.Metrics, app.Logs = cfg.Metrics, cfg.Logs.Logs
+	if app.Metrics.Listen != "" && app.Metrics.Auth != spec.MetricsAuthNone {
+		app.Metrics.TokenSHA256 = b.metricsTokenHash
 	}
 	for _, s := range cfg.Services {
 		app.Services = append(app.Services, b.service(s))
@@ -332,6 +341,9 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	}
 	if b.vsockKeyPEM != nil {
 		file(spec.VsockKeyPath, 0o600, b.vsockKeyPEM)
+	}
+	if b.logsCA != nil {
+		file(spec.LogsCAPath, 0o644, b.logsCA)
 	}
 	if len(b.releaseKeys) > 0 {
 		dir(spec.ReleaseKeysDir, 0o755)

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -64,4 +65,21 @@ func vsockKey(cfg *config.Config, target config.Target) ([]byte, error) {
 		return nil, fmt.Errorf("builder: management vsock key: %w", err)
 	}
 	return key, nil
+}
+
+// loadLogsCA reads logs.ca, the CA certificate the syslog receiver's
+// certificate must chain to, and checks that it holds at least one
+// certificate; nil without one.
+func loadLogsCA(cfg *config.Config) ([]byte, error) {
+	if cfg.Logs.CAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.Logs.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("builder: logs.ca: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("builder: logs.ca: %s holds no PEM certificate", cfg.Logs.CAFile)
+	}
+	return b, nil
 }

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
   dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
-  chromium # chromium: headless, for TestVMWebUI (driven with chromedp)
+  chromium prometheus rsyslog rsyslog-gnutls # chromium: headless, for TestVMWebUI (driven with chromedp)
   docker-registry skopeo) # a real registry (distribution 2.8) and a second client for the release tests
 missing=()
 for p in "${packages[@]}"; do

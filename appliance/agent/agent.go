@@ -13,6 +13,9 @@
 // with the same token, session cookies and CSRF tokens. Before that,
 // what a peer without the token can make PID 1 hold is bounded: header
 // size, header time, and connections in total and per peer (limits.go).
+// Other endpoints of the appliance (the metrics) are served with the same
+// limits and, through Protect, the same token check (count.go), and every
+// answer can be counted by route and status (WithRequestCounter).
 package agent
 
 import (
@@ -142,6 +145,8 @@ type Agent struct {
 	// sessions are the web page's logins; ui its files (ui.go).
 	sessions *sessionStore
 	ui       *uiAssets
+	// count counts answered requests by route and code (count.go).
+	count func(route string, code int)
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -175,8 +180,14 @@ func (a *Agent) Handler() http.Handler { return a.handler }
 // log follows, waits up to the shutdown timeout for other requests and
 // closes l. It returns nil after ctx ended, else the listener's error.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	return a.ServeHandler(ctx, l, a.handler)
+}
+
+// ServeHandler is Serve with another handler (one that Protect or Open
+// made): the same connection limits, header bounds and shutdown.
+func (a *Agent) ServeHandler(ctx context.Context, l net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           a.handler,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -240,7 +251,7 @@ func (a *Agent) routes() http.Handler {
 	})
 	api := a.authenticate(mux)
 	ui := a.uiRoutes()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return a.counted(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, UIPrefix):
 			ui.ServeHTTP(w, r)
@@ -252,24 +263,34 @@ func (a *Agent) routes() http.Handler {
 		default:
 			api.ServeHTTP(w, r)
 		}
-	})
+	}))
 }
 
 // tokenOK reports whether token is the management token: its SHA-256 is
 // compared with the configured one in constant time.
-func (a *Agent) tokenOK(token string) bool {
+func (a *Agent) tokenOK(token string) bool { return tokenMatches(a.tokenSHA256, token) }
+
+// tokenMatches reports, in constant time, whether token's SHA-256 is
+// sum; an empty token or sum never matches.
+func tokenMatches(sum []byte, token string) bool {
 	token = strings.TrimSpace(token)
-	sum := sha256.Sum256([]byte(token))
-	return token != "" && subtle.ConstantTimeCompare(sum[:], a.tokenSHA256) == 1
+	got := sha256.Sum256([]byte(token))
+	return token != "" && len(sum) == sha256.Size && subtle.ConstantTimeCompare(got[:], sum) == 1
 }
 
 // authenticate answers 401 before routing unless the bearer token matches,
 // so an unauthenticated client learns nothing, not even which paths exist
 // (but for the web page's, which are public in the source anyway).
 func (a *Agent) authenticate(next http.Handler) http.Handler {
+	return a.authenticateWith(a.tokenSHA256, next)
+}
+
+// authenticateWith is authenticate for the token whose SHA-256 is
+// tokenSHA256 (the metrics token, for Protect).
+func (a *Agent) authenticateWith(tokenSHA256 []byte, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get(mgmt.HeaderAuthorization), mgmt.BearerPrefix)
-		if !ok || !a.tokenOK(token) {
+		if !ok || !tokenMatches(tokenSHA256, token) {
 			// One format per reason: each has its own log budget.
 			if !ok || token == "" {
 				a.conns.log.printf("agent: %s %s from %s: no bearer token", r.Method, r.URL.Path, r.RemoteAddr)

@@ -347,3 +347,45 @@ func writeFile(dir, name, value string) error {
 	}
 	return nil
 }
+
+// Usage is what a group has used: CPU time since it was created and
+// memory now.
+type Usage struct {
+	// CPUSeconds is cpu.stat's usage_usec (user and system time).
+	CPUSeconds float64
+	// MemoryBytes is memory.current; 0 without the memory controller.
+	MemoryBytes uint64
+}
+
+// Usage reads the usage of the named service's group. An error wrapping
+// os.ErrNotExist means the group was not made (the service never ran).
+func (h *Hierarchy) Usage(name string) (Usage, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return Usage{}, fmt.Errorf("cgroup: service name %q cannot name a group", name)
+	}
+	dir := filepath.Join(h.root, name)
+	statPath := filepath.Join(dir, "cpu.stat")
+	b, err := os.ReadFile(statPath)
+	if err != nil {
+		return Usage{}, fmt.Errorf("cgroup: %w", err)
+	}
+	usec, err := parseKeyed(b, "usage_usec", statPath)
+	if err != nil {
+		return Usage{}, err
+	}
+	u := Usage{CPUSeconds: float64(usec) / 1e6}
+	memPath := filepath.Join(dir, "memory.current")
+	b, err = os.ReadFile(memPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return Usage{}, fmt.Errorf("cgroup: %w", err)
+	default:
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return Usage{}, fmt.Errorf("cgroup: %s: %q is not a number", memPath, strings.TrimSpace(string(b)))
+		}
+		u.MemoryBytes = n
+	}
+	return u, nil
+}

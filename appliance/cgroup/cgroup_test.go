@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -242,5 +243,29 @@ func TestGroupFiles(t *testing.T) {
 	}
 	if err := g.Kill(); err != nil {
 		t.Errorf("Kill() without cgroup.kill = %v, want nil", err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	root := t.TempDir()
+	h := &Hierarchy{root: root}
+	dir := filepath.Join(root, "web")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Usage("db"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Usage(no group) = %v, want ErrNotExist", err)
+	}
+	os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "memory.current"), []byte("123456\n"), 0o644)
+	if u, err := h.Usage("web"); err != nil || u != (Usage{CPUSeconds: 2.5, MemoryBytes: 123456}) {
+		t.Errorf("Usage(web) = %+v, %v", u, err)
+	}
+	os.WriteFile(filepath.Join(dir, "memory.current"), []byte("lots\n"), 0o644)
+	if _, err := h.Usage("web"); err == nil || !strings.Contains(err.Error(), "memory.current") {
+		t.Errorf("Usage(bad memory.current) = %v, want an error naming the file", err)
+	}
+	if _, err := h.Usage("../x"); err == nil {
+		t.Errorf("Usage(../x) succeeded")
 	}
 }

@@ -24,6 +24,20 @@ type Sink struct {
 	mu          sync.Mutex
 	file        *File
 	fileFailing bool // an error was reported and no write has worked since
+	forwarder   Forwarder
+}
+
+// Forwarder sends a source's lines elsewhere (a remote syslog). Forward
+// must not block: it is called while the source's output is captured.
+type Forwarder interface {
+	Forward(source string, l Line)
+}
+
+// SetForwarder sends every later line to f as well (nil stops).
+func (s *Sink) SetForwarder(f Forwarder) {
+	s.mu.Lock()
+	s.forwarder = f
+	s.mu.Unlock()
 }
 
 // NewSink returns the sink for source name; console may be nil.
@@ -55,6 +69,9 @@ func (s *Sink) Line(stream Stream, text string) {
 	s.console.Print(s.name, text)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.forwarder != nil {
+		s.forwarder.Forward(s.name, l)
+	}
 	if s.file == nil {
 		return
 	}

@@ -3,7 +3,10 @@
 // agent on AF_VSOCK with adapters from stage1's System, performs A/B
 // updates through package update, and confirms a trial boot once every
 // restart: always service stayed up for the health window (or records why
-// it did not and reboots, so the boot loader falls back).
+// it did not and reboots, so the boot loader falls back). With metrics:
+// in appliance.json it also serves package metrics on its own TCP port,
+// through the agent (its connection limits and, with auth: token, its
+// token check).
 //
 // Register it in ingot-init with stage1.WithSetup(manage.Name,
 // manage.Setup()): its listeners are bound before any service starts.
@@ -14,8 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +72,9 @@ const (
 type endpoint struct {
 	what string
 	bind func() (listener, error)
+	// handler is what the endpoint serves instead of the agent's API
+	// (the metrics); nil for the API.
+	handler http.Handler
 
 	mu sync.Mutex
 	l  listener
@@ -191,8 +199,16 @@ func Setup(opts ...Option) stage1.Setup {
 		if err != nil {
 			return nil, err
 		}
+		var metricsEP *endpoint
+		if addr := sp.Metrics.Listen; addr != "" {
+			metricsEP = &endpoint{
+				what: fmt.Sprintf("tcp %s (metrics, auth %s)", addr, metricsAuth(sp.Metrics)),
+				bind: func() (listener, error) { return net.Listen("tcp", addr) },
+			}
+			bindAll([]*endpoint{metricsEP}, sys.Printf)
+		}
 		bindAll(eps, sys.Printf)
-		return func(ctx context.Context, sys *stage1.System) error { return run(ctx, sys, o, eps) }, nil
+		return func(ctx context.Context, sys *stage1.System) error { return run(ctx, sys, o, eps, metricsEP) }, nil
 	}
 }
 
@@ -242,7 +258,12 @@ func serve(ctx context.Context, a *agent.Agent, e *endpoint, logf func(string, .
 		}
 		l := e.current()
 		start := time.Now()
-		err := a.Serve(ctx, l)
+		var err error
+		if e.handler != nil {
+			err = a.ServeHandler(ctx, l, e.handler)
+		} else {
+			err = a.Serve(ctx, l)
+		}
 		e.lost(l)
 		if ctx.Err() != nil {
 			return
@@ -268,7 +289,7 @@ func bound(eps []*endpoint) bool {
 	return true
 }
 
-func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) error {
+func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, metricsEP *endpoint) error {
 	sp := sys.Spec()
 	if sp == nil {
 		return errors.New("no appliance.json: no management agent")
@@ -326,9 +347,20 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) er
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}
 	}
-	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf))
+	exporter := newExporter(sys, deps.Info, mgr)
+	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf), agent.WithRequestCounter(exporter.CountRequest))
 	if err != nil {
 		return err
+	}
+	if metricsEP != nil {
+		// appliance.json's Validate checked the hash: this cannot fail
+		// on a built image, and an error only leaves metrics off.
+		if metricsEP.handler, err = metricsHandler(a, exporter, sp.Metrics); err != nil {
+			sys.Printf("manage: metrics: %v", err)
+			metricsEP.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "metrics: no valid token hash in appliance.json", http.StatusInternalServerError)
+			})
+		}
 	}
 	serveCtx, stopServe := context.WithCancel(ctx)
 	defer stopServe()
@@ -336,7 +368,11 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint) er
 	// the unmount below waits for requests in flight.
 	served := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, e := range eps {
+	servedEPs := eps
+	if metricsEP != nil {
+		servedEPs = append(slices.Clip(eps), metricsEP)
+	}
+	for _, e := range servedEPs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

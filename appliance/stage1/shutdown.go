@@ -48,6 +48,7 @@ func (s *System) shutdown(req shutdownRequest, stopAll context.CancelFunc, supDo
 		}
 	}
 
+	s.stopRemoteLogs(wd)
 	if err := s.initLog.Close(); err != nil {
 		s.Printf("closing init log file: %v", err)
 	}

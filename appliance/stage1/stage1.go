@@ -29,6 +29,10 @@
 // button needs the button and evdev modules (amd64) loaded by stage0; a
 // watchdog device (softdog, i6300esb) is armed when present.
 //
+// With logs.remote in appliance.json, every line of init and of each
+// service also goes to a syslog receiver through package syslog, started
+// once perm is mounted (its spool is there) and before any service.
+//
 // Extensions (the management agent) get a *System through WithExtension.
 package stage1
 
@@ -176,6 +180,7 @@ func Main(opts ...Option) {
 	s.setupHost()
 	s.setupNetwork()
 	s.setupPerm()
+	s.setupRemoteLogs()
 	ctx, stopAll := context.WithCancel(context.Background())
 	supDone, extDone := s.start(ctx, cfg.extensions, s.startServices)
 	s.Printf("boot done at kernel uptime %s", uptime())
@@ -393,6 +398,9 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 		return done
 	}
 	opts := []supervise.Option{supervise.WithBuildID(s.spec.BuildID), supervise.WithConsole(s.console)}
+	if fw := s.RemoteLogs(); fw != nil {
+		opts = append(opts, supervise.WithForwarder(fw))
+	}
 	if p := s.Status().Perm; p.Mounted {
 		opts = append(opts, supervise.WithPerm(PermDir))
 	} else {

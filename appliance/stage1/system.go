@@ -48,6 +48,7 @@ type System struct {
 	console   *logs.Console
 	reaper    *supervise.Reaper
 	sup       *supervise.Supervisor // nil without a usable spec
+	remote    *remoteLogs           // nil without logs.remote
 
 	mu       sync.Mutex
 	perm     mgmt.PermStatus // its usage is measured by whoever asks

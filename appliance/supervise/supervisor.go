@@ -68,6 +68,7 @@ type options struct {
 	permDir                  string
 	permMissing              string
 	console                  *logs.Console
+	forwarder                logs.Forwarder
 	backoffInitial           time.Duration
 	backoffMax, backoffReset time.Duration
 	jitter                   float64
@@ -91,6 +92,10 @@ func WithPermMissing(reason string) Option { return func(o *options) { o.permMis
 
 // WithConsole sends every service's output to c, prefixed "name: ".
 func WithConsole(c *logs.Console) Option { return func(o *options) { o.console = c } }
+
+// WithForwarder sends every service's lines to f as well (a remote
+// syslog); f must not block.
+func WithForwarder(f logs.Forwarder) Option { return func(o *options) { o.forwarder = f } }
 
 // WithBackoff sets the restart delay: initial after the first failure,
 // doubling up to max, and forgotten after a run of at least reset.
@@ -180,6 +185,9 @@ func New(services []spec.Service, r *Reaper, opts ...Option) (*Supervisor, error
 			cmds: make(chan command),
 			done: make(chan struct{}),
 			st:   mgmt.ServiceStatus{Name: sp.Name, State: mgmt.StateWaiting},
+		}
+		if e.forwarder != nil {
+			sv.sink.SetForwarder(e.forwarder)
 		}
 		s.services = append(s.services, sv)
 		s.byName[sp.Name] = sv
@@ -350,4 +358,17 @@ func (o *options) backoff(failures int) time.Duration {
 		d -= time.Duration(float64(d) * o.jitter * rand.Float64())
 	}
 	return d
+}
+
+// Usage returns the CPU time and memory of the named service's cgroup;
+// an error without cgroups, for an unknown service, or before its group
+// was made.
+func (s *Supervisor) Usage(name string) (cgroup.Usage, error) {
+	if _, ok := s.byName[name]; !ok {
+		return cgroup.Usage{}, fmt.Errorf("%w: %q", ErrUnknownService, name)
+	}
+	if s.env.cgroups == nil {
+		return cgroup.Usage{}, errors.New("supervise: no cgroups")
+	}
+	return s.env.cgroups.Usage(name)
 }

@@ -37,6 +37,9 @@
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s, keys: [release.pub]}   # keys: public keys releases are signed with (ingot key new)
 //	release: 12                    # orders builds: an update to a lower release is refused
+//	metrics: {listen: ":9100", auth: token}     # Prometheus text format on /metrics; auth: token | none; absent: off
+//	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
+//	  # remote: syslog+tls | syslog+tcp | syslog+udp; ca: required with tls; spool: lines kept on perm while the receiver is away
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -115,6 +118,10 @@ type Config struct {
 	// an update to a lower release is refused unless the operator allows
 	// the downgrade. 0 when ingot.yaml sets none.
 	Release uint64
+	// Metrics is the Prometheus endpoint (off when Listen is empty).
+	Metrics spec.Metrics
+	// Logs is the remote syslog receiver (off when Remote is empty).
+	Logs Logs
 }
 
 // Service returns the service named name.

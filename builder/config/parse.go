@@ -74,7 +74,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update", "release"}
+	"services", "management", "network", "perm", "disk", "update", "release", "metrics", "logs"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -154,6 +154,12 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		if r, ok := d.integer(n, "release", 0, spec.MaxRelease); ok {
 			c.Release = uint64(r)
 		}
+	}
+	if n, ok := f.get("metrics"); ok {
+		c.Metrics = d.metrics(n, "metrics")
+	}
+	if n, ok := f.get("logs"); ok {
+		c.Logs = d.logs(n, "logs", dir)
 	}
 	if n, ok := f.get("update"); ok {
 		if uf, ok := d.mapping(n, "update", "health_window", "keys"); ok {

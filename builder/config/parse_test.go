@@ -204,7 +204,7 @@ func TestParseErrors(t *testing.T) {
 		{"not a mapping", "- a\n", `ingot.yaml:1:1: expected a mapping, got a list`},
 		{"two documents", minimal + "---\nname: x\n", `ingot.yaml:5:1: a second YAML document; the config is one document`},
 		// Unknown fields.
-		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update, release)`},
+		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update, release, metrics, logs)`},
 		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace, health)`},
 		{"unknown resources field", svc("name: a\ngo: ./a\nresources: {memroy: 1Mi}"), `ingot.yaml:5:17: services[0].resources.memroy: unknown field (known: memory, cpu, pids)`},
 		{"field twice", "name: a\nname: b\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:2:1: name: set twice (first at line 1)`},

@@ -105,6 +105,9 @@ type Appliance struct {
 	Services   []Service  `json:"services"`
 	Management Management `json:"management"`
 	Network    Network    `json:"network"`
+	// Metrics is the Prometheus endpoint; Logs the remote syslog.
+	Metrics Metrics `json:"metrics,omitzero"`
+	Logs    Logs    `json:"logs,omitzero"`
 	// ReleaseKeys are the paths in the root of the public keys a signed
 	// release must verify with (ingot.yaml update: {keys: [...]}), each
 	// ReleaseKeyPath of the key; empty when none are configured.
@@ -461,6 +464,12 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Network.Validate(); err != nil {
 		return fmt.Errorf("network: %w", err)
+	}
+	if err := a.Metrics.Validate(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := a.Logs.Validate(); err != nil {
+		return fmt.Errorf("logs: %w", err)
 	}
 	return nil
 }

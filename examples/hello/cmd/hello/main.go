@@ -2,7 +2,10 @@
 // answers every request with a greeting and the appliance's build id, and
 // /healthz, its health check (ingot.yaml's health:), with "ok"; with
 // -unhealthy, /healthz answers 503, as a build that runs but is broken
-// would, which an update's trial boot must catch.
+// would, which an update's trial boot must catch. With -tick it prints
+// "tick N" (N = 1, 2, …) at that interval, lines whose order and gaps a
+// log receiver can check; with -crashable, GET /crash makes it exit with
+// status 2, a crash on demand for the supervisor and its metrics.
 package main
 
 import (
@@ -21,6 +24,8 @@ import (
 func main() {
 	listen := flag.String("listen", ":8080", "address to serve HTTP on")
 	unhealthy := flag.Bool("unhealthy", false, "answer /healthz with 503 Service Unavailable")
+	tick := flag.Duration("tick", 0, "print \"tick N\" at this interval (0: never)")
+	crashable := flag.Bool("crashable", false, "exit with status 2 on GET /crash")
 	flag.Parse()
 	greeting := os.Getenv("GREETING")
 	if greeting == "" {
@@ -39,6 +44,20 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if *crashable {
+		mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+			log.Printf("crashing on request (-crashable)")
+			os.Exit(2)
+		})
+	}
+	if *tick > 0 {
+		go func() {
+			for n := 1; ; n++ {
+				time.Sleep(*tick)
+				fmt.Printf("tick %d\n", n)
+			}
+		}()
+	}
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
