@@ -19,6 +19,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/publish"
@@ -254,6 +259,47 @@ func TestVerifyRefuses(t *testing.T) {
 		}
 		_, err := release.Verify(ctx, mustRef(t, host+"/fleet/app:stable"), release.Policy{Keys: keys})
 		wantErr(t, err, fmt.Sprintf("docker-manifest-digest is %q, not the release's %s", r1.Digest, r2.Digest))
+	})
+	t.Run("many bad signatures", func(t *testing.T) {
+		// Bad signatures before the good one: up to MaxSignatureLayers
+		// layers are tried, a good one after them is not reached, and
+		// the error says why.
+		host := newRegistry(t, nil)
+		res := publishSigned(t, host, "stable", nil, img)
+		repo := mustRef(t, host+"/fleet/app:stable").Context()
+		payload, _ := release.NewPayload(repo.Name(), res.Digest)
+		good, _ := release.SignPayload(rand.Reader, key, payload)
+		bad, _ := release.SignPayload(rand.Reader, other, payload)
+		pushSigs := func(nBad int) {
+			base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+			var adds []mutate.Addendum
+			for i := range nBad {
+				// Distinct payload bytes (JSON whitespace) make distinct layers.
+				adds = append(adds, mutate.Addendum{
+					Layer:       static.NewLayer(append(append([]byte{}, payload...), bytes.Repeat([]byte(" "), i+1)...), release.SimpleSigningMediaType),
+					Annotations: map[string]string{release.SignatureAnnotation: bad},
+				})
+			}
+			adds = append(adds, mutate.Addendum{
+				Layer:       static.NewLayer(payload, release.SimpleSigningMediaType),
+				Annotations: map[string]string{release.SignatureAnnotation: good},
+			})
+			sigImg, err := mutate.Append(base, adds...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Write(repo.Tag(release.SignatureTag(res.Digest)), sigImg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ref := mustRef(t, host+"/fleet/app:stable")
+		pushSigs(release.MaxSignatureLayers - 1)
+		if _, err := release.Verify(ctx, ref, release.Policy{Keys: keys}); err != nil {
+			t.Errorf("the good signature as layer %d: %v", release.MaxSignatureLayers, err)
+		}
+		pushSigs(release.MaxSignatureLayers)
+		_, err := release.Verify(ctx, ref, release.Policy{Keys: keys})
+		wantErr(t, err, fmt.Sprintf("more than %d signatures", release.MaxSignatureLayers))
 	})
 	t.Run("downgrade", func(t *testing.T) {
 		host := newRegistry(t, nil)

@@ -88,6 +88,10 @@ const (
 	MaxConfigBytes = 16 << 20
 	// MaxPayloadBytes bounds a signature payload.
 	MaxPayloadBytes = 64 << 10
+	// MaxSignatureLayers bounds how many signature layers are tried:
+	// each costs a download and an ECDSA verification before anything
+	// is known to be signed.
+	MaxSignatureLayers = 16
 )
 
 // CheckBootFileName reports whether name may name a boot file: a clean

@@ -161,9 +161,14 @@ func (r *Release) checkSignature(keys []*ecdsa.PublicKey) error {
 		return fmt.Errorf("signature %s: %w", tag, err)
 	}
 	var errs []error
+	tried := 0
 	for i, l := range m.Layers {
 		if l.MediaType != SimpleSigningMediaType {
 			continue
+		}
+		if tried++; tried > MaxSignatureLayers {
+			errs = append(errs, fmt.Errorf("layers[%d] and later: more than %d signatures, the rest are not tried", i, MaxSignatureLayers))
+			break
 		}
 		payload, err := r.readBlob(l, MaxPayloadBytes)
 		if err == nil {
