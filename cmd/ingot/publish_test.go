@@ -6,6 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +17,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/regtest"
@@ -22,18 +29,18 @@ import (
 	"github.com/ingotdev/ingot/mgmt/release/cosignkey"
 )
 
-// helloCopy copies examples/hello into a new directory with the kernel
-// for amd64 set, and returns it.
+// helloCopy copies examples/hello into a new directory with the kernels
+// of its VM targets set, and returns it.
 func helloCopy(t *testing.T) string {
 	t.Helper()
-	amd64 := vmtest.Kernel(t, "amd64")
+	amd64, arm64 := vmtest.Kernel(t, "amd64"), vmtest.Kernel(t, "arm64")
 	repo, _ := filepath.Abs("../..")
 	dir := t.TempDir()
 	cfg, err := os.ReadFile(filepath.Join(repo, "examples/hello", config.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + amd64 + "\"}\n"
+	y := string(cfg) + "kernel: {vm-amd64: \"debian:" + amd64 + "\", vm-arm64: \"debian:" + arm64 + "\"}\n"
 	if err := os.WriteFile(filepath.Join(dir, config.FileName), []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +90,11 @@ func TestPublishToDistribution(t *testing.T) {
 		t.Fatalf("publish %q: %v\n%s", args, err, errs.String())
 	}
 	t.Logf("publish: %s", out.String())
+	for _, line := range strings.Split(errs.String(), "\n") {
+		if strings.HasPrefix(line, "publish:") {
+			t.Log(line)
+		}
+	}
 	if !strings.Contains(out.String(), "release 12") || !strings.Contains(out.String(), "signature "+host+"/fleet/hello:sha256-") {
 		t.Errorf("publish printed %q", out.String())
 	}
@@ -167,4 +179,77 @@ func TestPublishToDistribution(t *testing.T) {
 	if !bytes.Contains(sig, []byte(release.SimpleSigningMediaType)) || !bytes.Contains(sig, []byte(release.SignatureAnnotation)) {
 		t.Errorf("signature manifest:\n%s", sig)
 	}
+}
+
+// TestPublishAllTargets publishes every target of examples/hello (both
+// VMs and the Raspberry Pi) as one unsigned release to the in-process
+// registry, and reads it back: three manifests, each with its platform,
+// the Pi's with its device trees among the boot files.
+func TestPublishAllTargets(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := helloCopy(t)
+	ctx := context.Background()
+	var out, errs bytes.Buffer
+	ref := host + "/fleet/hello:all"
+	if err := runPublish(ctx, &out, &errs, []string{"-C", dir, "-cache", filepath.Join(t.TempDir(), "cache"), ref}); err != nil {
+		t.Fatalf("publish: %v\n%s", err, errs.String())
+	}
+	if !strings.Contains(out.String(), "(vm-amd64, vm-arm64, rpi)") || !strings.Contains(out.String(), "unsigned") {
+		t.Errorf("publish printed %q", out.String())
+	}
+	// Verify needs a signature; this one is unsigned, so it says so.
+	t.Setenv(cosignkey.PasswordEnv, "")
+	if err := runKey(ctx, &out, &errs, []string{"new", "-o", filepath.Join(dir, "k")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := runVerify(ctx, &out, &errs, []string{"-key", filepath.Join(dir, "k.pub"), ref}); !errors.Is(err, release.ErrUnsigned) {
+		t.Errorf("verify of an unsigned release = %v, want ErrUnsigned", err)
+	}
+	idx, err := remote.Index(mustParse(t, ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"vm-amd64": "amd64", "vm-arm64": "arm64", "rpi": "arm64"}
+	if len(im.Manifests) != len(want) {
+		t.Fatalf("%d manifests, want %d", len(im.Manifests), len(want))
+	}
+	for _, d := range im.Manifests {
+		target := d.Annotations[release.TargetAnnotation]
+		if d.Platform == nil || d.Platform.Architecture != want[target] {
+			t.Errorf("%s: platform %+v, want %s", target, d.Platform, want[target])
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, l := range m.Layers {
+			if l.MediaType == release.BootFileMediaType {
+				names = append(names, l.Annotations[release.TitleAnnotation])
+			}
+		}
+		hasDTB := slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".dtb") })
+		if (target == "rpi") != hasDTB {
+			t.Errorf("%s: boot files %q", target, names)
+		}
+	}
+}
+
+func mustParse(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
 }
