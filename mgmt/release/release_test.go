@@ -1,9 +1,12 @@
 package release
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"io"
 	"strings"
 	"testing"
 
@@ -72,6 +75,40 @@ func TestCheckBootFileName(t *testing.T) {
 	for _, bad := range []string{"", "/vmlinuz", "../slot.json", "a/../../b", ".", "a//b", "a\\b", strings.Repeat("a", 256)} {
 		if err := CheckBootFileName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestVerifyingReader checks the blob reader's own size and digest checks
+// (the registry client checks digests too; this one must not rely on it).
+func TestVerifyingReader(t *testing.T) {
+	content := []byte("root filesystem bytes")
+	desc := v1.Descriptor{Size: int64(len(content)), Digest: sha256Hash(content)}
+	read := func(body []byte) ([]byte, error) {
+		rc := io.NopCloser(bytes.NewReader(body))
+		v := &verifyingReader{rc: rc, lr: io.LimitReader(rc, desc.Size+1), h: sha256.New(), want: desc}
+		return io.ReadAll(v)
+	}
+	if got, err := read(content); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("good blob: %q, %v", got, err)
+	}
+	other := bytes.Clone(content)
+	other[3] ^= 1
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"other bytes", other, "the registry sent content with digest sha256:" + sha256Hash(other).Hex},
+		{"short", content[:10], "the registry sent 10 of its 21 bytes"},
+		{"long", append(bytes.Clone(content), 'x'), "the registry sent more than its 21 bytes"},
+	} {
+		got, err := read(tc.body)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), desc.Digest.String()) {
+			t.Errorf("%s: %v, want an error containing %q and the blob's digest", tc.name, err, tc.want)
+		}
+		if len(got) > len(content) {
+			t.Errorf("%s: returned %d bytes, more than the blob's %d", tc.name, len(got), len(content))
 		}
 	}
 }
