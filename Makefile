@@ -6,6 +6,7 @@ KERNELS := $(CURDIR)/.cache/kernels
 export INGOT_KERNEL_DEB ?= $(KERNELS)/linux-image-cloud-amd64.deb
 export INGOT_KERNEL_DEB_ARM64 ?= $(KERNELS)/linux-image-cloud-arm64.deb
 export INGOT_BUSYBOX_DEB_ARM64 ?= $(CURDIR)/.cache/debs/busybox-static-arm64.deb
+export INGOT_WIFI_FIRMWARE_DEB ?= $(CURDIR)/.cache/debs/firmware-brcm80211-all.deb
 GO ?= go
 TEST_TIMEOUT ?= 75m
 

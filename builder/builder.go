@@ -158,6 +158,13 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if _, ok := cfg.Service(spec.DHCPServiceName); ok && usesDHCP(cfg) {
 		return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the DHCP client of network: dhcp; rename the service or set network: none or static", cfg.File, spec.DHCPServiceName)
 	}
+	if usesWiFi(cfg, target) {
+		for _, name := range []string{spec.WiFiServiceName, spec.WiFiDHCPServiceName} {
+			if _, ok := cfg.Service(name); ok {
+				return nil, fmt.Errorf("builder: %s: service %q: the name is taken by the Wi-Fi of network.wifi; rename the service", cfg.File, name)
+			}
+		}
+	}
 	epoch, err := o.sourceDateEpoch()
 	if err != nil {
 		return nil, err
@@ -172,6 +179,18 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	tokenHash, metricsTokenHash, err := tokenSHA256(cfg)
 	if err != nil {
 		return nil, err
+	}
+	var wifiPSK, wifiDigest string
+	if usesWiFi(cfg, target) {
+		if wifiPSK, err = cfg.Network.WiFi.PSK(); err != nil {
+			return nil, fmt.Errorf("builder: %w", err)
+		}
+		fw, err := fileSHA256(cfg.Network.WiFi.FirmwareDeb)
+		if err != nil {
+			return nil, fmt.Errorf("builder: %s: network.wifi.firmware_deb: %w", cfg.Network.WiFi.Pos, err)
+		}
+		psk := sha256.Sum256([]byte(wifiPSK))
+		wifiDigest = "psk:" + hex.EncodeToString(psk[:]) + " firmware:" + fw
 	}
 	tlsID, err := loadTLS(cfg, target)
 	if err != nil {
@@ -200,7 +219,8 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	}
 
 	// Compile every distinct package and hash the kernel, all at once.
-	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA, releaseKeys: releaseKeys}
+	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA,
+		wifiPSK: wifiPSK, wifiDigest: wifiDigest, releaseKeys: releaseKeys}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))

@@ -234,8 +234,10 @@ func TestBuildApplianceJSON(t *testing.T) {
     go: ./cmd/hello
     args: [-listen, ":8080"]
     env: {GREETING: hi, PORT: 8080}
-    after: [db]`,
+    after: [db]
+    wait_for_clock: true`,
 		"hostname: app.example.org",
+		"clock: {ntp: [\"10.0.0.1:4123\", time.example.org]}",
 		"management: {vsock_port: 2048, tcp: \":7443\"}",
 		"network: {static: {address: 10.0.0.5/24, gateway: 10.0.0.1, dns: [10.0.0.1]}}")
 	r, err := Build(context.Background(), cfg, config.TargetVMArm64, testOptions(t, t.TempDir())...)
@@ -279,7 +281,8 @@ func TestBuildApplianceJSON(t *testing.T) {
         "db"
       ],
       "log_buffer_bytes": 1048576,
-      "grace_seconds": 10
+      "grace_seconds": 10,
+      "wait_for_clock": true
     }
   ],
   "management": {
@@ -294,6 +297,12 @@ func TestBuildApplianceJSON(t *testing.T) {
     "gateway": "10.0.0.1",
     "dns": [
       "10.0.0.1"
+    ]
+  },
+  "clock": {
+    "ntp": [
+      "10.0.0.1:4123",
+      "time.example.org"
     ]
   }
 }

@@ -94,7 +94,22 @@ func planJobs(cfg *config.Config, target config.Target, src ingotSource) (initJo
 		j.services = []string{spec.DHCPServiceName}
 		programs = append(programs, j)
 	}
+	if usesWiFi(cfg, target) {
+		j := newJob(src.dir, "./appliance/cmd/ingot-wifi", "", "system service "+strconv.Quote(spec.WiFiServiceName), WiFiPackage)
+		j.services = []string{spec.WiFiServiceName}
+		programs = append(programs, j)
+	}
 	return initJob, programs
+}
+
+// WiFiPackage is the Wi-Fi client added as a system service to Pi images
+// with network.wifi; it is built from the ingot module like ingot-init.
+const WiFiPackage = "github.com/ingotdev/ingot/appliance/cmd/ingot-wifi"
+
+// usesWiFi reports whether the image of target gets Wi-Fi: a Raspberry Pi
+// with network.wifi (VM targets ignore it).
+func usesWiFi(cfg *config.Config, target config.Target) bool {
+	return cfg.Network.WiFi != nil && !target.IsVM()
 }
 
 // usesDHCP reports whether the image gets the DHCP client.

@@ -61,7 +61,7 @@ func pullImages(ctx context.Context, cfg *config.Config, target config.Target, o
 			svcs = append(svcs, &cfg.Services[i])
 		}
 	}
-	if len(svcs) == 0 {
+	if len(svcs) == 0 && cfg.Debug == nil {
 		return out, nil
 	}
 	store, err := oci.OpenStore(filepath.Join(o.cacheDir, ociStoreDir))
@@ -95,6 +95,11 @@ func pullImages(ctx context.Context, cfg *config.Config, target config.Target, o
 			}
 		}
 		out[s.Name] = is
+	}
+	if cfg.Debug != nil {
+		if err := pullDebugImage(ctx, store, cfg.Debug, platform, epoch, p, out); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -182,12 +187,18 @@ func ensureDir(t *rootfs.Tree, dir string, epoch int64) error {
 // addImages puts each image service's flattened tree and config into the
 // root at ContainerRoot/<service>.
 func addImages(t *rootfs.Tree, cfg *config.Config, imgs map[string]*ImageService, modTime int64) error {
+	names := make([]string, 0, len(cfg.Services)+1)
 	for _, s := range cfg.Services {
-		is, ok := imgs[s.Name]
+		names = append(names, s.Name)
+	}
+	// The debug image (ingot.yaml's debug:), at spec.DebugContainerDir.
+	names = append(names, debugImageKey)
+	for _, name := range names {
+		is, ok := imgs[name]
 		if !ok {
 			continue
 		}
-		dir := containerDir(s.Name)
+		dir := containerDir(name)
 		if err := t.MkdirAll(spec.ContainerRoot, 0o755, modTime); err != nil {
 			return err
 		}
@@ -199,7 +210,7 @@ func addImages(t *rootfs.Tree, cfg *config.Config, imgs map[string]*ImageService
 			return err
 		}
 		if err := graft(t, is.container.Rootfs, is.tree); err != nil {
-			return fmt.Errorf("service %q: %w", s.Name, err)
+			return fmt.Errorf("service %q: %w", name, err)
 		}
 	}
 	return nil
@@ -257,6 +268,9 @@ func imageList(cfg *config.Config, imgs map[string]*ImageService) []ImageService
 		if is, ok := imgs[s.Name]; ok {
 			out = append(out, *is)
 		}
+	}
+	if is, ok := imgs[debugImageKey]; ok {
+		out = append(out, *is)
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ingotdev/ingot/packer/format/releasekey"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/rootfs"
+	"github.com/ingotdev/ingot/packer/rpiboot"
 )
 
 // Paths in the root filesystem.
@@ -24,6 +25,7 @@ const (
 	// user's services so their names cannot collide.
 	SystemDir     = "/usr/lib/ingot"
 	DHCPPath      = SystemDir + "/dhcp"
+	WiFiPath      = SystemDir + "/wifi"
 	BuildInfoPath = "/etc/ingot/build.json"
 	// ResolvConfTarget is where /etc/resolv.conf points: the root is
 	// read-only, so stage1 (or DHCP) writes the real file on the /run tmpfs.
@@ -71,7 +73,7 @@ var mountPoints = []struct {
 	mode uint32
 }{
 	{"/dev", 0o755},
-	{"/lib/modules", 0o755},
+	{spec.ModulesDir, 0o755},
 	{"/oci", 0o755},
 	{"/perm", 0o755},
 	{"/proc", 0o555},
@@ -102,6 +104,9 @@ type build struct {
 	tls              *tlsIdentity
 	// logsCA is the syslog receiver's CA (PEM), nil without one.
 	logsCA []byte
+	// wifiPSK is network.wifi's passphrase, for a Pi image with Wi-Fi;
+	// wifiDigest covers it and the firmware package, for the build ID.
+	wifiPSK, wifiDigest string
 	// releaseKeys are update.keys, checked: into spec.ReleaseKeysDir.
 	releaseKeys []config.ReleaseKey
 }
@@ -132,10 +137,14 @@ func (b *build) assemble(r *Result) error {
 		r.Binaries = append(r.Binaries, Binary{Service: spec.DHCPServiceName, Package: DHCPPackage, Path: DHCPPath,
 			SHA256: j.sum, Bytes: int64(len(j.data))})
 	}
+	if j := b.program(spec.WiFiServiceName); j != nil && usesWiFi(b.cfg, b.target) {
+		r.Binaries = append(r.Binaries, Binary{Service: spec.WiFiServiceName, Package: WiFiPackage, Path: WiFiPath,
+			SHA256: j.sum, Bytes: int64(len(j.data))})
+	}
 	r.Init = rootfs.Bytes(b.init.data)
 	r.GoVersion = b.init.goVersion
 
-	id, err := buildID(r, b.cfg, app)
+	id, err := buildID(r, b.cfg, app, b.wifiDigest)
 	if err != nil {
 		return err
 	}
@@ -161,6 +170,9 @@ func (b *build) assemble(r *Result) error {
 			p := servicePath(s)
 			if s == spec.DHCPServiceName && usesDHCP(b.cfg) {
 				p = DHCPPath
+			}
+			if s == spec.WiFiServiceName && usesWiFi(b.cfg, b.target) {
+				p = WiFiPath
 			}
 			bins[p] = j.data
 		}
@@ -200,6 +212,7 @@ func (b *build) appliance() *spec.Appliance {
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
 	}
+	app.Clock = spec.Clock{NTP: slices.Clone(cfg.Clock.NTP)}
 	if cfg.Network.Mode == config.NetworkStatic {
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
 	}
@@ -213,7 +226,32 @@ func (b *build) appliance() *spec.Appliance {
 	if usesDHCP(cfg) {
 		app.Services = append(app.Services, dhcpService())
 	}
+	if usesWiFi(cfg, target) {
+		app.Services = append(app.Services, wifiServices(cfg.Network.WiFi.SSID)...)
+		app.Modules = slices.Clone(rpiboot.WiFiModules)
+	}
+	app.Debug = b.debugContainer()
 	return app
+}
+
+// wifiServices are the Wi-Fi client on wlan0 and a second DHCP client
+// there (gokrazy's serves one interface). The SSID is no secret; the
+// passphrase stays in spec.WiFiPSKPath.
+func wifiServices(ssid string) []spec.Service {
+	return []spec.Service{{
+		Name:    spec.WiFiServiceName,
+		Path:    WiFiPath,
+		Args:    []string{"-interface", spec.WiFiInterface, "-ssid", ssid, "-psk-file", spec.WiFiPSKPath},
+		Restart: spec.RestartAlways,
+		User:    "root",
+	}, {
+		Name:      spec.WiFiDHCPServiceName,
+		Path:      DHCPPath,
+		Args:      []string{"-interface", spec.WiFiInterface},
+		Restart:   spec.RestartAlways,
+		User:      "root",
+		Condition: spec.ConditionNoStaticNetwork,
+	}}
 }
 
 // service is the supervisor's view of s. A Go service runs its binary. An
@@ -259,7 +297,7 @@ func kernelInfo(r *Result) Kernel {
 // buildID hashes every input of the image: the appliance description (all
 // of the config that reaches the guest), the binaries, the kernel, the
 // disk sizes and the epoch.
-func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error) {
+func buildID(r *Result, cfg *config.Config, app *spec.Appliance, wifiDigest string) (string, error) {
 	appJSON, err := json.Marshal(app)
 	if err != nil {
 		return "", fmt.Errorf("builder: build id: %w", err)
@@ -273,8 +311,11 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance) (string, error)
 		Kernel       Kernel
 		Disk         [3]int64
 		HealthWindow int64
+		// WiFi covers what a Pi's Wi-Fi adds beyond appliance.json: the
+		// passphrase and the firmware package (their SHA-256).
+		WiFi string `json:",omitempty"`
 	}{buildIDFormat, r.Target, r.ModTime, appJSON, r.Binaries, kernelInfo(r),
-		[3]int64{r.BootBytes, r.RootSlotBytes, r.PermBytes}, int64(cfg.Update.HealthWindow)}
+		[3]int64{r.BootBytes, r.RootSlotBytes, r.PermBytes}, int64(cfg.Update.HealthWindow), wifiDigest}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return "", fmt.Errorf("builder: build id: %w", err)
@@ -311,6 +352,13 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	if j := b.program(spec.DHCPServiceName); j != nil && usesDHCP(cfg) {
 		dir(SystemDir, 0o755)
 		file(DHCPPath, 0o755, j.data)
+	}
+	if j := b.program(spec.WiFiServiceName); j != nil && usesWiFi(cfg, b.target) {
+		dir(SystemDir, 0o755)
+		file(WiFiPath, 0o755, j.data)
+		// Root's alone: the Wi-Fi client runs as root, no service else
+		// may read the passphrase.
+		file(spec.WiFiPSKPath, 0o600, []byte(b.wifiPSK+"\n"))
 	}
 
 	file(InitPath, 0o755, r.Init)

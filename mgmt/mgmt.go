@@ -24,6 +24,7 @@
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
+//	POST /v1/exec                            body: ExecRequest; upgrades to ingot-exec/1 frames (exec.go)
 //
 // Beside them the agent serves its web status page under /ui/ (GET /
 // redirects there), with its own login and session cookie; the bearer
@@ -147,10 +148,12 @@ type Status struct {
 	SlotError string     `json:"slot_error,omitempty"`
 	// StartedAt is when init started; UptimeSeconds is measured by the
 	// agent when it answered, so a client needs no synchronised clock.
-	StartedAt     time.Time       `json:"started_at,omitzero"`
-	UptimeSeconds float64         `json:"uptime_s"`
-	Perm          PermStatus      `json:"perm"`
-	Services      []ServiceStatus `json:"services"`
+	StartedAt     time.Time  `json:"started_at,omitzero"`
+	UptimeSeconds float64    `json:"uptime_s"`
+	Perm          PermStatus `json:"perm"`
+	// Clock is the NTP client's state; nil from agents without one.
+	Clock    *ClockStatus    `json:"clock,omitempty"`
+	Services []ServiceStatus `json:"services"`
 	// Host is the machine's memory and load when the agent answered; nil
 	// from older agents.
 	Host *HostStatus `json:"host,omitempty"`
@@ -175,6 +178,34 @@ func (s Status) HasFeature(f string) bool {
 		}
 	}
 	return false
+}
+
+// ClockStatus is the state of the appliance's clock: whether its NTP
+// client has set it this boot, from which server, by how much, and why it
+// has not when it has not.
+type ClockStatus struct {
+	// Servers are the configured NTP servers; none means NTP is off.
+	Servers []string `json:"servers,omitempty"`
+	// Synced is set once a server answered this boot and the clock was
+	// set from it; it stays set when later polls fail (Error says so).
+	Synced bool `json:"synced"`
+	// Server is the server of the last sync.
+	Server string `json:"server,omitempty"`
+	// OffsetSeconds is how far the clock was off at the last sync
+	// (server minus local time).
+	OffsetSeconds float64 `json:"offset_s"`
+	// LastSync is when the last sync happened (by the corrected clock).
+	LastSync time.Time `json:"last_sync,omitzero"`
+	// FirstSyncSeconds is how long after the client started the first
+	// sync came.
+	FirstSyncSeconds float64 `json:"first_sync_s,omitempty"`
+	// Restored is the time saved on perm at the last shutdown, set when
+	// the clock started earlier than that and was moved forward to it.
+	Restored time.Time `json:"restored,omitzero"`
+	// Error is why the last attempt failed; empty after a success.
+	Error string `json:"error,omitempty"`
+	// Now is the appliance's clock when it answered.
+	Now time.Time `json:"now,omitzero"`
 }
 
 // SlotState mirrors slot.json: the slot known to work, the trial slot

@@ -8,8 +8,13 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
   dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
-  chromium prometheus rsyslog rsyslog-gnutls # chromium: headless, for TestVMWebUI (driven with chromedp)
-  docker-registry skopeo) # a real registry (distribution 2.8) and a second client for the release tests
+  chromium prometheus rsyslog rsyslog-gnutls) # chromium: headless, for TestVMWebUI (driven with chromedp)
+# tmux: TestVMExec and TestVMShell drive `ingot exec -it` and `ingot shell`
+# in a real terminal.
+packages+=(tmux)
+# docker-registry (distribution 2.8) and skopeo: the release tests run
+# against a real registry and read it with a second client.
+packages+=(docker-registry skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -30,3 +35,4 @@ fi
 scripts/fetch-kernel.sh amd64
 scripts/fetch-kernel.sh arm64
 scripts/fetch-deb.sh busybox-static arm64
+scripts/fetch-wifi-firmware.sh

@@ -115,6 +115,8 @@ type Deps struct {
 	Updater  Updater
 	// SBOM returns the image's SPDX document; nil answers 501.
 	SBOM func() ([]byte, error)
+	// Exec starts debug sessions; nil answers 501 (exec.go).
+	Exec Execer
 }
 
 // Option configures an Agent.
@@ -147,6 +149,8 @@ type Agent struct {
 	ui       *uiAssets
 	// count counts answered requests by route and code (count.go).
 	count func(route string, code int)
+	// sessions bounds debug sessions (exec.go).
+	debugSessions sessionSlots
 }
 
 // New returns an agent that accepts requests whose bearer token hashes to
@@ -246,6 +250,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+mgmt.PathCommit, a.commit)
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
 	mux.HandleFunc("GET "+mgmt.PathSBOM, a.sbom)
+	mux.HandleFunc("POST "+mgmt.PathExec, a.exec)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})

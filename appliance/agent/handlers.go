@@ -49,6 +49,12 @@ func (a *Agent) features() []string {
 	if a.deps.Updater != nil {
 		f = append(f, mgmt.FeatureUpdateRoot, mgmt.FeatureUpdateBoot, mgmt.FeatureRollback)
 	}
+	if a.deps.Exec != nil {
+		f = append(f, mgmt.FeatureExec)
+		if a.deps.Exec.HasShell() {
+			f = append(f, mgmt.FeatureShell)
+		}
+	}
 	return f
 }
 

@@ -139,6 +139,9 @@ type options struct {
 	hostDev       string
 	resolvConf    string
 	stageDir      string
+	// readOnlyProc mounts /proc read-only (the debug container's, which
+	// shows the appliance's processes).
+	readOnlyProc bool
 }
 
 // WithAppliancePath reads the appliance description from p instead of
@@ -161,6 +164,13 @@ func WithResolvConf(p string) Option { return func(o *options) { o.resolvConf = 
 // instead of spec.ContainerStageDir, for tests.
 func WithStageDir(dir string) Option { return func(o *options) { o.stageDir = dir } }
 
+func defaultOptions() options {
+	return options{
+		appliancePath: spec.AppliancePath, rootDir: "/", permDir: DefaultPermDir, hostDev: "/dev",
+		resolvConf: spec.ContainerResolvConfPath, stageDir: spec.ContainerStageDir,
+	}
+}
+
 // CloneFlags are the namespaces the launcher of c must be started in, for
 // syscall.SysProcAttr.Cloneflags.
 func CloneFlags(c *spec.Container) uintptr {
@@ -175,10 +185,7 @@ func CloneFlags(c *spec.Container) uintptr {
 // spec.ContainerSubcommand, argv[2] the service name) and exits; it never
 // returns.
 func Main(args []string, opts ...Option) {
-	o := options{
-		appliancePath: spec.AppliancePath, rootDir: "/", permDir: DefaultPermDir, hostDev: "/dev",
-		resolvConf: spec.ContainerResolvConfPath, stageDir: spec.ContainerStageDir,
-	}
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}

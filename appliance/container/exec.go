@@ -98,6 +98,9 @@ func dropPrivileges(p plan) error {
 	if p.Privileged {
 		keep = allCaps
 	}
+	if p.DropAllCaps {
+		keep = 0
+	}
 	if err := dropBounding(keep); err != nil {
 		return err
 	}
@@ -112,8 +115,14 @@ func dropPrivileges(p plan) error {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return fail("capabilities", fmt.Errorf("capget: %w", err))
 	}
+	held := keep
+	if p.DropAllCaps && p.UID != 0 {
+		// Only for the switch below, which clears both sets for a uid
+		// other than 0; the bounding set is empty already.
+		held |= 1<<unix.CAP_SETUID | 1<<unix.CAP_SETGID
+	}
 	for i := range data {
-		mask := uint32(keep >> (32 * i))
+		mask := uint32(held >> (32 * i))
 		data[i].Effective &= mask
 		data[i].Permitted &= mask
 		data[i].Inheritable = 0

@@ -33,6 +33,8 @@ type plan struct {
 	GID        uint32   `json:"gid"`
 	Groups     []uint32 `json:"groups,omitempty"`
 	Privileged bool     `json:"privileged,omitempty"`
+	// DropAllCaps empties the bounding set (the debug container).
+	DropAllCaps bool `json:"drop_all_caps,omitempty"`
 }
 
 // runInit is stage 1, PID 1 of the new namespaces; it returns the exit

@@ -334,7 +334,17 @@ func (b *rootBuilder) mountProc(host string) error {
 	if err := unix.Mount("proc", host, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fail("mount /proc", fmt.Errorf("%s: %w", host, err))
 	}
-	return b.restrict(host, "/proc")
+	if err := b.restrict(host, "/proc"); err != nil {
+		return err
+	}
+	if b.o.readOnlyProc {
+		// A bind remount: the flag is this mount's, not the proc
+		// superblock's, which the appliance's /proc may share.
+		if err := unix.Mount("", host, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fail("remount /proc read-only", fmt.Errorf("%s: %w", host, err))
+		}
+	}
+	return nil
 }
 
 // mountSys mounts a read-only sysfs (of the container's network namespace,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/agent"
 	"github.com/ingotdev/ingot/appliance/logs"
+	"github.com/ingotdev/ingot/appliance/session"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/supervise"
 	"github.com/ingotdev/ingot/mgmt"
@@ -127,3 +128,12 @@ func (p power) Reboot(ctx context.Context) error {
 }
 
 func (p power) Poweroff(ctx context.Context) error { return p.sys.Shutdown(ctx, false) }
+
+// execer serves agent.Execer from a session.Starter.
+type execer struct{ st *session.Starter }
+
+func (e execer) Exec(ctx context.Context, req mgmt.ExecRequest) (agent.Session, error) {
+	return e.st.Start(ctx, req)
+}
+
+func (e execer) HasShell() bool { return e.st.HasShell() }

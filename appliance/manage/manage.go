@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/agent"
+	"github.com/ingotdev/ingot/appliance/session"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/packer/format/piboot"
@@ -346,6 +347,7 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}
+		deps.Exec = execer{session.NewStarter(sp, sys.Supervisor(), sys.Reaper(), os.Args[0], sys.Printf)}
 	}
 	exporter := newExporter(sys, deps.Info, mgr)
 	a, err := agent.New(deps, sp.Management.TokenSHA256, agent.WithLogf(sys.Printf), agent.WithRequestCounter(exporter.CountRequest))

@@ -49,6 +49,14 @@ func (s *System) shutdown(req shutdownRequest, stopAll context.CancelFunc, supDo
 	}
 
 	s.stopRemoteLogs(wd)
+	// After the services: the last known time is as late as it gets.
+	if s.clock != nil && s.Status().Perm.Mounted {
+		if err := s.clock.Save(); err != nil {
+			s.Printf("%v", err)
+		} else {
+			s.Printf("clock: saved %s on perm", time.Now().UTC().Format(time.RFC3339))
+		}
+	}
 	if err := s.initLog.Close(); err != nil {
 		s.Printf("closing init log file: %v", err)
 	}

@@ -32,6 +32,11 @@
 // With logs.remote in appliance.json, every line of init and of each
 // service also goes to a syslog receiver through package syslog, started
 // once perm is mounted (its spool is there) and before any service.
+// Right after /perm, the clock (package clock) is moved forward to the
+// time saved there at the last shutdown if it is behind, and the NTP
+// client starts; services with wait_for_clock wait for its first sync.
+// Kernel modules that appliance.json lists (a Pi's Wi-Fi driver) are
+// loaded before the network.
 //
 // Extensions (the management agent) get a *System through WithExtension.
 package stage1
@@ -52,8 +57,10 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/blockdev"
 	"github.com/ingotdev/ingot/appliance/cgroup"
+	"github.com/ingotdev/ingot/appliance/clock"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/internal/sysmount"
+	"github.com/ingotdev/ingot/appliance/kmod"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/netconf"
 	"github.com/ingotdev/ingot/appliance/supervise"
@@ -178,10 +185,12 @@ func Main(opts ...Option) {
 	}
 
 	s.setupHost()
+	s.loadModules()
 	s.setupNetwork()
 	s.setupPerm()
 	s.setupRemoteLogs()
 	ctx, stopAll := context.WithCancel(context.Background())
+	s.setupClock(ctx)
 	supDone, extDone := s.start(ctx, cfg.extensions, s.startServices)
 	s.Printf("boot done at kernel uptime %s", uptime())
 
@@ -275,6 +284,29 @@ func (s *System) setupHost() {
 	// (an appliance has no other users to protect those ports from).
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0\n"), 0o644); err != nil {
 		s.warnf("unprivileged low ports: %v", err)
+	}
+}
+
+// loadModules loads appliance.json's modules (a Pi's Wi-Fi driver) from
+// spec.ModulesDir/<kernel release>, in order; a failure is logged and the
+// boot goes on.
+func (s *System) loadModules() {
+	if s.spec == nil || len(s.spec.Modules) == 0 {
+		return
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		s.warnf("modules: uname: %v", err)
+		return
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	for _, m := range s.spec.Modules {
+		p := filepath.Join(spec.ModulesDir, release, m)
+		if err := kmod.Load(p); err != nil {
+			s.warnf("modules: %v", err)
+			continue
+		}
+		s.Printf("modules: loaded %s", filepath.Base(p))
 	}
 }
 
@@ -389,6 +421,33 @@ func (s *System) setupPerm() {
 	s.initLog.SetFile(f)
 }
 
+// setupClock moves the clock forward to the time saved on perm when it is
+// earlier, and starts the NTP client (package clock) until ctx ends.
+func (s *System) setupClock(ctx context.Context) {
+	if s.spec == nil {
+		return
+	}
+	s.Printf("clock: at boot %s", time.Now().UTC().Format(time.RFC3339))
+	var opts []clock.Option
+	if !s.Status().Perm.Mounted {
+		opts = append(opts, clock.WithSavePath(""))
+	}
+	s.clock = clock.New(s.spec.Clock, s.Printf, opts...)
+	if err := s.clock.Restore(); err != nil {
+		s.warnf("%v", err)
+	}
+	if len(s.spec.Clock.NTP) == 0 {
+		s.Printf("clock: NTP is off (clock.ntp is empty)")
+	} else {
+		s.Printf("clock: NTP servers %s", strings.Join(s.spec.Clock.NTP, ", "))
+	}
+	go func() {
+		if err := s.clock.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.warnf("%v", err)
+		}
+	}()
+}
+
 // startServices creates the supervisor and runs it until ctx ends; the
 // returned channel is closed when every service has stopped.
 func (s *System) startServices(ctx context.Context) <-chan struct{} {
@@ -400,6 +459,9 @@ func (s *System) startServices(ctx context.Context) <-chan struct{} {
 	opts := []supervise.Option{supervise.WithBuildID(s.spec.BuildID), supervise.WithConsole(s.console)}
 	if fw := s.RemoteLogs(); fw != nil {
 		opts = append(opts, supervise.WithForwarder(fw))
+	}
+	if s.clock != nil {
+		opts = append(opts, supervise.WithClock(s.clock))
 	}
 	if p := s.Status().Perm; p.Mounted {
 		opts = append(opts, supervise.WithPerm(PermDir))

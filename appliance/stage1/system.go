@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ingotdev/ingot/appliance/clock"
 	"github.com/ingotdev/ingot/appliance/cmdline"
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/appliance/supervise"
@@ -49,6 +50,7 @@ type System struct {
 	reaper    *supervise.Reaper
 	sup       *supervise.Supervisor // nil without a usable spec
 	remote    *remoteLogs           // nil without logs.remote
+	clock     *clock.Clock          // nil without a usable spec
 
 	mu       sync.Mutex
 	perm     mgmt.PermStatus // its usage is measured by whoever asks
@@ -108,6 +110,10 @@ func (s *System) Status() mgmt.Status {
 	}
 	if s.sup != nil {
 		st.Services = s.sup.Status()
+	}
+	if s.clock != nil {
+		c := s.clock.Status()
+		st.Clock = &c
 	}
 	select {
 	case <-s.shuttingDown:

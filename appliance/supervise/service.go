@@ -56,6 +56,10 @@ type service struct {
 	noGroup  bool          // the missing group was logged
 	// check is the running instance's health check; nil without one.
 	check *healthCheck
+	// clockWhy is the reason of the wait for the clock last logged;
+	// clockHeld is set while the service is held for the clock.
+	clockWhy  string
+	clockHeld bool
 }
 
 // healthCheck is the health check of one run.
@@ -109,6 +113,12 @@ func (sv *service) set(f func(st *mgmt.ServiceStatus)) {
 	}
 }
 
+func (sv *service) reason() string {
+	sv.env.mu.Lock()
+	defer sv.env.mu.Unlock()
+	return sv.st.Reason
+}
+
 func (sv *service) state() mgmt.ServiceState {
 	sv.env.mu.Lock()
 	defer sv.env.mu.Unlock()
@@ -131,6 +141,29 @@ func (sv *service) depsReady() (bool, string, <-chan struct{}) {
 		}
 	}
 	return true, "", nil
+}
+
+// clockReady reports whether a service with WaitForClock may start: the
+// clock is synced, or no Clock was given. If not, it says why and returns
+// a channel closed when that may have changed.
+func (sv *service) clockReady() (bool, string, <-chan struct{}) {
+	if !sv.spec.WaitForClock || sv.env.clock == nil {
+		return true, "", nil
+	}
+	synced, why, changed := sv.env.clock.Synced()
+	if synced {
+		if sv.clockWhy != "" {
+			sv.sink.Printf("the clock is synced; starting")
+		}
+		return true, "", nil
+	}
+	reason := "waiting for the clock (wait_for_clock): " + why
+	if reason != sv.clockWhy {
+		// Logged when it changes: the clock retries every few seconds.
+		sv.clockWhy = reason
+		sv.sink.Printf("%s", reason)
+	}
+	return false, reason, changed
 }
 
 func (sv *service) heldReason() string {
@@ -162,12 +195,33 @@ func (sv *service) run(ctx context.Context) {
 		switch sv.state() {
 		case mgmt.StateWaiting:
 			ready, reason, ch := sv.depsReady()
-			if ready {
-				sv.launch()
+			if !ready {
+				sv.set(func(st *mgmt.ServiceStatus) { st.Reason = reason })
+				changedC = ch
+				break
+			}
+			// Held, not waiting: like a service without its /perm, it
+			// could not run on any slot now, so a trial does not count it.
+			if ok, why, clockC := sv.clockReady(); !ok {
+				sv.clockHeld = true
+				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateHeld, why })
+				changedC = clockC
+				break
+			}
+			sv.launch()
+			continue
+		case mgmt.StateHeld:
+			if !sv.clockHeld {
+				break // held for good (perm): only a command or the end
+			}
+			ok, why, clockC := sv.clockReady()
+			if ok {
+				sv.clockHeld = false
+				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateWaiting, "" })
 				continue
 			}
-			sv.set(func(st *mgmt.ServiceStatus) { st.Reason = reason })
-			changedC = ch
+			sv.set(func(st *mgmt.ServiceStatus) { st.Reason = why })
+			changedC = clockC
 		case mgmt.StateRunning:
 			if sv.inst == nil { // cannot happen; never dereference nil in PID 1
 				sv.set(func(st *mgmt.ServiceStatus) { st.State, st.Reason = mgmt.StateStopped, "lost track of its process" })
@@ -219,7 +273,7 @@ func (sv *service) handle(op opKind) error {
 		if op == opStop {
 			return nil
 		}
-		return fmt.Errorf("%w: %s: %s", ErrHeld, sv.spec.Name, sv.heldReason())
+		return fmt.Errorf("%w: %s: %s", ErrHeld, sv.spec.Name, sv.reason())
 	}
 	switch op {
 	case opStop:

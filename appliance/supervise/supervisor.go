@@ -76,7 +76,23 @@ type options struct {
 	logFileBytes             int64
 	path                     string
 	cgroups                  *cgroup.Hierarchy
+	clock                    Clock
 }
+
+// Clock says whether the system clock has been set (by NTP), for
+// services with WaitForClock.
+type Clock interface {
+	// Synced reports whether the clock is set; if not, why says why not
+	// and changed is closed when that may have changed.
+	Synced() (synced bool, why string, changed <-chan struct{})
+}
+
+// WithClock holds the first start of each service with WaitForClock until
+// c is synced: once the services it is ordered after have started, it is
+// in StateHeld with the clock's reason (a start on request is refused with
+// ErrHeld), and goes on to start at the sync. Without WithClock,
+// WaitForClock holds nothing.
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithBuildID sets INGOT_BUILD_ID for the services.
 func WithBuildID(id string) Option { return func(o *options) { o.buildID = id } }

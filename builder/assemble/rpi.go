@@ -3,6 +3,9 @@ package assemble
 import (
 	"context"
 	"fmt"
+	"os"
+	"path"
+	"path/filepath"
 	"time"
 
 	"github.com/ingotdev/ingot/builder"
@@ -11,6 +14,9 @@ import (
 	"github.com/ingotdev/ingot/packer/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/format/spec"
+	kernelpkg "github.com/ingotdev/ingot/packer/kernel"
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/rpiboot"
 	"github.com/ingotdev/ingot/packer/squashfs"
 )
@@ -52,6 +58,13 @@ func rpiImage(ctx context.Context, cfg *config.Config, res *builder.Result, out 
 		return nil, err
 	}
 	step("firmware", start)
+	if cfg.Network.WiFi != nil {
+		start = time.Now()
+		if err := addWiFi(ctx, res, kernel, cfg.Network.WiFi.FirmwareDeb); err != nil {
+			return nil, err
+		}
+		step("wifi", start)
+	}
 
 	start = time.Now()
 	bootFiles := func(t gpt.Table) ([]fat.File, error) {
@@ -82,4 +95,47 @@ func rpiImage(ctx context.Context, cfg *config.Config, res *builder.Result, out 
 	rep.Kernel, rep.Firmware = kernel.Path+"@"+kernel.Version, firmware.Path+"@"+firmware.Version
 	step("image", start)
 	return rep, nil
+}
+
+// addWiFi puts what the Pi's Wi-Fi needs beside the client the builder
+// added: the driver modules appliance.json lists, from kernel.rpi, under
+// /lib/modules/<release>/, and the boards' brcmfmac firmware from the
+// Debian package firmwareDeb under /lib/firmware.
+func addWiFi(ctx context.Context, res *builder.Result, kernel rpiboot.Module, firmwareDeb string) error {
+	release, err := rpiboot.KernelRelease(kernel)
+	if err != nil {
+		return fmt.Errorf("assemble: wifi: %w", err)
+	}
+	t, mtime := res.Root, res.ModTime
+	for _, m := range res.Appliance.Modules {
+		b, err := os.ReadFile(filepath.Join(kernel.Dir, "lib", "modules", release, filepath.FromSlash(m)))
+		if err != nil {
+			return fmt.Errorf("assemble: wifi: module of %s@%s: %w", kernel.Path, kernel.Version, err)
+		}
+		p := path.Join(spec.ModulesDir, release, m)
+		if err := t.MkdirAll(path.Dir(p), 0o755, mtime); err != nil {
+			return fmt.Errorf("assemble: wifi: %w", err)
+		}
+		if err := t.Add(p, rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o644, Size: int64(len(b)), Content: rootfs.Bytes(b), ModTime: mtime}); err != nil {
+			return fmt.Errorf("assemble: wifi: %w", err)
+		}
+	}
+	files, err := kernelpkg.LoadFirmwareDeb(ctx, firmwareDeb, rpiboot.IsWiFiFirmware)
+	if err != nil {
+		return fmt.Errorf("assemble: wifi: network.wifi.firmware_deb: %w", err)
+	}
+	for _, f := range files {
+		p := path.Join(kernelpkg.FirmwareDir, f.Path)
+		if err := t.MkdirAll(path.Dir(p), 0o755, mtime); err != nil {
+			return fmt.Errorf("assemble: wifi: %w", err)
+		}
+		e := rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o644, Size: int64(len(f.Data)), Content: rootfs.Bytes(f.Data), ModTime: mtime}
+		if f.Link != "" {
+			e = rootfs.Entry{Kind: rootfs.KindSymlink, Mode: 0o777, Target: f.Link, ModTime: mtime}
+		}
+		if err := t.Add(p, e); err != nil {
+			return fmt.Errorf("assemble: wifi: %w", err)
+		}
+	}
+	return nil
 }

@@ -27,13 +27,16 @@ const raspi3bSDBytes = 1 << 30
 // the kernel, as config.txt would) and its watchdog resets the machine the
 // moment the driver arms it, so the test keeps that one driver out with
 // initcall_blacklist. The console is the mini UART (ttyS0), QEMU's second
-// serial port.
+// serial port. The image has network.wifi: stage1 loads the brcmfmac
+// modules, and since QEMU has no Wi-Fi chip the Wi-Fi client must log that
+// there is no Wi-Fi device.
 func TestVMRaspi3b(t *testing.T) {
 	cfg, err := config.Load("../../examples/hello/ingot.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	withWiFi(t, cfg, dir)
 	img := filepath.Join(dir, "sd.img")
 	if _, err := Image(t.Context(), cfg, config.TargetRPi, img, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
 		t.Fatal(err)
@@ -52,7 +55,20 @@ func TestVMRaspi3b(t *testing.T) {
 		"hello: started pid",
 		"agent listening on tcp",
 		"serving on :8080",
+		// QEMU's raspi3b has no Wi-Fi chip: the driver loads, and the
+		// client says that there is no Wi-Fi device instead of failing
+		// silently.
+		"init: modules: loaded brcmfmac.ko",
+		"init: modules: loaded brcmfmac-cyw.ko",
+		"wifi: no Wi-Fi device: there is no wlan0 (interfaces: ",
+		"none is wireless); waiting for one",
+		"dhcp-wlan0: started pid",
 	)
+	for _, l := range strings.Split(v.Console.String(), "\n") {
+		if strings.Contains(l, "wifi") || strings.Contains(l, "wlan0") || strings.Contains(l, "modules:") || strings.Contains(l, "brcmfmac") {
+			t.Logf("console: %s", l)
+		}
+	}
 	if strings.Count(v.Console.String(), "Booting Linux") > 1 {
 		t.Errorf("the machine rebooted during the test")
 	}

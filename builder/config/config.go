@@ -30,9 +30,11 @@
 //	    needs_perm: false          # held back while /perm is not mounted
 //	    log_buffer: 1Mi            # up to 64Mi
 //	    grace: 10s                 # whole seconds, up to 10m
+//	    wait_for_clock: false      # first start only once NTP set the clock
 //	management: {vsock_port: 1024, tcp: ":7443"}   # tcp defaults to :7443 on rpi, off in VMs
 //	  # tls_cert: .ingot/tls-cert.pem, tls_key: .ingot/tls-key.pem (ingot new writes them)
 //	network: dhcp                  # dhcp | none | {static: {address: CIDR, gateway: IP, dns: [IP]}}
+//	  # rpi targets: {wifi: {ssid: NAME, psk_file: FILE, firmware_deb: firmware-brcm80211.deb}} (DHCP on eth0 and wlan0)
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s, keys: [release.pub]}   # keys: public keys releases are signed with (ingot key new)
@@ -40,6 +42,8 @@
 //	metrics: {listen: ":9100", auth: token}     # Prometheus text format on /metrics; auth: token | none; absent: off
 //	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
 //	  # remote: syslog+tls | syslog+tcp | syslog+udp; ca: required with tls; spool: lines kept on perm while the receiver is away
+//	clock: {ntp: [0.pool.ntp.org, ...]}   # host[:port], up to 8; [] turns NTP off
+//	debug: {image: busybox:1.36}  # flattened into the image, started only by ingot shell
 //
 // Sizes are integers with an optional unit: Ki, Mi, Gi, Ti (KiB, ...) are
 // powers of 1024, K, M, G, T (KB, ...) powers of 1000.
@@ -48,6 +52,8 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/ingotdev/ingot/packer/format/spec"
@@ -122,6 +128,10 @@ type Config struct {
 	Metrics spec.Metrics
 	// Logs is the remote syslog receiver (off when Remote is empty).
 	Logs Logs
+	// Clock lists the NTP servers (spec.DefaultNTPServers unless set).
+	Clock spec.Clock
+	// Debug is the debug container's image; nil without debug: (debug.go).
+	Debug *Debug
 }
 
 // Service returns the service named name.
@@ -247,11 +257,47 @@ const (
 // Network is the appliance's IP configuration.
 type Network struct {
 	Mode NetworkMode
+	// WiFi, when set (with Mode NetworkDHCP), joins a WPA2 network on a
+	// Raspberry Pi target's wlan0 and asks DHCP there too; VM targets
+	// ignore it.
+	WiFi *WiFi
 	// Address, Gateway and DNS are set for NetworkStatic. Gateway may be
 	// invalid (no default route).
 	Address netip.Prefix
 	Gateway netip.Addr
 	DNS     []netip.Addr
+}
+
+// WiFi is network.wifi: a WPA2-PSK network for the Raspberry Pi's
+// brcmfmac Wi-Fi.
+type WiFi struct {
+	// SSID is the network's name (spec.CheckSSID).
+	SSID string
+	// PSKFile is the absolute path of the file holding the passphrase
+	// (8 to 63 printable ASCII characters; a trailing newline is
+	// dropped); PSK reads it.
+	PSKFile    string
+	PSKFilePos Pos
+	// FirmwareDeb is the absolute path of Debian's firmware-brcm80211
+	// package (scripts/setup.sh downloads it), from which the image gets
+	// the Pi boards' brcmfmac firmware.
+	FirmwareDeb string
+	// Pos is where network.wifi is.
+	Pos Pos
+}
+
+// PSK reads and checks the passphrase of PSKFile. Errors name the file,
+// never its content.
+func (w *WiFi) PSK() (string, error) {
+	b, err := os.ReadFile(w.PSKFile)
+	if err != nil {
+		return "", fmt.Errorf("%s: network.wifi.psk_file: %w", w.PSKFilePos, err)
+	}
+	psk := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if err := spec.CheckWiFiPassphrase(psk); err != nil {
+		return "", fmt.Errorf("%s: network.wifi.psk_file: %s: %w", w.PSKFilePos, w.PSKFile, err)
+	}
+	return psk, nil
 }
 
 // Disk holds partition sizes of the image.

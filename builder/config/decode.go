@@ -14,10 +14,15 @@ import (
 // stopping at the first, so one run of `ingot build` shows every problem.
 type decoder struct {
 	file string
+	// dir is the config's directory, for relative paths.
+	dir  string
 	errs ErrorList
 	// needsPerm holds the needs_perm: true keys, checked against perm:
 	// once the whole file is read.
 	needsPerm []fieldRef
+	// waitForClock holds the wait_for_clock: true keys, checked against
+	// clock.ntp.
+	waitForClock []fieldRef
 }
 
 // fieldRef is a node with its field path.

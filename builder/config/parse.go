@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,6 +36,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", name, err)
 	}
+	d.dir = dir
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -74,7 +76,7 @@ func syntaxError(name string, err error) *Error {
 
 // topFields are the fields of the config's top-level mapping.
 var topFields = []string{"name", "hostname", "targets", "kernel", "token_file",
-	"services", "management", "network", "perm", "disk", "update", "release", "metrics", "logs"}
+	"services", "management", "network", "perm", "disk", "update", "release", "metrics", "logs", "clock", "debug"}
 
 func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	c := &Config{
@@ -90,6 +92,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		Disk:      Disk{BootBytes: DefaultBootBytes, RootSlotBytes: DefaultRootSlotBytes},
 		TokenFile: filepath.Join(dir, filepath.FromSlash(DefaultTokenFile)),
 		Update:    Update{HealthWindow: DefaultHealthWindow},
+		Clock:     spec.Clock{NTP: slices.Clone(spec.DefaultNTPServers)},
 	}
 	f, ok := d.mapping(root, "", topFields...)
 	if !ok {
@@ -161,6 +164,14 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 	if n, ok := f.get("logs"); ok {
 		c.Logs = d.logs(n, "logs", dir)
 	}
+	if n, ok := f.get("clock"); ok {
+		d.clock(n, "clock", &c.Clock)
+	}
+	if len(c.Clock.NTP) == 0 {
+		for _, r := range d.waitForClock {
+			d.fail(r.node, r.path, "clock.ntp names no server, so the clock is never synced and the service would never start")
+		}
+	}
 	if n, ok := f.get("update"); ok {
 		if uf, ok := d.mapping(n, "update", "health_window", "keys"); ok {
 			if v, ok := uf.get("health_window"); ok {
@@ -173,7 +184,38 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 			}
 		}
 	}
+	if n, ok := f.get("debug"); ok {
+		c.Debug = d.debug(n, "debug")
+	}
 	return c
+}
+
+// clock reads clock: {ntp: [host[:port], ...]}; an empty list turns the
+// NTP client off.
+func (d *decoder) clock(n *yaml.Node, path string, c *spec.Clock) {
+	f, ok := d.mapping(n, path, "ntp")
+	if !ok {
+		return
+	}
+	v, ok := f.get("ntp")
+	if !ok {
+		return
+	}
+	fp := path + ".ntp"
+	servers, ok := d.strings(v, fp, false)
+	if !ok {
+		return
+	}
+	items := deref(v).Content
+	if len(servers) > spec.MaxNTPServers {
+		d.fail(v, fp, "%d servers, at most %d", len(servers), spec.MaxNTPServers)
+	}
+	for i, s := range servers {
+		if _, err := spec.NTPServerAddr(s); err != nil {
+			d.fail(items[i], indexPath(fp, i), "%v", err)
+		}
+	}
+	c.NTP = servers
 }
 
 func resolvePath(dir, p string) string {
@@ -357,8 +399,17 @@ func (d *decoder) network(n *yaml.Node, path string, nw *Network) {
 		}
 		return
 	}
-	f, ok := d.mapping(n, path, "static")
+	f, ok := d.mapping(n, path, "static", "wifi")
 	if !ok {
+		return
+	}
+	if wn, ok := f.get("wifi"); ok {
+		if _, static := f.get("static"); static {
+			d.fail(f.keys["wifi"], fieldPath(path, "wifi"), "wifi: and static: do not mix: on Wi-Fi the address comes by DHCP")
+			return
+		}
+		nw.Mode = NetworkDHCP
+		nw.WiFi = d.wifi(wn, fieldPath(path, "wifi"))
 		return
 	}
 	sn, ok := d.require(f, "static")
@@ -409,6 +460,37 @@ func (d *decoder) network(n *yaml.Node, path string, nw *Network) {
 			nw.DNS = append(nw.DNS, a)
 		}
 	}
+}
+
+// wifi reads network.wifi: {ssid: NAME, psk_file: FILE, firmware_deb:
+// FILE}; the passphrase itself is read at build time (WiFi.PSK).
+func (d *decoder) wifi(n *yaml.Node, path string) *WiFi {
+	f, ok := d.mapping(n, path, "ssid", "psk_file", "firmware_deb")
+	if !ok {
+		return nil
+	}
+	w := &WiFi{Pos: d.pos(deref(n))}
+	if v, ok := d.require(f, "ssid"); ok {
+		p := fieldPath(path, "ssid")
+		if s, ok := d.str(v, p); ok {
+			if err := spec.CheckSSID(s); err != nil {
+				d.fail(v, p, "%v", err)
+			}
+			w.SSID = s
+		}
+	}
+	if v, ok := d.require(f, "psk_file"); ok {
+		if s, ok := d.nonEmpty(v, fieldPath(path, "psk_file")); ok {
+			w.PSKFile = resolvePath(d.dir, s)
+			w.PSKFilePos = d.pos(deref(v))
+		}
+	}
+	if v, ok := d.require(f, "firmware_deb"); ok {
+		if s, ok := d.nonEmpty(v, fieldPath(path, "firmware_deb")); ok {
+			w.FirmwareDeb = resolvePath(d.dir, s)
+		}
+	}
+	return w
 }
 
 // perm reads `perm: SIZE`, `perm: false` (no perm partition) or

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func TestParseDefaults(t *testing.T) {
 		Disk:      Disk{BootBytes: 64 << 20, RootSlotBytes: 256 << 20},
 		TokenFile: filepath.Join(dir, ".ingot", "token"),
 		Update:    Update{HealthWindow: 30 * time.Second},
+		Clock:     spec.Clock{NTP: []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org", "3.pool.ntp.org"}},
 		Services: []Service{{
 			Service: spec.Service{
 				Name:           "hello",
@@ -204,8 +206,8 @@ func TestParseErrors(t *testing.T) {
 		{"not a mapping", "- a\n", `ingot.yaml:1:1: expected a mapping, got a list`},
 		{"two documents", minimal + "---\nname: x\n", `ingot.yaml:5:1: a second YAML document; the config is one document`},
 		// Unknown fields.
-		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update, release, metrics, logs)`},
-		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace, health)`},
+		{"unknown top field", minimal + "nmae: x\n", `ingot.yaml:5:1: nmae: unknown field (known: name, hostname, targets, kernel, token_file, services, management, network, perm, disk, update, release, metrics, logs, clock, debug)`},
+		{"unknown service field", svc("name: a\ngo: ./a\nrestrat: never"), `ingot.yaml:5:5: services[0].restrat: unknown field (known: name, go, image, args, entrypoint, env, restart, after, user, volumes, resources, privileged, needs_perm, log_buffer, grace, health, wait_for_clock)`},
 		{"unknown resources field", svc("name: a\ngo: ./a\nresources: {memroy: 1Mi}"), `ingot.yaml:5:17: services[0].resources.memroy: unknown field (known: memory, cpu, pids)`},
 		{"field twice", "name: a\nname: b\nservices: [{name: a, go: ./a}]\n", `ingot.yaml:2:1: name: set twice (first at line 1)`},
 		// Missing required fields.
@@ -231,6 +233,21 @@ func TestParseErrors(t *testing.T) {
 		{"absolute go path", svc("name: a\ngo: /src/a"), `ingot.yaml:4:9: services[0].go: "/src/a": write local packages relative to the config directory (./cmd/x), so the config builds on any machine`},
 		{"local go with version", svc("name: a\ngo: ./a@v1"), `ingot.yaml:4:9: services[0].go: "./a@v1": a local package has no version; use ./dir or module/path@version`},
 		{"unclean go path", svc("name: a\ngo: ./a/../b"), `ingot.yaml:4:9: services[0].go: "./a/../b": not a clean path (no //, /./ or /../ inside)`},
+		// The clock.
+		{"wait_for_clock without NTP", svc("name: a\ngo: ./a\nwait_for_clock: true") + "clock: {ntp: []}\n", `ingot.yaml:5:5: services[0].wait_for_clock: clock.ntp names no server, so the clock is never synced and the service would never start`},
+		{"wait_for_clock not a bool", svc("name: a\ngo: ./a\nwait_for_clock: soon"), `ingot.yaml:5:21: services[0].wait_for_clock: expected true or false, got "soon"`},
+		{"ntp not a list", minimal + "clock: {ntp: pool.ntp.org}\n", `ingot.yaml:5:14: clock.ntp: expected a list, got "pool.ntp.org"`},
+		{"ntp bad port", minimal + "clock: {ntp: [a, \"b:99999\"]}\n", `ingot.yaml:5:18: clock.ntp[1]: "b:99999": port "99999" is not 1..65535`},
+		{"ntp bad host", minimal + "clock: {ntp: [\"a b\"]}\n", `ingot.yaml:5:15: clock.ntp[0]: "a b": want a host name or address, optionally with :port`},
+		{"clock unknown field", minimal + "clock: {servers: [a]}\n", `ingot.yaml:5:9: clock.servers: unknown field (known: ntp)`},
+		// Wi-Fi.
+		{"wifi with static", minimal + "network: {static: {address: 10.0.0.2/24}, wifi: {ssid: x, psk_file: p, firmware_deb: f.deb}}\n", `ingot.yaml:5:43: network.wifi: wifi: and static: do not mix: on Wi-Fi the address comes by DHCP`},
+		{"wifi without ssid", minimal + "network: {wifi: {psk_file: p, firmware_deb: f.deb}}\n", `ingot.yaml:5:17: network.wifi.ssid: required field missing`},
+		{"wifi without psk_file", minimal + "network: {wifi: {ssid: x, firmware_deb: f.deb}}\n", `ingot.yaml:5:17: network.wifi.psk_file: required field missing`},
+		{"wifi without firmware", minimal + "network: {wifi: {ssid: x, psk_file: p}}\n", `ingot.yaml:5:17: network.wifi.firmware_deb: required field missing`},
+		{"wifi ssid too long", minimal + "network: {wifi: {ssid: " + strings.Repeat("s", 33) + ", psk_file: p, firmware_deb: f.deb}}\n", `ingot.yaml:5:24: network.wifi.ssid: "` + strings.Repeat("s", 33) + `": want 1 to 32 bytes`},
+		{"wifi unknown field", minimal + "network: {wifi: {ssid: x, psk_file: p, firmware_deb: f.deb, psk: secret}}\n", `ingot.yaml:5:61: network.wifi.psk: unknown field (known: ssid, psk_file, firmware_deb)`},
+		{"network mapping without static or wifi", minimal + "network: {}\n", `ingot.yaml:5:10: network.static: required field missing`},
 		{"bad target", minimal + "targets: [vm-amd64, rpi5]\n", `ingot.yaml:5:21: targets[1]: "rpi5" is not one of vm-amd64, vm-arm64, rpi, rpi-armv7`},
 		{"target twice", minimal + "targets: [rpi, rpi]\n", `ingot.yaml:5:16: targets[1]: target rpi is listed twice`},
 		{"no targets", minimal + "targets: []\n", `ingot.yaml:5:10: targets: must list at least one target (vm-amd64, vm-arm64, rpi, rpi-armv7)`},
@@ -303,6 +320,69 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse(%q) error = %#v, want an ErrorList of one", tt.in, err)
 			}
 		})
+	}
+}
+
+// TestParseClock: servers as written, an empty list for NTP off, and
+// wait_for_clock carried into the service.
+func TestParseClock(t *testing.T) {
+	c, err := Parse("ingot.yaml", []byte(svc("name: a\ngo: ./a\nwait_for_clock: true")+"clock: {ntp: [\"10.0.2.2:1234\", time.example.org, \"[fd00::1]:123\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10.0.2.2:1234", "time.example.org", "[fd00::1]:123"}; !slices.Equal(c.Clock.NTP, want) || !c.Services[0].WaitForClock {
+		t.Errorf("clock = %v, wait_for_clock = %v; want %v and true", c.Clock.NTP, c.Services[0].WaitForClock, want)
+	}
+	c, err = Parse("ingot.yaml", []byte(minimal+"clock: {ntp: []}\n"))
+	if err != nil || len(c.Clock.NTP) != 0 {
+		t.Errorf("clock: {ntp: []} = %v, %v; want NTP off", c.Clock.NTP, err)
+	}
+	c, err = Parse("ingot.yaml", []byte(minimal+"clock: {}\n"))
+	if err != nil || !slices.Equal(c.Clock.NTP, spec.DefaultNTPServers) {
+		t.Errorf("clock: {} = %v, %v; want the default servers", c.Clock.NTP, err)
+	}
+}
+
+// TestParseWiFi: network.wifi keeps DHCP (eth0 too) and resolves its
+// files against the config's directory; PSK reads and checks the
+// passphrase, naming the file and never the content.
+func TestParseWiFi(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "ingot.yaml")
+	c, err := Parse(name, []byte(minimal+"targets: [rpi]\nnetwork: {wifi: {ssid: \"my net\", psk_file: secrets/psk, firmware_deb: /fw/brcm.deb}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Network.WiFi
+	if c.Network.Mode != NetworkDHCP || w == nil || w.SSID != "my net" || w.PSKFile != filepath.Join(dir, "secrets", "psk") || w.FirmwareDeb != "/fw/brcm.deb" {
+		t.Fatalf("network = %+v, wifi %+v; want DHCP with the wifi as written", c.Network, w)
+	}
+	if _, err := w.PSK(); err == nil || !strings.Contains(err.Error(), name+":6:") || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("PSK of a missing file = %v, want it named at the line of psk_file", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for content, want := range map[string]string{
+		"correct horse\n":       "",
+		"12345678":              "",
+		"short\n":               "a WPA2 passphrase is 8 to 63 characters, this one has 5",
+		strings.Repeat("x", 64): "this one has 64",
+		"tab\there is bad":      "byte 3 is not printable ASCII",
+		"pässwörter":            "is not printable ASCII",
+	} {
+		if err := os.WriteFile(w.PSKFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		psk, err := w.PSK()
+		switch {
+		case want == "" && (err != nil || psk != strings.TrimSuffix(content, "\n")):
+			t.Errorf("PSK of %q = %q, %v; want it without the newline", content, psk, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), w.PSKFile)):
+			t.Errorf("PSK of %q = %v, want an error naming the file with %q", content, err, want)
+		case want != "" && strings.Contains(err.Error(), strings.TrimSuffix(content, "\n")):
+			t.Errorf("PSK error %q repeats the passphrase", err)
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ services:
     # resources: {memory: 128Mi, cpu: "0.5", pids: 256}
     # log_buffer: 1Mi
     # grace: 10s                      # SIGTERM to SIGKILL on shutdown
+    # wait_for_clock: false           # first start only once NTP has set the clock
     # health: {http: "http://127.0.0.1:8080/healthz", interval: 5s, retries: 3, restart: true}
   # - name: web
   #   image: docker.io/library/nginx:1.27
@@ -31,6 +32,8 @@ services:
 #   vsock_port: 1024
 #   tcp: ":7443"                      # TLS; default on rpi, off in VMs
 # network: dhcp                       # dhcp | none | {static: {address: 192.168.1.10/24, gateway: 192.168.1.1, dns: [192.168.1.1]}}
+#   # rpi: {wifi: {ssid: home, psk_file: .ingot/wifi-psk, firmware_deb: firmware-brcm80211.deb}}
+# clock: {ntp: [0.pool.ntp.org, 1.pool.ntp.org, 2.pool.ntp.org, 3.pool.ntp.org]}   # [] turns NTP off
 # perm: 64Mi                          # persistent ext4 partition; false for none
 # disk: {boot_size: 64Mi, root_size: 256Mi}
 # update: {health_window: 30s}        # a trial boot is decided by then (sooner: 10s up, checks passing 3 in a row)

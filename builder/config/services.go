@@ -13,7 +13,7 @@ import (
 )
 
 var serviceFields = []string{"name", "go", "image", "args", "entrypoint", "env", "restart",
-	"after", "user", "volumes", "resources", "privileged", "needs_perm", "log_buffer", "grace", "health"}
+	"after", "user", "volumes", "resources", "privileged", "needs_perm", "log_buffer", "grace", "health", "wait_for_clock"}
 
 // serviceNodes remembers where a service's name and after: entries are, for
 // the checks that need every service (duplicates, references, cycles).
@@ -170,6 +170,13 @@ func (d *decoder) service(n *yaml.Node, p string) (Service, serviceNodes) {
 		s.NeedsPerm, _ = d.boolean(v, fp)
 		if s.NeedsPerm {
 			d.needsPerm = append(d.needsPerm, fieldRef{f.keys["needs_perm"], fp})
+		}
+	}
+	if v, ok := f.get("wait_for_clock"); ok {
+		fp := fieldPath(p, "wait_for_clock")
+		s.WaitForClock, _ = d.boolean(v, fp)
+		if s.WaitForClock {
+			d.waitForClock = append(d.waitForClock, fieldRef{f.keys["wait_for_clock"], fp})
 		}
 	}
 	if v, ok := f.get("log_buffer"); ok {

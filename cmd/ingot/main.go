@@ -41,6 +41,8 @@ func commands() map[string]command {
 		"update":        {"build and install an update on a running appliance (A/B, trial boot, automatic rollback)", runUpdate},
 		"rollback":      {"switch a running appliance back to its other slot", runRollback},
 		"flash":         {"write an image to an SD card or USB disk, verify it and grow perm to fill it", runFlash},
+		"exec":          {"run a command in a running container service (-it: with a terminal)", runExec},
+		"shell":         {"open a shell in the appliance's debug container (ingot.yaml's debug:), which sees its processes", runShell},
 		"key":           {"make a release signing key pair (ingot key new; cosign's file format)", runKey},
 		"publish":       {"build every target and push them as one (signed) release to an OCI registry", runPublish},
 		"verify":        {"check a release in an OCI registry: signature, manifests and blobs", runVerify},
@@ -80,6 +82,11 @@ func runMain(ctx context.Context, stdout, stderr io.Writer, args []string) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	}
+	var es exitStatusError
+	if errors.As(err, &es) {
+		// The status of the command run in the appliance (exec, shell).
+		return es.code
 	}
 	fmt.Fprintf(stderr, "ingot %s: %v\n", args[0], err)
 	var ue usageError

@@ -54,6 +54,9 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 	if s.Host != nil {
 		fmt.Fprintf(tw, "host\t%s\n", describeHost(*s.Host))
 	}
+	if s.Clock != nil {
+		fmt.Fprintf(tw, "clock\t%s\n", describeClock(*s.Clock, now))
+	}
 	if s.ShuttingDown {
 		fmt.Fprintf(tw, "state\tshutting down\n")
 	}
@@ -136,6 +139,39 @@ func describeHost(h mgmt.HostStatus) string {
 		parts = append(parts, h.Error)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// describeClock says whether NTP set the appliance's clock, from where and
+// by how much, or why not; and how far its clock is from this machine's.
+func describeClock(c mgmt.ClockStatus, now time.Time) string {
+	var b strings.Builder
+	switch {
+	case len(c.Servers) == 0:
+		b.WriteString("NTP off")
+	case c.Synced:
+		fmt.Fprintf(&b, "synced with %s, offset %s at the last sync", c.Server, seconds(c.OffsetSeconds))
+		if c.Error != "" {
+			fmt.Fprintf(&b, "; last poll failed: %s", c.Error)
+		}
+	default:
+		b.WriteString("not synced")
+		if c.Error != "" {
+			fmt.Fprintf(&b, ": %s", c.Error)
+		}
+	}
+	if !c.Restored.IsZero() {
+		fmt.Fprintf(&b, "; moved forward at boot to %s, saved at the last shutdown", c.Restored.UTC().Format(time.RFC3339))
+	}
+	if !c.Now.IsZero() {
+		fmt.Fprintf(&b, "; %s (%s from this machine)", c.Now.UTC().Format(time.RFC3339), seconds(c.Now.Sub(now).Seconds()))
+	}
+	return b.String()
+}
+
+// seconds formats a signed number of seconds as a duration, to the
+// millisecond.
+func seconds(s float64) string {
+	return (time.Duration(s * float64(time.Second))).Round(time.Millisecond).String()
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -103,6 +103,10 @@ type Machine struct {
 	// DTB is the device tree the kernel gets, for a board whose firmware
 	// QEMU does not emulate.
 	DTB string
+	// RTCStart, when set, is the time the guest's real-time clock starts
+	// at (-rtc base=), instead of the host's time: a test of a guest that
+	// boots with a wrong clock. Its time zone is ignored (UTC).
+	RTCStart time.Time
 	// ResetOnReboot keeps QEMU running when the guest reboots, as a real
 	// machine resets, for a caller that starts QEMU itself (Command). Run
 	// needs QEMU to end instead, to let the boot loader choose again.
@@ -167,6 +171,9 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 		return nil, fmt.Errorf("qemu: unsupported arch %q", m.Arch)
 	}
 	args = append(args, m.bootArgs()...)
+	if !m.RTCStart.IsZero() {
+		args = append(args, "-rtc", "base="+m.RTCStart.UTC().Format("2006-01-02T15:04:05"))
+	}
 	if m.Disk != "" {
 		args = append(args,
 			"-drive", "file="+m.Disk+",format=raw,if=none,id=disk0,cache=writeback,discard=unmap",

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseForward(t *testing.T) {
@@ -56,11 +57,19 @@ func TestArgs(t *testing.T) {
 	if _, err := m.Args(AccelAuto); err == nil {
 		t.Error("Args(auto) succeeded, want an error: auto must be resolved first")
 	}
+	if strings.Contains(line, "-rtc") {
+		t.Errorf("Args(tcg) = %q, want no -rtc without RTCStart (the host's time)", line)
+	}
 	m.Arch = "arm64"
+	m.RTCStart = time.Date(2001, 1, 1, 0, 0, 0, 0, time.FixedZone("X", 3600))
 	args, _ = m.Args(AccelTCG)
 	if line := strings.Join(args, " "); !strings.Contains(line, "virt,memory-backend=mem") || !strings.Contains(line, "-cpu max") {
 		t.Errorf("Args(arm64) = %q, want the virt machine with -cpu max", line)
 	}
+	if line := strings.Join(args, " "); !strings.Contains(line, "-rtc base=2000-12-31T23:00:00") {
+		t.Errorf("Args(RTCStart 2001-01-01 +01:00) = %q, want -rtc base=2000-12-31T23:00:00 (UTC)", line)
+	}
+	m.RTCStart = time.Time{}
 	// -vsock kernel: the host's vhost_vsock with a fixed guest CID, and
 	// no vhost-user device beside it.
 	m.Arch, m.VhostUserVsock, m.KernelVsockCID = "amd64", "", 42

@@ -61,6 +61,9 @@ type Config struct {
 	// appliance configures its network as on real hardware (by DHCP, from
 	// QEMU's built-in server, unless its config says otherwise).
 	NoStaticNetwork bool
+	// RTCStart, when set, is where the guest's real-time clock starts on
+	// every boot (qemu.Machine.RTCStart).
+	RTCStart time.Time
 }
 
 // VsockPath is the hybrid-vsock socket of a VM run with VsockUser in
@@ -100,7 +103,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	m := &qemu.Machine{
 		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Disk: image, Forwards: c.Forwards,
-		Console: console, Stderr: qemuOut, RunDir: c.RunDir,
+		Console: console, Stderr: qemuOut, RunDir: c.RunDir, RTCStart: c.RTCStart,
 	}
 	// The backend outlives each QEMU: it must keep answering while the guest
 	// shuts down after ctx is canceled, and it serves the next QEMU after a

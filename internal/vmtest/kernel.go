@@ -28,6 +28,14 @@ func BusyboxARM64(t testing.TB) string {
 	return debFromEnv(t, "INGOT_BUSYBOX_DEB_ARM64", ".cache/debs/busybox-static-arm64.deb")
 }
 
+// WiFiFirmware returns Debian's firmware-brcm80211 package (the Pi
+// boards' Wi-Fi firmware), which INGOT_WIFI_FIRMWARE_DEB names
+// (scripts/fetch-wifi-firmware.sh downloads it).
+func WiFiFirmware(t testing.TB) string {
+	t.Helper()
+	return debFromEnv(t, "INGOT_WIFI_FIRMWARE_DEB", ".cache/debs/firmware-brcm80211-all.deb")
+}
+
 // debFromEnv returns the package that env names; cached is where
 // `make setup` puts it.
 func debFromEnv(t testing.TB, env, cached string) string {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/kernel"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
@@ -18,7 +19,7 @@ const (
 	ConfigPath = "/etc/ingot/stage0.json"
 	// ModulesDir is where the modules of a kernel version live, as on any
 	// Linux system: ModulesDir + "/" + version + "/" + Module.Path.
-	ModulesDir = "/lib/modules"
+	ModulesDir = spec.ModulesDir
 )
 
 // consoleMajor and consoleMinor are the device number of /dev/console,

@@ -5,7 +5,9 @@
 // service supervision, shutdown) with the management extension (agent,
 // A/B updates, trial confirmation). As `/init container <service>`, which
 // the supervisor starts for image services, it is the container launcher
-// (package container) instead.
+// (package container) instead; as `/init exec <service> -- CMD` it enters a
+// running container and as `/init shell -- CMD` it starts the debug
+// container, both for the agent's debug sessions.
 package main
 
 import (
@@ -24,6 +26,14 @@ func main() {
 	// the check below, which is about the appliance's.
 	if len(os.Args) > 1 && os.Args[1] == spec.ContainerSubcommand {
 		container.Main(os.Args)
+	}
+	// The agent's debug sessions: a command entering a container, and the
+	// debug container.
+	if len(os.Args) > 1 && os.Args[1] == spec.ExecSubcommand {
+		container.JoinMain(os.Args)
+	}
+	if len(os.Args) > 1 && os.Args[1] == spec.ShellSubcommand {
+		container.ShellMain(os.Args)
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "ingot-init: this is the init of an ingot appliance; it runs only as PID 1")

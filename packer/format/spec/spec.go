@@ -108,6 +108,16 @@ type Appliance struct {
 	// Metrics is the Prometheus endpoint; Logs the remote syslog.
 	Metrics Metrics `json:"metrics,omitzero"`
 	Logs    Logs    `json:"logs,omitzero"`
+	// Clock is how ingot-init sets the system clock.
+	Clock Clock `json:"clock,omitzero"`
+	// Modules are kernel modules stage1 loads, in order, before the
+	// network: paths relative to ModulesDir/<kernel release> (a Pi's
+	// Wi-Fi driver; VMs load theirs in stage0).
+	Modules []string `json:"modules,omitempty"`
+
+	// Debug is the debug container (ingot.yaml's debug:), started only by
+	// `ingot shell`; nil without one (debug.go).
+	Debug *Container `json:"debug,omitempty"`
 	// ReleaseKeys are the paths in the root of the public keys a signed
 	// release must verify with (ingot.yaml update: {keys: [...]}), each
 	// ReleaseKeyPath of the key; empty when none are configured.
@@ -189,6 +199,9 @@ type Service struct {
 	Container *Container `json:"container,omitempty"`
 	// Health is the service's health check, if it has one.
 	Health *Health `json:"health,omitempty"`
+	// WaitForClock holds the service's first start until ingot-init's NTP
+	// client has set the clock (Clock.NTP must name a server).
+	WaitForClock bool `json:"wait_for_clock,omitempty"`
 }
 
 // Condition is a boot-time condition for running a service.
@@ -459,6 +472,9 @@ func (a *Appliance) Validate() error {
 	if cycle := AfterCycle(a.Services); cycle != nil {
 		return fmt.Errorf("services: after: cycle %s", strings.Join(cycle, " -> "))
 	}
+	if err := a.validateDebug(); err != nil {
+		return err
+	}
 	if err := a.Management.Validate(); err != nil {
 		return fmt.Errorf("management: %w", err)
 	}
@@ -470,6 +486,19 @@ func (a *Appliance) Validate() error {
 	}
 	if err := a.Logs.Validate(); err != nil {
 		return fmt.Errorf("logs: %w", err)
+	}
+	if err := a.Clock.Validate(); err != nil {
+		return fmt.Errorf("clock: %w", err)
+	}
+	for i, m := range a.Modules {
+		if err := checkModule(m); err != nil {
+			return fmt.Errorf("modules[%d]: %w", i, err)
+		}
+	}
+	for i, s := range a.Services {
+		if s.WaitForClock && len(a.Clock.NTP) == 0 {
+			return fmt.Errorf("services[%d] %q: wait_for_clock: clock.ntp names no server, so the clock is never synced and the service would never start", i, s.Name)
+		}
 	}
 	return nil
 }

@@ -125,6 +125,13 @@ func TestParseErrors(t *testing.T) {
 		{"bad dns", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.2/8","dns":["x"]}}`, "dns[0]"},
 		{"syntax mid-way", `{"name":x}`, "offset 9"},
 		{"gateway without address", `{"name":"a","build_id":"1","arch":"amd64","network":{"gateway":"10.0.0.1"}}`, "need an address"},
+		{"wait_for_clock without NTP", svc(`,"wait_for_clock":true`), `services[0] "s": wait_for_clock: clock.ntp names no server`},
+		{"bad ntp server", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a:0"]}}`, `clock: ntp[0]: "a:0": port "0" is not 1..65535`},
+		{"ntp server with a slash", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a/b"]}}`, `clock: ntp[0]: "a/b": want a host name`},
+		{"too many ntp servers", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a","a","a","a","a","a","a","a","a"]}}`, "clock: ntp: 9 servers, at most 8"},
+		{"absolute module", `{"name":"a","build_id":"1","arch":"arm64","modules":["/lib/modules/x.ko"]}`, `modules[0]: "/lib/modules/x.ko": want a clean relative path of a .ko file`},
+		{"module escapes", `{"name":"a","build_id":"1","arch":"arm64","modules":["../../etc/x.ko"]}`, `modules[0]: "../../etc/x.ko"`},
+		{"module not a .ko", `{"name":"a","build_id":"1","arch":"arm64","modules":["kernel/x.so"]}`, `modules[0]: "kernel/x.so"`},
 		{"gateway family", `{"name":"a","build_id":"1","arch":"amd64","network":{"address":"10.0.0.2/8","gateway":"fe80::1"}}`, "family"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,6 +140,25 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse(%s) = %v, want error containing %q", tc.in, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestNTPServerAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"pool.ntp.org":     "pool.ntp.org:123",
+		"10.0.2.2:1234":    "10.0.2.2:1234",
+		"fd00::1":          "[fd00::1]:123",
+		"[fd00::1]:4123":   "[fd00::1]:4123",
+		"time.example:123": "time.example:123",
+	} {
+		if got, err := NTPServerAddr(in); err != nil || got != want {
+			t.Errorf("NTPServerAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", ":123", "a:", "a:x", "[fd00::1", "a b", "a:70000"} {
+		if got, err := NTPServerAddr(in); err == nil {
+			t.Errorf("NTPServerAddr(%q) = %q, want an error", in, got)
+		}
 	}
 }
 
