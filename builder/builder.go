@@ -206,6 +206,10 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	releaseKeys, err := cfg.ReleaseKeys()
+	if err != nil {
+		return nil, err
+	}
 	logsCA, err := loadLogsCA(cfg)
 	if err != nil {
 		return nil, err
@@ -222,7 +226,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 
 	// Compile every distinct package and hash the kernel, all at once.
 	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA,
-		wifiPSK: wifiPSK, wifiDigest: wifiDigest}
+		wifiPSK: wifiPSK, wifiDigest: wifiDigest, releaseKeys: releaseKeys}
 	b.init, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/packer/format/releasekey"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/rpiboot"
@@ -106,6 +107,8 @@ type build struct {
 	// wifiPSK is network.wifi's passphrase, for a Pi image with Wi-Fi;
 	// wifiDigest covers it and the firmware package, for the build ID.
 	wifiPSK, wifiDigest string
+	// releaseKeys are update.keys, checked: into spec.ReleaseKeysDir.
+	releaseKeys []config.ReleaseKey
 }
 
 // program returns the compile of a service or system service, nil for
@@ -202,6 +205,9 @@ func (b *build) appliance() *spec.Appliance {
 	}
 	if b.tls != nil {
 		app.Management.TLSCertSHA256 = b.tls.pin
+	}
+	for _, k := range b.releaseKeys {
+		app.ReleaseKeys = append(app.ReleaseKeys, spec.ReleaseKeyPath(k.Fingerprint))
 	}
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
@@ -386,6 +392,18 @@ func (b *build) rootTree(r *Result, appJSON, infoJSON, sbomJSON []byte) (*rootfs
 	}
 	if b.logsCA != nil {
 		file(spec.LogsCAPath, 0o644, b.logsCA)
+	}
+	if len(b.releaseKeys) > 0 {
+		dir(spec.ReleaseKeysDir, 0o755)
+	}
+	for _, k := range b.releaseKeys {
+		// Written again from the key: the image holds one canonical
+		// file per key, whatever the source file looked like.
+		data, err := releasekey.Marshal(k.Key)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("builder: %s: %w", k.File.Path, err)
+		}
+		file(spec.ReleaseKeyPath(k.Fingerprint), 0o644, data)
 	}
 	file(BuildInfoPath, 0o644, infoJSON)
 	file(spec.SBOMPath, 0o644, sbomJSON)

@@ -12,6 +12,9 @@ packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-too
 # tmux: TestVMExec and TestVMShell drive `ingot exec -it` and `ingot shell`
 # in a real terminal.
 packages+=(tmux)
+# docker-registry (distribution 2.8) and skopeo: the release tests run
+# against a real registry and read it with a second client.
+packages+=(docker-registry skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -23,8 +23,10 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/disk"
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
+	"github.com/ingotdev/ingot/packer/rootfs"
 	"github.com/ingotdev/ingot/packer/rpiboot"
 	"github.com/ingotdev/ingot/packer/vdisk"
 )
@@ -42,6 +44,11 @@ type Report struct {
 	// Disks are the copies of Image in other formats (WithFormats), in
 	// the order asked for.
 	Disks []string
+	// Created is the timestamp of every file in the image
+	// (SOURCE_DATE_EPOCH or the builder's fixed epoch).
+	Created time.Time
+	// SBOM is the image's SPDX document (spec.SBOMPath in its root).
+	SBOM  []byte
 	Steps []Step
 }
 
@@ -122,6 +129,10 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 		return nil, err
 	}
 	rep.BuildID = res.BuildID
+	rep.Created = time.Unix(res.ModTime, 0).UTC()
+	if rep.SBOM, err = treeFile(res.Root, spec.SBOMPath); err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
 	step("compile", start)
 	if !target.IsVM() {
 		return rpiImage(ctx, cfg, res, out, rep, step)
@@ -182,6 +193,27 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 		step(string(f), start)
 	}
 	return rep, nil
+}
+
+// treeFile returns the content of the regular file at p in t.
+func treeFile(t *rootfs.Tree, p string) ([]byte, error) {
+	e, ok := t.Get(p)
+	if !ok || e.Kind != rootfs.KindFile || e.Content == nil {
+		return nil, fmt.Errorf("root tree: no file %s", p)
+	}
+	rc, err := e.Content.Open()
+	if err != nil {
+		return nil, fmt.Errorf("root tree: %s: %w", p, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, e.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("root tree: %s: %w", p, err)
+	}
+	if int64(len(data)) != e.Size {
+		return nil, fmt.Errorf("root tree: %s: %d bytes, the entry says %d", p, len(data), e.Size)
+	}
+	return data, nil
 }
 
 // cachedKernel is what a build needs of a kernel package, kept so a warm

@@ -37,7 +37,7 @@
 //	  # rpi targets: {wifi: {ssid: NAME, psk_file: FILE, firmware_deb: firmware-brcm80211.deb}} (DHCP on eth0 and wlan0)
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
-//	update: {health_window: 30s}
+//	update: {health_window: 30s, keys: [release.pub]}   # keys: public keys releases are signed with (ingot key new)
 //	release: 12                    # orders builds: an update to a lower release is refused
 //	metrics: {listen: ":9100", auth: token}     # Prometheus text format on /metrics; auth: token | none; absent: off
 //	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
@@ -311,6 +311,16 @@ type Update struct {
 	// HealthWindow is the longest a trial boot is watched before it is
 	// decided (spec.Management.HealthWindowSeconds says the rule).
 	HealthWindow time.Duration
+	// Keys are the public key files a signed release must verify with
+	// (update.keys; read and checked by Config.ReleaseKeys).
+	Keys []KeyFile
+}
+
+// KeyFile is a file named in ingot.yaml, with where it is named.
+type KeyFile struct {
+	Path  string // absolute, or relative to the working directory
+	Pos   Pos
+	Field string // "update.keys[0]"
 }
 
 // KernelKind is where a kernel comes from.

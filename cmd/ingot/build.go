@@ -36,23 +36,12 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 		return err
 	}
 	release.apply(cfg)
-	targets := cfg.Targets[:1]
-	switch *targetFlag {
-	case "":
-	case "all":
-		if *out != "" {
-			return usageError{"-o names one image; -target all writes DIR/NAME-TARGET.img for each target"}
-		}
-		targets = cfg.Targets
-	default:
-		target, err := config.ParseTarget(*targetFlag)
-		if err != nil {
-			return usageError{err.Error()}
-		}
-		if !cfg.HasTarget(target) {
-			return fmt.Errorf("%s does not list target %s", cfg.File, target)
-		}
-		targets = []config.Target{target}
+	if *targetFlag == "all" && *out != "" {
+		return usageError{"-o names one image; -target all writes DIR/NAME-TARGET.img for each target"}
+	}
+	targets, err := selectTargets(cfg, *targetFlag)
+	if err != nil {
+		return err
 	}
 	var opts []assemble.Option
 	var bopts []builder.Option
@@ -117,4 +106,23 @@ func (l *formatList) Set(s string) error {
 	}
 	*l = append(*l, f)
 	return nil
+}
+
+// selectTargets returns the targets of cfg that -target names: "" the
+// first, "all" every one, else the one named, which cfg must list.
+func selectTargets(cfg *config.Config, flag string) ([]config.Target, error) {
+	switch flag {
+	case "":
+		return cfg.Targets[:1], nil
+	case "all":
+		return cfg.Targets, nil
+	}
+	target, err := config.ParseTarget(flag)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	if !cfg.HasTarget(target) {
+		return nil, fmt.Errorf("%s does not list target %s", cfg.File, target)
+	}
+	return []config.Target{target}, nil
 }

@@ -43,6 +43,9 @@ func commands() map[string]command {
 		"flash":         {"write an image to an SD card or USB disk, verify it and grow perm to fill it", runFlash},
 		"exec":          {"run a command in a running container service (-it: with a terminal)", runExec},
 		"shell":         {"open a shell in the appliance's debug container (ingot.yaml's debug:), which sees its processes", runShell},
+		"key":           {"make a release signing key pair (ingot key new; cosign's file format)", runKey},
+		"publish":       {"build every target and push them as one (signed) release to an OCI registry", runPublish},
+		"verify":        {"check a release in an OCI registry: signature, manifests and blobs", runVerify},
 	}
 }
 

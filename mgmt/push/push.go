@@ -202,7 +202,7 @@ func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, b
 		return nil, fmt.Errorf("push: %s: %w", path, err)
 	}
 	u.begin()
-	root, err := rootSection(im)
+	root, err := RootSection(im)
 	if err != nil {
 		return nil, err
 	}
@@ -370,10 +370,10 @@ func targetFor(cfg *config.Config, running, arch string) (config.Target, error) 
 	return "", fmt.Errorf("push: %s lists no target for the appliance's architecture %q (targets %v)", cfg.File, arch, cfg.Targets)
 }
 
-// rootSection returns the root squashfs of a fresh image, in slot a: the
+// RootSection returns the root squashfs of a fresh image, in slot a: the
 // partition's bytes up to the filesystem's end, rounded up to the 4 KiB
 // the writer pads to.
-func rootSection(im *image.Image) (*io.SectionReader, error) {
+func RootSection(im *image.Image) (*io.SectionReader, error) {
 	part, err := im.Root(slot.A)
 	if err != nil {
 		return nil, fmt.Errorf("push: %w", err)

@@ -63,13 +63,13 @@ func agentClient(t *testing.T, appDir, runDir string) (*mgmt.Client, string, str
 }
 
 // rootImage opens an image file and returns its root squashfs
-// (rootSection) and the function that closes the file.
+// (RootSection) and the function that closes the file.
 func rootImage(path string) (*io.SectionReader, func() error, error) {
 	im, err := image.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("push: %w", err)
 	}
-	sr, err := rootSection(im)
+	sr, err := RootSection(im)
 	if err != nil {
 		im.Close()
 		return nil, nil, err

@@ -118,7 +118,27 @@ type Appliance struct {
 	// Debug is the debug container (ingot.yaml's debug:), started only by
 	// `ingot shell`; nil without one (debug.go).
 	Debug *Container `json:"debug,omitempty"`
+	// ReleaseKeys are the paths in the root of the public keys a signed
+	// release must verify with (ingot.yaml update: {keys: [...]}), each
+	// ReleaseKeyPath of the key; empty when none are configured.
+	ReleaseKeys []string `json:"release_keys,omitempty"`
 }
+
+// ReleaseKeysDir holds the release signing public keys of an image
+// (packer/format/releasekey files), named by ReleaseKeyPath. Keys are
+// public: the files are 0644, the directory 0755, owned by root.
+const ReleaseKeysDir = "/etc/ingot/release-keys"
+
+// MaxReleaseKeys bounds Appliance.ReleaseKeys.
+const MaxReleaseKeys = 16
+
+// ReleaseKeyPath is the path in the root of the public key with the given
+// fingerprint (releasekey.Fingerprint: 64 lowercase hex digits).
+func ReleaseKeyPath(fingerprint string) string {
+	return ReleaseKeysDir + "/" + fingerprint + ".pub"
+}
+
+var releaseKeyPathRE = regexp.MustCompile(`^` + regexp.QuoteMeta(ReleaseKeysDir) + `/[0-9a-f]{64}\.pub$`)
 
 // MaxRelease bounds Appliance.Release so that it survives JSON readers that
 // hold numbers as float64 (2^53 - 1).
@@ -411,6 +431,17 @@ func (a *Appliance) Validate() error {
 			field = "name (the default hostname)"
 		}
 		return fmt.Errorf("%s: %q is not a valid hostname", field, h)
+	}
+	if len(a.ReleaseKeys) > MaxReleaseKeys {
+		return fmt.Errorf("release_keys: %d keys, at most %d", len(a.ReleaseKeys), MaxReleaseKeys)
+	}
+	for i, p := range a.ReleaseKeys {
+		if !releaseKeyPathRE.MatchString(p) {
+			return fmt.Errorf("release_keys[%d]: %q is not %s", i, p, ReleaseKeyPath("<64 hex digits>"))
+		}
+		if slices.Contains(a.ReleaseKeys[:i], p) {
+			return fmt.Errorf("release_keys[%d]: %s is listed twice", i, p)
+		}
 	}
 	index := make(map[string]int, len(a.Services))
 	for i, s := range a.Services {

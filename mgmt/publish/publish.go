@@ -1,0 +1,378 @@
+// Package publish pushes built appliance images to an OCI registry as one
+// release (the format of mgmt/release) and signs releases as cosign does:
+// Push cuts each image into its root squashfs and slot a's boot files,
+// uploads them and a config blob per target, then the manifests and the
+// index under a tag; Sign pushes a simple-signing manifest under the tag
+// sha256-<hex>.sig. Images are built by the caller (builder/assemble).
+package publish
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/mgmt/push"
+	"github.com/ingotdev/ingot/mgmt/release"
+	"github.com/ingotdev/ingot/packer/format/image"
+	"github.com/ingotdev/ingot/packer/format/slot"
+)
+
+// progressEvery is how often an upload prints its progress.
+const progressEvery = 500 * time.Millisecond
+
+// Image is one built image file to publish, with what the image file
+// itself does not say.
+type Image struct {
+	Path string
+	// Created is the build's timestamp (assemble.Report.Created).
+	Created time.Time
+	// SBOM is the image's SPDX document (assemble.Report.SBOM).
+	SBOM []byte
+}
+
+// Option configures Push and Sign.
+type Option func(*options)
+
+type options struct {
+	ropts []remote.Option
+	log   io.Writer
+}
+
+// WithRemoteOptions passes options (transport, authentication) to the
+// registry client.
+func WithRemoteOptions(opts ...remote.Option) Option {
+	return func(o *options) { o.ropts = append(o.ropts, opts...) }
+}
+
+// WithLog prints each upload's progress and each pushed manifest to w.
+func WithLog(w io.Writer) Option { return func(o *options) { o.log = w } }
+
+func makeOptions(ctx context.Context, opts []Option) options {
+	o := options{log: io.Discard}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.ropts = append([]remote.Option{remote.WithContext(ctx)}, o.ropts...)
+	return o
+}
+
+// Result describes a pushed release.
+type Result struct {
+	// Digest is the index's digest, the one a signature names.
+	Digest v1.Hash
+	// Ref is the repository and digest of the index.
+	Ref name.Digest
+	// Bytes counts the blobs' bytes (uploaded or already present).
+	Bytes int64
+}
+
+// Push publishes images, one per target, as one release under tag. All
+// images must be of one appliance and one release number.
+func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*Result, error) {
+	o := makeOptions(ctx, opts)
+	if len(images) == 0 {
+		return nil, fmt.Errorf("publish: no images")
+	}
+	repo := tag.Context()
+	res := &Result{}
+	index := v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		ArtifactType:  release.ArtifactType,
+	}
+	var first release.Config
+	for i, img := range images {
+		desc, cfg, n, err := pushTarget(repo, img, o)
+		if err != nil {
+			return nil, err
+		}
+		res.Bytes += n
+		if i == 0 {
+			first = cfg
+		} else if cfg.Name != first.Name || cfg.Release != first.Release {
+			return nil, fmt.Errorf("publish: %s is %s release %d, %s is %s release %d: one release holds one appliance and one release number",
+				img.Path, cfg.Name, cfg.Release, images[0].Path, first.Name, first.Release)
+		}
+		if slices.ContainsFunc(index.Manifests, func(d v1.Descriptor) bool { return d.Annotations[release.TargetAnnotation] == cfg.Target }) {
+			return nil, fmt.Errorf("publish: %s: target %s is published twice", img.Path, cfg.Target)
+		}
+		index.Manifests = append(index.Manifests, desc)
+	}
+	index.Annotations = map[string]string{
+		release.NameAnnotation:    first.Name,
+		release.ReleaseAnnotation: strconv.FormatUint(first.Release, 10),
+		release.CreatedAnnotation: first.Created.Format(time.RFC3339),
+	}
+	raw, err := json.Marshal(index)
+	if err != nil {
+		return nil, fmt.Errorf("publish: index: %w", err)
+	}
+	if err := remote.Put(tag, rawManifest{raw, types.OCIImageIndex}, o.ropts...); err != nil {
+		return nil, fmt.Errorf("publish: index %s: %w", tag, err)
+	}
+	res.Digest = digestOf(raw)
+	res.Ref = repo.Digest(res.Digest.String())
+	fmt.Fprintf(o.log, "publish: %s is %s\n", tag, res.Ref)
+	return res, nil
+}
+
+// pushTarget uploads one image's blobs and manifest and returns the
+// manifest's descriptor for the index.
+func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, release.Config, int64, error) {
+	fail := func(err error) (v1.Descriptor, release.Config, int64, error) {
+		return v1.Descriptor{}, release.Config{}, 0, fmt.Errorf("publish: %s: %w", img.Path, err)
+	}
+	im, err := image.Open(img.Path)
+	if err != nil {
+		return fail(err)
+	}
+	defer im.Close()
+	info, err := im.Info()
+	if err != nil {
+		return fail(err)
+	}
+	cfg := release.Config{
+		Name: info.Name, Target: info.Target, Arch: info.Arch, BuildID: info.BuildID,
+		Release: info.Release, Created: img.Created.UTC(), SBOM: img.SBOM,
+	}
+	if cfg.Target == "" {
+		return fail(fmt.Errorf("the image names no target (built by an older ingot?)"))
+	}
+	root, err := push.RootSection(im)
+	if err != nil {
+		return fail(err)
+	}
+	bootFiles, err := im.BootFiles(slot.A)
+	if err != nil {
+		return fail(err)
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return fail(err)
+	}
+
+	var total int64
+	upload := func(label string, b *blob) (v1.Descriptor, error) {
+		b.progress = newProgress(o.log, cfg.Target+" "+label, b.desc.Size)
+		if err := remote.WriteLayer(repo, b, o.ropts...); err != nil {
+			return v1.Descriptor{}, fmt.Errorf("upload %s: %w", label, err)
+		}
+		b.progress.done()
+		total += b.desc.Size
+		return b.desc, nil
+	}
+	rootBlob, err := newBlob(release.RootMediaType, nil, func() io.Reader { return io.NewSectionReader(root, 0, root.Size()) })
+	if err != nil {
+		return fail(err)
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		ArtifactType:  release.ArtifactType,
+		Annotations: map[string]string{
+			release.TargetAnnotation:  cfg.Target,
+			release.CreatedAnnotation: cfg.Created.Format(time.RFC3339),
+		},
+	}
+	if m.Config, err = upload("config", bytesBlob(release.ConfigMediaType, nil, cfgJSON)); err != nil {
+		return fail(err)
+	}
+	rootDesc, err := upload("root", rootBlob)
+	if err != nil {
+		return fail(err)
+	}
+	m.Layers = append(m.Layers, rootDesc)
+	for _, name := range slices.Sorted(maps.Keys(bootFiles)) {
+		if err := release.CheckBootFileName(name); err != nil {
+			return fail(err)
+		}
+		d, err := upload(name, bytesBlob(release.BootFileMediaType, map[string]string{release.TitleAnnotation: name}, bootFiles[name]))
+		if err != nil {
+			return fail(err)
+		}
+		m.Layers = append(m.Layers, d)
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fail(err)
+	}
+	d := digestOf(raw)
+	if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}, o.ropts...); err != nil {
+		return fail(fmt.Errorf("manifest: %w", err))
+	}
+	arch, variant := info.Arch, ""
+	if arch == "arm64" {
+		variant = "v8"
+	}
+	return v1.Descriptor{
+		MediaType:    types.OCIManifestSchema1,
+		Size:         int64(len(raw)),
+		Digest:       d,
+		ArtifactType: release.ArtifactType,
+		Platform:     &v1.Platform{OS: "linux", Architecture: arch, Variant: variant},
+		Annotations:  map[string]string{release.TargetAnnotation: cfg.Target},
+	}, cfg, total, nil
+}
+
+// Sign signs the release digest in repo with key, as `cosign sign --key`
+// does, and pushes the signature under release.SignatureTag(digest),
+// replacing a signature there.
+func Sign(ctx context.Context, repo name.Repository, digest v1.Hash, key *ecdsa.PrivateKey, opts ...Option) (name.Tag, error) {
+	o := makeOptions(ctx, opts)
+	payload, err := release.NewPayload(repo.Name(), digest)
+	if err != nil {
+		return name.Tag{}, fmt.Errorf("publish: sign: %w", err)
+	}
+	sig, err := release.SignPayload(rand.Reader, key, payload)
+	if err != nil {
+		return name.Tag{}, fmt.Errorf("publish: %w", err)
+	}
+	tag := repo.Tag(release.SignatureTag(digest))
+	if err := PushSignature(tag, payload, sig, o.ropts...); err != nil {
+		return name.Tag{}, fmt.Errorf("publish: sign: %w", err)
+	}
+	fmt.Fprintf(o.log, "publish: signed %s@%s: %s\n", repo, digest, tag)
+	return tag, nil
+}
+
+// PushSignature pushes a signature manifest laid out as cosign lays it
+// out: an OCI manifest with an OCI config whose one layer is payload
+// (release.SimpleSigningMediaType) annotated with the base64 signature.
+func PushSignature(tag name.Tag, payload []byte, b64sig string, ropts ...remote.Option) error {
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.Append(base, mutate.Addendum{
+		Layer:       static.NewLayer(payload, release.SimpleSigningMediaType),
+		Annotations: map[string]string{release.SignatureAnnotation: b64sig},
+	})
+	if err != nil {
+		return err
+	}
+	return remote.Write(tag, img, ropts...)
+}
+
+// rawManifest is a manifest as bytes, for remote.Put.
+type rawManifest struct {
+	data []byte
+	mt   types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+func digestOf(b []byte) v1.Hash {
+	sum := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+}
+
+// blob is a v1.Layer over content that is stored as is (no compression),
+// which remote.WriteLayer uploads, counting the bytes it reads.
+type blob struct {
+	desc     v1.Descriptor
+	open     func() io.Reader
+	progress *progress
+}
+
+// newBlob hashes the content open returns and makes a blob of it.
+func newBlob(mt types.MediaType, ann map[string]string, open func() io.Reader) (*blob, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, open())
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", mt, err)
+	}
+	d := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	return &blob{desc: v1.Descriptor{MediaType: mt, Size: n, Digest: d, Annotations: ann}, open: open}, nil
+}
+
+func bytesBlob(mt types.MediaType, ann map[string]string, data []byte) *blob {
+	return &blob{desc: v1.Descriptor{MediaType: mt, Size: int64(len(data)), Digest: digestOf(data), Annotations: ann},
+		open: func() io.Reader { return bytes.NewReader(data) }}
+}
+
+func (b *blob) Digest() (v1.Hash, error)            { return b.desc.Digest, nil }
+func (b *blob) DiffID() (v1.Hash, error)            { return b.desc.Digest, nil }
+func (b *blob) Size() (int64, error)                { return b.desc.Size, nil }
+func (b *blob) MediaType() (types.MediaType, error) { return b.desc.MediaType, nil }
+func (b *blob) Uncompressed() (io.ReadCloser, error) {
+	return b.Compressed()
+}
+func (b *blob) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(&countingReader{r: b.open(), p: b.progress}), nil
+}
+
+type countingReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if c.p != nil {
+		c.p.add(int64(n))
+	}
+	return n, err
+}
+
+// progress prints an upload's progress at most every progressEvery.
+type progress struct {
+	w     io.Writer
+	label string
+	total int64
+	n     int64
+	start time.Time
+	last  time.Time
+	// printed is n at the last line printed.
+	printed int64
+}
+
+func newProgress(w io.Writer, label string, total int64) *progress {
+	return &progress{w: w, label: label, total: total, start: time.Now()}
+}
+
+func (p *progress) add(n int64) {
+	p.n += n
+	if time.Since(p.last) < progressEvery {
+		return
+	}
+	p.last = time.Now()
+	p.print()
+}
+
+func (p *progress) print() {
+	pct := 100.0
+	if p.total > 0 {
+		pct = 100 * float64(p.n) / float64(p.total)
+	}
+	rate := float64(p.n) / 1e6 / max(time.Since(p.start).Seconds(), 1e-9)
+	p.printed = p.n
+	fmt.Fprintf(p.w, "publish: %s: %s / %s (%3.0f%%) %.1f MB/s\n", p.label, config.FormatSize(p.n), config.FormatSize(p.total), pct, rate)
+}
+
+// done prints the last line: the whole blob, or that the registry had it.
+func (p *progress) done() {
+	if p.n == 0 && p.total > 0 {
+		fmt.Fprintf(p.w, "publish: %s: %s already in the registry\n", p.label, config.FormatSize(p.total))
+		return
+	}
+	if p.printed != p.n || p.n == 0 {
+		p.print()
+	}
+}

@@ -1,0 +1,108 @@
+// Package release is the format of an ingot release in an OCI registry and
+// its verifier: the media types, the config blob, the cosign-compatible
+// signature payload, and Verify, which fetches a release, checks its
+// signature against the configured public keys, its structure and its
+// release number, and reads its blobs only through digest checks.
+//
+// A release is one OCI image index (artifactType ArtifactType) with one
+// image manifest per target. Each manifest carries a Config blob
+// (ConfigMediaType), the root filesystem as one RootMediaType layer, and
+// one BootFileMediaType layer per boot file of the slot, named by its
+// org.opencontainers.image.title annotation. A signature is a cosign
+// "simple signing" manifest under the tag sha256-<hex>.sig beside it.
+//
+// The package reads and verifies only: it links no builder or packer
+// writer, so the appliance can use it to pull updates. Publishing lives in
+// mgmt/publish.
+package release
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Media types of a release. Registries store them as given; `crane
+// manifest`, `skopeo inspect --raw` and `oras` show them.
+const (
+	// ArtifactType marks an ingot release: the index's and each
+	// manifest's artifactType.
+	ArtifactType = "application/vnd.ingot.release.v1"
+	// ConfigMediaType is the config blob of a target's manifest: Config
+	// as JSON.
+	ConfigMediaType = "application/vnd.ingot.release.v1+json"
+	// RootMediaType is the whole root squashfs of the target as one
+	// layer, padded to 4 KiB as the writer pads it (what `ingot update`
+	// streams into the inactive slot).
+	RootMediaType = "application/vnd.ingot.release.root.v1.squashfs"
+	// BootFileMediaType is one file the slot boots with (kernel,
+	// initramfs, command line; on a Pi also device trees and overlays),
+	// named by TitleAnnotation relative to the slot's boot directory.
+	BootFileMediaType = "application/vnd.ingot.release.bootfile.v1"
+)
+
+// Annotations of a release.
+const (
+	// TitleAnnotation names a boot file (the OCI standard title).
+	TitleAnnotation = "org.opencontainers.image.title"
+	// CreatedAnnotation is the release's creation time (RFC 3339) on
+	// the index and each manifest.
+	CreatedAnnotation = "org.opencontainers.image.created"
+	// TargetAnnotation is the ingot target (vm-amd64, rpi, …) on each
+	// manifest's descriptor in the index and on the manifest.
+	TargetAnnotation = "dev.ingot.target"
+	// NameAnnotation is the appliance's name on the index.
+	NameAnnotation = "dev.ingot.name"
+	// ReleaseAnnotation is the release number (decimal) on the index.
+	ReleaseAnnotation = "dev.ingot.release"
+)
+
+// Config is the config blob of one target's manifest.
+type Config struct {
+	// Name is the appliance's name (ingot.yaml's name:).
+	Name string `json:"name"`
+	// Target is the ingot target, Arch its GOARCH.
+	Target string `json:"target"`
+	Arch   string `json:"arch"`
+	// BuildID identifies the build (a hash of every input).
+	BuildID string `json:"build_id"`
+	// Release is the release number, spec.Appliance.Release of the
+	// image: an appliance refuses a lower one than it runs unless told
+	// to allow a downgrade (mgmt.CheckRelease).
+	Release uint64 `json:"release"`
+	// Created is the build's timestamp: SOURCE_DATE_EPOCH or the
+	// builder's fixed epoch, so that equal inputs give equal releases.
+	Created time.Time `json:"created"`
+	// SBOM is the image's SPDX 2.3 JSON document (spec.SBOMPath).
+	SBOM json.RawMessage `json:"sbom,omitempty"`
+}
+
+// Bounds on what a registry sends before it is parsed.
+const (
+	// MaxManifestBytes bounds an index, a manifest and a signature
+	// manifest.
+	MaxManifestBytes = 4 << 20
+	// MaxConfigBytes bounds a config blob (it holds the SBOM).
+	MaxConfigBytes = 16 << 20
+	// MaxPayloadBytes bounds a signature payload.
+	MaxPayloadBytes = 64 << 10
+	// MaxSignatureLayers bounds how many signature layers are tried:
+	// each costs a download and an ECDSA verification before anything
+	// is known to be signed.
+	MaxSignatureLayers = 16
+)
+
+// CheckBootFileName reports whether name may name a boot file: a clean
+// relative slash path without "..", at most 255 bytes.
+func CheckBootFileName(name string) error {
+	switch {
+	case name == "" || len(name) > 255:
+		return fmt.Errorf("boot file name %q: empty or longer than 255 bytes", name)
+	case strings.HasPrefix(name, "/") || path.Clean(name) != name || name == "." ||
+		name == ".." || strings.HasPrefix(name, "../") || strings.ContainsAny(name, "\\\x00"):
+		return fmt.Errorf("boot file name %q is not a clean relative path", name)
+	}
+	return nil
+}

@@ -1,0 +1,362 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ingotdev/ingot/mgmt"
+)
+
+// ErrUnsigned is returned (wrapped) by Verify for a release without a
+// signature manifest.
+var ErrUnsigned = errors.New("release is not signed")
+
+// Policy is what Verify requires of a release.
+type Policy struct {
+	// Keys are the public keys a signature must verify with (one of
+	// them). Verify refuses to run without keys.
+	Keys []*ecdsa.PublicKey
+	// RunningRelease is the release number running now; a release below
+	// it is refused unless AllowDowngrade (mgmt.CheckRelease).
+	RunningRelease uint64
+	AllowDowngrade bool
+}
+
+// Release is a verified release: its signature checked, its manifests and
+// configs fetched by digest and checked. Blobs are read only through
+// Open, which checks each blob's digest.
+type Release struct {
+	// Digest is the digest of the index, the one the signature names.
+	Digest v1.Hash
+	// Repository holds the release.
+	Repository name.Repository
+	// Index is the parsed index.
+	Index v1.IndexManifest
+	// Name and Number are the index's NameAnnotation and
+	// ReleaseAnnotation.
+	Name   string
+	Number uint64
+	// Targets are the index's manifests, in the index's order.
+	Targets []Target
+
+	ropts []remote.Option
+}
+
+// Target is one target's manifest of a release.
+type Target struct {
+	Name     string
+	Manifest v1.Manifest
+	// Descriptor is the manifest's descriptor in the index.
+	Descriptor v1.Descriptor
+	Config     Config
+	// Root is the root squashfs layer.
+	Root v1.Descriptor
+	// BootFiles are the boot file layers, named by TitleAnnotation.
+	BootFiles []v1.Descriptor
+}
+
+// Target returns the release's manifest for target t.
+func (r *Release) Target(t string) (*Target, error) {
+	for i := range r.Targets {
+		if r.Targets[i].Name == t {
+			return &r.Targets[i], nil
+		}
+	}
+	names := make([]string, len(r.Targets))
+	for i, tt := range r.Targets {
+		names[i] = tt.Name
+	}
+	return nil, fmt.Errorf("release %s@%s has no target %s (targets %v)", r.Repository, r.Digest, t, names)
+}
+
+// Verify fetches the release at ref and checks, in this order, that the
+// index is an ingot release, that a cosign signature of its digest
+// verifies with one of p.Keys, and that every manifest and config (fetched
+// by digest and checked) describes a well-formed target whose release
+// passes mgmt.CheckRelease. Blobs are not read; Open reads them.
+func Verify(ctx context.Context, ref name.Reference, p Policy, ropts ...remote.Option) (*Release, error) {
+	if len(p.Keys) == 0 {
+		return nil, fmt.Errorf("release: %s: no public keys to verify with", ref)
+	}
+	ropts = append([]remote.Option{remote.WithContext(ctx)}, ropts...)
+	raw, err := getManifest(ref, ropts)
+	if err != nil {
+		return nil, fmt.Errorf("release: %s: %w", ref, err)
+	}
+	r := &Release{Digest: sha256Hash(raw), Repository: ref.Context(), ropts: ropts}
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != r.Digest.String() {
+		return nil, fmt.Errorf("release: %s: the registry sent a manifest with digest %s", ref, r.Digest)
+	}
+	where := r.Repository.String() + "@" + r.Digest.String()
+	if err := strictJSON(raw, &r.Index); err != nil {
+		return nil, fmt.Errorf("release: %s: index: %w", where, err)
+	}
+	if r.Index.MediaType != types.OCIImageIndex || r.Index.ArtifactType != ArtifactType {
+		return nil, fmt.Errorf("release: %s is not an ingot release: mediaType %q, artifactType %q (want %s, %s)",
+			where, r.Index.MediaType, r.Index.ArtifactType, types.OCIImageIndex, ArtifactType)
+	}
+	if err := r.checkSignature(p.Keys); err != nil {
+		return nil, fmt.Errorf("release: %s: %w", where, err)
+	}
+	r.Name = r.Index.Annotations[NameAnnotation]
+	r.Number, err = strconv.ParseUint(r.Index.Annotations[ReleaseAnnotation], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("release: %s: index annotation %s: %w", where, ReleaseAnnotation, err)
+	}
+	if err := mgmt.CheckRelease(p.RunningRelease, r.Number, p.AllowDowngrade); err != nil {
+		return nil, fmt.Errorf("release: %s: %w", where, err)
+	}
+	if len(r.Index.Manifests) == 0 {
+		return nil, fmt.Errorf("release: %s: the index lists no manifests", where)
+	}
+	seen := map[string]bool{}
+	for i, desc := range r.Index.Manifests {
+		t, err := r.fetchTarget(desc)
+		if err != nil {
+			return nil, fmt.Errorf("release: %s: manifests[%d] (%s): %w", where, i, desc.Digest, err)
+		}
+		if seen[t.Name] {
+			return nil, fmt.Errorf("release: %s: manifests[%d]: target %s appears twice", where, i, t.Name)
+		}
+		seen[t.Name] = true
+		if t.Config.Release != r.Number || t.Config.Name != r.Name {
+			return nil, fmt.Errorf("release: %s: manifests[%d]: config says %s release %d, the index %s release %d",
+				where, i, t.Config.Name, t.Config.Release, r.Name, r.Number)
+		}
+		r.Targets = append(r.Targets, *t)
+	}
+	return r, nil
+}
+
+// checkSignature finds the signature manifest of r and accepts it when one
+// of its simple-signing layers verifies (checkPayload).
+func (r *Release) checkSignature(keys []*ecdsa.PublicKey) error {
+	tag := r.Repository.Tag(SignatureTag(r.Digest))
+	raw, err := getManifest(tag, r.ropts)
+	if err != nil {
+		var terr *transport.Error
+		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%w: no signature at %s", ErrUnsigned, tag)
+		}
+		return fmt.Errorf("signature %s: %w", tag, err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("signature %s: %w", tag, err)
+	}
+	var errs []error
+	tried := 0
+	for i, l := range m.Layers {
+		if l.MediaType != SimpleSigningMediaType {
+			continue
+		}
+		if tried++; tried > MaxSignatureLayers {
+			errs = append(errs, fmt.Errorf("layers[%d] and later: more than %d signatures, the rest are not tried", i, MaxSignatureLayers))
+			break
+		}
+		payload, err := r.readBlob(l, MaxPayloadBytes)
+		if err == nil {
+			err = checkPayload(payload, l.Annotations[SignatureAnnotation], keys, r.Digest)
+		}
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("layers[%d]: %w", i, err))
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("%w: signature %s has no %s layer", ErrUnsigned, tag, SimpleSigningMediaType)
+	}
+	return fmt.Errorf("signature %s refused: %w", tag, errors.Join(errs...))
+}
+
+// fetchTarget fetches and checks the manifest desc and its config.
+func (r *Release) fetchTarget(desc v1.Descriptor) (*Target, error) {
+	t := &Target{Name: desc.Annotations[TargetAnnotation], Descriptor: desc}
+	if desc.MediaType != types.OCIManifestSchema1 {
+		return nil, fmt.Errorf("mediaType %q, want %s", desc.MediaType, types.OCIManifestSchema1)
+	}
+	if t.Name == "" {
+		return nil, fmt.Errorf("no %s annotation", TargetAnnotation)
+	}
+	raw, err := getManifest(r.Repository.Digest(desc.Digest.String()), r.ropts)
+	if err != nil {
+		return nil, err
+	}
+	if got := sha256Hash(raw); got != desc.Digest || int64(len(raw)) != desc.Size {
+		return nil, fmt.Errorf("the registry sent %d bytes with digest %s, the index names %d bytes", len(raw), got, desc.Size)
+	}
+	if err := strictJSON(raw, &t.Manifest); err != nil {
+		return nil, err
+	}
+	m := &t.Manifest
+	if m.ArtifactType != ArtifactType || m.Config.MediaType != ConfigMediaType {
+		return nil, fmt.Errorf("artifactType %q, config mediaType %q: not an ingot release manifest", m.ArtifactType, m.Config.MediaType)
+	}
+	cfg, err := r.readBlob(m.Config, MaxConfigBytes)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := json.Unmarshal(cfg, &t.Config); err != nil {
+		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	if t.Config.Target != t.Name {
+		return nil, fmt.Errorf("config %s is for target %q, the index says %q", m.Config.Digest, t.Config.Target, t.Name)
+	}
+	names := map[string]bool{}
+	for i, l := range m.Layers {
+		switch l.MediaType {
+		case RootMediaType:
+			if t.Root.Digest != (v1.Hash{}) {
+				return nil, fmt.Errorf("layers[%d]: a second root layer", i)
+			}
+			t.Root = l
+		case BootFileMediaType:
+			n := l.Annotations[TitleAnnotation]
+			if err := CheckBootFileName(n); err != nil {
+				return nil, fmt.Errorf("layers[%d]: %w", i, err)
+			}
+			if names[n] {
+				return nil, fmt.Errorf("layers[%d]: boot file %s appears twice", i, n)
+			}
+			names[n] = true
+			t.BootFiles = append(t.BootFiles, l)
+		default:
+			return nil, fmt.Errorf("layers[%d]: unknown media type %q (a newer release format?)", i, l.MediaType)
+		}
+		if l.Size < 0 {
+			return nil, fmt.Errorf("layers[%d]: negative size", i)
+		}
+	}
+	if t.Root.Digest == (v1.Hash{}) {
+		return nil, fmt.Errorf("no %s layer", RootMediaType)
+	}
+	return t, nil
+}
+
+// Open returns the content of blob desc of r. The reader returns at most
+// desc.Size bytes and fails at the end unless exactly desc.Size bytes with
+// desc.Digest arrived: a caller commits nothing it read until Read
+// returned io.EOF.
+func (r *Release) Open(desc v1.Descriptor) (io.ReadCloser, error) {
+	if desc.Digest.Algorithm != "sha256" {
+		return nil, fmt.Errorf("release: blob %s: only sha256 digests are accepted", desc.Digest)
+	}
+	l, err := remote.Layer(r.Repository.Digest(desc.Digest.String()), r.ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("release: blob %s: %w", desc.Digest, err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("release: blob %s: %w", desc.Digest, err)
+	}
+	return &verifyingReader{rc: rc, lr: io.LimitReader(rc, desc.Size+1), h: sha256.New(), want: desc}, nil
+}
+
+// readBlob reads blob desc whole, refusing one larger than limit.
+func (r *Release) readBlob(desc v1.Descriptor, limit int64) ([]byte, error) {
+	if desc.Size > limit || desc.Size < 0 {
+		return nil, fmt.Errorf("blob %s: size %d is not within 0..%d", desc.Digest, desc.Size, limit)
+	}
+	rc, err := r.Open(desc)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// verifyingReader checks a blob's size and digest as it is read.
+type verifyingReader struct {
+	rc   io.ReadCloser
+	lr   io.Reader
+	h    hash.Hash
+	n    int64
+	want v1.Descriptor
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.lr.Read(p)
+	v.n += int64(n)
+	if v.n > v.want.Size {
+		return 0, fmt.Errorf("release: blob %s: the registry sent more than its %d bytes", v.want.Digest, v.want.Size)
+	}
+	v.h.Write(p[:n])
+	if errors.Is(err, io.EOF) {
+		if v.n != v.want.Size {
+			return n, fmt.Errorf("release: blob %s: the registry sent %d of its %d bytes", v.want.Digest, v.n, v.want.Size)
+		}
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want.Digest.Hex {
+			return n, fmt.Errorf("release: blob %s: the registry sent content with digest sha256:%s", v.want.Digest, got)
+		}
+	} else if err != nil {
+		return n, fmt.Errorf("release: blob %s: %w", v.want.Digest, err)
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }
+
+// VerifyBlobs reads every blob of target t through Open and reports the
+// first that fails its check.
+func (r *Release) VerifyBlobs(t *Target) (int64, error) {
+	var total int64
+	for _, d := range append([]v1.Descriptor{t.Root}, t.BootFiles...) {
+		rc, err := r.Open(d)
+		if err != nil {
+			return total, err
+		}
+		n, err := io.Copy(io.Discard, rc)
+		rc.Close()
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+	}
+	return total, nil
+}
+
+// getManifest fetches the raw manifest at ref, bounded by
+// MaxManifestBytes.
+func getManifest(ref name.Reference, ropts []remote.Option) ([]byte, error) {
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	if len(desc.Manifest) > MaxManifestBytes {
+		return nil, fmt.Errorf("manifest of %d bytes is larger than %d", len(desc.Manifest), MaxManifestBytes)
+	}
+	return desc.Manifest, nil
+}
+
+func sha256Hash(b []byte) v1.Hash {
+	sum := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+}
+
+// strictJSON decodes one JSON value into v, refusing trailing data.
+func strictJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
