@@ -76,6 +76,9 @@ type Result struct {
 	// Kernel.Path is an existing .deb file whose SHA-256 is KernelSHA256.
 	Kernel       config.KernelSource
 	KernelSHA256 string
+	// EFILoaderDeb is Debian's systemd-boot-efi package for a VM target
+	// (resolveEFILoader); "" for a Raspberry Pi.
+	EFILoaderDeb string
 	// Appliance is the content of /etc/ingot/appliance.json.
 	Appliance *spec.Appliance
 	// Binaries lists ingot-init and then every Go service, in config order.
@@ -189,6 +192,10 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	efiLoader, err := resolveEFILoader(target, src.dir, o)
+	if err != nil {
+		return nil, err
+	}
 
 	// Compile every distinct package and hash the kernel, all at once.
 	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID}
@@ -223,7 +230,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 
 	r := &Result{
 		Name: cfg.Name, Target: target, Arch: target.Arch(), ModTime: epoch,
-		Kernel: kernel, KernelSHA256: kernelSum,
+		Kernel: kernel, KernelSHA256: kernelSum, EFILoaderDeb: efiLoader,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
 	r.Images = imageList(cfg, b.images)

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
-  dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl)
+  dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
+  ovmf qemu-efi-aarch64)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -28,3 +29,6 @@ fi
 scripts/fetch-kernel.sh amd64
 scripts/fetch-kernel.sh arm64
 scripts/fetch-deb.sh busybox-static arm64
+# systemd-boot, the UEFI loader of VM images (builder/efiloader.go finds it).
+scripts/fetch-deb.sh systemd-boot-efi amd64
+scripts/fetch-deb.sh systemd-boot-efi arm64

@@ -22,6 +22,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/disk"
+	"github.com/ingotdev/ingot/packer/format/bls"
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
 	"github.com/ingotdev/ingot/packer/rpiboot"
@@ -137,9 +138,17 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if console == "" {
 		return nil, fmt.Errorf("assemble: no serial console known for arch %s", res.Arch)
 	}
+	efiPath, err := bls.SystemdBootPath(res.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
+	efiLoader, _, err := kernel.DebFile(ctx, res.EFILoaderDeb, efiPath)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: UEFI loader: %w", err)
+	}
 	d, err := disk.Write(ctx, out, disk.Spec{
 		Name: res.Name, Target: string(target), Arch: res.Arch, BuildID: res.BuildID,
-		Kernel: k.Image, Initrd: initrd.Bytes(),
+		Kernel: k.Image, Initrd: initrd.Bytes(), EFILoader: efiLoader,
 		Cmdline: strings.Join([]string{"console=" + console, "panic=1"}, " "),
 		Root:    res.Root, ModTime: res.ModTime,
 		BootBytes: res.BootBytes, RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
