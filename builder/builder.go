@@ -77,8 +77,10 @@ type Result struct {
 	Kernel       config.KernelSource
 	KernelSHA256 string
 	// EFILoaderDeb is Debian's systemd-boot-efi package for a VM target
-	// (resolveEFILoader); "" for a Raspberry Pi.
+	// (resolveEFILoader); "" for a Raspberry Pi, or with EFILoaderErr
+	// saying why it was not found: only writing the image needs it.
 	EFILoaderDeb string
+	EFILoaderErr error
 	// Appliance is the content of /etc/ingot/appliance.json.
 	Appliance *spec.Appliance
 	// Binaries lists ingot-init and then every Go service, in config order.
@@ -192,10 +194,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
-	efiLoader, err := resolveEFILoader(target, src.dir, o)
-	if err != nil {
-		return nil, err
-	}
+	efiLoader, efiLoaderErr := resolveEFILoader(target, src.dir, o)
 
 	// Compile every distinct package and hash the kernel, all at once.
 	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID}
@@ -230,7 +229,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 
 	r := &Result{
 		Name: cfg.Name, Target: target, Arch: target.Arch(), ModTime: epoch,
-		Kernel: kernel, KernelSHA256: kernelSum, EFILoaderDeb: efiLoader,
+		Kernel: kernel, KernelSHA256: kernelSum, EFILoaderDeb: efiLoader, EFILoaderErr: efiLoaderErr,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
 	r.Images = imageList(cfg, b.images)

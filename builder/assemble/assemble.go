@@ -138,6 +138,9 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if console == "" {
 		return nil, fmt.Errorf("assemble: no serial console known for arch %s", res.Arch)
 	}
+	if res.EFILoaderErr != nil {
+		return nil, res.EFILoaderErr
+	}
 	efiPath, err := bls.SystemdBootPath(res.Arch)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
