@@ -264,3 +264,24 @@ func TestEntriesRootWriteDropsTrial(t *testing.T) {
 		t.Fatalf("entries after a cut root write %v", got)
 	}
 }
+
+// TestEntriesRollback: a rollback puts the other slot on trial with its
+// own counted entry; cancelling it removes that entry again.
+func TestEntriesRollback(t *testing.T) {
+	r, e := entriesRig(t, slot.Initial())
+	commitB(t, r, e)
+	m := r.manager(t, slot.A, WithEntries(e))
+	if _, err := m.Rollback(context.Background()); err != nil { // cancels b's pending trial
+		t.Fatal(err)
+	}
+	if got := entryNames(t, r.bootDir); !slices.Equal(got, []string{"ingot-1-a.conf"}) {
+		t.Fatalf("entries after cancelling the trial %v", got)
+	}
+	st, err := m.Rollback(context.Background()) // b holds a valid root: it goes on trial
+	if err != nil || st.Trial != "b" {
+		t.Fatalf("Rollback = %+v, %v; want b on trial", st, err)
+	}
+	if b, trial := firmwareBoot(t, r.bootDir); b != slot.B || !trial {
+		t.Fatalf("after the rollback the firmware boots %s trial=%v, want b's trial", b, trial)
+	}
+}
