@@ -12,6 +12,9 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/vmtest"
+	"github.com/ingotdev/ingot/packer/format/image"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // uefiDiskFormat is the disk format the UEFI tests attach: the raw image
@@ -24,7 +27,8 @@ const uefiDiskFormat = "raw"
 // the image as a virtio disk. OVMF starts systemd-boot from the
 // removable-media path, systemd-boot the active slot's entry; the guest
 // gets its address by DHCP and answers HTTP through a user-net forward.
-// No ingot process runs on the host.
+// No ingot process runs on the host. It then makes slot.json unreadable
+// and boots again (issue 12).
 func TestVMUEFIAmd64(t *testing.T) { testUEFIHello(t, config.TargetVMAmd64) }
 
 // TestVMUEFIArm64 does the same for vm-arm64 under qemu-system-aarch64
@@ -57,6 +61,43 @@ func testUEFIHello(t *testing.T, target config.Target) {
 	}
 	if strings.Contains(console, "ingot.ip=") {
 		t.Errorf("the UEFI boot passed a static address; the guest must use DHCP")
+	}
+
+	// Issue 12: with slot.json unreadable the UEFI path still boots a
+	// slot whose root is valid (the entries name only checked slots), and
+	// that boot writes slot.json again, as slot.Recover does for the
+	// host-side loader.
+	v.Kill()
+	garbage := []byte(strings.Repeat("\xff", 512))
+	im, err := image.OpenRW(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = im.RewriteBoot(layout.SlotFile, garbage)
+	im.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = bootUEFI(t, target.Arch(), img, dir)
+	getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
+	v.WaitFor(t, time.Minute, "was unreadable")
+	v.Kill()
+	im, err = image.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	fsys, err := im.Boot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := fsys.ReadFile(layout.SlotFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := slot.Parse(b)
+	if err != nil || st.Active != slot.A || st.LastFailed == nil {
+		t.Errorf("slot.json after the boot with an unreadable one: %+v, %v; want a active with the reason", st, err)
 	}
 }
 
