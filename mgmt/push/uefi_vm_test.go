@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +124,41 @@ func (u *uefiVM) start() {
 	})
 }
 
+// trialBoots watches the console, every 20 ms until the test ends, for
+// the kernel command line of a trial boot after this call; the function
+// returned reports when it first appeared (zero: not yet).
+func (u *uefiVM) trialBoots() func() time.Time {
+	before := strings.Count(u.console.String(), "ingot.trial=1")
+	var mu sync.Mutex
+	var seen time.Time
+	go func() {
+		for u.t.Context().Err() == nil {
+			if strings.Count(u.console.String(), "ingot.trial=1") > before {
+				mu.Lock()
+				seen = time.Now()
+				mu.Unlock()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
+	}
+}
+
+// waitTrialBoot waits until seen reports a trial boot.
+func (u *uefiVM) waitTrialBoot(seen func() time.Time, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !seen().IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 // exited reports QEMU's end as an error, for healthy.
 func (u *uefiVM) exited() error {
 	select {
@@ -217,13 +253,16 @@ func TestVMUEFIUpdate(t *testing.T) {
 	opts := []Option{WithLog(testLog{t}), WithPollInterval(300 * time.Millisecond), WithWaitTimeout(5 * time.Minute), WithAssembleOptions(cache)}
 
 	// A good update: the trial boots through systemd-boot's counted
-	// entry and is confirmed.
+	// entry and is confirmed. It also measures how long the update and
+	// its trial boot take, for the power cuts below.
 	upStart := time.Now()
+	trialSeen := u.trialBoots()
 	rep, err := New(c, opts...).Update(ctx, writeUEFIApp(t, appDir, greetings[1], false))
 	if err != nil {
 		t.Fatal(err)
 	}
 	upSpan := time.Since(upStart)
+	trialSpan := time.Since(trialSeen())
 	if rep.Status.Slot != "b" || rep.Status.SlotState == nil || rep.Status.SlotState.Active != "b" || rep.Status.SlotState.Trial != "" {
 		t.Fatalf("after the update: slot %q, slot.json %+v; want b active, no trial", rep.Status.Slot, rep.Status.SlotState)
 	}
@@ -260,11 +299,15 @@ func TestVMUEFIUpdate(t *testing.T) {
 	}
 	t.Logf("crashing update fell back to slot b: %s", st.SlotState.LastFailed.Reason)
 
-	// Power cuts anywhere from the start of the update to a little after
-	// its confirm: the build on the host, the stream, the commit, the
-	// reboot through the firmware, the trial.
+	// Power cuts: even ones anywhere from the start of the update to a
+	// little after its confirm (the build on the host, the stream, the
+	// commit, the reboot through the firmware, the trial); odd ones
+	// during the trial boot, from the moment systemd-boot started it to
+	// its confirm, where only the firmware's boot counting brings the old
+	// slot back.
 	running := 1
 	for i := range cuts {
+		trialStarted := u.trialBoots()
 		next := 1 - running
 		cfg := writeUEFIApp(t, appDir, greetings[next], false)
 		uctx, cancel := context.WithCancel(ctx)
@@ -273,19 +316,28 @@ func TestVMUEFIUpdate(t *testing.T) {
 			_, err := New(c, opts...).Update(uctx, cfg)
 			done <- err
 		}()
+		anchor := "update start"
 		delay := time.Duration(rng.Int64N(int64(upSpan + 5*time.Second)))
+		if i%2 == 1 {
+			anchor = "trial boot"
+			delay = time.Duration(rng.Int64N(int64(max(trialSpan, time.Millisecond))))
+			if !u.waitTrialBoot(trialStarted, 5*time.Minute) {
+				t.Fatalf("cut %d: no trial boot within 5 minutes", i+1)
+			}
+		}
 		var upErr error
 		select {
 		case upErr = <-done:
-			t.Logf("cut %d: the update ended (%v) before the cut at +%s", i+1, upErr, delay.Round(time.Millisecond))
+			t.Logf("cut %d: the update ended (%v) before the cut at %s +%s", i+1, upErr, anchor, delay.Round(time.Millisecond))
 		case <-time.After(delay):
 		}
+		inTrial := !trialStarted().IsZero()
 		u.vm.Kill()
 		cancel()
 		if upErr == nil {
 			upErr = <-done
 		}
-		t.Logf("cut %d at +%s: update: %v", i+1, delay.Round(time.Millisecond), upErr)
+		t.Logf("cut %d at %s +%s (trial boot under way: %v): update: %v", i+1, anchor, delay.Round(time.Millisecond), inTrial, upErr)
 		u.start()
 		st, body, err := healthy(ctx, u, c, url, 6*time.Minute)
 		if err != nil {
@@ -294,14 +346,19 @@ func TestVMUEFIUpdate(t *testing.T) {
 		if !strings.Contains(body, "marker ok") {
 			t.Fatalf("cut %d: GET %s = %q, want marker ok: /perm lost the marker", i+1, url, body)
 		}
+		which := "old build"
 		switch {
 		case strings.Contains(body, greetings[next]):
-			running = next
+			running, which = next, "new build"
 		case strings.Contains(body, greetings[running]):
 		default:
 			t.Fatalf("cut %d: GET %s = %q, want one of the two greetings", i+1, url, body)
 		}
-		t.Logf("cut %d: back up on slot %s with %q, marker ok", i+1, st.Slot, greetings[running])
+		reason := ""
+		if st.SlotState.LastFailed != nil {
+			reason = st.SlotState.LastFailed.Reason
+		}
+		t.Logf("cut %d: back up on slot %s with the %s (%q), marker ok; last_failed: %q", i+1, st.Slot, which, greetings[running], reason)
 	}
 	if strings.Contains(u.console.String(), "marker BAD") {
 		t.Errorf("the console shows a bad marker")
