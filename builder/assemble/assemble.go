@@ -113,7 +113,7 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if res.Kernel.Kind != config.KernelDebian {
 		return nil, fmt.Errorf("assemble: target %s: kernel %s: only debian: kernels boot VMs", target, res.Kernel)
 	}
-	k, mods, err := loadKernel(ctx, res.Kernel.Path, res.KernelSHA256, filepath.Join(o.cacheDir, "kernels"))
+	k, mods, err := loadKernel(ctx, res.Kernel.Path, res.KernelSHA256, filepath.Join(o.cacheDir, "kernels"), res.Arch)
 	if err != nil {
 		return nil, err
 	}
@@ -171,11 +171,11 @@ type cachedKernel struct {
 	Modules []*kernel.Module
 }
 
-// loadKernel returns the kernel and the default VM module closure from
-// the .deb at path, through a cache keyed by the package's SHA-256 and the
-// module list.
-func loadKernel(ctx context.Context, path, sha string, cacheDir string) (*kernel.Kernel, []*kernel.Module, error) {
-	want := kernel.DefaultVMModules()
+// loadKernel returns the kernel and the closure of the VM modules for
+// arch (DefaultVMModules and CloudVMModules) from the .deb at path,
+// through a cache keyed by the package's SHA-256 and the module list.
+func loadKernel(ctx context.Context, path, sha string, cacheDir, arch string) (*kernel.Kernel, []*kernel.Module, error) {
+	want := append(kernel.DefaultVMModules(), kernel.CloudVMModules(arch)...)
 	key := sha256.Sum256([]byte(sha + "\x00" + strings.Join(want, ",")))
 	cacheFile := filepath.Join(cacheDir, hex.EncodeToString(key[:16])+".gob")
 	if f, err := os.Open(cacheFile); err == nil {

@@ -101,6 +101,37 @@ func testUEFIHello(t *testing.T, target config.Target) {
 	}
 }
 
+// TestVMUEFIDiskBuses boots hello through OVMF from a virtio-scsi disk
+// (Proxmox's default controller, GCE) and from an NVMe disk (AWS Nitro,
+// GCE): systemd-boot is found by the firmware's drivers, the initramfs
+// loads the cloud drivers (kernel.CloudVMModules) and stage0 finds the
+// root by PARTUUID on either.
+func TestVMUEFIDiskBuses(t *testing.T) {
+	cfg := helloConfig(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "hello.img")
+	if _, err := Image(t.Context(), cfg, config.TargetVMAmd64, img, WithCacheDir(filepath.Join(dir, "cache"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, bus := range []string{"virtio-scsi", "nvme"} {
+		t.Run(bus, func(t *testing.T) {
+			fw, err := qemu.UEFI("amd64", t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := vmtest.Boot(t, &qemu.Machine{
+				Arch: "amd64", MemoryMiB: 512, Disk: img, DiskFormat: uefiDiskFormat, DiskBus: bus, Firmware: fw,
+				Forwards: []qemu.Forward{{Proto: "tcp", HostPort: vmtest.FreePort(t), GuestPort: 8080}},
+			})
+			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
+			if !strings.Contains(body, "hello from ingot") {
+				t.Fatalf("GET / = %q", body)
+			}
+			v.Kill()
+		})
+	}
+}
+
 // bootUEFI starts QEMU with UEFI firmware (a private variable store in
 // dir) and the image at img, forwarding a free host port to the guest's
 // port 8080.

@@ -87,6 +87,11 @@ type Machine struct {
 	// "qcow2", "vmdk", "vpc" for the images ingot build writes for other
 	// hypervisors.
 	DiskFormat string
+	// DiskBus is how the disk is attached: "virtio-blk" (the default),
+	// "virtio-scsi" (Proxmox's default controller, GCE) or "nvme" (AWS
+	// Nitro, GCE), so tests can boot an image the way other hypervisors
+	// present it.
+	DiskBus string
 	// Firmware, when set, boots the disk through UEFI firmware (which
 	// starts the image's own boot loader) instead of Kernel, Initrd and
 	// Cmdline; see UEFI.
@@ -231,9 +236,17 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 		default:
 			return nil, fmt.Errorf("qemu: disk format %q: want raw, qcow2, vmdk, vpc or vhdx", format)
 		}
-		args = append(args,
-			"-drive", "file="+m.Disk+",format="+format+",if=none,id=disk0,cache=writeback,discard=unmap",
-			"-device", "virtio-blk-pci,drive=disk0")
+		args = append(args, "-drive", "file="+m.Disk+",format="+format+",if=none,id=disk0,cache=writeback,discard=unmap")
+		switch m.DiskBus {
+		case "", "virtio-blk":
+			args = append(args, "-device", "virtio-blk-pci,drive=disk0")
+		case "virtio-scsi":
+			args = append(args, "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0")
+		case "nvme":
+			args = append(args, "-device", "nvme,drive=disk0,serial=ingot0")
+		default:
+			return nil, fmt.Errorf("qemu: disk bus %q: want virtio-blk, virtio-scsi or nvme", m.DiskBus)
+		}
 	}
 	netdev := "user,id=net0"
 	for _, f := range m.Forwards {

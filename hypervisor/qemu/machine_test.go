@@ -124,6 +124,19 @@ func TestArgsUEFI(t *testing.T) {
 	if strings.Contains(line, "-kernel") || strings.Contains(line, "-append") {
 		t.Errorf("Args(uefi) = %q boots a kernel directly", line)
 	}
+	for bus, want := range map[string]string{"virtio-scsi": "-device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=disk0,bus=scsi0.0",
+		"nvme": "-device nvme,drive=disk0,serial=ingot0"} {
+		m.DiskBus = bus
+		args, err := m.Args(AccelTCG)
+		if line := strings.Join(args, " "); err != nil || !strings.Contains(line, want) || strings.Contains(line, "virtio-blk") {
+			t.Errorf("Args(disk bus %s) = %q, %v; want %q", bus, line, err, want)
+		}
+	}
+	m.DiskBus = "ide"
+	if _, err := m.Args(AccelTCG); err == nil || !strings.Contains(err.Error(), "ide") {
+		t.Errorf("Args with disk bus ide: %v, want an error naming it", err)
+	}
+	m.DiskBus = ""
 	m.DiskFormat = "raw,file.locking=off"
 	if _, err := m.Args(AccelTCG); err == nil || !strings.Contains(err.Error(), "raw,file.locking=off") {
 		t.Errorf("Args with disk format %q: %v, want an error naming it", m.DiskFormat, err)
