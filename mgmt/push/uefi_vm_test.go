@@ -326,15 +326,17 @@ func TestVMUEFIUpdate(t *testing.T) {
 			}
 		}
 		var upErr error
+		ended := false
 		select {
 		case upErr = <-done:
+			ended = true
 			t.Logf("cut %d: the update ended (%v) before the cut at %s +%s", i+1, upErr, anchor, delay.Round(time.Millisecond))
 		case <-time.After(delay):
 		}
 		inTrial := !trialStarted().IsZero()
 		u.vm.Kill()
 		cancel()
-		if upErr == nil {
+		if !ended {
 			upErr = <-done
 		}
 		t.Logf("cut %d at %s +%s (trial boot under way: %v): update: %v", i+1, anchor, delay.Round(time.Millisecond), inTrial, upErr)
