@@ -142,7 +142,8 @@ type BootReport struct {
 //   - A trial boot of the slot.json trial spends its try, if the loader
 //     did not already (systemd-boot counts in the entry's name, the host
 //     loader in slot.json).
-//   - A trial boot slot.json does not name must not run (Reboot).
+//   - A trial boot slot.json does not name must not run (Reboot), unless
+//     it is of the active slot: then it is a normal boot.
 //   - Booting the active slot while slot.json still has a trial whose try
 //     is spent (in slot.json or in its entry's name) means the trial
 //     failed: recorded as the host loader's slot.State.Decide does.
@@ -181,6 +182,10 @@ func (e *Entries) Boot(bootDir string, booted slot.Name, trial bool) (BootReport
 				return BootReport{}, err
 			}
 		}
+	case trial && booted == s.Active:
+		// A stale trial entry of the slot that is active anyway: this is
+		// a normal boot of it, with nothing to confirm.
+		rep.Note = fmt.Sprintf("booted a trial entry of slot %s, which %s already has active: a normal boot; entries repaired", booted, layout.SlotFile)
 	case trial:
 		rep.Reboot = true
 		rep.Note = fmt.Sprintf("booted a trial entry of slot %s that %s does not name (active %s, trial %q): entries repaired, rebooting into slot %s",

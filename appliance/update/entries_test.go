@@ -285,3 +285,16 @@ func TestEntriesRollback(t *testing.T) {
 		t.Fatalf("after the rollback the firmware boots %s trial=%v, want b's trial", b, trial)
 	}
 }
+
+// TestEntriesStaleTrialOfActive: a stale trial entry of the slot that is
+// active anyway boots as a normal boot of it: no reboot, no trial.
+func TestEntriesStaleTrialOfActive(t *testing.T) {
+	r, e := entriesRig(t, slot.Initial())
+	rep, err := e.Boot(r.bootDir, slot.A, true)
+	if err != nil || rep.Reboot || rep.Trial || rep.Note == "" {
+		t.Fatalf("Boot = %+v, %v; want a normal boot with a note", rep, err)
+	}
+	if s := readState(t, r.bootDir); s.Active != slot.A || s.Trial != "" || s.LastFailed != nil {
+		t.Fatalf("slot.json %+v", s)
+	}
+}
