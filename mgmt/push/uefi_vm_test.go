@@ -60,7 +60,7 @@ func writeUEFIApp(t *testing.T, dir, greeting string, crash bool) *config.Config
 		"cmd/marker/main.go": markerSource,
 		"cmd/crash/main.go":  crashSource,
 		config.FileName: fmt.Sprintf(`name: uefi
-targets: [vm-amd64]
+targets: [vm-amd64, vm-arm64]
 services:
   - name: marker
     go: %s
@@ -106,6 +106,7 @@ update:
 // firmware and systemd-boot, as on real hardware.
 type uefiVM struct {
 	t        *testing.T
+	arch     string
 	img, dir string
 	forwards []qemu.Forward
 	console  *vmtest.Console
@@ -114,12 +115,12 @@ type uefiVM struct {
 
 func (u *uefiVM) start() {
 	u.t.Helper()
-	fw, err := qemu.UEFI("amd64", u.dir)
+	fw, err := qemu.UEFI(u.arch, u.dir)
 	if err != nil {
 		u.t.Fatal(err)
 	}
 	u.vm = vmtest.Boot(u.t, &qemu.Machine{
-		Arch: "amd64", MemoryMiB: 512, Disk: u.img, DiskFormat: uefiDiskFormat, Firmware: fw,
+		Arch: u.arch, MemoryMiB: 512, Disk: u.img, DiskFormat: uefiDiskFormat, Firmware: fw,
 		Forwards: u.forwards, ResetOnReboot: true, Console: u.console,
 	})
 }
@@ -178,9 +179,18 @@ func (u *uefiVM) exited() error {
 //     boots by itself;
 //   - a power cut (SIGKILL of QEMU) at random points of an update and its
 //     trial, 10 times, always leaves a bootable slot with /perm intact.
-func TestVMUEFIUpdate(t *testing.T) {
-	vmtest.Kernel(t, "amd64")
-	cuts := defaultUEFIPowerCuts
+func TestVMUEFIUpdate(t *testing.T) { testUEFIUpdate(t, config.TargetVMAmd64, defaultUEFIPowerCuts) }
+
+// TestVMUEFIUpdateArm64 does the same for vm-arm64 under AAVMF, without
+// the power cuts (TCG runs arm64 guests several times slower), unless
+// INGOT_UEFI_POWERCUTS asks for them.
+func TestVMUEFIUpdateArm64(t *testing.T) {
+	vmtest.Kernel(t, "arm64")
+	testUEFIUpdate(t, config.TargetVMArm64, 0)
+}
+
+func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
+	vmtest.Kernel(t, target.Arch())
 	if s := os.Getenv("INGOT_UEFI_POWERCUTS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
@@ -206,11 +216,11 @@ func TestVMUEFIUpdate(t *testing.T) {
 	greetings := [2]string{"greeting one", "greeting two"}
 	img := filepath.Join(tmp, "uefi.img")
 	cfg1 := writeUEFIApp(t, appDir, greetings[0], false)
-	if _, err := assemble.Image(ctx, cfg1, config.TargetVMAmd64, img, cache); err != nil {
+	if _, err := assemble.Image(ctx, cfg1, target, img, cache); err != nil {
 		t.Fatal(err)
 	}
 	port, tlsPort := vmtest.FreePort(t), vmtest.FreePort(t)
-	u := &uefiVM{t: t, img: img, dir: filepath.Join(tmp, "vm"), console: &vmtest.Console{},
+	u := &uefiVM{t: t, arch: target.Arch(), img: img, dir: filepath.Join(tmp, "vm"), console: &vmtest.Console{},
 		forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}, {Proto: "tcp", HostPort: tlsPort, GuestPort: 7443}}}
 	if err := os.MkdirAll(u.dir, 0o700); err != nil {
 		t.Fatal(err)
