@@ -175,6 +175,7 @@ func (u *uefiVM) exited() error {
 // with no ingot process on the host:
 //   - a good update is confirmed, and still runs after QEMU is killed and
 //     started again;
+//   - a rollback puts the other slot on trial and confirms it;
 //   - an update whose service crashes fails its trial, and the old slot
 //     boots by itself;
 //   - a power cut (SIGKILL of QEMU) at random points of an update and its
@@ -292,8 +293,21 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 		t.Fatalf("after a power cut: slot %q, GET %s = %q; want b, %q, marker ok", st.Slot, url, body, greetings[1])
 	}
 
-	// An update whose service crashes: its trial fails and slot b boots
-	// again by itself.
+	// ingot rollback: slot a (the first build) goes on trial through its
+	// own counted entry and is confirmed.
+	st, err = New(c, opts...).Rollback(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body, err = healthy(ctx, u, c, url, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st.Slot != "a" || st.SlotState == nil || st.SlotState.Active != "a" || !strings.Contains(body, greetings[0]) {
+		t.Fatalf("after the rollback: slot %q, slot.json %+v, GET = %q; want a active, %q", st.Slot, st.SlotState, body, greetings[0])
+	}
+
+	// An update whose service crashes: its trial (slot b) fails and slot
+	// a boots again by itself.
 	_, err = New(c, opts...).Update(ctx, writeUEFIApp(t, appDir, "greeting crash", true))
 	if err == nil || !strings.Contains(err.Error(), "trial failed") {
 		t.Fatalf("update to a crashing build = %v, want a failed trial", err)
@@ -302,12 +316,12 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Slot != "b" || st.SlotState.Active != "b" || st.SlotState.LastFailed == nil || st.SlotState.LastFailed.Slot != "a" ||
-		!strings.Contains(body, greetings[1]) || !strings.Contains(body, "marker ok") {
-		t.Fatalf("after the crashing update: slot %q, slot.json %+v, GET = %q; want b active, a failed, %q, marker ok",
-			st.Slot, st.SlotState, body, greetings[1])
+	if st.Slot != "a" || st.SlotState.Active != "a" || st.SlotState.LastFailed == nil || st.SlotState.LastFailed.Slot != "b" ||
+		!strings.Contains(body, greetings[0]) || !strings.Contains(body, "marker ok") {
+		t.Fatalf("after the crashing update: slot %q, slot.json %+v, GET = %q; want a active, b failed, %q, marker ok",
+			st.Slot, st.SlotState, body, greetings[0])
 	}
-	t.Logf("crashing update fell back to slot b: %s", st.SlotState.LastFailed.Reason)
+	t.Logf("crashing update fell back to slot a: %s", st.SlotState.LastFailed.Reason)
 
 	// Power cuts: even ones anywhere from the start of the update to a
 	// little after its confirm (the build on the host, the stream, the
@@ -315,7 +329,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	// during the trial boot, from the moment systemd-boot started it to
 	// its confirm, where only the firmware's boot counting brings the old
 	// slot back.
-	running := 1
+	running := 0
 	for i := range cuts {
 		trialStarted := u.trialBoots()
 		next := 1 - running
