@@ -77,6 +77,12 @@ type Result struct {
 	// Kernel.Path is an existing .deb file whose SHA-256 is KernelSHA256.
 	Kernel       config.KernelSource
 	KernelSHA256 string
+	// EFILoaderDeb is Debian's systemd-boot-efi package for a VM target
+	// (resolveEFILoader); "" for a Raspberry Pi, or with EFILoaderErr
+	// saying why it was not found: only writing the image needs it.
+	EFILoaderDeb    string
+	EFILoaderSHA256 string
+	EFILoaderErr    error
 	// Appliance is the content of /etc/ingot/appliance.json.
 	Appliance *spec.Appliance
 	// Binaries lists ingot-init and then every Go service, in config order.
@@ -223,6 +229,13 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
+	efiLoader, efiLoaderErr := resolveEFILoader(target, src.dir, o)
+	var efiLoaderSum string
+	if efiLoader != "" {
+		if efiLoaderSum, err = fileSHA256(efiLoader); err != nil {
+			return nil, fmt.Errorf("builder: UEFI loader %s: %w", efiLoader, err)
+		}
+	}
 
 	// Compile every distinct package and hash the kernel, all at once.
 	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA,
@@ -258,7 +271,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 
 	r := &Result{
 		Name: cfg.Name, Target: target, Arch: target.Arch(), ModTime: epoch,
-		Kernel: kernel, KernelSHA256: kernelSum,
+		Kernel: kernel, KernelSHA256: kernelSum, EFILoaderDeb: efiLoader, EFILoaderSHA256: efiLoaderSum, EFILoaderErr: efiLoaderErr,
 		BootBytes: cfg.Disk.BootBytes, RootSlotBytes: cfg.Disk.RootSlotBytes, PermBytes: cfg.PermBytes,
 	}
 	r.Images = imageList(cfg, b.images)

@@ -38,7 +38,7 @@ const applianceJSONMode = 0o600
 
 // buildIDFormat versions what goes into the build ID hash; change it when
 // the root layout changes so old and new builds never share an ID.
-const buildIDFormat = "ingot-build-id/2"
+const buildIDFormat = "ingot-build-id/3"
 
 // buildIDHexDigits is the length of a build ID: 64 bits, plenty to tell
 // builds of one appliance apart.
@@ -47,14 +47,17 @@ const buildIDHexDigits = 16
 // BuildInfo is the content of BuildInfoPath: what went into the build,
 // without any path or time of the build machine.
 type BuildInfo struct {
-	BuildID         string   `json:"build_id"`
-	Name            string   `json:"name"`
-	Target          string   `json:"target"`
-	Arch            string   `json:"arch"`
-	SourceDateEpoch int64    `json:"source_date_epoch"`
-	GoVersion       string   `json:"go_version,omitempty"`
-	Kernel          Kernel   `json:"kernel"`
-	Binaries        []Binary `json:"binaries"`
+	BuildID         string `json:"build_id"`
+	Name            string `json:"name"`
+	Target          string `json:"target"`
+	Arch            string `json:"arch"`
+	SourceDateEpoch int64  `json:"source_date_epoch"`
+	GoVersion       string `json:"go_version,omitempty"`
+	Kernel          Kernel `json:"kernel"`
+	// EFILoader is the package the UEFI loader (systemd-boot) of a VM
+	// image comes from.
+	EFILoader *Kernel  `json:"efi_loader,omitempty"`
+	Binaries  []Binary `json:"binaries"`
 	// Images are the image services with their resolved digests.
 	Images []ImageService `json:"images,omitempty"`
 }
@@ -159,7 +162,8 @@ func (b *build) assemble(r *Result) error {
 		return fmt.Errorf("builder: %w", err)
 	}
 	info := BuildInfo{BuildID: id, Name: b.cfg.Name, Target: string(b.target), Arch: r.Arch,
-		SourceDateEpoch: r.ModTime, GoVersion: r.GoVersion, Kernel: kernelInfo(r), Binaries: r.Binaries, Images: r.Images}
+		SourceDateEpoch: r.ModTime, GoVersion: r.GoVersion, Kernel: kernelInfo(r), EFILoader: efiLoaderInfo(r),
+		Binaries: r.Binaries, Images: r.Images}
 	infoJSON, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return fmt.Errorf("builder: %w", err)
@@ -294,9 +298,18 @@ func kernelInfo(r *Result) Kernel {
 	return Kernel{Source: r.Kernel.String()}
 }
 
+// efiLoaderInfo describes the systemd-boot-efi package of a VM image, or
+// nil.
+func efiLoaderInfo(r *Result) *Kernel {
+	if r.EFILoaderDeb == "" {
+		return nil
+	}
+	return &Kernel{Source: "debian:" + filepath.Base(r.EFILoaderDeb), SHA256: r.EFILoaderSHA256}
+}
+
 // buildID hashes every input of the image: the appliance description (all
 // of the config that reaches the guest), the binaries, the kernel, the
-// disk sizes and the epoch.
+// UEFI loader, the disk sizes and the epoch.
 func buildID(r *Result, cfg *config.Config, app *spec.Appliance, wifiDigest string) (string, error) {
 	appJSON, err := json.Marshal(app)
 	if err != nil {
@@ -309,12 +322,13 @@ func buildID(r *Result, cfg *config.Config, app *spec.Appliance, wifiDigest stri
 		Appliance    json.RawMessage
 		Binaries     []Binary
 		Kernel       Kernel
+		EFILoader    *Kernel
 		Disk         [3]int64
 		HealthWindow int64
 		// WiFi covers what a Pi's Wi-Fi adds beyond appliance.json: the
 		// passphrase and the firmware package (their SHA-256).
 		WiFi string `json:",omitempty"`
-	}{buildIDFormat, r.Target, r.ModTime, appJSON, r.Binaries, kernelInfo(r),
+	}{buildIDFormat, r.Target, r.ModTime, appJSON, r.Binaries, kernelInfo(r), efiLoaderInfo(r),
 		[3]int64{r.BootBytes, r.RootSlotBytes, r.PermBytes}, int64(cfg.Update.HealthWindow), wifiDigest}
 	b, err := json.Marshal(in)
 	if err != nil {

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-system-arm qemu-utils squashfs-tools squashfs-tools-ng
   dosfstools fdisk attr mtools e2fsprogs busybox-static xz-utils zstd cpio curl
-  chromium prometheus rsyslog rsyslog-gnutls) # chromium: headless, for TestVMWebUI (driven with chromedp)
+  chromium prometheus rsyslog rsyslog-gnutls ovmf qemu-efi-aarch64) # chromium: headless, for TestVMWebUI (driven with chromedp)
 # tmux: TestVMExec and TestVMShell drive `ingot exec -it` and `ingot shell`
 # in a real terminal.
 packages+=(tmux)
@@ -36,3 +36,6 @@ scripts/fetch-kernel.sh amd64
 scripts/fetch-kernel.sh arm64
 scripts/fetch-deb.sh busybox-static arm64
 scripts/fetch-wifi-firmware.sh
+# systemd-boot, the UEFI loader of VM images (builder/efiloader.go finds it).
+scripts/fetch-deb.sh systemd-boot-efi amd64
+scripts/fetch-deb.sh systemd-boot-efi arm64

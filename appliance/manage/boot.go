@@ -87,3 +87,21 @@ func slotOpener(bootPart blockdev.Partition) update.OpenFunc {
 		return update.OpenFile(p.Device)
 	}
 }
+
+// rootPARTUUID returns the PARTUUID of a slot's root partition, read by
+// name from the GPT of the disk that holds the boot partition (as
+// slotOpener finds it), for the UEFI entries.
+func rootPARTUUID(bootPart blockdev.Partition) func(slot.Name) (string, error) {
+	return func(n slot.Name) (string, error) {
+		disk, err := image.Open(bootPart.Disk)
+		if err != nil {
+			return "", err
+		}
+		defer disk.Close()
+		part, err := disk.Partition(n.PartitionLabel())
+		if err != nil {
+			return "", err
+		}
+		return part.GUID.String(), nil
+	}
+}

@@ -326,6 +326,29 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 				sys.Printf("manage: %s", repaired)
 			}
 			boot.Trial = boot.Trial || trial
+		} else {
+			// A VM: either systemd-boot (the UEFI path) or the host-side
+			// loader chose this boot; Entries.Boot makes slot.json and
+			// the UEFI entries agree about it.
+			entries := &update.Entries{Title: "ingot " + sp.Name, Root: rootPARTUUID(bootPart)}
+			uopts = append(uopts, update.WithEntries(entries))
+			rep, err := entries.Boot(o.bootDir, slot.Name(boot.Slot), boot.Trial)
+			if err != nil {
+				sys.Printf("manage: boot entries: %v", err)
+			}
+			if rep.Note != "" {
+				sys.Printf("manage: %s", rep.Note)
+			}
+			if err == nil {
+				boot.Trial = rep.Trial
+			}
+			if rep.Reboot {
+				go func() {
+					if err := sys.Shutdown(context.Background(), true); err != nil {
+						sys.Printf("manage: reboot: %v", err)
+					}
+				}()
+			}
 		}
 		m, err := update.NewManager(o.bootDir, slot.Name(boot.Slot), open, uopts...)
 		if err != nil {
@@ -396,6 +419,7 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 			checkTrial(ctx, trialDeps{
 				sys: sys, spec: sp, window: window, booted: slot.Name(boot.Slot),
 				bootDir: o.bootDir, confirm: mgr.Confirm, serving: func() bool { return bound(eps) },
+				failed: mgr.SyncEntries,
 			})
 		}()
 	}

@@ -27,6 +27,9 @@ type trialDeps struct {
 	bootDir string
 	confirm func() (slot.State, error)
 	serving func() bool // whether every agent listener is bound
+	// failed runs after the failure is recorded in slot.json (the UEFI
+	// entries follow it); nil does nothing.
+	failed func() error
 }
 
 // checkTrial watches a trial boot until it is decided (trialRule), then
@@ -56,6 +59,10 @@ func checkTrial(ctx context.Context, d trialDeps) {
 		// The loader falls back anyway (the trial has no tries left); it
 		// just cannot say why.
 		d.sys.Printf("manage: recording the failed trial: %v", err)
+	} else if d.failed != nil {
+		if err := d.failed(); err != nil {
+			d.sys.Printf("manage: recording the failed trial: %v", err)
+		}
 	}
 	if err := d.sys.Shutdown(context.Background(), true); err != nil {
 		d.sys.Printf("manage: reboot after the failed trial: %v", err)

@@ -59,6 +59,8 @@ type Manager struct {
 	opts    []Option
 	// fw is the firmware of WithFirmware, or nil.
 	fw Firmware
+	// entries are the UEFI entries of WithEntries, or nil.
+	entries *Entries
 
 	mu sync.Mutex
 	// staged is the slot the last successful WriteRoot wrote, which
@@ -85,7 +87,8 @@ func NewManager(bootDir string, booted slot.Name, open OpenFunc, opts ...Option)
 	if err := DiscardBootFiles(bootDir); err != nil {
 		return nil, err
 	}
-	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts, fw: newOptions(opts).firmware}, nil
+	o := newOptions(opts)
+	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts, fw: o.firmware, entries: o.entries}, nil
 }
 
 func (m *Manager) lock() error {
@@ -137,7 +140,12 @@ func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64
 		if s.Trial != t {
 			return nil
 		}
-		return saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed})
+		if err := saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed}); err != nil {
+			return err
+		}
+		// The trial's entry goes before the first byte, too: a power cut
+		// mid-write must not leave an entry that boots this slot.
+		return m.SyncEntries()
 	}
 	opts := append(append([]Option(nil), m.opts...), withBeforeWrite(cancelTrial))
 	res, err := WriteRoot(ctx, p, p.SizeBytes(), body, sizeBytes, sha256Hex, arch, opts...)
@@ -214,6 +222,9 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 			return mgmt.SlotState{}, fmt.Errorf("update: commit: %w", err)
 		}
 	}
+	if err := m.SyncEntries(); err != nil {
+		return mgmt.SlotState{}, fmt.Errorf("update: commit: %w", err)
+	}
 	m.staged = ""
 	return SlotState(s), nil
 }
@@ -244,6 +255,9 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 			return mgmt.SlotState{}, fmt.Errorf("update: rollback: %w", err)
 		}
 	}
+	if err := m.SyncEntries(); err != nil {
+		return mgmt.SlotState{}, fmt.Errorf("update: rollback: %w", err)
+	}
 	return SlotState(s), nil
 }
 
@@ -261,7 +275,20 @@ func (m *Manager) Confirm() (slot.State, error) {
 			return s, fmt.Errorf("update: confirm: %w", err)
 		}
 	}
+	if err := m.SyncEntries(); err != nil {
+		return s, fmt.Errorf("update: confirm: %w", err)
+	}
 	return s, nil
+}
+
+// SyncEntries makes the UEFI entries match slot.json (Entries.Sync); it
+// does nothing without WithEntries. Every writer of slot.json calls it
+// right after its write.
+func (m *Manager) SyncEntries() error {
+	if m.entries == nil {
+		return nil
+	}
+	return m.entries.Sync(m.bootDir)
 }
 
 // RebootArg returns the reboot(2) argument the next reboot needs: the

@@ -75,6 +75,8 @@ type options struct {
 	// firmware is the boot loader on the boot partition that needs more
 	// than slot.json; nil for the host-side loader of VMs.
 	firmware Firmware
+	// entries are the UEFI boot path's entries, or nil.
+	entries *Entries
 }
 
 // WithArch sets the architecture images must be built for (default: the
@@ -84,6 +86,10 @@ func WithArch(goarch string) Option { return func(o *options) { o.arch = goarch 
 // WithFirmware makes the Manager keep fw informed of every slot change
 // and name the boot files of a slot the way fw reads them.
 func WithFirmware(fw Firmware) Option { return func(o *options) { o.firmware = fw } }
+
+// WithEntries makes the Manager mirror every change of slot.json into the
+// UEFI boot path's entries (Entries.Sync), right after slot.json has it.
+func WithEntries(e *Entries) Option { return func(o *options) { o.entries = e } }
 
 func withBeforeWrite(f func() error) Option { return func(o *options) { o.beforeWrite = f } }
 

@@ -1,10 +1,12 @@
 // Command boot measures how long the hello appliance takes from QEMU start
-// to its first HTTP answer, and, in the same run and on the same kernel and
+// to its first HTTP answer, through ingot's host-side loader (direct kernel
+// boot) and through UEFI firmware and the image's systemd-boot, and, in the same run and on the same kernel and
 // machine settings, the floor: QEMU start to power-off with a trivial init
 // that powers off at once. Run it from the repository root:
 // go run ./bench/boot [-accel tcg]
 //
-// Its last line is: RESULT boot ready_s=… floor_s=… ratio=…
+// Its last line is: RESULT boot ready_s=… uefi_ready_s=… floor_s=… ratio=…
+// (ratio is ready_s / floor_s).
 package main
 
 import (
@@ -59,14 +61,22 @@ func run(dir, accelFlag string, runs int) error {
 	if _, err := assemble.Image(ctx, cfg, config.TargetVMAmd64, img); err != nil {
 		return err
 	}
-	var ready, floor []time.Duration
+	var ready, uefiReady, floor []time.Duration
 	for i := 0; i < runs; i++ {
-		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run"), accel)
+		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run"), accel, vm.FirmwareDirect)
 		if err != nil {
 			return err
 		}
 		ready = append(ready, d)
 		fmt.Printf("ready %d: %.2fs\n", i+1, d.Seconds())
+	}
+	for i := 0; i < runs; i++ {
+		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run-uefi"), accel, vm.FirmwareUEFI)
+		if err != nil {
+			return err
+		}
+		uefiReady = append(uefiReady, d)
+		fmt.Printf("uefi ready %d: %.2fs\n", i+1, d.Seconds())
 	}
 	kernelPath, err := extractKernel(img, filepath.Join(tmp, "boot"))
 	if err != nil {
@@ -84,8 +94,8 @@ func run(dir, accelFlag string, runs int) error {
 		floor = append(floor, d)
 		fmt.Printf("floor %d: %.2fs\n", i+1, d.Seconds())
 	}
-	r, f := median(ready), median(floor)
-	fmt.Printf("RESULT boot ready_s=%.2f floor_s=%.2f ratio=%.2f\n", r.Seconds(), f.Seconds(), r.Seconds()/f.Seconds())
+	r, u, f := median(ready), median(uefiReady), median(floor)
+	fmt.Printf("RESULT boot ready_s=%.2f uefi_ready_s=%.2f floor_s=%.2f ratio=%.2f\n", r.Seconds(), u.Seconds(), f.Seconds(), r.Seconds()/f.Seconds())
 	return nil
 }
 
@@ -110,9 +120,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// bootToHTTP boots the image and returns the time from start to the first
-// HTTP 200 from the hello service.
-func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel) (time.Duration, error) {
+// bootToHTTP boots the image with firmware (vm.Config.Firmware) and
+// returns the time from start to the first HTTP 200 from the hello service.
+func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel, firmware string) (time.Duration, error) {
 	port, err := freePort()
 	if err != nil {
 		return 0, err
@@ -122,7 +132,7 @@ func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel) (time
 	start := time.Now()
 	go func() {
 		done <- vm.Run(ctx, vm.Config{Image: img, RunDir: runDir, Accel: accel, MemoryMiB: 512,
-			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}}, Vsock: vm.VsockNone})
+			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}}, Vsock: vm.VsockNone, Firmware: firmware})
 	}()
 	defer func() {
 		cancel()

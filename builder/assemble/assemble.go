@@ -23,6 +23,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/packer/cpio"
 	"github.com/ingotdev/ingot/packer/disk"
+	"github.com/ingotdev/ingot/packer/format/bls"
 	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/initramfs"
 	"github.com/ingotdev/ingot/packer/kernel"
@@ -142,7 +143,7 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if res.Kernel.Kind != config.KernelDebian {
 		return nil, fmt.Errorf("assemble: target %s: kernel %s: only debian: kernels boot VMs", target, res.Kernel)
 	}
-	k, mods, err := loadKernel(ctx, res.Kernel.Path, res.KernelSHA256, filepath.Join(o.cacheDir, "kernels"))
+	k, mods, err := loadKernel(ctx, res.Kernel.Path, res.KernelSHA256, filepath.Join(o.cacheDir, "kernels"), res.Arch)
 	if err != nil {
 		return nil, err
 	}
@@ -167,9 +168,20 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if console == "" {
 		return nil, fmt.Errorf("assemble: no serial console known for arch %s", res.Arch)
 	}
+	if res.EFILoaderErr != nil {
+		return nil, res.EFILoaderErr
+	}
+	efiPath, err := bls.SystemdBootPath(res.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
+	efiLoader, _, err := kernel.DebFile(ctx, res.EFILoaderDeb, efiPath)
+	if err != nil {
+		return nil, fmt.Errorf("assemble: UEFI loader: %w", err)
+	}
 	d, err := disk.Write(ctx, out, disk.Spec{
 		Name: res.Name, Target: string(target), Arch: res.Arch, BuildID: res.BuildID, Release: res.Appliance.Release,
-		Kernel: k.Image, Initrd: initrd.Bytes(),
+		Kernel: k.Image, Initrd: initrd.Bytes(), EFILoader: efiLoader,
 		Cmdline: strings.Join([]string{"console=" + console, "panic=1"}, " "),
 		Root:    res.Root, ModTime: res.ModTime,
 		BootBytes: res.BootBytes, RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
@@ -223,11 +235,11 @@ type cachedKernel struct {
 	Modules []*kernel.Module
 }
 
-// loadKernel returns the kernel and the default VM module closure from
-// the .deb at path, through a cache keyed by the package's SHA-256 and the
-// module list.
-func loadKernel(ctx context.Context, path, sha string, cacheDir string) (*kernel.Kernel, []*kernel.Module, error) {
-	want := kernel.DefaultVMModules()
+// loadKernel returns the kernel and the closure of the VM modules for
+// arch (DefaultVMModules and CloudVMModules) from the .deb at path,
+// through a cache keyed by the package's SHA-256 and the module list.
+func loadKernel(ctx context.Context, path, sha string, cacheDir, arch string) (*kernel.Kernel, []*kernel.Module, error) {
+	want := append(kernel.DefaultVMModules(), kernel.CloudVMModules(arch)...)
 	key := sha256.Sum256([]byte(sha + "\x00" + strings.Join(want, ",")))
 	cacheFile := filepath.Join(cacheDir, hex.EncodeToString(key[:16])+".gob")
 	if f, err := os.Open(cacheFile); err == nil {

@@ -2,8 +2,6 @@ package assemble
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,7 +60,7 @@ func TestVMFormatsBoot(t *testing.T) {
 				Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
 			})
 			v.WaitFor(t, 3*time.Minute, "init: perm: /dev/vda4 mounted on /perm")
-			body := getUntil(t, fmt.Sprintf("http://127.0.0.1:%d/", port), time.Minute, v)
+			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", port), time.Minute)
 			if !strings.Contains(body, "hello from ingot") || !strings.Contains(body, rep.BuildID) {
 				t.Fatalf("hello from the %s disk answered %q, want the greeting and build %s", f, body, rep.BuildID)
 			}
@@ -77,30 +75,5 @@ func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
 		t.Fatalf("cp %s %s: %v\n%s", src, dst, err, out)
-	}
-}
-
-// getUntil GETs url until it answers 200 or limit passes.
-func getUntil(t *testing.T, url string, limit time.Duration, v *vmtest.VM) string {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(limit)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			b, rerr := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if rerr == nil && resp.StatusCode == http.StatusOK {
-				return string(b)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: no answer within %v: %v", url, limit, err)
-		}
-		select {
-		case <-v.Exited():
-			t.Fatalf("QEMU ended before %s answered", url)
-		case <-time.After(500 * time.Millisecond):
-		}
 	}
 }

@@ -19,15 +19,19 @@ import (
 
 // TestVMHello builds examples/hello for amd64, boots it under TCG, and
 // fetches the greeting through a forwarded port.
-func TestVMHello(t *testing.T) { testHello(t, config.TargetVMAmd64) }
+func TestVMHello(t *testing.T) { testHello(t, config.TargetVMAmd64, vm.FirmwareDirect) }
+
+// TestVMRunUEFI is TestVMHello through `ingot run -firmware uefi`'s path:
+// vm.Run boots the image with OVMF and the image's systemd-boot.
+func TestVMRunUEFI(t *testing.T) { testHello(t, config.TargetVMAmd64, vm.FirmwareUEFI) }
 
 // TestVMHelloARM64 does the same for vm-arm64 under qemu-system-aarch64.
 func TestVMHelloARM64(t *testing.T) {
 	vmtest.Kernel(t, "arm64")
-	testHello(t, config.TargetVMArm64)
+	testHello(t, config.TargetVMArm64, vm.FirmwareDirect)
 }
 
-func testHello(t *testing.T, target config.Target) {
+func testHello(t *testing.T, target config.Target, firmware string) {
 	cfg := helloConfig(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "hello.img")
@@ -44,7 +48,7 @@ func testHello(t *testing.T, target config.Target) {
 		done <- vm.Run(ctx, vm.Config{
 			Image: img, RunDir: filepath.Join(dir, "run"), Accel: qemu.AccelTCG, MemoryMiB: 512,
 			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
-			Console:  console, Logf: t.Logf,
+			Console:  console, Logf: t.Logf, Firmware: firmware,
 		})
 	}()
 	defer func() {
@@ -78,6 +82,9 @@ func testHello(t *testing.T, target config.Target) {
 	}
 	if !strings.Contains(console.String(), "hello: ") {
 		t.Errorf("console has no line prefixed with the service name 'hello: '")
+	}
+	if efi := strings.Contains(console.String(), `initrd=\initrd.img.a`); efi != (firmware == vm.FirmwareUEFI) {
+		t.Errorf("firmware %q: the console shows a systemd-boot command line: %v", firmware, efi)
 	}
 	cancel()
 	select {

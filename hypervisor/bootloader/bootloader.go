@@ -101,12 +101,7 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 			b.BuildID = id
 		}
 	}
-	words := []string{strings.TrimSpace(string(files[layout.CmdlineFile])),
-		layout.ParamRoot + "=PARTUUID=" + root.GUID.String(), layout.ParamSlot + "=" + string(d.Boot)}
-	if d.Trial {
-		words = append(words, layout.ParamTrial+"=1")
-	}
-	words = append(words, extraCmdline...)
+	words := append([]string{d.Boot.Cmdline(string(files[layout.CmdlineFile]), root.GUID.String(), d.Trial)}, extraCmdline...)
 	b.Cmdline = strings.Join(words, " ")
 
 	b.Kernel, b.Initrd = filepath.Join(dir, layout.KernelFile), filepath.Join(dir, layout.InitrdFile)

@@ -83,10 +83,20 @@ type Machine struct {
 	Initrd    string // path of the initramfs
 	Cmdline   string
 	Disk      string // disk image, attached as virtio-blk
-	// DiskFormat is QEMU's name for Disk's format (qcow2, vpc, vmdk, as
-	// ingot build -format writes them); empty is raw, what ingot run boots.
+	// DiskFormat is the disk image's QEMU format: "raw" (the default) or
+	// "qcow2", "vmdk", "vpc" for the images ingot build writes for other
+	// hypervisors.
 	DiskFormat string
-	Forwards   []Forward
+	// DiskBus is how the disk is attached: "virtio-blk" (the default),
+	// "virtio-scsi" (Proxmox's default controller, GCE) or "nvme" (AWS
+	// Nitro, GCE), so tests can boot an image the way other hypervisors
+	// present it.
+	DiskBus string
+	// Firmware, when set, boots the disk through UEFI firmware (which
+	// starts the image's own boot loader) instead of Kernel, Initrd and
+	// Cmdline; see UEFI.
+	Firmware *Firmware
+	Forwards []Forward
 	// VhostUserVsock, when set, is the vhost-user socket of a vsock backend
 	// (hypervisor/vhostuser) and adds vhost-user-vsock-pci.
 	VhostUserVsock string
@@ -114,6 +124,47 @@ type Machine struct {
 	// machine resets, for a caller that starts QEMU itself (Command). Run
 	// needs QEMU to end instead, to let the boot loader choose again.
 	ResetOnReboot bool
+}
+
+// Firmware is UEFI firmware as two flash devices: the code, read-only
+// and shared, and the variable store, which the guest writes and so must
+// be a private copy per VM (UEFI makes one).
+type Firmware struct {
+	Code string
+	Vars string
+}
+
+// uefiFirmware lists Debian's UEFI builds for QEMU: package ovmf for
+// amd64 (the 4 MiB variant without Secure Boot enforcement) and
+// qemu-efi-aarch64 for arm64. scripts/setup.sh installs both.
+var uefiFirmware = map[string]Firmware{
+	"amd64": {Code: "/usr/share/OVMF/OVMF_CODE_4M.fd", Vars: "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	"arm64": {Code: "/usr/share/AAVMF/AAVMF_CODE.fd", Vars: "/usr/share/AAVMF/AAVMF_VARS.fd"},
+}
+
+// UEFI returns the UEFI firmware for arch with a private copy of its
+// empty variable store in dir (dir/efivars.fd, made if missing, so the
+// firmware's NVRAM lives as long as dir: one VM's boots share it).
+func UEFI(arch, dir string) (*Firmware, error) {
+	fw, ok := uefiFirmware[arch]
+	if !ok {
+		return nil, fmt.Errorf("qemu: no UEFI firmware known for arch %q", arch)
+	}
+	if _, err := os.Stat(fw.Code); err != nil {
+		return nil, fmt.Errorf("qemu: UEFI firmware for %s: %w (install Debian's %s: scripts/setup.sh)", arch, err, map[string]string{"amd64": "ovmf", "arm64": "qemu-efi-aarch64"}[arch])
+	}
+	vars := filepath.Join(dir, "efivars.fd")
+	if _, err := os.Stat(vars); err == nil {
+		return &Firmware{Code: fw.Code, Vars: vars}, nil
+	}
+	b, err := os.ReadFile(fw.Vars)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: UEFI variable store: %w", err)
+	}
+	if err := os.WriteFile(vars, b, 0o600); err != nil {
+		return nil, fmt.Errorf("qemu: UEFI variable store: %w", err)
+	}
+	return &Firmware{Code: fw.Code, Vars: vars}, nil
 }
 
 // BoardRaspi3b is QEMU's Raspberry Pi 3B: its RAM is fixed at 1 GiB, the
@@ -173,14 +224,32 @@ func (m *Machine) Args(a Accel) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("qemu: unsupported arch %q", m.Arch)
 	}
-	args = append(args, m.bootArgs()...)
+	if m.Firmware != nil {
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+m.Firmware.Code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+m.Firmware.Vars)
+	} else {
+		args = append(args, m.bootArgs()...)
+	}
 	if !m.RTCStart.IsZero() {
 		args = append(args, "-rtc", "base="+m.RTCStart.UTC().Format("2006-01-02T15:04:05"))
 	}
 	if m.Disk != "" {
-		args = append(args,
-			"-drive", "file="+m.Disk+",format="+m.diskFormat()+",if=none,id=disk0,cache=writeback,discard=unmap",
-			"-device", "virtio-blk-pci,drive=disk0")
+		format, err := m.diskFormat()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "file="+m.Disk+",format="+format+",if=none,id=disk0,cache=writeback,discard=unmap")
+		switch m.DiskBus {
+		case "", "virtio-blk":
+			args = append(args, "-device", "virtio-blk-pci,drive=disk0")
+		case "virtio-scsi":
+			args = append(args, "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0")
+		case "nvme":
+			args = append(args, "-device", "nvme,drive=disk0,serial=ingot0")
+		default:
+			return nil, fmt.Errorf("qemu: disk bus %q: want virtio-blk, virtio-scsi or nvme", m.DiskBus)
+		}
 	}
 	netdev := "user,id=net0"
 	for _, f := range m.Forwards {
@@ -222,11 +291,14 @@ func (m *Machine) bootArgs() []string {
 }
 
 // diskFormat is the format= of the disk's -drive.
-func (m *Machine) diskFormat() string {
-	if m.DiskFormat == "" {
-		return "raw"
+func (m *Machine) diskFormat() (string, error) {
+	switch m.DiskFormat {
+	case "":
+		return "raw", nil
+	case "raw", "qcow2", "vmdk", "vpc", "vhdx":
+		return m.DiskFormat, nil
 	}
-	return m.DiskFormat
+	return "", fmt.Errorf("qemu: disk format %q: want raw, qcow2, vmdk, vpc or vhdx", m.DiskFormat)
 }
 
 func (m *Machine) raspi3bArgs(a Accel) ([]string, error) {
@@ -236,7 +308,11 @@ func (m *Machine) raspi3bArgs(a Accel) ([]string, error) {
 	args := append(m.commonArgs(a), "-machine", BoardRaspi3b, "-serial", "null", "-serial", "stdio")
 	args = append(args, m.bootArgs()...)
 	if m.Disk != "" {
-		args = append(args, "-drive", "file="+m.Disk+",if=sd,format="+m.diskFormat())
+		format, err := m.diskFormat()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "file="+m.Disk+",if=sd,format="+format)
 	}
 	return args, nil
 }

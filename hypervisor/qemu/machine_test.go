@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -109,5 +111,69 @@ func TestResolveCrossArchIsTCG(t *testing.T) {
 	}
 	if a, _ := Resolve(t.Context(), AccelKVM, other); a != AccelKVM {
 		t.Errorf("Resolve(kvm, %s) = %s, want the explicit choice kept", other, a)
+	}
+}
+
+// TestArgsUEFI: firmware as two pflash drives, the code read-only; no
+// direct kernel boot; the disk's format passed on and checked.
+func TestArgsUEFI(t *testing.T) {
+	m := &Machine{Arch: "amd64", Kernel: "k", Cmdline: "c", Disk: "d.qcow2", DiskFormat: "qcow2", RunDir: "/run/x",
+		Firmware: &Firmware{Code: "/fw/CODE.fd", Vars: "/run/x/efivars.fd"}}
+	args, err := m.Args(AccelTCG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	for _, want := range []string{"-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
+		"-drive if=pflash,format=raw,unit=1,file=/run/x/efivars.fd", "file=d.qcow2,format=qcow2,if=none"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("Args(uefi) = %q, missing %q", line, want)
+		}
+	}
+	if strings.Contains(line, "-kernel") || strings.Contains(line, "-append") {
+		t.Errorf("Args(uefi) = %q boots a kernel directly", line)
+	}
+	for bus, want := range map[string]string{"virtio-scsi": "-device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=disk0,bus=scsi0.0",
+		"nvme": "-device nvme,drive=disk0,serial=ingot0"} {
+		m.DiskBus = bus
+		args, err := m.Args(AccelTCG)
+		if line := strings.Join(args, " "); err != nil || !strings.Contains(line, want) || strings.Contains(line, "virtio-blk") {
+			t.Errorf("Args(disk bus %s) = %q, %v; want %q", bus, line, err, want)
+		}
+	}
+	m.DiskBus = "ide"
+	if _, err := m.Args(AccelTCG); err == nil || !strings.Contains(err.Error(), "ide") {
+		t.Errorf("Args with disk bus ide: %v, want an error naming it", err)
+	}
+	m.DiskBus = ""
+	m.DiskFormat = "raw,file.locking=off"
+	if _, err := m.Args(AccelTCG); err == nil || !strings.Contains(err.Error(), "raw,file.locking=off") {
+		t.Errorf("Args with disk format %q: %v, want an error naming it", m.DiskFormat, err)
+	}
+}
+
+// TestUEFIPrivateVars: each VM gets its own copy of the variable store,
+// kept across its boots.
+func TestUEFIPrivateVars(t *testing.T) {
+	dir := t.TempDir()
+	fw, err := UEFI("amd64", dir)
+	if err != nil {
+		t.Fatalf("%v (scripts/setup.sh installs ovmf)", err)
+	}
+	if fw.Vars != filepath.Join(dir, "efivars.fd") || fw.Code == fw.Vars {
+		t.Fatalf("firmware %+v", fw)
+	}
+	if err := os.WriteFile(fw.Vars, []byte("written by the guest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again, err := UEFI("amd64", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(again.Vars); string(b) != "written by the guest" {
+		t.Errorf("a second UEFI call replaced the VM's variable store")
+	}
+	if _, err := UEFI("riscv64", dir); err == nil {
+		t.Error("UEFI(riscv64) succeeded")
 	}
 }

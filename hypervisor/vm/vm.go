@@ -7,8 +7,10 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +20,8 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/bootloader"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vhostuser"
+	"github.com/ingotdev/ingot/packer/format/bls"
+	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 )
 
@@ -64,7 +68,19 @@ type Config struct {
 	// RTCStart, when set, is where the guest's real-time clock starts on
 	// every boot (qemu.Machine.RTCStart).
 	RTCStart time.Time
+	// Firmware is how the guest boots: FirmwareDirect ("", the default)
+	// has ingot's host-side loader pick the slot and QEMU boot its kernel
+	// directly; FirmwareUEFI boots the image through UEFI firmware and
+	// its own systemd-boot, as any hypervisor would, with a private
+	// variable store in RunDir.
+	Firmware string
 }
+
+// Boot paths of Config.Firmware.
+const (
+	FirmwareDirect = "direct"
+	FirmwareUEFI   = "uefi"
+)
 
 // VsockPath is the hybrid-vsock socket of a VM run with VsockUser in
 // runDir: connect, write "CONNECT <port>\n", read "OK <n>\n".
@@ -137,29 +153,51 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("vm: vsock %q: want user, kernel or none", c.Vsock)
 	}
 
-	accel := c.Accel
-	var history []bootRecord
-	for boots := 1; ; boots++ {
-		var extra []string
-		if !c.NoStaticNetwork {
-			extra = append(extra, layout.ParamIP+"="+qemu.GuestNetwork)
-		}
-		b, err := bootloader.Prepare(image, c.RunDir, extra...)
+	switch c.Firmware {
+	case "", FirmwareDirect:
+	case FirmwareUEFI:
+		info, err := uefiImage(image)
 		if err != nil {
 			return err
 		}
-		if c.OnBoot != nil {
-			c.OnBoot(b)
+		if m.Firmware, err = qemu.UEFI(info.Arch, c.RunDir); err != nil {
+			return fmt.Errorf("vm: %w", err)
 		}
-		m.Arch, m.Kernel, m.Initrd, m.Cmdline = b.Info.Arch, b.Kernel, b.Initrd, b.Cmdline
-		trial := ""
-		if b.Trial {
-			trial = fmt.Sprintf(" (trial, %d tries left after this one)", b.State.TriesLeft)
+		m.Arch = info.Arch
+	default:
+		return fmt.Errorf("vm: firmware %q: want %s or %s", c.Firmware, FirmwareDirect, FirmwareUEFI)
+	}
+
+	accel := c.Accel
+	var history []bootRecord
+	for boots := 1; ; boots++ {
+		b := &bootloader.Boot{}
+		if m.Firmware != nil {
+			// The guest's firmware and systemd-boot pick the slot from
+			// the image's boot entries; stage1 makes slot.json agree.
+			logf("boot %d: UEFI firmware %s, variables %s", boots, m.Firmware.Code, m.Firmware.Vars)
+		} else {
+			var extra []string
+			if !c.NoStaticNetwork {
+				extra = append(extra, layout.ParamIP+"="+qemu.GuestNetwork)
+			}
+			b, err = bootloader.Prepare(image, c.RunDir, extra...)
+			if err != nil {
+				return err
+			}
+			if c.OnBoot != nil {
+				c.OnBoot(b)
+			}
+			m.Arch, m.Kernel, m.Initrd, m.Cmdline = b.Info.Arch, b.Kernel, b.Initrd, b.Cmdline
+			trial := ""
+			if b.Trial {
+				trial = fmt.Sprintf(" (trial, %d tries left after this one)", b.State.TriesLeft)
+			}
+			if b.Recovered != "" {
+				logf("boot %d: %s", boots, b.Recovered)
+			}
+			logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.BuildID), b.Slot, trial)
 		}
-		if b.Recovered != "" {
-			logf("boot %d: %s", boots, b.Recovered)
-		}
-		logf("boot %d: %s build %s, slot %s%s", boots, b.Info.Name, shortID(b.BuildID), b.Slot, trial)
 		console.n.Store(0)
 		start := time.Now()
 		exit, used, err := qemu.Run(ctx, m, accel, logf)
@@ -192,6 +230,37 @@ func Run(ctx context.Context, c Config) error {
 			return nil
 		}
 	}
+}
+
+// uefiImage reads the image info of an image that boots through UEFI,
+// and fails naming the image when it has no UEFI loader (built before
+// the UEFI path, or a Raspberry Pi image).
+func uefiImage(path string) (layout.Info, error) {
+	im, err := image.Open(path)
+	if err != nil {
+		return layout.Info{}, fmt.Errorf("vm: %w", err)
+	}
+	defer im.Close()
+	fsys, err := im.Boot()
+	if err != nil {
+		return layout.Info{}, fmt.Errorf("vm: %w", err)
+	}
+	var info layout.Info
+	b, err := fsys.ReadFile(layout.InfoFile)
+	if err == nil {
+		err = json.Unmarshal(b, &info)
+	}
+	if err != nil {
+		return layout.Info{}, fmt.Errorf("vm: %s: %s: %w", path, layout.InfoFile, err)
+	}
+	loader, err := bls.RemovablePath(info.Arch)
+	if err != nil {
+		return layout.Info{}, fmt.Errorf("vm: %s: %w", path, err)
+	}
+	if _, err := fs.Stat(fsys, loader); err != nil {
+		return layout.Info{}, fmt.Errorf("vm: %s has no UEFI loader (%s): build it again with this ingot, or boot it without -firmware uefi", path, loader)
+	}
+	return info, nil
 }
 
 func shortID(id string) string {

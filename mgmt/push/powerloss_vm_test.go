@@ -331,7 +331,7 @@ func (r *vmRunner) stop() error {
 // healthy waits until the appliance behind c answers on a slot with no
 // trial pending, and its service answers at url with the marker verdict.
 // It returns the status and the HTTP body.
-func healthy(ctx context.Context, r *vmRunner, c *mgmt.Client, url string, limit time.Duration) (mgmt.Status, string, error) {
+func healthy(ctx context.Context, r interface{ exited() error }, c *mgmt.Client, url string, limit time.Duration) (mgmt.Status, string, error) {
 	deadline := time.Now().Add(limit)
 	var st mgmt.Status
 	var body string

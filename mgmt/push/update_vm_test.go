@@ -90,25 +90,35 @@ update:
 	if err := os.WriteFile(filepath.Join(dir, ".ingot/token"), tok, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// One certificate per directory: every build of it serves the same pin.
-	certPath := filepath.Join(dir, filepath.FromSlash(config.DefaultTLSCertFile))
-	if _, err := os.Stat(certPath); err != nil {
-		certPEM, keyPEM, _, err := mgmt.GenerateCertificate("hello", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(config.DefaultTLSKeyFile)), keyPEM, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeTestCert(t, dir, "hello")
 	cfg, err := config.Load(filepath.Join(dir, config.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// writeTestCert gives the appliance directory dir a management TLS
+// certificate for name, once: every build of it serves the same pin.
+func writeTestCert(t *testing.T, dir, name string) {
+	t.Helper()
+	certPath := filepath.Join(dir, filepath.FromSlash(config.DefaultTLSCertFile))
+	if _, err := os.Stat(certPath); err == nil {
+		return
+	}
+	certPEM, keyPEM, _, err := mgmt.GenerateCertificate(name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(config.DefaultTLSKeyFile)), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func getGreeting(url string) (string, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/google/renameio/v2"
 	"github.com/ingotdev/ingot/packer/ext4"
 	"github.com/ingotdev/ingot/packer/fat"
+	"github.com/ingotdev/ingot/packer/format/bls"
 	fatformat "github.com/ingotdev/ingot/packer/format/fat"
 	"github.com/ingotdev/ingot/packer/format/gpt"
 	"github.com/ingotdev/ingot/packer/format/layout"
@@ -47,6 +48,12 @@ type Spec struct {
 	Release uint64 // spec.Appliance.Release, recorded in layout.InfoFile
 	Kernel  []byte // kernel image (vmlinuz)
 	Initrd  []byte // compressed initramfs
+	// EFILoader, when set, is the UEFI boot loader (systemd-boot) that the
+	// packer puts at the removable-media path for Arch, with its
+	// loader.conf and a Boot Loader Specification entry for the active
+	// slot (package bls): the image then boots under any UEFI firmware,
+	// without ingot's host-side loader.
+	EFILoader []byte
 	// Cmdline is the kernel command line before the partition arguments
 	// the packer adds (console, panic behaviour, ...).
 	Cmdline string
@@ -324,6 +331,13 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 			}
 		}
 	}
+	if s.EFILoader != nil {
+		efi, err := efiFiles(s, table, strings.Join(words, " "))
+		if err != nil {
+			return fmt.Errorf("disk: boot partition: %w", err)
+		}
+		files = append(files, efi...)
+	}
 	files = append(files,
 		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
 		fat.BytesFile(layout.InfoFile, append(info, '\n')),
@@ -335,6 +349,29 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 		return fmt.Errorf("disk: boot partition: %w", err)
 	}
 	return nil
+}
+
+// efiFiles are the UEFI boot path's files: systemd-boot at the
+// removable-media path, loader.conf, and the entries bls.Plan makes for
+// the initial slot state (the active slot a).
+func efiFiles(s Spec, table gpt.Table, cmdline string) ([]fat.File, error) {
+	loader, err := bls.RemovablePath(s.Arch)
+	if err != nil {
+		return nil, err
+	}
+	files := []fat.File{fat.BytesFile(loader, s.EFILoader), fat.BytesFile(bls.LoaderConf, bls.LoaderConfig())}
+	for _, e := range bls.Plan(nil, slot.Initial()).Write {
+		root := table.Partitions[1] // root-a
+		if e.Slot == slot.B {
+			root = table.Partitions[2]
+		}
+		b, err := bls.Content(e, bls.Params{Title: "ingot " + s.Name, Cmdline: cmdline, RootPARTUUID: root.GUID.String()})
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, fat.BytesFile(bls.EntriesDir+"/"+e.FileName(), b))
+	}
+	return files, nil
 }
 
 // bytesDigest is the layout.DigestsFile entry of a file holding b.

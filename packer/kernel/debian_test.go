@@ -112,3 +112,21 @@ func checkRealKernel(t *testing.T, k *kernel.Kernel, arch string, machine elf.Ma
 		}
 	}
 }
+
+// TestDebianCloudModules: every module CloudVMModules names for an arch
+// is in that arch's Debian cloud kernel, with its dependencies.
+func TestDebianCloudModules(t *testing.T) {
+	for _, arch := range []string{"amd64", "arm64"} {
+		p := vmtest.Kernel(t, arch)
+		want := append(kernel.DefaultVMModules(), kernel.CloudVMModules(arch)...)
+		k, err := kernel.LoadDeb(context.Background(), p, kernel.WithModules(want...))
+		if err != nil {
+			t.Fatalf("LoadDeb(%s) with the cloud modules = %v", p, err)
+		}
+		mods, err := k.Closure(want...)
+		if err != nil {
+			t.Fatalf("%s: Closure(cloud modules) = %v", arch, err)
+		}
+		t.Logf("%s: %d modules with the cloud drivers", arch, len(mods))
+	}
+}

@@ -76,6 +76,23 @@ func DefaultVMModules() []string {
 	}
 }
 
+// CloudVMModules lists, for the guest architecture arch (GOARCH
+// spelling), the disk and network drivers of other hypervisors and
+// clouds, which a VM image loads beside DefaultVMModules so that it boots
+// wherever a UEFI VM boots: virtio-scsi and SCSI disks (Proxmox's default
+// controller, GCE), AWS ENA and Google gVNIC network cards, and on amd64
+// Hyper-V/Azure (VMBus storage and network), VMware (PVSCSI, VMXNET3)
+// and Xen (AWS's older instances). NVMe (AWS Nitro, GCE) is built into
+// Debian's cloud kernels. The list holds only modules Debian's cloud
+// kernel package for arch ships.
+func CloudVMModules(arch string) []string {
+	common := []string{"virtio_scsi", "sd_mod", "ena", "gve"}
+	if arch == "amd64" {
+		return append(common, "hv_vmbus", "hv_storvsc", "hv_netvsc", "vmw_pvscsi", "vmxnet3", "xen_blkfront", "xen_netfront")
+	}
+	return common
+}
+
 // Closure returns the named modules and everything they depend on,
 // transitively, each after all of its dependencies. The order is
 // deterministic: a depth-first walk of the names in the order given, each

@@ -55,6 +55,20 @@ func (n Name) PartitionLabel() string {
 // slot's directory instead: piboot.PrefixDir.)
 func (n Name) BootFile(name string) string { return name + "." + string(n) }
 
+// Cmdline is the kernel command line that boots slot n: base, the slot's
+// own command line (its layout.CmdlineFile), then the root partition by
+// PARTUUID, the slot and, on a trial boot, the trial flag. Both loaders
+// build it here, the host-side one per boot and the UEFI entries
+// (package bls) per slot, so stage1 cannot tell them apart.
+func (n Name) Cmdline(base, rootPARTUUID string, trial bool) string {
+	words := []string{strings.TrimSpace(base),
+		layout.ParamRoot + "=PARTUUID=" + rootPARTUUID, layout.ParamSlot + "=" + string(n)}
+	if trial {
+		words = append(words, layout.ParamTrial+"=1")
+	}
+	return strings.Join(words, " ")
+}
+
 // Failure records a trial that did not confirm.
 type Failure struct {
 	Slot   Name   `json:"slot"`
