@@ -229,7 +229,7 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	if err != nil {
 		return nil, err
 	}
-	efiLoader, efiLoaderErr := resolveEFILoader(target, src.dir, o)
+	efiLoader, efiLoaderErr := resolveEFILoader(ctx, cfg, target, src.dir, o)
 	var efiLoaderSum string
 	if efiLoader != "" {
 		if efiLoaderSum, err = fileSHA256(efiLoader); err != nil {

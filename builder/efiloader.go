@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,18 +14,25 @@ import (
 // Debian's systemd-boot-efi package for arch.
 func efiLoaderFileName(arch string) string { return "systemd-boot-efi-" + arch + ".deb" }
 
+// EFILoaderLockKey is the ingot.lock key of the systemd-boot-efi package
+// for arch.
+func EFILoaderLockKey(arch string) string { return "deb:systemd-boot-efi-" + arch }
+
 // resolveEFILoader finds Debian's systemd-boot-efi package, whose
 // systemd-boot becomes the UEFI loader of a VM image (package bls). It is
 // the one place that knows where the package comes from; the first of
-// these that is set or exists wins:
+// these that is set or works wins:
 //
 //  1. $INGOT_SYSTEMD_BOOT_DEB_<ARCH> (must exist);
-//  2. <cache>/debs/systemd-boot-efi-<arch>.deb (the artifact cache);
-//  3. <ingot source>/.cache/debs/systemd-boot-efi-<arch>.deb, which
-//     `make setup` (scripts/fetch-deb.sh) fills.
+//  2. the package pinned in the appliance's ingot.lock (or ingot's
+//     default pin, then written there): <cache>/debs/<file>, downloaded
+//     from the Debian archive and verified when missing (PinnedDeb);
+//  3. only when 2 fails (offline): <ingot source>/.cache/debs/
+//     systemd-boot-efi-<arch>.deb, which `make setup`
+//     (scripts/fetch-deb.sh) fills.
 //
 // Raspberry Pi targets boot through their own firmware and need none ("").
-func resolveEFILoader(target config.Target, ingotDir string, o options) (string, error) {
+func resolveEFILoader(ctx context.Context, cfg *config.Config, target config.Target, ingotDir string, o options) (string, error) {
 	if !target.IsVM() {
 		return "", nil
 	}
@@ -40,15 +48,18 @@ func resolveEFILoader(target config.Target, ingotDir string, o options) (string,
 		}
 		return abs, nil
 	}
-	tried := []string{filepath.Join(o.cacheDir, "debs", efiLoaderFileName(arch))}
-	if ingotDir != "" {
-		tried = append(tried, filepath.Join(ingotDir, ".cache", "debs", efiLoaderFileName(arch)))
+	pinned, fetchErr := PinnedDeb(ctx, cfg.Dir, DebFetcher(o.cacheDir, o.debMirror, o.progress), EFILoaderLockKey(arch))
+	if fetchErr == nil {
+		return pinned, nil
 	}
-	for _, p := range tried {
+	var tried []string
+	if ingotDir != "" {
+		p := filepath.Join(ingotDir, ".cache", "debs", efiLoaderFileName(arch))
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return p, nil
 		}
+		tried = append(tried, p)
 	}
-	return "", fmt.Errorf("builder: no UEFI loader for %s: set $%s, or put Debian's systemd-boot-efi for %s (scripts/fetch-deb.sh systemd-boot-efi %s) at one of: %s",
-		target, v, arch, arch, strings.Join(tried, ", "))
+	return "", fmt.Errorf("builder: no UEFI loader for %s: %w; set $%s, or put Debian's systemd-boot-efi for %s (scripts/fetch-deb.sh systemd-boot-efi %s) at: %s",
+		target, fetchErr, v, arch, arch, strings.Join(tried, ", "))
 }
