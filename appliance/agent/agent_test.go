@@ -132,8 +132,8 @@ type watchedUpdater struct {
 	done chan error
 }
 
-func (w *watchedUpdater) WriteRoot(ctx context.Context, body io.Reader, size int64, sha, arch string) (mgmt.UpdateResult, error) {
-	res, err := w.Manager.WriteRoot(ctx, body, size, sha, arch)
+func (w *watchedUpdater) WriteRoot(ctx context.Context, body io.Reader, size int64, sha, arch string, release uint64) (mgmt.UpdateResult, error) {
+	res, err := w.Manager.WriteRoot(ctx, body, size, sha, arch, release)
 	w.done <- err
 	return res, err
 }
