@@ -24,7 +24,7 @@ type cliInfo struct{}
 func (cliInfo) Status() mgmt.Status {
 	return mgmt.Status{
 		Name: "hello", BuildID: "b-7", Arch: "amd64", Slot: "b", Trial: true,
-		SlotState:     &mgmt.SlotState{Active: "a", Trial: "b"},
+		SlotState: &mgmt.SlotState{Active: "a", Trial: "b"},
 		LastUpdate: &mgmt.LastUpdate{Started: time.Now().Add(-2 * time.Minute), Slot: "b", BuildID: "b-7", Release: 3,
 			FromSlot: "a", FromBuildID: "b-6", FromRelease: 2, Outcome: mgmt.OutcomePending},
 		UptimeSeconds: 61,
