@@ -146,6 +146,10 @@ type Status struct {
 	// it could not be read (SlotError says why).
 	SlotState *SlotState `json:"slot_state,omitempty"`
 	SlotError string     `json:"slot_error,omitempty"`
+	// LastUpdate is the record of the last committed update and how it
+	// ended; nil when there is none (or it could not be read: the record
+	// is informational and never an error).
+	LastUpdate *LastUpdate `json:"last_update,omitempty"`
 	// StartedAt is when init started; UptimeSeconds is measured by the
 	// agent when it answered, so a client needs no synchronised clock.
 	StartedAt     time.Time  `json:"started_at,omitzero"`
@@ -222,6 +226,55 @@ type SlotState struct {
 type SlotFailure struct {
 	Slot   string `json:"slot"`
 	Reason string `json:"reason"`
+}
+
+// LastUpdate records the last update committed on the appliance: when,
+// into which slot, which build and release it installed, which it
+// replaced, and how it ended. The agent keeps it on the boot partition
+// (layout.LastUpdateFile, in this JSON form) and reports it in Status.
+type LastUpdate struct {
+	// Started is when the update was committed (the appliance's clock).
+	Started time.Time `json:"started"`
+	// Slot is the slot the update was written to, its trial slot.
+	Slot string `json:"slot"`
+	// BuildID and Release are what the update installed: the build id
+	// of the slot's command line (layout.ParamBuild) and the release of
+	// the root's PUT (HeaderRelease).
+	BuildID string `json:"build_id,omitempty"`
+	Release uint64 `json:"release"`
+	// FromSlot, FromBuildID and FromRelease are what ran when it was
+	// committed, the trial's fallback.
+	FromSlot    string `json:"from_slot"`
+	FromBuildID string `json:"from_build_id,omitempty"`
+	FromRelease uint64 `json:"from_release"`
+	// Outcome is one of the Outcome* constants.
+	Outcome string `json:"outcome"`
+	// Finished is when the outcome was decided; zero while pending.
+	Finished time.Time `json:"finished,omitzero"`
+	// Reason says why a trial failed (slot.json's last_failed reason) or
+	// what cancelled or rolled back the update.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Outcomes of LastUpdate.
+const (
+	// OutcomePending: committed, the trial not yet booted or decided.
+	OutcomePending = "pending"
+	// OutcomeConfirmed: the trial proved healthy; the slot is active.
+	OutcomeConfirmed = "confirmed"
+	// OutcomeFailed: the trial failed and the appliance fell back.
+	OutcomeFailed = "failed"
+	// OutcomeCancelled: the trial was dropped before it booted (a
+	// rollback, or a new update over the same slot).
+	OutcomeCancelled = "cancelled"
+	// OutcomeRolledBack: a rollback left the updated slot, during its
+	// trial or after it was confirmed.
+	OutcomeRolledBack = "rolled-back"
+)
+
+// Outcomes lists every LastUpdate outcome, in the order above.
+func Outcomes() []string {
+	return []string{OutcomePending, OutcomeConfirmed, OutcomeFailed, OutcomeCancelled, OutcomeRolledBack}
 }
 
 // PermStatus describes the persistent partition.

@@ -40,8 +40,8 @@ type Info interface {
 	// Status returns everything about the appliance the agent does not
 	// add itself: name, build id, arch, hostname, booted slot and trial
 	// flag, StartedAt, perm, services, warnings, ShuttingDown. The agent
-	// fills UptimeSeconds (from StartedAt, when zero), SlotState (from the
-	// Updater, when nil) and Features.
+	// fills UptimeSeconds (from StartedAt, when zero), SlotState and
+	// LastUpdate (from the Updater, when nil) and Features.
 	Status() mgmt.Status
 }
 
@@ -87,8 +87,9 @@ type Power interface {
 // wrapping the mgmt error kinds choose the HTTP status (mgmt.StatusCode).
 type Updater interface {
 	// WriteRoot streams sizeBytes of body, a squashfs with the given hex
-	// SHA-256 built for GOARCH arch, into the slot this boot does not run.
-	WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string) (mgmt.UpdateResult, error)
+	// SHA-256 built for GOARCH arch, into the slot this boot does not run;
+	// release is the root's (mgmt.HeaderRelease), for the update's record.
+	WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string, release uint64) (mgmt.UpdateResult, error)
 	// WriteBootFile stages a boot partition file for the next Commit.
 	WriteBootFile(ctx context.Context, name string, body io.Reader, sizeBytes int64, sha256Hex string) (mgmt.UpdateResult, error)
 	// BootFiles reports the hashes of the boot files of slot ("a", "b",
@@ -100,6 +101,9 @@ type Updater interface {
 	Rollback(ctx context.Context) (mgmt.SlotState, error)
 	// SlotState returns slot.json as it is now.
 	SlotState(ctx context.Context) (mgmt.SlotState, error)
+	// LastUpdate returns the record of the last update; nil when there
+	// is none (it is informational, never an error).
+	LastUpdate(ctx context.Context) *mgmt.LastUpdate
 }
 
 // Deps are what the agent serves. Info is required; a nil Supervisor,

@@ -132,8 +132,8 @@ type watchedUpdater struct {
 	done chan error
 }
 
-func (w *watchedUpdater) WriteRoot(ctx context.Context, body io.Reader, size int64, sha, arch string) (mgmt.UpdateResult, error) {
-	res, err := w.Manager.WriteRoot(ctx, body, size, sha, arch)
+func (w *watchedUpdater) WriteRoot(ctx context.Context, body io.Reader, size int64, sha, arch string, release uint64) (mgmt.UpdateResult, error) {
+	res, err := w.Manager.WriteRoot(ctx, body, size, sha, arch, release)
 	w.done <- err
 	return res, err
 }
@@ -268,6 +268,9 @@ func TestStatus(t *testing.T) {
 	}
 	if s.SlotState == nil || s.SlotState.Active != "a" || s.SlotState.Trial != "" {
 		t.Errorf("Status.SlotState = %+v, want active a from slot.json", s.SlotState)
+	}
+	if s.LastUpdate != nil {
+		t.Errorf("Status.LastUpdate = %+v before any update, want none", s.LastUpdate)
 	}
 	for _, f := range []string{mgmt.FeatureUpdateRoot, mgmt.FeatureLogsFollow, mgmt.FeatureRollback} {
 		if !s.HasFeature(f) {
@@ -543,7 +546,7 @@ func TestUpdateRoot(t *testing.T) {
 	c := e.client(token)
 	img := squashfsImage(300_000, 7)
 	var progress int64
-	res, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), mgmt.Root{Arch: runtime.GOARCH}, func(n int64) { progress = n })
+	res, err := c.UpdateRoot(ctx, bytes.NewReader(img), int64(len(img)), hashHex(img), mgmt.Root{Arch: runtime.GOARCH, Release: 3}, func(n int64) { progress = n })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,9 +580,17 @@ func TestUpdateRoot(t *testing.T) {
 	if err != nil || st.SlotState == nil || st.SlotState.Trial != "b" {
 		t.Errorf("Status after commit: slot state %+v, %v, want trial b", st.SlotState, err)
 	}
+	// The record of the update: the release of the root's PUT, pending.
+	if lu := st.LastUpdate; lu == nil || lu.Slot != "b" || lu.FromSlot != "a" || lu.Release != 3 || lu.Outcome != mgmt.OutcomePending || lu.Started.IsZero() {
+		t.Errorf("Status.LastUpdate after commit = %+v, want slot b, release 3, pending", lu)
+	}
 	s, err = c.Rollback(ctx)
 	if err != nil || s.Trial != "" || s.Active != "a" {
 		t.Errorf("Rollback = %+v, %v, want the trial cancelled", s, err)
+	}
+	st, err = c.Status(ctx)
+	if lu := st.LastUpdate; err != nil || lu == nil || lu.Outcome != mgmt.OutcomeCancelled || lu.Finished.IsZero() {
+		t.Errorf("Status.LastUpdate after rollback = %+v, %v, want cancelled", lu, err)
 	}
 }
 

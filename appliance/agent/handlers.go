@@ -34,6 +34,9 @@ func (a *Agent) status(w http.ResponseWriter, r *http.Request) {
 			st.SlotState = &s
 		}
 	}
+	if st.LastUpdate == nil && a.deps.Updater != nil {
+		st.LastUpdate = a.deps.Updater.LastUpdate(r.Context())
+	}
 	if st.Services == nil {
 		st.Services = []mgmt.ServiceStatus{}
 	}
@@ -282,7 +285,7 @@ func (a *Agent) updateRoot(w http.ResponseWriter, r *http.Request) {
 		a.logf("agent: update root: release %d replaces the running release %d: downgrade allowed by the client", release, running)
 	}
 	a.upload(w, r, "update root", func(body io.Reader, size int64) (mgmt.UpdateResult, error) {
-		return a.deps.Updater.WriteRoot(r.Context(), body, size, r.Header.Get(mgmt.HeaderSHA256), r.Header.Get(mgmt.HeaderArch))
+		return a.deps.Updater.WriteRoot(r.Context(), body, size, r.Header.Get(mgmt.HeaderSHA256), r.Header.Get(mgmt.HeaderArch), release)
 	})
 }
 

@@ -313,7 +313,7 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 			}
 		}()
 		open := slotOpener(bootPart)
-		uopts := []update.Option{update.WithArch(runtime.GOARCH)}
+		uopts := []update.Option{update.WithArch(runtime.GOARCH), update.WithRunning(sp.BuildID, sp.Release), update.WithLogf(sys.Printf)}
 		if _, err := piboot.Active(o.bootDir); err == nil {
 			// The Raspberry Pi firmware chose this boot: apply the trial
 			// rules no host-side loader applied.

@@ -15,8 +15,8 @@ import (
 )
 
 // newExporter gives the metrics the System's view: the agent's status
-// (with perm usage), the services' cgroups, slot.json when updates are
-// on, and the remote log forwarder.
+// (with perm usage), the services' cgroups, slot.json and the record of
+// the last update when updates are on, and the remote log forwarder.
 func newExporter(sys *stage1.System, info agent.Info, mgr *update.Manager) *metrics.Exporter {
 	src := metrics.Sources{Status: info.Status}
 	if sup := sys.Supervisor(); sup != nil {
@@ -24,6 +24,7 @@ func newExporter(sys *stage1.System, info agent.Info, mgr *update.Manager) *metr
 	}
 	if mgr != nil {
 		src.SlotState = func(ctx context.Context) (mgmt.SlotState, error) { return mgr.SlotState(ctx) }
+		src.LastUpdate = mgr.LastUpdate
 	}
 	if fw := sys.RemoteLogs(); fw != nil {
 		src.RemoteLogs = func() (syslog.Stats, bool) { return fw.Stats(), true }

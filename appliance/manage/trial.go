@@ -70,7 +70,8 @@ func checkTrial(ctx context.Context, d trialDeps) {
 }
 
 // recordFailure cancels the trial of booted in slot.json and says why, so
-// the next boot runs the active slot and status shows the reason.
+// the next boot runs the active slot and status shows the reason; then the
+// record of the last update says the update failed, and why.
 func recordFailure(bootDir string, booted slot.Name, reason string) error {
 	s, err := update.ReadState(bootDir)
 	if err != nil {
@@ -80,7 +81,15 @@ func recordFailure(bootDir string, booted slot.Name, reason string) error {
 		return fmt.Errorf("slot.json no longer has slot %s on trial (active %q, trial %q)", booted, s.Active, s.Trial)
 	}
 	next := slot.State{Active: s.Active, LastFailed: &slot.Failure{Slot: booted, Reason: "trial health check: " + reason}}
-	return slot.Save(bootDir, next)
+	if err := slot.Save(bootDir, next); err != nil {
+		return err
+	}
+	// slot.json decides the fallback; the record of the last update only
+	// reports it, so its error does not change what happens next.
+	if _, err := update.ResolveLastUpdate(bootDir, next, time.Now()); err != nil {
+		return fmt.Errorf("slot.json has the failure, the record of the last update does not: %w", err)
+	}
+	return nil
 }
 
 // alwaysServices lists the services whose health decides a trial.

@@ -2,12 +2,18 @@ package manage
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/health"
+	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/layout"
+	"github.com/ingotdev/ingot/packer/format/slot"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
 
@@ -200,5 +206,56 @@ func TestNewTrialRule(t *testing.T) {
 	// web's 3 retries of at most 1 s + 500 ms; job's check does not count.
 	if want := 4500 * time.Millisecond; r.overtime != want {
 		t.Errorf("overtime = %s, want %s", r.overtime, want)
+	}
+}
+
+// TestRecordFailure: a failed trial is written to slot.json (the next
+// boot falls back) and to the record of the last update, with the same
+// reason; a record that cannot be written is reported and slot.json still
+// has the failure.
+func TestRecordFailure(t *testing.T) {
+	for _, writable := range []bool{true, false} {
+		dir := t.TempDir()
+		if err := slot.Save(dir, slot.State{Active: slot.A, Trial: slot.B}); err != nil {
+			t.Fatal(err)
+		}
+		rec := mgmt.LastUpdate{Started: time.Now(), Slot: "b", BuildID: "new", FromSlot: "a", Outcome: mgmt.OutcomePending}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recPath := filepath.Join(dir, layout.LastUpdateFile)
+		if err := os.WriteFile(recPath, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if !writable {
+			// A directory where the write's temporary file goes: the
+			// record reads, but cannot be replaced.
+			if err := os.MkdirAll(filepath.Join(dir, ".ingot-tmp-"+layout.LastUpdateFile, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = recordFailure(dir, slot.B, "service web is exited")
+		if writable && err != nil {
+			t.Fatalf("recordFailure = %v", err)
+		}
+		if !writable && (err == nil || !strings.Contains(err.Error(), "slot.json has the failure")) {
+			t.Fatalf("recordFailure with an unwritable record = %v, want the record's error", err)
+		}
+		s, err := update.ReadState(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const want = "trial health check: service web is exited"
+		if s.Active != slot.A || s.Trial != "" || s.LastFailed == nil || s.LastFailed.Reason != want {
+			t.Errorf("slot.json = %+v, want a active and b failed with %q", s, want)
+		}
+		if !writable {
+			continue
+		}
+		got := update.ReadLastUpdate(dir)
+		if got == nil || got.Outcome != mgmt.OutcomeFailed || got.Reason != want || got.Finished.IsZero() {
+			t.Errorf("record = %+v, want failed with %q", got, want)
+		}
 	}
 }

@@ -2,7 +2,8 @@
 // exposition format (version 0.0.4) for the /metrics endpoint: per service
 // whether it is up, its restarts, OOM kills, health and its cgroup's CPU
 // time and memory; the node's memory, load, uptime and perm usage; the
-// agent's requests by route and code; the update state and last result; a
+// agent's requests by route and code; the update state, the last trial's
+// failure and the record of the last update (time, outcome); a
 // build_info gauge; and the remote log spool.
 //
 // Values come from Sources at scrape time, so nothing is sampled in the
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
 
@@ -46,6 +48,9 @@ type Sources struct {
 	Usage func(service string) (cgroup.Usage, error)
 	// SlotState is slot.json now; nil when updates are off.
 	SlotState func(ctx context.Context) (mgmt.SlotState, error)
+	// LastUpdate is the record of the last update (nil: none); nil when
+	// updates are off.
+	LastUpdate func(ctx context.Context) *mgmt.LastUpdate
 	// RemoteLogs reports the syslog forwarder; false without one.
 	RemoteLogs func() (syslog.Stats, bool)
 	// ProcDir is where /proc is (default "/proc").
@@ -89,6 +94,9 @@ const (
 	famUpdatePending   = "ingot_update_trial_pending"
 	famUpdateLastFail  = "ingot_update_last_failed"
 	famUpdateError     = "ingot_update_state_error"
+	famUpdateLastTime  = "ingot_update_last_timestamp_seconds"
+	famUpdateLastEnd   = "ingot_update_last_finished_timestamp_seconds"
+	famUpdateLastOut   = "ingot_update_last_outcome"
 	famSpoolBytes      = "ingot_logs_spool_bytes"
 	famSpoolMax        = "ingot_logs_spool_max_bytes"
 	famLogsDropped     = "ingot_logs_dropped_lines_total"
@@ -151,6 +159,11 @@ func (e *Exporter) Write(ctx context.Context, w io.Writer) {
 			}
 		}
 	}
+	if e.src.LastUpdate != nil {
+		if u := e.src.LastUpdate(ctx); u != nil {
+			writeLastUpdate(w, *u)
+		}
+	}
 	if e.src.RemoteLogs != nil {
 		if s, ok := e.src.RemoteLogs(); ok {
 			family(w, famSpoolBytes, "gauge", "Bytes of log lines spooled on perm for the remote syslog receiver.")
@@ -166,6 +179,27 @@ func (e *Exporter) Write(ctx context.Context, w io.Writer) {
 		}
 	}
 }
+
+// writeLastUpdate writes the record of the last update: when it was
+// committed and decided, and its outcome, one series per outcome.
+func writeLastUpdate(w io.Writer, u mgmt.LastUpdate) {
+	family(w, famUpdateLastTime, "gauge", "When the last update was committed (Unix time, the appliance's clock).")
+	vm.WriteGaugeUint64(w, famUpdateLastTime, unixSeconds(u.Started))
+	if !u.Finished.IsZero() {
+		family(w, famUpdateLastEnd, "gauge", "When the last update's outcome was decided (Unix time); no series while it is pending.")
+		vm.WriteGaugeUint64(w, famUpdateLastEnd, unixSeconds(u.Finished))
+	}
+	family(w, famUpdateLastOut, "gauge", "1 for the outcome of the last update (pending, confirmed, failed, cancelled, rolled-back), 0 for the others; slot, build_id and release say what it installed.")
+	release := strconv.FormatUint(u.Release, 10)
+	for _, o := range mgmt.Outcomes() {
+		vm.WriteGaugeUint64(w, famUpdateLastOut+labels("outcome", o, "slot", u.Slot, "build_id", u.BuildID, "release", release), b2u(u.Outcome == o))
+	}
+}
+
+// unixSeconds is t as Unix time in whole seconds (0 before 1970: a clock
+// that was never set); the library writes floats with %g, which would
+// round a timestamp to 100 s.
+func unixSeconds(t time.Time) uint64 { return uint64(max(t.Unix(), 0)) }
 
 func (e *Exporter) writeServices(w io.Writer, svcs []mgmt.ServiceStatus) {
 	family(w, famServiceUp, "gauge", "1 while the service's process runs.")

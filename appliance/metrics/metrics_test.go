@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ingotdev/ingot/appliance/cgroup"
 	"github.com/ingotdev/ingot/appliance/syslog"
@@ -50,6 +51,10 @@ func testExporter(t *testing.T) *Exporter {
 		SlotState: func(context.Context) (mgmt.SlotState, error) {
 			return mgmt.SlotState{Active: "a", Trial: "b", LastFailed: &mgmt.SlotFailure{Slot: "b", Reason: "trial health check: \"hello\" unhealthy\nline 2"}}, nil
 		},
+		LastUpdate: func(context.Context) *mgmt.LastUpdate {
+			return &mgmt.LastUpdate{Started: time.Unix(1764842400, 500e6), Slot: "b", BuildID: "b-2", Release: 7, FromSlot: "a", FromBuildID: "b-1",
+				Outcome: mgmt.OutcomeFailed, Finished: time.Unix(1764842460, 0), Reason: "trial health check: x"}
+		},
 		RemoteLogs: func() (syslog.Stats, bool) {
 			return syslog.Stats{SpoolBytes: 100, SpoolMaxBytes: 1000, Dropped: 3, Sent: 50, Connected: true}, true
 		},
@@ -85,6 +90,11 @@ func TestExposition(t *testing.T) {
 		`ingot_update_trial 1`,
 		`ingot_update_trial_pending{slot="b"} 1`,
 		`ingot_update_last_failed{slot="b",reason="trial health check: \"hello\" unhealthy\nline 2"} 1`,
+		`ingot_update_last_timestamp_seconds 1764842400`,
+		`ingot_update_last_finished_timestamp_seconds 1764842460`,
+		`ingot_update_last_outcome{outcome="failed",slot="b",build_id="b-2",release="7"} 1`,
+		`ingot_update_last_outcome{outcome="confirmed",slot="b",build_id="b-2",release="7"} 0`,
+		`ingot_update_last_outcome{outcome="pending",slot="b",build_id="b-2",release="7"} 0`,
 		`ingot_logs_spool_bytes 100`,
 		`ingot_logs_dropped_lines_total 3`,
 		`ingot_logs_remote_connected 1`,
@@ -122,5 +132,32 @@ func TestExpositionWithoutOptionalSources(t *testing.T) {
 	if !strings.Contains(buf.String(), "ingot_update_state_error 1\n") {
 		t.Errorf("exposition lacks the slot.json error:\n%s", buf.String())
 	}
+	if strings.Contains(buf.String(), "ingot_update_last_") {
+		t.Errorf("exposition has a last update without a record:\n%s", buf.String())
+	}
 	promtool(t, buf.String())
+}
+
+// TestExpositionPendingUpdate: a pending update has a start but no finish.
+func TestExpositionPendingUpdate(t *testing.T) {
+	e := New(Sources{Status: func() mgmt.Status { return mgmt.Status{} }, ProcDir: t.TempDir(),
+		LastUpdate: func(context.Context) *mgmt.LastUpdate {
+			return &mgmt.LastUpdate{Started: time.Unix(1764842400, 0), Slot: "a", FromSlot: "b", Outcome: mgmt.OutcomePending}
+		}})
+	var buf bytes.Buffer
+	e.Write(context.Background(), &buf)
+	out := buf.String()
+	for _, want := range []string{
+		"ingot_update_last_timestamp_seconds 1764842400\n",
+		`ingot_update_last_outcome{outcome="pending",slot="a",build_id="",release="0"} 1` + "\n",
+		`ingot_update_last_outcome{outcome="rolled-back",slot="a",build_id="",release="0"} 0` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exposition lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, famUpdateLastEnd) {
+		t.Errorf("a pending update has a finish time:\n%s", out)
+	}
+	promtool(t, out)
 }

@@ -97,7 +97,7 @@ func TestCommitRecordsDigests(t *testing.T) {
 	}
 	m := r.manager(t, slot.A)
 	img := fakeRoot(100_000, 9)
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	kernel := []byte("kernel two") // the old one's size

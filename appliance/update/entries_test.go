@@ -83,7 +83,7 @@ func commitB(t *testing.T, r *rig, e *Entries) {
 	ctx := context.Background()
 	m := r.manager(t, slot.A, WithEntries(e))
 	img := fakeRoot(100_000, 7)
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Commit(ctx); err != nil {
@@ -257,7 +257,7 @@ func TestEntriesRootWriteDropsTrial(t *testing.T) {
 	img := fakeRoot(100_000, 9)
 	// A stream that fails half-way: the trial was cancelled before it.
 	body := bytes.NewReader(img[:50_000])
-	if _, err := m.WriteRoot(context.Background(), body, int64(len(img)), sum(img), runtime.GOARCH); err == nil {
+	if _, err := m.WriteRoot(context.Background(), body, int64(len(img)), sum(img), runtime.GOARCH, 0); err == nil {
 		t.Fatal("a short stream was accepted")
 	}
 	if got := entryNames(t, r.bootDir); !slices.Equal(got, []string{"ingot-1-a.conf"}) {

@@ -2,6 +2,7 @@ package update
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -46,6 +47,9 @@ func slotBootFile(fw Firmware, name string, n slot.Name) string {
 // slot.json ahead: a confirmed slot that the firmware does not boot yet.
 // FirmwareBoot then mirrors slot.json's active slot into fw again, so the
 // next boot runs it, and says so in its error-free report (repaired).
+// A failed trial is also the failed outcome of the last update's record
+// (ResolveLastUpdate); an error writing that record is returned after
+// slot.json was written, for the caller to report.
 func FirmwareBoot(bootDir string, booted slot.Name, fw Firmware) (trial bool, repaired string, err error) {
 	s, err := ReadState(bootDir)
 	if err != nil {
@@ -66,7 +70,13 @@ func FirmwareBoot(bootDir string, booted slot.Name, fw Firmware) (trial bool, re
 		}
 		return true, "", nil
 	case s.Trial != "" && booted == s.Active && s.TriesLeft == 0:
-		if err := saveState(bootDir, s.Decide().Next); err != nil {
+		next := s.Decide().Next
+		if err := saveState(bootDir, next); err != nil {
+			return false, "", err
+		}
+		// The trial failed: so does the update in the record (an error
+		// here is only reported; slot.json has the failure).
+		if _, err := ResolveLastUpdate(bootDir, next, time.Now()); err != nil {
 			return false, "", err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/piboot"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -29,7 +30,7 @@ func TestRaspberryPiTrial(t *testing.T) {
 		}
 		m := r.manager(t, slot.A, WithFirmware(piboot.Firmware{}))
 		img := fakeRoot(100_000, 3)
-		if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+		if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 			t.Fatal(err)
 		}
 		kernel := []byte("pi kernel v2")
@@ -92,6 +93,9 @@ func TestRaspberryPiTrial(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(r.bootDir, piboot.TrybootFile)); !os.IsNotExist(err) {
 				t.Errorf("tryboot.txt after confirm: %v, want removed", err)
 			}
+			if rec := ReadLastUpdate(r.bootDir); rec == nil || rec.Slot != "b" || rec.Outcome != mgmt.OutcomeConfirmed {
+				t.Errorf("record of the last update after confirm = %+v, want b confirmed", rec)
+			}
 			continue
 		}
 		// Not confirmed: the next boot is config.txt's, slot a.
@@ -105,6 +109,10 @@ func TestRaspberryPiTrial(t *testing.T) {
 		st, _ := ReadState(r.bootDir)
 		if st.Active != slot.A || st.Trial != "" || st.LastFailed == nil || st.LastFailed.Slot != slot.B {
 			t.Errorf("slot.json after the failed trial = %+v, want a active and b failed", st)
+		}
+		// FirmwareBoot itself (no Manager yet) fails the update's record.
+		if rec := ReadLastUpdate(r.bootDir); rec == nil || rec.Slot != "b" || rec.Outcome != mgmt.OutcomeFailed || st.LastFailed == nil || rec.Reason != st.LastFailed.Reason {
+			t.Errorf("record of the last update after the failed trial = %+v, want b failed with slot.json's reason", rec)
 		}
 	}
 }
@@ -154,7 +162,7 @@ func TestDeviceTreesNeedFirmware(t *testing.T) {
 	r := newRig(t, slot.Initial())
 	m := r.manager(t, slot.A)
 	img := fakeRoot(100_000, 3)
-	if _, err := m.WriteRoot(context.Background(), bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(context.Background(), bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	body := []byte("tree")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/ingotdev/ingot/mgmt"
@@ -61,6 +62,8 @@ type Manager struct {
 	fw Firmware
 	// entries are the UEFI entries of WithEntries, or nil.
 	entries *Entries
+	// o are the options of opts.
+	o options
 
 	mu sync.Mutex
 	// staged is the slot the last successful WriteRoot wrote, which
@@ -71,6 +74,8 @@ type Manager struct {
 	// Commit records them in layout.DigestsFile. Staged files of an
 	// earlier boot are discarded, so none is staged without an entry.
 	stagedDigests map[string]layout.FileDigest
+	// stagedRelease is the release the staged root's PUT declared.
+	stagedRelease uint64
 }
 
 // NewManager returns a Manager for the boot partition mounted read-write at
@@ -88,7 +93,41 @@ func NewManager(bootDir string, booted slot.Name, open OpenFunc, opts ...Option)
 		return nil, err
 	}
 	o := newOptions(opts)
-	return &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts, fw: o.firmware, entries: o.entries}, nil
+	m := &Manager{bootDir: bootDir, booted: booted, open: open, opts: opts, fw: o.firmware, entries: o.entries, o: o}
+	// A trial that never came up (the loader fell back) or a transition
+	// whose record a power cut lost is decided from slot.json now.
+	if s, err := ReadState(bootDir); err == nil {
+		m.resolveRecord(s)
+	}
+	return m, nil
+}
+
+// resolveRecord decides the record of the last update from slot.json s
+// (ResolveLastUpdate) and logs a failed write.
+func (m *Manager) resolveRecord(s slot.State) {
+	before := ReadLastUpdate(m.bootDir)
+	r, err := ResolveLastUpdate(m.bootDir, s, m.o.now())
+	if err != nil {
+		m.o.logf("update: recording the last update's outcome: %v", err)
+		return
+	}
+	if before != nil && r != nil && before.Outcome != r.Outcome {
+		m.o.logf("update: the update of slot %s (build %s, release %d) %s: %s", r.Slot, r.BuildID, r.Release, r.Outcome, r.Reason)
+	}
+}
+
+// endRecord records that a rollback or a new update ended the update of
+// slot n (endLastUpdate) and logs a failed write.
+func (m *Manager) endRecord(n slot.Name, outcome, reason string) {
+	if _, err := endLastUpdate(m.bootDir, n, outcome, reason, m.o.now()); err != nil {
+		m.o.logf("update: recording the last update's outcome: %v", err)
+	}
+}
+
+// LastUpdate returns the record of the last update, nil when there is
+// none that decodes.
+func (m *Manager) LastUpdate(ctx context.Context) *mgmt.LastUpdate {
+	return ReadLastUpdate(m.bootDir)
 }
 
 func (m *Manager) lock() error {
@@ -117,7 +156,9 @@ func (m *Manager) target() (slot.Name, slot.State, error) {
 // staged before it are discarded. When that slot is the pending trial of
 // an earlier commit, the trial is cancelled in slot.json right before the
 // first byte is written, so nothing ever boots a half-written slot.
-func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string) (mgmt.UpdateResult, error) {
+// release is the root's release (mgmt.HeaderRelease), which the record of
+// the update names.
+func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64, sha256Hex, arch string, release uint64) (mgmt.UpdateResult, error) {
 	if err := m.lock(); err != nil {
 		return mgmt.UpdateResult{}, err
 	}
@@ -145,14 +186,18 @@ func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64
 		}
 		// The trial's entry goes before the first byte, too: a power cut
 		// mid-write must not leave an entry that boots this slot.
-		return m.SyncEntries()
+		if err := m.SyncEntries(); err != nil {
+			return err
+		}
+		m.endRecord(t, mgmt.OutcomeCancelled, fmt.Sprintf("a new update to slot %s replaced it before its trial boot", t))
+		return nil
 	}
 	opts := append(append([]Option(nil), m.opts...), withBeforeWrite(cancelTrial))
 	res, err := WriteRoot(ctx, p, p.SizeBytes(), body, sizeBytes, sha256Hex, arch, opts...)
 	if err != nil {
 		return mgmt.UpdateResult{}, fmt.Errorf("slot %s: %w", t, err)
 	}
-	m.staged = t
+	m.staged, m.stagedRelease = t, release
 	return mgmt.UpdateResult{Slot: string(t), Bytes: res.Bytes, SHA256: res.SHA256}, nil
 }
 
@@ -226,7 +271,25 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 		return mgmt.SlotState{}, fmt.Errorf("update: commit: %w", err)
 	}
 	m.staged = ""
+	m.beginRecord(t)
 	return SlotState(s), nil
+}
+
+// beginRecord starts the record of the update just committed to slot t:
+// pending, with the build id of t's command line. A failed write is
+// logged: the record is informational.
+func (m *Manager) beginRecord(t slot.Name) {
+	r := mgmt.LastUpdate{
+		Started: m.o.now(), Slot: string(t), Release: m.stagedRelease,
+		FromSlot: string(m.booted), FromBuildID: m.o.runningBuild, FromRelease: m.o.runningRelease,
+		Outcome: mgmt.OutcomePending,
+	}
+	if b, err := os.ReadFile(filepath.Join(m.bootDir, slotBootFile(m.fw, layout.CmdlineFile, t))); err == nil {
+		r.BuildID = layout.CmdlineBuild(string(b))
+	}
+	if err := saveLastUpdate(m.bootDir, r); err != nil {
+		m.o.logf("update: recording the update of slot %s: %v", t, err)
+	}
 }
 
 // Rollback cancels a pending trial or makes the other slot the trial (see
@@ -241,9 +304,21 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 	if err := DiscardBootFiles(m.bootDir); err != nil {
 		return mgmt.SlotState{}, err
 	}
+	prev, err := ReadState(m.bootDir)
+	if err != nil {
+		return mgmt.SlotState{}, err
+	}
 	s, err := Rollback(m.bootDir, m.booted, func(n slot.Name) error { return m.checkSlot(ctx, n) })
 	if err != nil {
 		return mgmt.SlotState{}, err
+	}
+	switch {
+	case prev.Trial != "" && prev.Trial == m.booted:
+		m.endRecord(prev.Trial, mgmt.OutcomeRolledBack, "rolled back by request during its trial boot")
+	case prev.Trial != "":
+		m.endRecord(prev.Trial, mgmt.OutcomeCancelled, "cancelled by a rollback before its trial boot")
+	default:
+		m.endRecord(prev.Active, mgmt.OutcomeRolledBack, fmt.Sprintf("rolled back by request: slot %s is on trial again", s.Trial))
 	}
 	if fw := m.fw; fw != nil {
 		if s.Trial != "" {
@@ -270,6 +345,7 @@ func (m *Manager) Confirm() (slot.State, error) {
 	if err != nil {
 		return s, err
 	}
+	m.resolveRecord(s)
 	if fw := m.fw; fw != nil && s.Active == m.booted {
 		if err := fw.Activate(m.bootDir, m.booted); err != nil {
 			return s, fmt.Errorf("update: confirm: %w", err)

@@ -19,6 +19,9 @@
 //     mount it and Rollback will not pick it.
 //   - slot.json is only written by Commit, Confirm and Rollback, atomically
 //     (slot.Save).
+//   - The record of the last update (layout.LastUpdateFile, lastupdate.go)
+//     follows each slot.json transition; it is informational, and neither
+//     its absence nor a failed write stops anything.
 //
 // The image's architecture is not read from the squashfs (that needs a
 // squashfs reader in init); the client declares it in the Ingot-Arch
@@ -36,6 +39,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/squashfs"
@@ -77,6 +81,15 @@ type options struct {
 	firmware Firmware
 	// entries are the UEFI boot path's entries, or nil.
 	entries *Entries
+	// runningBuild and runningRelease are what this boot runs, recorded
+	// as what an update replaced (mgmt.LastUpdate).
+	runningBuild   string
+	runningRelease uint64
+	// logf reports what does not fail an operation: a record of the last
+	// update that could not be written.
+	logf func(format string, args ...any)
+	// now is the clock of the last update's record.
+	now func() time.Time
 }
 
 // WithArch sets the architecture images must be built for (default: the
@@ -91,10 +104,26 @@ func WithFirmware(fw Firmware) Option { return func(o *options) { o.firmware = f
 // UEFI boot path's entries (Entries.Sync), right after slot.json has it.
 func WithEntries(e *Entries) Option { return func(o *options) { o.entries = e } }
 
+// WithRunning tells the Manager the build id and release this boot runs,
+// which the record of an update names as what it replaced.
+func WithRunning(buildID string, release uint64) Option {
+	return func(o *options) { o.runningBuild, o.runningRelease = buildID, release }
+}
+
+// WithLogf sets where the Manager reports what does not fail an operation,
+// such as a record of the last update that could not be written (default:
+// nowhere).
+func WithLogf(logf func(format string, args ...any)) Option {
+	return func(o *options) { o.logf = logf }
+}
+
+// withNow sets the clock of the last update's record (tests).
+func withNow(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
 func withBeforeWrite(f func() error) Option { return func(o *options) { o.beforeWrite = f } }
 
 func newOptions(opts []Option) options {
-	o := options{arch: runtime.GOARCH}
+	o := options{arch: runtime.GOARCH, logf: func(string, ...any) {}, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}

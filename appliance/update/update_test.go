@@ -150,7 +150,7 @@ func TestManagerWriteRoot(t *testing.T) {
 			r := newRig(t, slot.Initial())
 			m := r.manager(t, slot.A)
 			before := r.slotJSON(t)
-			res, err := m.WriteRoot(context.Background(), bytes.NewReader(tt.body), tt.size, tt.sha, tt.arch)
+			res, err := m.WriteRoot(context.Background(), bytes.NewReader(tt.body), tt.size, tt.sha, tt.arch, 0)
 			if tt.wantErr == nil {
 				if err != nil {
 					t.Fatalf("WriteRoot = %v, want success", err)
@@ -383,7 +383,7 @@ func TestManagerCommitAndRollback(t *testing.T) {
 	r := newRig(t, slot.Initial())
 	m := r.manager(t, slot.A)
 	img := fakeRoot(100_000, 5)
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	s, err := m.Commit(ctx)
@@ -398,7 +398,7 @@ func TestManagerCommitAndRollback(t *testing.T) {
 	}
 
 	// A rejected push leaves the staged trial alone.
-	if _, err := m.WriteRoot(ctx, strings.NewReader("nope"), 200, sum(img), runtime.GOARCH); !errors.Is(err, mgmt.ErrRejected) {
+	if _, err := m.WriteRoot(ctx, strings.NewReader("nope"), 200, sum(img), runtime.GOARCH, 0); !errors.Is(err, mgmt.ErrRejected) {
 		t.Fatalf("WriteRoot(garbage) = %v, want ErrRejected", err)
 	}
 	if got := r.state(t); got.Trial != slot.B {
@@ -406,7 +406,7 @@ func TestManagerCommitAndRollback(t *testing.T) {
 	}
 	// A push that starts writing over the staged trial cancels it first.
 	short := img[:50_000]
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(short), int64(len(img)), sum(img), runtime.GOARCH); !errors.Is(err, mgmt.ErrRejected) {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(short), int64(len(img)), sum(img), runtime.GOARCH, 0); !errors.Is(err, mgmt.ErrRejected) {
 		t.Fatalf("WriteRoot(truncated) = %v, want ErrRejected", err)
 	}
 	if got := r.state(t); got.Trial != "" || got.Active != slot.A {
@@ -417,7 +417,7 @@ func TestManagerCommitAndRollback(t *testing.T) {
 	if _, err := m.Rollback(ctx); !errors.Is(err, mgmt.ErrConflict) {
 		t.Errorf("Rollback to the invalidated slot = %v, want ErrConflict", err)
 	}
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	if s, err := m.Rollback(ctx); err != nil || s.Trial != "b" {
@@ -430,7 +430,7 @@ func TestManagerDuringTrialBoot(t *testing.T) {
 	r := newRig(t, slot.State{Active: slot.A, Trial: slot.B})
 	m := r.manager(t, slot.B) // running the unconfirmed trial
 	img := fakeRoot(100_000, 6)
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); !errors.Is(err, mgmt.ErrConflict) {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); !errors.Is(err, mgmt.ErrConflict) {
 		t.Errorf("WriteRoot during a trial boot = %v, want ErrConflict", err)
 	}
 	if got := r.partition(t, slot.A); !bytes.Equal(got, r.old[slot.A]) {
@@ -440,7 +440,7 @@ func TestManagerDuringTrialBoot(t *testing.T) {
 		t.Errorf("Confirm = %+v, %v, want b active", s, err)
 	}
 	// Now a is the update slot again.
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Errorf("WriteRoot after the confirm = %v", err)
 	}
 }
@@ -459,11 +459,11 @@ func TestManagerOneAtATime(t *testing.T) {
 	}), bytes.NewReader(img[10_000:]))
 	done := make(chan error)
 	go func() {
-		_, err := m.WriteRoot(ctx, body, int64(len(img)), sum(img), runtime.GOARCH)
+		_, err := m.WriteRoot(ctx, body, int64(len(img)), sum(img), runtime.GOARCH, 0)
 		done <- err
 	}()
 	<-started
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); !errors.Is(err, mgmt.ErrConflict) {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); !errors.Is(err, mgmt.ErrConflict) {
 		t.Errorf("concurrent WriteRoot = %v, want ErrConflict", err)
 	}
 	if _, err := m.Commit(ctx); !errors.Is(err, mgmt.ErrConflict) {
@@ -487,7 +487,7 @@ func TestBootFiles(t *testing.T) {
 		t.Errorf("WriteBootFile before WriteRoot = %v, want ErrConflict", err)
 	}
 	img := fakeRoot(100_000, 8)
-	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH); err != nil {
+	if _, err := m.WriteRoot(ctx, bytes.NewReader(img), int64(len(img)), sum(img), runtime.GOARCH, 0); err != nil {
 		t.Fatal(err)
 	}
 	bad := []struct {

@@ -50,6 +50,9 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 	if s.SlotState != nil && s.SlotState.LastFailed != nil {
 		fmt.Fprintf(tw, "last failed\tslot %s: %s\n", s.SlotState.LastFailed.Slot, s.SlotState.LastFailed.Reason)
 	}
+	if s.LastUpdate != nil {
+		fmt.Fprintf(tw, "last update\t%s\n", describeLastUpdate(*s.LastUpdate, now))
+	}
 	fmt.Fprintf(tw, "perm\t%s\n", describePerm(s.Perm))
 	if s.Host != nil {
 		fmt.Fprintf(tw, "host\t%s\n", describeHost(*s.Host))
@@ -115,6 +118,38 @@ func describeSlot(s mgmt.Status) string {
 		fmt.Fprintf(&b, "; slot.json: active %s", st.Active)
 	}
 	return b.String()
+}
+
+// describeLastUpdate says what the last update installed over what, when,
+// and how it ended (and why, when it failed or was undone).
+func describeLastUpdate(u mgmt.LastUpdate, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s into slot %s, replacing %s on slot %s; committed %s",
+		u.Outcome, describeBuild(u.BuildID, u.Release), u.Slot, describeBuild(u.FromBuildID, u.FromRelease), u.FromSlot, describeTime(u.Started, now))
+	if !u.Finished.IsZero() {
+		fmt.Fprintf(&b, ", %s %s", u.Outcome, describeTime(u.Finished, now))
+	}
+	if u.Reason != "" {
+		fmt.Fprintf(&b, ": %s", u.Reason)
+	}
+	return b.String()
+}
+
+// describeBuild names a build and its release as status prints them.
+func describeBuild(id string, release uint64) string {
+	if id == "" {
+		id = "unknown"
+	}
+	if release == 0 {
+		return "build " + id
+	}
+	return fmt.Sprintf("build %s (release %d)", id, release)
+}
+
+// describeTime prints t in UTC and how long before now it was, by this
+// machine's clock.
+func describeTime(t, now time.Time) string {
+	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
 }
 
 func describePerm(p mgmt.PermStatus) string {

@@ -24,7 +24,9 @@ type cliInfo struct{}
 func (cliInfo) Status() mgmt.Status {
 	return mgmt.Status{
 		Name: "hello", BuildID: "b-7", Arch: "amd64", Slot: "b", Trial: true,
-		SlotState:     &mgmt.SlotState{Active: "a", Trial: "b"},
+		SlotState: &mgmt.SlotState{Active: "a", Trial: "b"},
+		LastUpdate: &mgmt.LastUpdate{Started: time.Now().Add(-2 * time.Minute), Slot: "b", BuildID: "b-7", Release: 3,
+			FromSlot: "a", FromBuildID: "b-6", FromRelease: 2, Outcome: mgmt.OutcomePending},
 		UptimeSeconds: 61,
 		Perm:          mgmt.PermStatus{Mounted: true, UsedBytes: 3 << 20, TotalBytes: 64 << 20},
 		Host:          &mgmt.HostStatus{MemTotalBytes: 480 << 20, MemAvailableBytes: 400 << 20, Load: [3]float64{0.5, 0.25, 0.125}},
@@ -129,7 +131,8 @@ func TestManagementCommands(t *testing.T) {
 		want []string // substrings of stdout (code 0) or stderr
 	}{
 		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "memory 80.0 MiB of 480.0 MiB used, load 0.50 0.25 0.12", "web      running", "exit status 1 after 250ms", "held (needs /perm)",
-			"clock      not synced: ntp 10.0.2.2:1234: no answer; moved forward at boot to 2026-12-04T18:00:00Z, saved at the last shutdown"}},
+			"last update  pending build b-7 (release 3) into slot b, replacing build b-6 (release 2) on slot a; committed ",
+			"clock        not synced: ntp 10.0.2.2:1234: no answer; moved forward at boot to 2026-12-04T18:00:00Z, saved at the last shutdown"}},
 		{[]string{"logs", "-n", "2"}, 0, []string{"three\n", "[stderr] oops\n"}},
 		{[]string{"restart"}, 0, []string{"web: restarted, now running (pid 43)"}},
 		{[]string{"stop"}, 0, []string{"web: stopped"}},
@@ -188,6 +191,32 @@ func TestManagementCommands(t *testing.T) {
 	// Usage errors exit 2.
 	if code, _, _ := runCLI(t, "logs", "-target", target); code != 2 {
 		t.Errorf("ingot logs without SERVICE: exit %d, want 2", code)
+	}
+}
+
+// TestDescribeLastUpdate prints each outcome of the last update's record.
+func TestDescribeLastUpdate(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	base := mgmt.LastUpdate{Started: now.Add(-time.Hour), Slot: "b", BuildID: "new", Release: 4, FromSlot: "a", FromBuildID: "old"}
+	tests := []struct {
+		outcome, reason string
+		want            string
+	}{
+		{mgmt.OutcomePending, "", "pending build new (release 4) into slot b, replacing build old on slot a; committed 2026-12-04T11:00:00Z (1h0m0s ago)"},
+		{mgmt.OutcomeConfirmed, "", "confirmed build new (release 4) into slot b, replacing build old on slot a; committed 2026-12-04T11:00:00Z (1h0m0s ago), confirmed 2026-12-04T11:59:00Z (1m0s ago)"},
+		{mgmt.OutcomeFailed, "trial health check: service web is exited", ", failed 2026-12-04T11:59:00Z (1m0s ago): trial health check: service web is exited"},
+		{mgmt.OutcomeCancelled, "cancelled by a rollback before its trial boot", "cancelled build new"},
+		{mgmt.OutcomeRolledBack, "rolled back by request during its trial boot", "rolled-back build new (release 4) into slot b, replacing build old on slot a; committed 2026-12-04T11:00:00Z (1h0m0s ago), rolled-back 2026-12-04T11:59:00Z (1m0s ago): rolled back by request during its trial boot"},
+	}
+	for _, tt := range tests {
+		u := base
+		u.Outcome, u.Reason = tt.outcome, tt.reason
+		if tt.outcome != mgmt.OutcomePending {
+			u.Finished = now.Add(-time.Minute)
+		}
+		if got := describeLastUpdate(u, now); !strings.Contains(got, tt.want) {
+			t.Errorf("describeLastUpdate(%s) = %q, want %q in it", tt.outcome, got, tt.want)
+		}
 	}
 }
 

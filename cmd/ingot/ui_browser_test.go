@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net"
+	"strconv"
 
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ func (h *hostileAppliance) Status() mgmt.Status {
 	return mgmt.Status{
 		Name: "web", BuildID: "b1", Target: "vm-amd64", Slot: "a", StartedAt: time.Now().Add(-time.Minute),
 		SlotState: &mgmt.SlotState{Active: "a", LastFailed: &mgmt.SlotFailure{Slot: "b", Reason: "trial: " + hostileHTML}},
-		Warnings:  []string{"warning " + hostileHTML},
+		LastUpdate: &mgmt.LastUpdate{Started: time.Now().Add(-time.Hour), Slot: "b", BuildID: "b2" + hostileHTML, Release: 4, FromSlot: "a", FromBuildID: "b1",
+			Outcome: mgmt.OutcomeFailed, Finished: time.Now().Add(-time.Minute), Reason: "trial health check: " + hostileHTML},
+		Warnings: []string{"warning " + hostileHTML},
 		Services: []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning, PID: 7,
 			Health: &mgmt.Health{State: "unhealthy", LastError: hostileHTML}}},
 	}
@@ -94,6 +97,12 @@ func TestWebUIShowsHostileTextAsText(t *testing.T) {
 	do("log in", chromedp.Navigate(base+"/ui/login"), chromedp.SendKeys("#token", tok), chromedp.Click("#login-submit"),
 		chromedp.WaitVisible(`[data-service="web"]`), poll(`document.getElementById("banner").textContent.includes("<img")`))
 	check("overview")
+	// The last update's record, in its card as text.
+	do("last update", poll(`(() => { const c = document.querySelector('[data-card="update"]');
+		return c.classList.contains("bad") && c.querySelector(".value").textContent === "failed (slot b)" &&
+			c.querySelector(".sub").textContent.startsWith("build b2<img src=x") &&
+			c.querySelector(".sub").textContent.includes("(release 4) over build b1 · committed ") &&
+			c.querySelector(".sub").textContent.endsWith(`+strconv.Quote(" · trial health check: "+hostileHTML)+`); })()`))
 	do("log view", chromedp.Click(`a[data-logs="web"]`), poll(`document.querySelector("#logs .line") !== null`))
 	check("log view")
 	do("sbom", chromedp.Click(`a[data-nav="sbom"]`), chromedp.WaitVisible("#sbom tbody tr"))

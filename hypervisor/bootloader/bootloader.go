@@ -96,10 +96,8 @@ func Prepare(path, dir string, extraCmdline ...string) (*Boot, error) {
 		return nil, fmt.Errorf("bootloader: %w", err)
 	}
 	b.BuildID = b.Info.BuildID
-	for _, w := range strings.Fields(string(files[layout.CmdlineFile])) {
-		if id, ok := strings.CutPrefix(w, layout.ParamBuild+"="); ok {
-			b.BuildID = id
-		}
+	if id := layout.CmdlineBuild(string(files[layout.CmdlineFile])); id != "" {
+		b.BuildID = id
 	}
 	words := append([]string{d.Boot.Cmdline(string(files[layout.CmdlineFile]), root.GUID.String(), d.Trial)}, extraCmdline...)
 	b.Cmdline = strings.Join(words, " ")

@@ -360,6 +360,15 @@ func TestVMUpdate(t *testing.T) {
 		if n := strings.Count(console.String(), cmdlineMark); n == 0 {
 			t.Errorf("console shows no boot with %s", cmdlineMark)
 		}
+		// The record of the update: v2 over v1, confirmed. The confirm
+		// writes slot.json first, so the record may follow a moment later.
+		lu := waitLastUpdate(t, c, mgmt.OutcomeConfirmed)
+		if lu.Slot != "b" || lu.BuildID != rep.BuildID || lu.FromSlot != "a" || lu.FromBuildID != rep1.BuildID ||
+			lu.Started.IsZero() || lu.Finished.Before(lu.Started) || lu.Reason != "" {
+			t.Errorf("last update after the confirmed update = %+v; want slot b, build %s over a's %s, confirmed after it started",
+				lu, rep.BuildID, rep1.BuildID)
+		}
+		t.Logf("last update: %+v", lu)
 		waitGreeting(t, url, "greeting v2", time.Minute)
 		for _, s := range rep.Steps {
 			t.Logf("step %s: %s", s.Name, s.Duration.Round(time.Millisecond))
@@ -389,6 +398,15 @@ func TestVMUpdate(t *testing.T) {
 			t.Errorf("after the failed trial: slot %q, slot.json %+v (last_failed %+v); want b active, a failed because of service hello",
 				st.Slot, st.SlotState, st.SlotState.LastFailed)
 		}
+		// The record: the crashing build over v2, failed, with
+		// slot.json's reason; it survived the trial's reboots.
+		lu := waitLastUpdate(t, c, mgmt.OutcomeFailed)
+		if lu.Slot != "a" || lu.FromSlot != "b" || lu.FromBuildID != st.BuildID || lu.BuildID == "" || lu.BuildID == st.BuildID ||
+			st.SlotState.LastFailed == nil || lu.Reason != st.SlotState.LastFailed.Reason || lu.Finished.Before(lu.Started) {
+			t.Errorf("last update after the failed trial = %+v; want slot a, a new build over b's %s, failed with slot.json's reason %+v",
+				lu, st.BuildID, st.SlotState.LastFailed)
+		}
+		t.Logf("last update: %+v", lu)
 		waitGreeting(t, url, "greeting v2", time.Minute)
 		// The trial of a booted a's command line; the fallback booted b's
 		// again, with its mark.
@@ -447,6 +465,25 @@ func TestVMUpdate(t *testing.T) {
 		}
 		t.Logf("fell back from the unhealthy build in %s; reason: %s", time.Since(phase).Round(time.Millisecond), st.SlotState.LastFailed.Reason)
 	})
+}
+
+// waitLastUpdate polls the agent's status until its record of the last
+// update has outcome want, and returns it; after a minute it fails the
+// test with the record it last saw.
+func waitLastUpdate(t *testing.T, c *mgmt.Client, want string) mgmt.LastUpdate {
+	t.Helper()
+	var last *mgmt.LastUpdate
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		st, err := callStatus(t.Context(), c)
+		if err != nil {
+			continue
+		}
+		if last = st.LastUpdate; last != nil && last.Outcome == want {
+			return *last
+		}
+	}
+	t.Fatalf("last update = %+v, want outcome %s", last, want)
+	return mgmt.LastUpdate{}
 }
 
 // logTexts reads a whole log stream into its texts, one per line.

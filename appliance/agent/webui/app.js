@@ -137,8 +137,24 @@
       usub = st.last_failed.reason;
       bad = true;
     }
+    const lu = s.last_update;
+    if (lu) [upd, usub, bad] = lastUpdateText(lu, s);
     out.push(card('Last update', upd, usub, { key: 'update', bad }));
     return out;
+  }
+
+  // The record of the last update (mgmt.LastUpdate): its outcome, then
+  // what it installed over what, when, and why it failed or was undone.
+  function lastUpdateText(lu, s) {
+    const build = (id, rel) => 'build ' + (id || '?') + (rel ? ' (release ' + rel + ')' : '');
+    let value = lu.outcome === 'rolled-back' ? 'rolled back' : lu.outcome;
+    if (lu.outcome === 'pending' && s.trial && s.slot === lu.slot) value = 'on trial';
+    value += ' (slot ' + lu.slot + ')';
+    const parts = [build(lu.build_id, lu.release) + ' over ' + build(lu.from_build_id, lu.from_release),
+      'committed ' + new Date(lu.started).toLocaleString() + ', ' + since(lu.started) + ' ago'];
+    if (lu.finished) parts.push(lu.outcome + ' ' + new Date(lu.finished).toLocaleString());
+    if (lu.reason) parts.push(lu.reason);
+    return [value, parts.join(' · '), lu.outcome === 'failed' || lu.outcome === 'rolled-back'];
   }
 
   function renderSystem(s) {
