@@ -86,6 +86,10 @@ const (
 // runDir: connect, write "CONNECT <port>\n", read "OK <n>\n".
 func VsockPath(runDir string) string { return filepath.Join(runDir, "vsock.sock") }
 
+// backendStopTimeout bounds how long Run waits, when it returns, for the
+// vsock backend to close its sockets.
+const backendStopTimeout = 10 * time.Second
+
 // Run boots the image and keeps it running across guest reboots. It
 // returns nil when the guest powers off or ctx is canceled (after a clean
 // ACPI shutdown where the guest allows one).
@@ -125,8 +129,23 @@ func Run(ctx context.Context, c Config) error {
 	// shuts down after ctx is canceled, and it serves the next QEMU after a
 	// reboot.
 	backendCtx, stopBackend := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBackend()
 	backendErr := make(chan error, 1)
+	// backendDone is closed once the backend has closed its listeners,
+	// which unlinks their sockets. Run waits for it: a Run started next on
+	// the same RunDir (a restart after a power cut) binds the same paths,
+	// and a late Close of this Run's listeners would unlink those.
+	var backendDone chan struct{} // nil: no backend
+	defer func() {
+		stopBackend()
+		if backendDone == nil {
+			return
+		}
+		select {
+		case <-backendDone:
+		case <-time.After(backendStopTimeout):
+			logf("vsock backend still stopping after %v", backendStopTimeout)
+		}
+	}()
 	switch c.Vsock {
 	case VsockUser:
 		dev, err := vhostuser.NewDevice(GuestCID, VsockPath(c.RunDir))
@@ -142,7 +161,11 @@ func Run(ctx context.Context, c Config) error {
 			return fmt.Errorf("vm: vsock: %w", err)
 		}
 		m.VhostUserVsock = vhost
-		go func() { backendErr <- dev.ServeListener(backendCtx, l) }()
+		backendDone = make(chan struct{})
+		go func() {
+			backendErr <- dev.ServeListener(backendCtx, l)
+			close(backendDone)
+		}()
 	case VsockKernel:
 		if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
 			return fmt.Errorf("vm: vsock kernel: %w (load the vhost_vsock module, or use the user backend)", err)
