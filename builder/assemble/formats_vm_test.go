@@ -19,12 +19,13 @@ import (
 )
 
 // TestVMFormatsBoot boots hello from its qcow2, VHD and VMDK copies, as a
-// hypervisor that imported them would: QEMU reads the disk through its
-// qcow2, vpc and vmdk drivers (each under a qcow2 overlay, since QEMU
-// cannot write a stream-optimized VMDK in place and the copies should stay
-// as built), the kernel and initramfs come from the raw image's boot
-// partition as ingot run takes them, and the appliance must find its root
-// and perm by PARTUUID on the converted disk and answer over HTTP.
+// hypervisor that imported them would: through OVMF and the image's own
+// systemd-boot, QEMU reading the disk through its qcow2, vpc and vmdk
+// drivers (each under a qcow2 overlay, since QEMU cannot write a
+// stream-optimized VMDK in place and the copies should stay as built).
+// The appliance must find its root and perm by PARTUUID on the converted
+// disk and answer over HTTP. The raw image's direct kernel boot, as ingot
+// run does it, is checked on the qcow2 copy too.
 func TestVMFormatsBoot(t *testing.T) {
 	cfg := helloConfig(t)
 	dir := t.TempDir()
@@ -42,25 +43,30 @@ func TestVMFormatsBoot(t *testing.T) {
 			if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", qemuName[f], overlay).CombinedOutput(); err != nil {
 				t.Fatalf("qemu-img create overlay: %v\n%s", err, out)
 			}
-			// The loader writes slot.json's decision into the image it
-			// reads; a copy of the raw image keeps the build's as built.
-			raw := filepath.Join(dir, string(f)+"-loader.img")
-			copyFile(t, img, raw)
 			runDir, err := os.MkdirTemp("", "fmt")
 			must(t, err)
 			t.Cleanup(func() { os.RemoveAll(runDir) })
-			b, err := bootloader.Prepare(raw, runDir, layout.ParamIP+"="+qemu.GuestNetwork)
-			if err != nil {
+			m := &qemu.Machine{
+				Arch: "amd64", MemoryMiB: 512, Disk: overlay, DiskFormat: "qcow2", RunDir: runDir,
+				Forwards: []qemu.Forward{{Proto: "tcp", HostPort: vmtest.FreePort(t), GuestPort: 8080}},
+			}
+			if f == vdisk.QCOW2 {
+				// ingot run's direct kernel boot: the loader writes
+				// slot.json's decision into the image it reads, so it
+				// reads a copy of the raw image.
+				raw := filepath.Join(dir, string(f)+"-loader.img")
+				copyFile(t, img, raw)
+				b, err := bootloader.Prepare(raw, runDir, layout.ParamIP+"="+qemu.GuestNetwork)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.Kernel, m.Initrd, m.Cmdline = b.Kernel, b.Initrd, b.Cmdline
+			} else if m.Firmware, err = qemu.UEFI("amd64", runDir); err != nil {
 				t.Fatal(err)
 			}
-			port := vmtest.FreePort(t)
-			v := vmtest.Boot(t, &qemu.Machine{
-				Arch: "amd64", MemoryMiB: 512, Kernel: b.Kernel, Initrd: b.Initrd, Cmdline: b.Cmdline,
-				Disk: overlay, DiskFormat: "qcow2", RunDir: runDir,
-				Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}},
-			})
-			v.WaitFor(t, 3*time.Minute, "init: perm: /dev/vda4 mounted on /perm")
-			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", port), time.Minute)
+			v := vmtest.Boot(t, m)
+			v.WaitFor(t, 5*time.Minute, "init: perm: /dev/vda4 mounted on /perm")
+			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", m.Forwards[0].HostPort), 2*time.Minute)
 			if !strings.Contains(body, "hello from ingot") || !strings.Contains(body, rep.BuildID) {
 				t.Fatalf("hello from the %s disk answered %q, want the greeting and build %s", f, body, rep.BuildID)
 			}

@@ -15,16 +15,12 @@ import (
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/layout"
 	"github.com/ingotdev/ingot/packer/format/slot"
+	"github.com/ingotdev/ingot/packer/vdisk"
 )
 
-// uefiDiskFormat is the disk format the UEFI tests attach: the raw image
-// until ingot build writes qcow2 (issue 13, the image formats), then
-// "qcow2" with the image built in that format.
-const uefiDiskFormat = "raw"
-
-// TestVMUEFIAmd64 builds examples/hello for vm-amd64 and boots it the way
-// a hypervisor without ingot does: plain QEMU q35 with OVMF as pflash and
-// the image as a virtio disk. OVMF starts systemd-boot from the
+// TestVMUEFIAmd64 builds examples/hello for vm-amd64 with -format qcow2
+// and boots the qcow2 the way a hypervisor without ingot does: plain QEMU
+// q35 with OVMF as pflash and the image as a virtio disk. OVMF starts systemd-boot from the
 // removable-media path, systemd-boot the active slot's entry; the guest
 // gets its address by DHCP and answers HTTP through a user-net forward.
 // No ingot process runs on the host. It then makes slot.json unreadable
@@ -42,11 +38,11 @@ func testUEFIHello(t *testing.T, target config.Target) {
 	cfg := helloConfig(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "hello.img")
-	rep, err := Image(t.Context(), cfg, target, img, WithCacheDir(filepath.Join(dir, "cache")))
+	rep, err := Image(t.Context(), cfg, target, img, WithCacheDir(filepath.Join(dir, "cache")), WithFormats(vdisk.QCOW2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := bootUEFI(t, target.Arch(), img, dir)
+	v := bootUEFI(t, target.Arch(), rep.Disks[0], "qcow2", dir)
 	body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
 	if !strings.Contains(body, "hello from ingot") || !strings.Contains(body, rep.BuildID) {
 		t.Fatalf("GET / = %q, want the greeting and build id %s", body, rep.BuildID)
@@ -66,7 +62,7 @@ func testUEFIHello(t *testing.T, target config.Target) {
 	// Issue 12: with slot.json unreadable the UEFI path still boots a
 	// slot whose root is valid (the entries name only checked slots), and
 	// that boot writes slot.json again, as slot.Recover does for the
-	// host-side loader.
+	// host-side loader. (On the raw image, which the test can rewrite.)
 	v.Kill()
 	garbage := []byte(strings.Repeat("\xff", 512))
 	im, err := image.OpenRW(img)
@@ -78,7 +74,7 @@ func testUEFIHello(t *testing.T, target config.Target) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v = bootUEFI(t, target.Arch(), img, dir)
+	v = bootUEFI(t, target.Arch(), img, "raw", dir)
 	getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
 	v.WaitFor(t, time.Minute, "was unreadable")
 	v.Kill()
@@ -120,7 +116,7 @@ func TestVMUEFIDiskBuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			v := vmtest.Boot(t, &qemu.Machine{
-				Arch: "amd64", MemoryMiB: 512, Disk: img, DiskFormat: uefiDiskFormat, DiskBus: bus, Firmware: fw,
+				Arch: "amd64", MemoryMiB: 512, Disk: img, DiskBus: bus, Firmware: fw,
 				Forwards: []qemu.Forward{{Proto: "tcp", HostPort: vmtest.FreePort(t), GuestPort: 8080}},
 			})
 			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
@@ -133,16 +129,16 @@ func TestVMUEFIDiskBuses(t *testing.T) {
 }
 
 // bootUEFI starts QEMU with UEFI firmware (a private variable store in
-// dir) and the image at img, forwarding a free host port to the guest's
-// port 8080.
-func bootUEFI(t *testing.T, arch, img, dir string) *vmtest.VM {
+// dir) and the disk img in QEMU's format (raw, qcow2, vpc, vmdk),
+// forwarding a free host port to the guest's port 8080.
+func bootUEFI(t *testing.T, arch, img, format, dir string) *vmtest.VM {
 	t.Helper()
 	fw, err := qemu.UEFI(arch, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return vmtest.Boot(t, &qemu.Machine{
-		Arch: arch, MemoryMiB: 512, Disk: img, DiskFormat: uefiDiskFormat, Firmware: fw,
+		Arch: arch, MemoryMiB: 512, Disk: img, DiskFormat: format, Firmware: fw,
 		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: vmtest.FreePort(t), GuestPort: 8080}},
 	})
 }

@@ -30,14 +30,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/progress"
 	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/release"
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
-
-// progressEvery is how often an upload prints its progress.
-const progressEvery = 500 * time.Millisecond
 
 // Image is one built image file to publish, with what the image file
 // itself does not say.
@@ -172,11 +170,15 @@ func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, rele
 
 	var total int64
 	upload := func(label string, b *blob) (v1.Descriptor, error) {
-		b.progress = newProgress(o.log, cfg.Target+" "+label, b.desc.Size)
+		b.progress = progress.New(o.log, "publish: "+cfg.Target+" "+label, b.desc.Size)
 		if err := remote.WriteLayer(repo, b, o.ropts...); err != nil {
 			return v1.Descriptor{}, fmt.Errorf("upload %s: %w", label, err)
 		}
-		b.progress.done()
+		if b.progress.Done() == 0 && b.desc.Size > 0 {
+			fmt.Fprintf(o.log, "publish: %s %s: %s already in the registry\n", cfg.Target, label, config.FormatSize(b.desc.Size))
+		} else {
+			b.progress.Finish()
+		}
 		total += b.desc.Size
 		return b.desc, nil
 	}
@@ -288,7 +290,7 @@ func digestOf(b []byte) v1.Hash {
 type blob struct {
 	desc     v1.Descriptor
 	open     func() io.Reader
-	progress *progress
+	progress *progress.Meter
 }
 
 // newBlob hashes the content open returns and makes a blob of it.
@@ -320,59 +322,13 @@ func (b *blob) Compressed() (io.ReadCloser, error) {
 
 type countingReader struct {
 	r io.Reader
-	p *progress
+	p *progress.Meter
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	if c.p != nil {
-		c.p.add(int64(n))
+		c.p.Add(int64(n))
 	}
 	return n, err
-}
-
-// progress prints an upload's progress at most every progressEvery.
-type progress struct {
-	w     io.Writer
-	label string
-	total int64
-	n     int64
-	start time.Time
-	last  time.Time
-	// printed is n at the last line printed.
-	printed int64
-}
-
-func newProgress(w io.Writer, label string, total int64) *progress {
-	return &progress{w: w, label: label, total: total, start: time.Now()}
-}
-
-func (p *progress) add(n int64) {
-	p.n += n
-	if time.Since(p.last) < progressEvery {
-		return
-	}
-	p.last = time.Now()
-	p.print()
-}
-
-func (p *progress) print() {
-	pct := 100.0
-	if p.total > 0 {
-		pct = 100 * float64(p.n) / float64(p.total)
-	}
-	rate := float64(p.n) / 1e6 / max(time.Since(p.start).Seconds(), 1e-9)
-	p.printed = p.n
-	fmt.Fprintf(p.w, "publish: %s: %s / %s (%3.0f%%) %.1f MB/s\n", p.label, config.FormatSize(p.n), config.FormatSize(p.total), pct, rate)
-}
-
-// done prints the last line: the whole blob, or that the registry had it.
-func (p *progress) done() {
-	if p.n == 0 && p.total > 0 {
-		fmt.Fprintf(p.w, "publish: %s: %s already in the registry\n", p.label, config.FormatSize(p.total))
-		return
-	}
-	if p.printed != p.n || p.n == 0 {
-		p.print()
-	}
 }

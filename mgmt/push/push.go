@@ -22,6 +22,7 @@ import (
 
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/progress"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/slot"
@@ -33,7 +34,6 @@ const (
 	defaultWaitTimeout  = 5 * time.Minute
 	defaultPollInterval = 500 * time.Millisecond
 	statusCallTimeout   = 5 * time.Second
-	progressEvery       = 500 * time.Millisecond
 )
 
 // Step is one timed step of an update.
@@ -211,10 +211,10 @@ func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, b
 		return nil, fmt.Errorf("push: %s: hash root: %w", path, err)
 	}
 	size := root.Size()
-	pr := newProgress(u.log, size)
+	pr := progress.New(u.log, "push", size)
 	res, err := u.c.UpdateRoot(ctx, io.NewSectionReader(root, 0, size), size, sum,
-		mgmt.Root{Arch: arch, Release: info.Release, AllowDowngrade: u.allowDowngrade}, pr.update)
-	pr.done()
+		mgmt.Root{Arch: arch, Release: info.Release, AllowDowngrade: u.allowDowngrade}, pr.Set)
+	pr.Finish()
 	if err != nil {
 		return nil, fmt.Errorf("push: upload root: %w", err)
 	}
@@ -399,39 +399,6 @@ func hashReader(r *io.SectionReader) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-// progress prints an upload progress line at most every progressEvery.
-type progress struct {
-	w     io.Writer
-	total int64
-	start time.Time
-	last  time.Time
-	n     int64
-}
-
-func newProgress(w io.Writer, total int64) *progress {
-	return &progress{w: w, total: total, start: time.Now()}
-}
-
-func (p *progress) update(n int64) {
-	p.n = n
-	if time.Since(p.last) < progressEvery {
-		return
-	}
-	p.last = time.Now()
-	p.print()
-}
-
-func (p *progress) print() {
-	pct := 100.0
-	if p.total > 0 {
-		pct = 100 * float64(p.n) / float64(p.total)
-	}
-	rate := float64(p.n) / 1e6 / max(time.Since(p.start).Seconds(), 1e-9)
-	fmt.Fprintf(p.w, "push: %s / %s (%3.0f%%) %.1f MB/s\n", config.FormatSize(p.n), config.FormatSize(p.total), pct, rate)
-}
-
-func (p *progress) done() { p.print() }
 
 // pushBootFiles sends the boot files the image boots slot n with
 // (image.BootFiles) where they differ from what the agent says n boots

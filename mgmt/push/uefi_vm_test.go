@@ -23,8 +23,10 @@ import (
 	"github.com/ingotdev/ingot/packer/format/image"
 )
 
-// uefiDiskFormat is the disk format the UEFI update test attaches (see
-// builder/assemble's TestVMUEFIAmd64).
+// uefiDiskFormat is the disk format the UEFI update test attaches: raw,
+// so that the test can read the boot partition between power cuts and
+// check that the entries and the host loader pick the same slot (the
+// qcow2 copy boots under OVMF in builder/assemble's TestVMUEFIAmd64).
 const uefiDiskFormat = "raw"
 
 // defaultUEFIPowerCuts is how many times TestVMUEFIUpdate cuts the power
