@@ -169,10 +169,10 @@ const followBatch = 256
 // takes: one woken sooner waits out the rest and then takes all that
 // arrived meanwhile in one batch. Every append wakes every follower,
 // so without it a source printing 2,000 lines/s woke each follower (and
-// its reader down to the network write) 2,000 times a second and, with
-// 100 followers, ingot-init spent more on waking than a TCG guest has,
-// until the service itself was held back (bench/agentload). A line after
-// a quiet spell is not delayed.
+// its reader down to the network write) 2,000 times a second, each wake
+// taking the lock the writer needs; with 100 followers under TCG they
+// fell so far behind that lines were evicted unread (bench/agentload).
+// A line after a quiet spell is not delayed.
 const followWakeInterval = 20 * time.Millisecond
 
 // Follow sends the last n lines (n <= 0: none) and then every new line
