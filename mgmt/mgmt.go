@@ -287,7 +287,8 @@ type PermStatus struct {
 }
 
 // HostStatus is the machine's memory and load average, as the kernel
-// reports them (/proc/meminfo, /proc/loadavg).
+// reports them (/proc/meminfo, /proc/loadavg), and init's own resident
+// memory.
 type HostStatus struct {
 	MemTotalBytes int64 `json:"mem_total_bytes,omitempty"`
 	// MemAvailableBytes is what could be allocated without swapping
@@ -295,6 +296,10 @@ type HostStatus struct {
 	MemAvailableBytes int64 `json:"mem_available_bytes,omitempty"`
 	// Load is the 1, 5 and 15 minute load average.
 	Load [3]float64 `json:"load"`
+	// InitRSSBytes is ingot-init's own resident memory (PID 1: the
+	// supervisor and this agent), from its /proc/self/status VmRSS; 0
+	// from older agents.
+	InitRSSBytes int64 `json:"init_rss_bytes,omitempty"`
 	// Error says what could not be read.
 	Error string `json:"error,omitempty"`
 }

@@ -12,9 +12,10 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 )
 
-// HostUsage reads the machine's memory (procDir/meminfo) and load
-// average (procDir/loadavg) for mgmt.Status.Host; what it cannot read is
-// named in the result's Error.
+// HostUsage reads the machine's memory (procDir/meminfo), load average
+// (procDir/loadavg) and the calling process's resident memory
+// (procDir/self/status: the agent runs in PID 1, so this is init's) for
+// mgmt.Status.Host; what it cannot read is named in the result's Error.
 func HostUsage(procDir string) mgmt.HostStatus {
 	var h mgmt.HostStatus
 	var errs []error
@@ -27,6 +28,11 @@ func HostUsage(procDir string) mgmt.HostStatus {
 		errs = append(errs, err)
 	} else if h.Load, err = parseLoadavg(b); err != nil {
 		errs = append(errs, fmt.Errorf("%s/loadavg: %w", procDir, err))
+	}
+	if b, err := os.ReadFile(procDir + "/self/status"); err != nil {
+		errs = append(errs, err)
+	} else if h.InitRSSBytes, err = parseVmRSS(b); err != nil {
+		errs = append(errs, fmt.Errorf("%s/self/status: %w", procDir, err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		h.Error = strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -79,4 +85,28 @@ func parseLoadavg(b []byte) ([3]float64, error) {
 		load[i] = v
 	}
 	return load, nil
+}
+
+// parseVmRSS returns the VmRSS line of a /proc/PID/status in bytes.
+func parseVmRSS(b []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || key != "VmRSS" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("VmRSS: %q: want a number of kB", strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 || kb > 1<<53 {
+			return 0, fmt.Errorf("VmRSS: %q: want a number of kB", f[0])
+		}
+		return kb << 10, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmRSS line")
 }

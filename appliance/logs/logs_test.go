@@ -381,3 +381,63 @@ func TestFileRefusesSymlink(t *testing.T) {
 		t.Errorf("victim file = %q after log writes through a symlink, want it unchanged", b)
 	}
 }
+
+// TestRingFollowSpacesWakeUps checks that a follower woken within
+// followWakeInterval of its last batch waits out the rest and then takes what arrived
+// meanwhile as one batch, every line once and in order, and that a line
+// after a quiet spell is not held back. The ring's clock is the test's:
+// frozen, and advanced by hand.
+func TestRingFollowSpacesWakeUps(t *testing.T) {
+	r := NewRing(1 << 20)
+	now := t0
+	var waits []time.Duration
+	called := make(chan struct{}, 1)
+	fire := make(chan time.Time)
+	r.now = func() time.Time { return now }
+	r.after = func(d time.Duration) <-chan time.Time {
+		waits = append(waits, d)
+		called <- struct{}{}
+		return fire
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := r.Follow(ctx, 0)
+	expect := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			select {
+			case l := <-ch:
+				if l.Text != fmt.Sprint(i) {
+					t.Fatalf("got %q, want %d", l.Text, i)
+				}
+			case <-time.After(time.Minute): // a follower that never sends
+				t.Fatalf("no line %d", i)
+			}
+		}
+	}
+	r.Append(t0, Stdout, "1") // the first batch: no wait
+	expect(1, 1)
+	r.Append(t0, Stdout, "2") // woken at once after a batch: it waits
+	select {
+	case <-called:
+	case <-time.After(time.Minute):
+		t.Fatal("a follower woken at once after a batch did not wait")
+	}
+	for i := 3; i <= 50; i++ {
+		r.Append(t0, Stdout, fmt.Sprint(i))
+	}
+	fire <- now
+	expect(2, 50)
+	if len(waits) != 1 || waits[0] != followWakeInterval {
+		t.Errorf("waits %v, want one of %s", waits, followWakeInterval)
+	}
+	// After a quiet spell a line comes without waiting. (The follower
+	// read the clock before it sent the batch, so the test may move it
+	// now.)
+	now = now.Add(time.Hour)
+	r.Append(t0, Stdout, "51")
+	expect(51, 51)
+	if len(waits) != 1 {
+		t.Errorf("waits %v after a quiet spell, want still one", waits)
+	}
+}

@@ -66,6 +66,10 @@ type Ring struct {
 	nextSeq  uint64
 	// changed is closed and replaced on every append, waking followers.
 	changed chan struct{}
+	// now and after are the clock of Follow's wake-up spacing
+	// (time.Now and time.After; tests replace them).
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 }
 
 // NewRing returns a ring that keeps at most maxBytes (text plus a fixed
@@ -74,7 +78,7 @@ func NewRing(maxBytes int) *Ring {
 	if maxBytes < lineOverheadBytes+1 {
 		maxBytes = lineOverheadBytes + 1
 	}
-	return &Ring{maxBytes: maxBytes, nextSeq: 1, changed: make(chan struct{})}
+	return &Ring{maxBytes: maxBytes, nextSeq: 1, changed: make(chan struct{}), now: time.Now, after: time.After}
 }
 
 // Append adds a line and returns it as stored (with Seq set, and Text
@@ -161,10 +165,21 @@ func (r *Ring) sinceLocked(seq uint64, max int) ([]Line, uint64, <-chan struct{}
 // followBatch bounds the lines a follower copies under the lock at once.
 const followBatch = 256
 
+// followWakeInterval is the least time between two batches a follower
+// takes: one woken sooner waits out the rest and then takes all that
+// arrived meanwhile in one batch. Every append wakes every follower,
+// so without it a source printing 2,000 lines/s woke each follower (and
+// its reader down to the network write) 2,000 times a second, each wake
+// taking the lock the writer needs; with 100 followers under TCG they
+// fell so far behind that lines were evicted unread (bench/agentload).
+// A line after a quiet spell is not delayed.
+const followWakeInterval = 20 * time.Millisecond
+
 // Follow sends the last n lines (n <= 0: none) and then every new line
 // until ctx ends, when the channel is closed. A follower that falls so far
 // behind that lines are evicted before it reads them gets a System line
 // with Seq 0 saying how many it missed; the writers never wait for it.
+// New lines come at most every followWakeInterval, in batches.
 func (r *Ring) Follow(ctx context.Context, n int) <-chan Line {
 	ch := make(chan Line)
 	r.mu.Lock()
@@ -182,10 +197,14 @@ func (r *Ring) Follow(ctx context.Context, n int) <-chan Line {
 	go func() {
 		defer close(ch)
 		seq := start
+		var lastBatch time.Time // when lines were last taken
 		for {
 			r.mu.Lock()
 			lines, dropped, changed := r.sinceLocked(seq, followBatch)
 			r.mu.Unlock()
+			if len(lines) > 0 || dropped > 0 {
+				lastBatch = r.now()
+			}
 			if dropped > 0 {
 				note := Line{Time: time.Now(), Stream: System, Text: fmt.Sprintf("logs: %d lines dropped (reader too slow)", dropped)}
 				select {
@@ -210,6 +229,13 @@ func (r *Ring) Follow(ctx context.Context, n int) <-chan Line {
 			case <-changed:
 			case <-ctx.Done():
 				return
+			}
+			if wait := followWakeInterval - r.now().Sub(lastBatch); wait > 0 {
+				select {
+				case <-r.after(wait):
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()

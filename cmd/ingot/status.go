@@ -170,6 +170,9 @@ func describeHost(h mgmt.HostStatus) string {
 		parts = append(parts, fmt.Sprintf("memory %s of %s used", mib(h.MemTotalBytes-h.MemAvailableBytes), mib(h.MemTotalBytes)))
 	}
 	parts = append(parts, fmt.Sprintf("load %.2f %.2f %.2f", h.Load[0], h.Load[1], h.Load[2]))
+	if h.InitRSSBytes > 0 {
+		parts = append(parts, "init resident "+mib(h.InitRSSBytes))
+	}
 	if h.Error != "" {
 		parts = append(parts, h.Error)
 	}

@@ -29,7 +29,7 @@ func (cliInfo) Status() mgmt.Status {
 			FromSlot: "a", FromBuildID: "b-6", FromRelease: 2, Outcome: mgmt.OutcomePending},
 		UptimeSeconds: 61,
 		Perm:          mgmt.PermStatus{Mounted: true, UsedBytes: 3 << 20, TotalBytes: 64 << 20},
-		Host:          &mgmt.HostStatus{MemTotalBytes: 480 << 20, MemAvailableBytes: 400 << 20, Load: [3]float64{0.5, 0.25, 0.125}},
+		Host:          &mgmt.HostStatus{MemTotalBytes: 480 << 20, MemAvailableBytes: 400 << 20, Load: [3]float64{0.5, 0.25, 0.125}, InitRSSBytes: 9 << 20},
 		Clock: &mgmt.ClockStatus{Servers: []string{"10.0.2.2:1234"}, Error: "ntp 10.0.2.2:1234: no answer",
 			Restored: time.Date(2026, 12, 4, 18, 0, 0, 0, time.UTC)},
 		Services: []mgmt.ServiceStatus{
@@ -130,7 +130,7 @@ func TestManagementCommands(t *testing.T) {
 		code int
 		want []string // substrings of stdout (code 0) or stderr
 	}{
-		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "memory 80.0 MiB of 480.0 MiB used, load 0.50 0.25 0.12", "web      running", "exit status 1 after 250ms", "held (needs /perm)",
+		{[]string{"status"}, 0, []string{"hello (build b-7, amd64)", "b, trial boot (not confirmed yet); slot.json: active a, trial b", "3.0 MiB of 64.0 MiB", "memory 80.0 MiB of 480.0 MiB used, load 0.50 0.25 0.12, init resident 9.0 MiB", "web      running", "exit status 1 after 250ms", "held (needs /perm)",
 			"last update  pending build b-7 (release 3) into slot b, replacing build b-6 (release 2) on slot a; committed ",
 			"clock        not synced: ntp 10.0.2.2:1234: no answer; moved forward at boot to 2026-12-04T18:00:00Z, saved at the last shutdown"}},
 		{[]string{"logs", "-n", "2"}, 0, []string{"three\n", "[stderr] oops\n"}},

@@ -4,7 +4,9 @@
 // -unhealthy, /healthz answers 503, as a build that runs but is broken
 // would, which an update's trial boot must catch. With -tick it prints
 // "tick N" (N = 1, 2, …) at that interval, lines whose order and gaps a
-// log receiver can check; with -crashable, GET /crash makes it exit with
+// log receiver can check, on a fixed schedule (line N is due N intervals
+// after the start, so a late wake-up catches up and the rate holds); with
+// -crashable, GET /crash makes it exit with
 // status 2, a crash on demand for the supervisor and its metrics.
 package main
 
@@ -52,8 +54,11 @@ func main() {
 	}
 	if *tick > 0 {
 		go func() {
+			start := time.Now()
 			for n := 1; ; n++ {
-				time.Sleep(*tick)
+				if wait := time.Until(start.Add(time.Duration(n) * *tick)); wait > 0 {
+					time.Sleep(wait)
+				}
 				fmt.Printf("tick %d\n", n)
 			}
 		}()
