@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/layout"
@@ -38,7 +39,7 @@ func ReadLastUpdate(bootDir string) *mgmt.LastUpdate {
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, layout.MaxLastUpdateBytes+1))
-	if err != nil || len(data) > layout.MaxLastUpdateBytes {
+	if err != nil || len(data) > layout.MaxLastUpdateBytes || len(bytes.TrimSpace(data)) == 0 {
 		return nil
 	}
 	r, err := ParseLastUpdate(data)
@@ -102,35 +103,48 @@ func marshalLastUpdate(r mgmt.LastUpdate) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("update: %s: %w", layout.LastUpdateFile, err)
 	}
-	b = append(b, '\n')
-	if len(b) > layout.MaxLastUpdateBytes {
-		return nil, fmt.Errorf("update: %s: record is %d bytes, more than %d", layout.LastUpdateFile, len(b), layout.MaxLastUpdateBytes)
+	// One sector, padded: a reason whose JSON does not fit is cut.
+	for len(b) >= layout.LastUpdateBytes && r.Reason != "" {
+		r.Reason = cutRunes(r.Reason, len(r.Reason)-(len(b)-layout.LastUpdateBytes+1)-8)
+		if b, err = json.Marshal(r); err != nil {
+			return nil, fmt.Errorf("update: %s: %w", layout.LastUpdateFile, err)
+		}
 	}
-	return b, nil
+	if len(b) >= layout.LastUpdateBytes {
+		return nil, fmt.Errorf("update: %s: record is %d bytes, more than %d", layout.LastUpdateFile, len(b), layout.LastUpdateBytes-1)
+	}
+	padded := layout.EmptyLastUpdate()
+	copy(padded, b)
+	return padded, nil
 }
 
-// saveLastUpdate replaces the record in bootDir with r the way
-// saveDigests replaces its record: a temporary file (which
-// DiscardBootFiles removes if a power cut leaves it), synced, renamed
-// with slot.Rename; a power cut leaves the old record or the new one.
+// cutRunes returns the longest prefix of s of at most n bytes (n < 0: "")
+// that ends on a rune boundary.
+func cutRunes(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// saveLastUpdate replaces the record in bootDir with r: one sector
+// written in place over the padded file every image has
+// (slot.WriteFile), so a power cut leaves the old record or the new one
+// and the boot partition's allocation never changes. An image built
+// before the record existed gets the file once, by temporary file and
+// rename.
 func saveLastUpdate(bootDir string, r mgmt.LastUpdate) error {
 	b, err := marshalLastUpdate(r)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bootDir, tempPrefix+layout.LastUpdateFile)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("update: %s: %w", layout.LastUpdateFile, err)
-	}
-	_, werr := f.Write(b)
-	serr := f.Sync()
-	if err := errors.Join(werr, serr, f.Close()); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("update: %s: %w", layout.LastUpdateFile, err)
-	}
-	if err := slot.Rename(tmp, filepath.Join(bootDir, layout.LastUpdateFile)); err != nil {
-		os.Remove(tmp)
+	if err := slot.WriteFile(filepath.Join(bootDir, layout.LastUpdateFile), b); err != nil {
 		return fmt.Errorf("update: %s: %w", layout.LastUpdateFile, err)
 	}
 	return nil

@@ -341,7 +341,8 @@ func writeBoot(ctx context.Context, f *os.File, p gpt.Partition, table gpt.Table
 	files = append(files,
 		fat.BytesFile(layout.SlotFile, slot.Initial().Marshal()),
 		fat.BytesFile(layout.InfoFile, append(info, '\n')),
-		fat.BytesFile(layout.DigestsFile, digests.Marshal()))
+		fat.BytesFile(layout.DigestsFile, digests.Marshal()),
+		fat.BytesFile(layout.LastUpdateFile, layout.EmptyLastUpdate()))
 	w := io.NewOffsetWriter(f, p.OffsetBytes())
 	if err := fat.Write(ctx, w, p.SizeBytes(), files,
 		fatformat.WithTime(time.Unix(s.ModTime, 0).UTC()), fatformat.WithVolumeLabel("INGOT-BOOT"),
