@@ -532,9 +532,12 @@ type Cut struct {
 
 // Cut starts an update to the build that does not run, SIGKILLs QEMU at a
 // random point (drawn from rng) of phase p, starts the VM again on the
-// same disk and waits for it to come back healthy. An error means the
-// harness could not do the cut (the phase never began, no QEMU to kill);
-// what came back, bricked or not, is in the Cut.
+// same disk and waits for it to come back healthy. What came back,
+// bricked or not, is in the Cut. An error means the cut could not be
+// made: no QEMU to kill, the phase did not begin in time, or the
+// appliance refused the update (which after an earlier cut means that cut
+// left it healthy but unable to update: a failure of the appliance, not
+// of the harness).
 func (r *Rig) Cut(ctx context.Context, p Phase, rng *rand.Rand) (Cut, error) {
 	start := time.Now()
 	c := Cut{Planned: p}
@@ -549,7 +552,9 @@ func (r *Rig) Cut(ctx context.Context, p Phase, rng *rand.Rand) (Cut, error) {
 	select {
 	case <-ev.anchor(p):
 	case err := <-upDone:
-		return c, fmt.Errorf("update ended (%v) before the %s phase", err, p)
+		// The appliance answered healthy after the cut before but
+		// refused this update: the earlier cut left it unable to update.
+		return c, fmt.Errorf("the appliance refused the update before the %s phase: %v", p, err)
 	case <-time.After(phaseStartLimit):
 		return c, fmt.Errorf("the %s phase did not begin within %s", p, phaseStartLimit)
 	case <-ctx.Done():
