@@ -16,6 +16,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/bootloader"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
+	"github.com/ingotdev/ingot/internal/powercut/marker"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/bls"
@@ -47,7 +48,7 @@ func main() {
 }
 `
 
-// writeUEFIApp writes the marker appliance (markerSource: a file on /perm
+// writeUEFIApp writes the marker appliance (marker.Source: a file on /perm
 // checked at every start) with management over TLS on port 7443, the only
 // channel a VM has without an ingot process on the host. With crash, its
 // service is crashSource instead.
@@ -59,7 +60,7 @@ func writeUEFIApp(t *testing.T, dir, greeting string, crash bool) *config.Config
 	}
 	files := map[string]string{
 		"go.mod":             "module marker\n\ngo 1.26\n",
-		"cmd/marker/main.go": markerSource,
+		"cmd/marker/main.go": marker.Source,
 		"cmd/crash/main.go":  crashSource,
 		config.FileName: fmt.Sprintf(`name: uefi
 targets: [vm-amd64, vm-arm64]
@@ -162,7 +163,7 @@ func (u *uefiVM) waitTrialBoot(seen func() time.Time, limit time.Duration) bool 
 	return false
 }
 
-// exited reports QEMU's end as an error, for healthy.
+// exited reports QEMU's end as an error, for marker.Healthy.
 func (u *uefiVM) exited() error {
 	select {
 	case <-u.vm.Exited():
@@ -255,7 +256,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	}
 	defer c.Close()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	_, body, err := healthy(ctx, u, c, url, 5*time.Minute)
+	_, body, err := marker.Healthy(ctx, u.exited, c, url, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	// The power goes; the machine comes back on the confirmed slot.
 	u.vm.Kill()
 	u.start()
-	st, body, err := healthy(ctx, u, c, url, 5*time.Minute)
+	st, body, err := marker.Healthy(ctx, u.exited, c, url, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, body, err = healthy(ctx, u, c, url, 5*time.Minute); err != nil {
+	if _, body, err = marker.Healthy(ctx, u.exited, c, url, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if st.Slot != "a" || st.SlotState == nil || st.SlotState.Active != "a" || !strings.Contains(body, greetings[0]) {
@@ -314,7 +315,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 	if err == nil || !strings.Contains(err.Error(), "trial failed") {
 		t.Fatalf("update to a crashing build = %v, want a failed trial", err)
 	}
-	st, body, err = healthy(ctx, u, c, url, 5*time.Minute)
+	st, body, err = marker.Healthy(ctx, u.exited, c, url, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func testUEFIUpdate(t *testing.T, target config.Target, cuts int) {
 		}
 		t.Logf("cut %d at %s +%s (trial boot under way: %v): update: %v", i+1, anchor, delay.Round(time.Millisecond), inTrial, upErr)
 		u.start()
-		st, body, err := healthy(ctx, u, c, url, 6*time.Minute)
+		st, body, err := marker.Healthy(ctx, u.exited, c, url, 6*time.Minute)
 		if err != nil {
 			t.Fatalf("cut %d at +%s: after the restart: %v", i+1, delay.Round(time.Millisecond), err)
 		}
