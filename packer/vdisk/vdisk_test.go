@@ -290,7 +290,7 @@ func TestConvertKeepsPermissions(t *testing.T) {
 	}
 }
 
-func TestVMDKRejectsPartialGrain(t *testing.T) {
+func TestStreamOptimizedVMDKRejectsPartialGrain(t *testing.T) {
 	dir := t.TempDir()
 	raw := sparseImage(t, dir, 3<<20+512)
 	err := Convert(context.Background(), VMDK, raw, filepath.Join(dir, "x.vmdk"), Options{})
