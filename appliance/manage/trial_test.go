@@ -215,41 +215,31 @@ func TestNewTrialRule(t *testing.T) {
 // TestLastUpdateWriteFails; the record is rewritten in place, so a file
 // that reads cannot be made unwritable here without a read-only mount.)
 func TestRecordFailure(t *testing.T) {
-	for _, writable := range []bool{true} {
-		dir := t.TempDir()
-		if err := slot.Save(dir, slot.State{Active: slot.A, Trial: slot.B}); err != nil {
-			t.Fatal(err)
-		}
-		rec := mgmt.LastUpdate{Started: time.Now(), Slot: "b", BuildID: "new", FromSlot: "a", Outcome: mgmt.OutcomePending}
-		data, err := json.Marshal(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recPath := filepath.Join(dir, layout.LastUpdateFile)
-		if err := os.WriteFile(recPath, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		err = recordFailure(dir, slot.B, "service web is exited")
-		if writable && err != nil {
-			t.Fatalf("recordFailure = %v", err)
-		}
-		if !writable && (err == nil || !strings.Contains(err.Error(), "slot.json has the failure")) {
-			t.Fatalf("recordFailure with an unwritable record = %v, want the record's error", err)
-		}
-		s, err := update.ReadState(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const want = "trial health check: service web is exited"
-		if s.Active != slot.A || s.Trial != "" || s.LastFailed == nil || s.LastFailed.Reason != want {
-			t.Errorf("slot.json = %+v, want a active and b failed with %q", s, want)
-		}
-		if !writable {
-			continue
-		}
-		got := update.ReadLastUpdate(dir)
-		if got == nil || got.Outcome != mgmt.OutcomeFailed || got.Reason != want || got.Finished.IsZero() {
-			t.Errorf("record = %+v, want failed with %q", got, want)
-		}
+	dir := t.TempDir()
+	if err := slot.Save(dir, slot.State{Active: slot.A, Trial: slot.B}); err != nil {
+		t.Fatal(err)
+	}
+	rec := mgmt.LastUpdate{Started: time.Now(), Slot: "b", BuildID: "new", FromSlot: "a", Outcome: mgmt.OutcomePending}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, layout.LastUpdateFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := recordFailure(dir, slot.B, "service web is exited"); err != nil {
+		t.Fatalf("recordFailure = %v", err)
+	}
+	s, err := update.ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "trial health check: service web is exited"
+	if s.Active != slot.A || s.Trial != "" || s.LastFailed == nil || s.LastFailed.Reason != want {
+		t.Errorf("slot.json = %+v, want a active and b failed with %q", s, want)
+	}
+	got := update.ReadLastUpdate(dir)
+	if got == nil || got.Outcome != mgmt.OutcomeFailed || got.Reason != want || got.Finished.IsZero() {
+		t.Errorf("record = %+v, want failed with %q", got, want)
 	}
 }
