@@ -37,6 +37,26 @@ type plan struct {
 	DropAllCaps bool `json:"drop_all_caps,omitempty"`
 }
 
+// newPlan is the plan for running argv in service name's container c of
+// appliance a: the service's environment, working directory (/ when
+// unset), user, groups and privilege. The launcher runs the image's
+// command with it, `/init exec` the operator's.
+func newPlan(a *spec.Appliance, name string, c *spec.Container, argv []string) plan {
+	p := plan{
+		Argv:       argv,
+		Env:        containerEnv(c.Env, a.BuildID, name),
+		Dir:        c.WorkingDir,
+		UID:        c.UID,
+		GID:        c.GID,
+		Groups:     c.AdditionalGIDs,
+		Privileged: c.Privileged,
+	}
+	if p.Dir == "" {
+		p.Dir = "/"
+	}
+	return p
+}
+
 // runInit is stage 1, PID 1 of the new namespaces; it returns the exit
 // status.
 func runInit(args []string, o options) int {
@@ -53,30 +73,11 @@ func runInit(args []string, o options) int {
 	if err != nil {
 		return report(name, fail("appliance", err))
 	}
-	var c *spec.Container
-	for i := range a.Services {
-		if a.Services[i].Name == name {
-			c = a.Services[i].Container
-			if c == nil {
-				return report(name, fail("appliance", fmt.Errorf("%s: service %q has no container", o.appliancePath, name)))
-			}
-		}
+	c, err := a.ContainerOf(name)
+	if err != nil {
+		return report(name, fail("appliance", fmt.Errorf("%s: %w", o.appliancePath, err)))
 	}
-	if c == nil {
-		return report(name, fail("appliance", fmt.Errorf("%s: no service %q", o.appliancePath, name)))
-	}
-	p := plan{
-		Argv:       c.Argv,
-		Env:        containerEnv(c.Env, a.BuildID, name),
-		Dir:        c.WorkingDir,
-		UID:        c.UID,
-		GID:        c.GID,
-		Groups:     c.AdditionalGIDs,
-		Privileged: c.Privileged,
-	}
-	if p.Dir == "" {
-		p.Dir = "/"
-	}
+	p := newPlan(a, name, c, c.Argv)
 	host := c.Hostname
 	if host == "" {
 		host = name

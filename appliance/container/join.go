@@ -95,18 +95,7 @@ func runJoin(name string, argv []string, o options) int {
 	if err != nil {
 		return report(name, fail("appliance", fmt.Errorf("%s: %w", o.appliancePath, err)))
 	}
-	p := plan{
-		Argv:       argv,
-		Env:        containerEnv(c.Env, a.BuildID, name),
-		Dir:        c.WorkingDir,
-		UID:        c.UID,
-		GID:        c.GID,
-		Groups:     c.AdditionalGIDs,
-		Privileged: c.Privileged,
-	}
-	if p.Dir == "" {
-		p.Dir = "/"
-	}
+	p := newPlan(a, name, c, argv)
 	tty := isTerminal(0)
 	if tty && envValue(p.Env, "TERM") == "" {
 		p.Env = append(p.Env, "TERM=xterm")

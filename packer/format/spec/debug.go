@@ -38,7 +38,7 @@ func (a *Appliance) ContainerOf(name string) (*Container, error) {
 			continue
 		}
 		if a.Services[i].Container == nil {
-			return nil, fmt.Errorf("service %q is not an image service (only containers can be entered)", name)
+			return nil, fmt.Errorf("service %q is not an image service: it has no container", name)
 		}
 		return a.Services[i].Container, nil
 	}
