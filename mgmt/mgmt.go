@@ -165,6 +165,9 @@ type Status struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// ShuttingDown is set once a reboot or power-off has begun.
 	ShuttingDown bool `json:"shutting_down,omitempty"`
+	// Pull is the state of the release puller; nil when the image has no
+	// release keys.
+	Pull *PullStatus `json:"pull,omitempty"`
 	// Features lists what this agent supports (Feature* constants).
 	Features []string `json:"features,omitempty"`
 }

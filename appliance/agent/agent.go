@@ -106,6 +106,18 @@ type Updater interface {
 	LastUpdate(ctx context.Context) *mgmt.LastUpdate
 }
 
+// Puller installs signed releases from an OCI registry (appliance/pull).
+// Errors wrapping the mgmt error kinds choose the HTTP status.
+type Puller interface {
+	// Status returns the puller's state for Status.Pull.
+	Status() mgmt.PullStatus
+	// PullNow verifies and installs the release req names and commits it
+	// as the trial slot; the puller then reboots into it by itself.
+	PullNow(ctx context.Context, req mgmt.PullRequest) (mgmt.PullResult, error)
+	// SetRegistryAuth stores or removes one registry's credentials.
+	SetRegistryAuth(ctx context.Context, auth mgmt.RegistryAuth) error
+}
+
 // Deps are what the agent serves. Info is required; a nil Supervisor,
 // Logs, Power or Updater makes its endpoints answer 501 (mgmt.ErrUnsupported)
 // and leaves its feature out of Status.Features.
@@ -121,6 +133,10 @@ type Deps struct {
 	SBOM func() ([]byte, error)
 	// Exec starts debug sessions; nil answers 501 (exec.go).
 	Exec Execer
+	// Puller pulls signed releases; nil (an image without release keys)
+	// answers 501 to PathUpdatePull and PathRegistryAuth. With a Puller,
+	// PathUpdateRoot is refused: only signed releases install.
+	Puller Puller
 }
 
 // Option configures an Agent.
