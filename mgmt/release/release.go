@@ -17,6 +17,8 @@
 package release
 
 import (
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"encoding/json"
 	"fmt"
 	"path"
@@ -105,4 +107,22 @@ func CheckBootFileName(name string) error {
 		return fmt.Errorf("boot file name %q is not a clean relative path", name)
 	}
 	return nil
+}
+
+// RootPlan is how a target's root filesystem is assembled: its size, the
+// digest of the whole, and the pieces that make it up, in order and
+// contiguous. A release with one root layer has one piece; a chunked one
+// (ChunkIndexMediaType) has one per chunk.
+type RootPlan struct {
+	Size   int64
+	Digest v1.Hash
+	Pieces []Piece
+}
+
+// Piece is one part of a root: Size bytes at Offset with SHA-256 Digest,
+// stored in the registry as Blob.
+type Piece struct {
+	Offset, Size int64
+	Digest       v1.Hash
+	Blob         v1.Descriptor
 }

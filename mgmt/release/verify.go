@@ -360,3 +360,16 @@ func strictJSON(data []byte, v any) error {
 	}
 	return nil
 }
+
+// RootPlan returns how target t's root is assembled. For a release with
+// one root layer that is one piece, the layer itself.
+func (r *Release) RootPlan(t *Target) (*RootPlan, error) {
+	if t.Root.Digest == (v1.Hash{}) {
+		return nil, fmt.Errorf("release: %s@%s target %s: no root", r.Repository, r.Digest, t.Name)
+	}
+	return &RootPlan{
+		Size:   t.Root.Size,
+		Digest: t.Root.Digest,
+		Pieces: []Piece{{Offset: 0, Size: t.Root.Size, Digest: t.Root.Digest, Blob: t.Root}},
+	}, nil
+}
