@@ -205,8 +205,8 @@ func runPublish(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	for i, t := range targets {
 		names[i] = string(t)
 	}
-	fmt.Fprintf(stdout, "%s: %s release %d (%s), %.1f MB, %s\n", tag, res.Ref, cfg.Release, strings.Join(names, ", "),
-		float64(res.Bytes)/1e6, signed)
+	fmt.Fprintf(stdout, "%s: %s release %d (%s), %.1f MB (%.1f MB uploaded, the rest already in the registry), %s\n", tag, res.Ref, cfg.Release, strings.Join(names, ", "),
+		float64(res.Bytes)/1e6, float64(res.BytesUploaded)/1e6, signed)
 	return nil
 }
 
@@ -247,8 +247,14 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	var errs []error
 	for i := range r.Targets {
 		t := &r.Targets[i]
-		line := fmt.Sprintf("  %-9s build %s, created %s, root %s, %d boot files", t.Name, t.Config.BuildID,
-			t.Config.Created.Format("2006-01-02T15:04:05Z"), config.FormatSize(t.Root.Size), len(t.BootFiles))
+		plan, err := r.RootPlan(t)
+		if err != nil {
+			errs = append(errs, err)
+			fmt.Fprintf(stdout, "  %-9s build %s: ROOT REFUSED\n", t.Name, t.Config.BuildID)
+			continue
+		}
+		line := fmt.Sprintf("  %-9s build %s, created %s, root %s in %d pieces, %d boot files", t.Name, t.Config.BuildID,
+			t.Config.Created.Format("2006-01-02T15:04:05Z"), config.FormatSize(plan.Size), len(plan.Pieces), len(t.BootFiles))
 		if *blobs {
 			if _, err := r.VerifyBlobs(t); err != nil {
 				errs = append(errs, err)

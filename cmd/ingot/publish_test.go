@@ -101,6 +101,18 @@ func TestPublishToDistribution(t *testing.T) {
 	if !strings.Contains(errs.String(), "publish: vm-amd64 root:") {
 		t.Errorf("publish printed no upload progress:\n%s", errs.String())
 	}
+	// Publishing the same build again (the build is reproducible) gives
+	// the same release and uploads no blob: the registry has every chunk.
+	first := out.String()
+	out.Reset()
+	errs.Reset()
+	if err := runPublish(ctx, &out, &errs, args); err != nil {
+		t.Fatalf("publish again: %v\n%s", err, errs.String())
+	}
+	t.Logf("publish again: %s", out.String())
+	if ref1, ref2 := strings.Fields(first)[1], strings.Fields(out.String())[1]; ref1 != ref2 || !strings.Contains(out.String(), "(0.0 MB uploaded, the rest already in the registry)") {
+		t.Errorf("publish again printed %q; the first %q", out.String(), first)
+	}
 
 	out.Reset()
 	if err := runVerify(ctx, &out, &errs, []string{"-key", keyPrefix + ".pub", ref}); err != nil {
@@ -156,7 +168,7 @@ func TestPublishToDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatalf("skopeo inspect the manifest: %v", err)
 	}
-	for _, want := range []string{release.ConfigMediaType, release.RootMediaType, release.BootFileMediaType, `"vmlinuz"`} {
+	for _, want := range []string{release.ConfigMediaType, release.ChunkIndexMediaType, release.ChunkMediaType, release.BootFileMediaType, `"vmlinuz"`} {
 		if !bytes.Contains(manifest, []byte(want)) {
 			t.Errorf("manifest lacks %s:\n%s", want, manifest)
 		}

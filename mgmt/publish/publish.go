@@ -1,8 +1,9 @@
 // Package publish pushes built appliance images to an OCI registry as one
 // release (the format of mgmt/release) and signs releases as cosign does:
 // Push cuts each image into its root squashfs and slot a's boot files,
-// uploads them and a config blob per target, then the manifests and the
-// index under a tag; Sign pushes a simple-signing manifest under the tag
+// uploads the root in content-defined chunks (each distinct chunk once,
+// none the registry already has), a chunk index, the boot files and a
+// config blob per target, then the manifests and the index under a tag; Sign pushes a simple-signing manifest under the tag
 // sha256-<hex>.sig. Images are built by the caller (builder/assemble).
 package publish
 
@@ -33,6 +34,7 @@ import (
 	"github.com/ingotdev/ingot/internal/progress"
 	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/release"
+	"github.com/ingotdev/ingot/packer/format/cdc"
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -81,6 +83,10 @@ type Result struct {
 	Ref name.Digest
 	// Bytes counts the blobs' bytes (uploaded or already present).
 	Bytes int64
+	// BytesUploaded counts the bytes of the blobs that were uploaded;
+	// the rest of Bytes the registry already had (a HEAD found them):
+	// chunks of an earlier release, or of another target.
+	BytesUploaded int64
 }
 
 // Push publishes images, one per target, as one release under tag. All
@@ -99,11 +105,12 @@ func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*R
 	}
 	var first release.Config
 	for i, img := range images {
-		desc, cfg, n, err := pushTarget(repo, img, o)
+		desc, cfg, n, err := pushTarget(ctx, repo, img, o)
 		if err != nil {
 			return nil, err
 		}
-		res.Bytes += n
+		res.Bytes += n.total
+		res.BytesUploaded += n.uploaded
 		if i == 0 {
 			first = cfg
 		} else if cfg.Name != first.Name || cfg.Release != first.Release {
@@ -129,15 +136,20 @@ func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*R
 	}
 	res.Digest = digestOf(raw)
 	res.Ref = repo.Digest(res.Digest.String())
-	fmt.Fprintf(o.log, "publish: %s is %s\n", tag, res.Ref)
+	fmt.Fprintf(o.log, "publish: %s is %s: %s of blobs, %s uploaded, the rest already in the registry\n",
+		tag, res.Ref, config.FormatSize(res.Bytes), config.FormatSize(res.BytesUploaded))
 	return res, nil
 }
 
+// byteCount counts the bytes of a target's blobs: all of them, and those
+// uploaded (not already in the registry).
+type byteCount struct{ total, uploaded int64 }
+
 // pushTarget uploads one image's blobs and manifest and returns the
 // manifest's descriptor for the index.
-func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, release.Config, int64, error) {
-	fail := func(err error) (v1.Descriptor, release.Config, int64, error) {
-		return v1.Descriptor{}, release.Config{}, 0, fmt.Errorf("publish: %s: %w", img.Path, err)
+func pushTarget(ctx context.Context, repo name.Repository, img Image, o options) (v1.Descriptor, release.Config, byteCount, error) {
+	fail := func(err error) (v1.Descriptor, release.Config, byteCount, error) {
+		return v1.Descriptor{}, release.Config{}, byteCount{}, fmt.Errorf("publish: %s: %w", img.Path, err)
 	}
 	im, err := image.Open(img.Path)
 	if err != nil {
@@ -168,7 +180,7 @@ func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, rele
 		return fail(err)
 	}
 
-	var total int64
+	var n byteCount
 	upload := func(label string, b *blob) (v1.Descriptor, error) {
 		b.progress = progress.New(o.log, "publish: "+cfg.Target+" "+label, b.desc.Size)
 		if err := remote.WriteLayer(repo, b, o.ropts...); err != nil {
@@ -178,13 +190,10 @@ func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, rele
 			fmt.Fprintf(o.log, "publish: %s %s: %s already in the registry\n", cfg.Target, label, config.FormatSize(b.desc.Size))
 		} else {
 			b.progress.Finish()
+			n.uploaded += b.desc.Size
 		}
-		total += b.desc.Size
+		n.total += b.desc.Size
 		return b.desc, nil
-	}
-	rootBlob, err := newBlob(release.RootMediaType, nil, func() io.Reader { return io.NewSectionReader(root, 0, root.Size()) })
-	if err != nil {
-		return fail(err)
 	}
 	m := v1.Manifest{
 		SchemaVersion: 2,
@@ -198,11 +207,16 @@ func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, rele
 	if m.Config, err = upload("config", bytesBlob(release.ConfigMediaType, nil, cfgJSON)); err != nil {
 		return fail(err)
 	}
-	rootDesc, err := upload("root", rootBlob)
+	rootLayers, err := pushChunkedRoot(ctx, repo, cfg.Target, root, o, &n)
 	if err != nil {
 		return fail(err)
 	}
-	m.Layers = append(m.Layers, rootDesc)
+	ixDesc, err := upload("root chunk index", bytesBlob(release.ChunkIndexMediaType, nil, rootLayers.index))
+	if err != nil {
+		return fail(err)
+	}
+	m.Layers = append(m.Layers, ixDesc)
+	m.Layers = append(m.Layers, rootLayers.chunks...)
 	for _, name := range slices.Sorted(maps.Keys(bootFiles)) {
 		if err := release.CheckBootFileName(name); err != nil {
 			return fail(err)
@@ -232,7 +246,59 @@ func pushTarget(repo name.Repository, img Image, o options) (v1.Descriptor, rele
 		ArtifactType: release.ArtifactType,
 		Platform:     &v1.Platform{OS: "linux", Architecture: arch, Variant: variant},
 		Annotations:  map[string]string{release.TargetAnnotation: cfg.Target},
-	}, cfg, total, nil
+	}, cfg, n, nil
+}
+
+// chunkedRoot is a root uploaded in chunks: the chunk index blob and the
+// chunk layers, one per distinct chunk in the order they first appear.
+type chunkedRoot struct {
+	index  []byte
+	chunks []v1.Descriptor
+}
+
+// pushChunkedRoot cuts root into chunks by the rule of packer/format/cdc
+// and uploads each distinct chunk once (a chunk the registry has is not
+// sent again), counting into n; it returns the chunk index for the
+// caller to upload. One progress meter covers the whole root.
+func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, root *io.SectionReader, o options, n *byteCount) (*chunkedRoot, error) {
+	meter := progress.New(o.log, "publish: "+target+" root", root.Size())
+	ix := release.ChunkIndex{Version: release.ChunkIndexVersion, Chunking: cdc.Name, Size: root.Size()}
+	out := &chunkedRoot{}
+	seen := map[v1.Hash]bool{}
+	var uploaded, present int64
+	whole := sha256.New()
+	err := cdc.Split(ctx, io.NewSectionReader(root, 0, root.Size()), func(off int64, data []byte) error {
+		whole.Write(data)
+		b := bytesBlob(release.ChunkMediaType, nil, data)
+		ix.Chunks = append(ix.Chunks, release.Chunk{Size: b.desc.Size, Digest: b.desc.Digest})
+		if !seen[b.desc.Digest] {
+			seen[b.desc.Digest] = true
+			if err := remote.WriteLayer(repo, b, o.ropts...); err != nil {
+				return fmt.Errorf("upload root chunk at offset %d (%s): %w", off, b.desc.Digest, err)
+			}
+			if b.sent > 0 {
+				uploaded += b.desc.Size
+			} else {
+				present += b.desc.Size
+			}
+			out.chunks = append(out.chunks, b.desc)
+		}
+		meter.Set(off + int64(len(data)))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	meter.Finish()
+	ix.Digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(whole.Sum(nil))}
+	fmt.Fprintf(o.log, "publish: %s root: %d chunks, %d distinct: %s uploaded, %s already in the registry\n",
+		target, len(ix.Chunks), len(out.chunks), config.FormatSize(uploaded), config.FormatSize(present))
+	n.total += uploaded + present
+	n.uploaded += uploaded
+	if out.index, err = json.Marshal(ix); err != nil {
+		return nil, fmt.Errorf("chunk index: %w", err)
+	}
+	return out, nil
 }
 
 // Sign signs the release digest in repo with key, as `cosign sign --key`
@@ -291,17 +357,9 @@ type blob struct {
 	desc     v1.Descriptor
 	open     func() io.Reader
 	progress *progress.Meter
-}
-
-// newBlob hashes the content open returns and makes a blob of it.
-func newBlob(mt types.MediaType, ann map[string]string, open func() io.Reader) (*blob, error) {
-	h := sha256.New()
-	n, err := io.Copy(h, open())
-	if err != nil {
-		return nil, fmt.Errorf("hash %s: %w", mt, err)
-	}
-	d := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-	return &blob{desc: v1.Descriptor{MediaType: mt, Size: n, Digest: d, Annotations: ann}, open: open}, nil
+	// sent counts the bytes read from the blob: zero after
+	// remote.WriteLayer when the registry already had it.
+	sent int64
 }
 
 func bytesBlob(mt types.MediaType, ann map[string]string, data []byte) *blob {
@@ -317,16 +375,18 @@ func (b *blob) Uncompressed() (io.ReadCloser, error) {
 	return b.Compressed()
 }
 func (b *blob) Compressed() (io.ReadCloser, error) {
-	return io.NopCloser(&countingReader{r: b.open(), p: b.progress}), nil
+	return io.NopCloser(&countingReader{r: b.open(), p: b.progress, n: &b.sent}), nil
 }
 
 type countingReader struct {
 	r io.Reader
 	p *progress.Meter
+	n *int64
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
+	*c.n += int64(n)
 	if c.p != nil {
 		c.p.Add(int64(n))
 	}

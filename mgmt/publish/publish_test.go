@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	mathrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -42,15 +46,25 @@ const testEpoch = 1700000000
 // given release, as the packer writes real ones.
 func writeImage(t *testing.T, target, arch, buildID string, rel uint64) publish.Image {
 	t.Helper()
+	return writeImageFiles(t, target, arch, buildID, rel, map[string][]byte{"/init": []byte("init of " + buildID)})
+}
+
+// writeImageFiles is writeImage with the root's files given.
+func writeImageFiles(t *testing.T, target, arch, buildID string, rel uint64, files map[string][]byte) publish.Image {
+	t.Helper()
 	tree := rootfs.New(testEpoch)
-	if err := tree.Add("/init", rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o755, Content: rootfs.Bytes("init of " + buildID)}); err != nil {
-		t.Fatal(err)
+	var size int64
+	for name, content := range files {
+		if err := tree.Add(name, rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o755, Size: int64(len(content)), Content: rootfs.Bytes(content)}); err != nil {
+			t.Fatal(err)
+		}
+		size += int64(len(content))
 	}
 	path := filepath.Join(t.TempDir(), "app-"+target+".img")
 	if _, err := disk.Write(context.Background(), path, disk.Spec{
 		Name: "app", Target: target, Arch: arch, BuildID: buildID, Release: rel,
 		Kernel: []byte("kernel " + arch), Initrd: []byte("initrd " + buildID), Cmdline: "console=ttyS0",
-		Root: tree, ModTime: testEpoch, BootBytes: 40 << 20, RootSlotBytes: 4 << 20,
+		Root: tree, ModTime: testEpoch, BootBytes: 40 << 20, RootSlotBytes: 4<<20 + 2*size,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +168,11 @@ func TestPublishVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := readBlob(t, rel, tt.Root); !bytes.Equal(got, wantRoot) {
-			t.Errorf("%s: root blob: %d bytes, differs from the image's %d-byte root", tc.target, len(got), len(wantRoot))
+		if tt.Root.Digest != (v1.Hash{}) || tt.ChunkIndex.MediaType != release.ChunkIndexMediaType || len(tt.Chunks) == 0 {
+			t.Errorf("%s: root layer %v, chunk index %v, %d chunks: want a chunked root", tc.target, tt.Root.Digest, tt.ChunkIndex.Digest, len(tt.Chunks))
+		}
+		if got := readRoot(t, rel, tt); !bytes.Equal(got, wantRoot) {
+			t.Errorf("%s: root: %d bytes, differs from the image's %d-byte root", tc.target, len(got), len(wantRoot))
 		}
 		if len(tt.BootFiles) != len(files) {
 			t.Errorf("%s: %d boot files, the image has %d", tc.target, len(tt.BootFiles), len(files))
@@ -179,12 +196,96 @@ func TestPublishVerify(t *testing.T) {
 	}
 }
 
+// TestPublishDedup: a release whose root differs from an earlier one in
+// one small file uploads only the chunks around the change; publishing
+// the same images again uploads nothing.
+func TestPublishDedup(t *testing.T) {
+	host := newRegistry(t, nil)
+	big := make([]byte, 6<<20)
+	rng := mathrand.New(mathrand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	text := bytes.Repeat([]byte("a line of compressible text in the root\n"), 50000)
+	img1 := writeImageFiles(t, "vm-amd64", "amd64", "b1", 1, map[string][]byte{"/init": []byte("init, release 1"), "/big": big, "/text": text})
+	img2 := writeImageFiles(t, "vm-amd64", "amd64", "b2", 2, map[string][]byte{"/init": []byte("init, release 2 with a longer line"), "/big": big, "/text": text})
+	pushImage := func(tag string, img publish.Image) *publish.Result {
+		var log bytes.Buffer
+		ref, _ := name.NewTag(host + "/fleet/app:" + tag)
+		res, err := publish.Push(context.Background(), ref, []publish.Image{img}, publish.WithLog(&log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("publish %s: %d bytes, %d uploaded\n%s", tag, res.Bytes, res.BytesUploaded, log.String())
+		if !strings.Contains(log.String(), "publish: vm-amd64 root: ") || !strings.Contains(log.String(), " uploaded") {
+			t.Errorf("publish %s logged no chunk counts:\n%s", tag, log.String())
+		}
+		return res
+	}
+	r1 := pushImage("1", img1)
+	if r1.BytesUploaded < int64(len(big)) || r1.BytesUploaded != r1.Bytes {
+		t.Errorf("first publish: %d of %d bytes uploaded, want all of them and at least the %d random bytes", r1.BytesUploaded, r1.Bytes, len(big))
+	}
+	if again := pushImage("1-again", img1); again.BytesUploaded != 0 || again.Digest != r1.Digest {
+		t.Errorf("the same image again: %d bytes uploaded, digest %s (first %s); want 0 bytes, the same digest", again.BytesUploaded, again.Digest, r1.Digest)
+	}
+	r2 := pushImage("2", img2)
+	if r2.BytesUploaded*10 > r1.BytesUploaded {
+		t.Errorf("release 2 uploaded %d bytes, release 1 %d: a one-file change should upload under a tenth", r2.BytesUploaded, r1.BytesUploaded)
+	}
+
+	// Release 2 reads back whole through its chunks.
+	key := newKey(t)
+	ref, _ := name.NewTag(host + "/fleet/app:2")
+	if _, err := publish.Sign(context.Background(), ref.Context(), r2.Digest, key); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := release.Verify(context.Background(), ref, release.Policy{Keys: []*ecdsa.PublicKey{&key.PublicKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := image.Open(img2.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	root, err := push.RootSection(im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoot, _ := io.ReadAll(root)
+	if got := readRoot(t, rel, &rel.Targets[0]); !bytes.Equal(got, wantRoot) {
+		t.Errorf("release 2's root: %d bytes, differs from the image's %d", len(got), len(wantRoot))
+	}
+}
+
 func sumLen(m map[string][]byte) int64 {
 	var n int64
 	for _, b := range m {
 		n += int64(len(b))
 	}
 	return n
+}
+
+// readRoot assembles target tt's root from its RootPlan, checking the
+// plan's offsets and digest.
+func readRoot(t *testing.T, rel *release.Release, tt *release.Target) []byte {
+	t.Helper()
+	plan, err := rel.RootPlan(tt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root []byte
+	for i, p := range plan.Pieces {
+		if p.Offset != int64(len(root)) || p.Blob.Digest != p.Digest || p.Blob.MediaType != release.ChunkMediaType {
+			t.Fatalf("piece %d: %+v after %d bytes", i, p, len(root))
+		}
+		root = append(root, readBlob(t, rel, p.Blob)...)
+	}
+	if sum := sha256.Sum256(root); int64(len(root)) != plan.Size || hex.EncodeToString(sum[:]) != plan.Digest.Hex {
+		t.Fatalf("the root's %d pieces give %d bytes with digest %x; the plan says %d bytes, %s", len(plan.Pieces), len(root), sum, plan.Size, plan.Digest)
+	}
+	return root
 }
 
 func readBlob(t *testing.T, rel *release.Release, d v1.Descriptor) []byte {
@@ -348,7 +449,11 @@ func TestVerifyRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		tt := &rel.Targets[0]
-		target = tt.Root.Digest.String()
+		plan, err := rel.RootPlan(tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target = plan.Pieces[len(plan.Pieces)-1].Digest.String()
 		_, err = rel.VerifyBlobs(tt)
 		wantErr(t, err, "blob "+target)
 	})
@@ -414,3 +519,180 @@ func TestPushRefusesMixedReleases(t *testing.T) {
 		writeImage(t, "vm-amd64", "amd64", "b1", 3), writeImage(t, "vm-amd64", "amd64", "b2", 3)})
 	wantErr(t, err, "target vm-amd64 is published twice")
 }
+
+// TestVerifyRefusesChunks performs the attacks on a chunked root with
+// manifests and chunk indexes that are signed but do not describe the
+// root: each is refused, by Verify or by RootPlan, naming what is wrong.
+func TestVerifyRefusesChunks(t *testing.T) {
+	ctx := context.Background()
+	key := newKey(t)
+	keys := []*ecdsa.PublicKey{&key.PublicKey}
+	big := make([]byte, 1<<20)
+	rng := mathrand.New(mathrand.NewPCG(3, 4))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	img := writeImageFiles(t, "vm-amd64", "amd64", "b1", 3, map[string][]byte{"/init": []byte("init"), "/big": big})
+
+	// republish publishes img, lets change rewrite its manifest (and
+	// upload blobs), pushes the manifest and an index naming it, signs
+	// the index and returns the verified release (or Verify's error).
+	republish := func(t *testing.T, change func(host string, m *v1.Manifest)) (*release.Release, error) {
+		host := newRegistry(t, nil)
+		publishSigned(t, host, "orig", nil, img)
+		repo := mustRef(t, host+"/fleet/app:orig").Context()
+		idx, err := remote.Index(mustRef(t, host+"/fleet/app:orig"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := remote.Get(repo.Digest(im.Manifests[0].Digest.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m v1.Manifest
+		if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+			t.Fatal(err)
+		}
+		change(host, &m)
+		raw, _ := json.Marshal(m)
+		sum := sha256.Sum256(raw)
+		d := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+		if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}); err != nil {
+			t.Fatal(err)
+		}
+		im.Manifests[0].Digest, im.Manifests[0].Size = d, int64(len(raw))
+		rawIdx, _ := json.Marshal(im)
+		tag := repo.Tag("stable")
+		if err := remote.Put(tag, rawManifest{rawIdx, types.OCIImageIndex}); err != nil {
+			t.Fatal(err)
+		}
+		sum = sha256.Sum256(rawIdx)
+		if _, err := publish.Sign(ctx, repo, v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, key); err != nil {
+			t.Fatal(err)
+		}
+		return release.Verify(ctx, tag, release.Policy{Keys: keys})
+	}
+	upload := func(t *testing.T, host string, mt types.MediaType, data []byte) v1.Descriptor {
+		l := static.NewLayer(data, mt)
+		if err := remote.WriteLayer(mustRef(t, host+"/fleet/app:x").Context(), l); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := l.Digest()
+		return v1.Descriptor{MediaType: mt, Size: int64(len(data)), Digest: d}
+	}
+	layerOf := func(m *v1.Manifest, mt types.MediaType) int {
+		for i, l := range m.Layers {
+			if l.MediaType == mt {
+				return i
+			}
+		}
+		t.Fatalf("no %s layer", mt)
+		return -1
+	}
+	rootPlanErr := func(t *testing.T, rel *release.Release, err error, want string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = rel.RootPlan(&rel.Targets[0])
+		wantErr(t, err, want)
+		_, err = rel.VerifyBlobs(&rel.Targets[0])
+		wantErr(t, err, want)
+	}
+
+	t.Run("unchanged", func(t *testing.T) {
+		rel, err := republish(t, func(string, *v1.Manifest) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rel.VerifyBlobs(&rel.Targets[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("both root forms", func(t *testing.T) {
+		_, err := republish(t, func(host string, m *v1.Manifest) {
+			m.Layers = append(m.Layers, upload(t, host, release.RootMediaType, []byte("a whole root")))
+		})
+		wantErr(t, err, "one root form")
+	})
+	t.Run("chunk layer twice", func(t *testing.T) {
+		_, err := republish(t, func(host string, m *v1.Manifest) {
+			m.Layers = append(m.Layers, m.Layers[layerOf(m, release.ChunkMediaType)])
+		})
+		wantErr(t, err, "appears twice")
+	})
+	t.Run("chunk layer not in the index", func(t *testing.T) {
+		var extra v1.Descriptor
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			extra = upload(t, host, release.ChunkMediaType, []byte("a chunk nobody names"))
+			m.Layers = append(m.Layers, extra)
+		})
+		rootPlanErr(t, rel, err, "layer "+extra.Digest.String()+" is not in the index")
+	})
+	t.Run("index chunk without a layer", func(t *testing.T) {
+		var gone v1.Descriptor
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			i := layerOf(m, release.ChunkMediaType)
+			gone = m.Layers[i]
+			m.Layers = append(m.Layers[:i], m.Layers[i+1:]...)
+		})
+		rootPlanErr(t, rel, err, "chunks[0] ("+gone.Digest.String()+"): the manifest has no")
+	})
+	t.Run("index of another root", func(t *testing.T) {
+		// A well-formed index whose root digest is not what its chunks
+		// make: only the assembled root can tell, and VerifyBlobs does.
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			i := layerOf(m, release.ChunkIndexMediaType)
+			raw := readRegistryBlob(t, host, m.Layers[i])
+			var ix release.ChunkIndex
+			if err := json.Unmarshal(raw, &ix); err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256([]byte("another root"))
+			ix.Digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+			raw, _ = json.Marshal(ix)
+			m.Layers[i] = upload(t, host, release.ChunkIndexMediaType, raw)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = rel.VerifyBlobs(&rel.Targets[0])
+		wantErr(t, err, "the chunk index says sha256:")
+	})
+	t.Run("index too large", func(t *testing.T) {
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			m.Layers[layerOf(m, release.ChunkIndexMediaType)].Size = release.MaxChunkIndexBytes + 1
+		})
+		rootPlanErr(t, rel, err, "not within 0..8388608")
+	})
+}
+
+func readRegistryBlob(t *testing.T, host string, d v1.Descriptor) []byte {
+	t.Helper()
+	l, err := remote.Layer(mustRef(t, host+"/fleet/app:x").Context().Digest(d.Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type rawManifest struct {
+	data []byte
+	mt   types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }

@@ -6,8 +6,10 @@
 //
 // A release is one OCI image index (artifactType ArtifactType) with one
 // image manifest per target. Each manifest carries a Config blob
-// (ConfigMediaType), the root filesystem as one RootMediaType layer, and
-// one BootFileMediaType layer per boot file of the slot, named by its
+// (ConfigMediaType), the root filesystem as one RootMediaType layer or in
+// chunks (a ChunkIndexMediaType layer and one ChunkMediaType layer per
+// distinct chunk, see RootPlan), and one BootFileMediaType layer per boot
+// file of the slot, named by its
 // org.opencontainers.image.title annotation. A signature is a cosign
 // "simple signing" manifest under the tag sha256-<hex>.sig beside it.
 //
@@ -43,6 +45,13 @@ const (
 	// initramfs, command line; on a Pi also device trees and overlays),
 	// named by TitleAnnotation relative to the slot's boot directory.
 	BootFileMediaType = "application/vnd.ingot.release.bootfile.v1"
+	// ChunkIndexMediaType is the chunked form of the root: a ChunkIndex
+	// as JSON, listing the root's content-defined chunks (packer/format/cdc)
+	// in order. A manifest with it has one ChunkMediaType layer per
+	// distinct chunk and no RootMediaType layer.
+	ChunkIndexMediaType = "application/vnd.ingot.release.root-chunks.v1+json"
+	// ChunkMediaType is one chunk of a chunked root, stored as is.
+	ChunkMediaType = "application/vnd.ingot.release.chunk.v1"
 )
 
 // Annotations of a release.
@@ -94,7 +103,35 @@ const (
 	// each costs a download and an ECDSA verification before anything
 	// is known to be signed.
 	MaxSignatureLayers = 16
+	// MaxChunks bounds the chunks of a chunked root (4 GiB at the mean
+	// chunk size; a manifest of MaxManifestBytes names fewer distinct
+	// chunks anyway).
+	MaxChunks = 1 << 16
+	// MaxChunkIndexBytes bounds a chunk index blob: MaxChunks entries of
+	// about 100 bytes.
+	MaxChunkIndexBytes = 8 << 20
 )
+
+// ChunkIndexVersion is the version of the ChunkIndex format.
+const ChunkIndexVersion = 1
+
+// ChunkIndex is the blob of a ChunkIndexMediaType layer: the root (Size
+// bytes with SHA-256 Digest) is the concatenation of Chunks, in order,
+// cut by the rule Chunking (cdc.Name). Offsets are implicit.
+type ChunkIndex struct {
+	Version  int     `json:"version"`
+	Chunking string  `json:"chunking"`
+	Size     int64   `json:"size"`
+	Digest   v1.Hash `json:"digest"`
+	Chunks   []Chunk `json:"chunks"`
+}
+
+// Chunk is one entry of a ChunkIndex: Size bytes with SHA-256 Digest,
+// stored as the ChunkMediaType layer of that digest.
+type Chunk struct {
+	Size   int64   `json:"size"`
+	Digest v1.Hash `json:"digest"`
+}
 
 // CheckBootFileName reports whether name may name a boot file: a clean
 // relative slash path without "..", at most 255 bytes.

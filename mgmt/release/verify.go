@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ingotdev/ingot/mgmt"
+	"github.com/ingotdev/ingot/packer/format/cdc"
 )
 
 // ErrUnsigned is returned (wrapped) by Verify for a release without a
@@ -65,8 +66,14 @@ type Target struct {
 	// Descriptor is the manifest's descriptor in the index.
 	Descriptor v1.Descriptor
 	Config     Config
-	// Root is the root squashfs layer.
+	// Root is the root squashfs layer of a release with one root layer;
+	// zero in a chunked one.
 	Root v1.Descriptor
+	// ChunkIndex is the chunk index layer of a chunked root, Chunks its
+	// chunk layers by digest; zero and nil with one root layer. RootPlan
+	// reads the index and matches it with Chunks.
+	ChunkIndex v1.Descriptor
+	Chunks     map[v1.Hash]v1.Descriptor
 	// BootFiles are the boot file layers, named by TitleAnnotation.
 	BootFiles []v1.Descriptor
 }
@@ -226,6 +233,19 @@ func (r *Release) fetchTarget(desc v1.Descriptor) (*Target, error) {
 				return nil, fmt.Errorf("layers[%d]: a second root layer", i)
 			}
 			t.Root = l
+		case ChunkIndexMediaType:
+			if t.ChunkIndex.Digest != (v1.Hash{}) {
+				return nil, fmt.Errorf("layers[%d]: a second chunk index layer", i)
+			}
+			t.ChunkIndex = l
+		case ChunkMediaType:
+			if t.Chunks == nil {
+				t.Chunks = map[v1.Hash]v1.Descriptor{}
+			}
+			if _, dup := t.Chunks[l.Digest]; dup {
+				return nil, fmt.Errorf("layers[%d]: chunk %s appears twice", i, l.Digest)
+			}
+			t.Chunks[l.Digest] = l
 		case BootFileMediaType:
 			n := l.Annotations[TitleAnnotation]
 			if err := CheckBootFileName(n); err != nil {
@@ -243,8 +263,16 @@ func (r *Release) fetchTarget(desc v1.Descriptor) (*Target, error) {
 			return nil, fmt.Errorf("layers[%d]: negative size", i)
 		}
 	}
-	if t.Root.Digest == (v1.Hash{}) {
-		return nil, fmt.Errorf("no %s layer", RootMediaType)
+	chunked := t.ChunkIndex.Digest != (v1.Hash{})
+	switch {
+	case t.Root.Digest != (v1.Hash{}) && (chunked || t.Chunks != nil):
+		return nil, fmt.Errorf("both a %s layer and a chunked root: a manifest has one root form", RootMediaType)
+	case t.Root.Digest == (v1.Hash{}) && !chunked:
+		return nil, fmt.Errorf("no %s or %s layer", RootMediaType, ChunkIndexMediaType)
+	case chunked && len(t.Chunks) == 0:
+		return nil, fmt.Errorf("a %s layer without %s layers", ChunkIndexMediaType, ChunkMediaType)
+	case len(t.Chunks) > MaxChunks:
+		return nil, fmt.Errorf("%d chunk layers, more than %d", len(t.Chunks), MaxChunks)
 	}
 	return t, nil
 }
@@ -313,19 +341,41 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 func (v *verifyingReader) Close() error { return v.rc.Close() }
 
 // VerifyBlobs reads every blob of target t through Open and reports the
-// first that fails its check.
+// first that fails its check. A chunked root is read piece by piece as
+// RootPlan lists it, and the whole is checked against the index's digest.
+// It returns the bytes of the root and the boot files.
 func (r *Release) VerifyBlobs(t *Target) (int64, error) {
+	plan, err := r.RootPlan(t)
+	if err != nil {
+		return 0, err
+	}
 	var total int64
-	for _, d := range append([]v1.Descriptor{t.Root}, t.BootFiles...) {
+	read := func(d v1.Descriptor, w io.Writer) error {
 		rc, err := r.Open(d)
 		if err != nil {
-			return total, err
+			return err
 		}
-		n, err := io.Copy(io.Discard, rc)
-		rc.Close()
+		defer rc.Close()
+		n, err := io.Copy(w, rc)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("target %s: %w", t.Name, err)
+			return fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		return nil
+	}
+	root := sha256.New()
+	for _, p := range plan.Pieces {
+		if err := read(p.Blob, root); err != nil {
+			return total, err
+		}
+	}
+	if got := hex.EncodeToString(root.Sum(nil)); got != plan.Digest.Hex {
+		return total, fmt.Errorf("release: %s@%s target %s: the root assembled from its %d chunks has digest sha256:%s, the chunk index says %s",
+			r.Repository, r.Digest, t.Name, len(plan.Pieces), got, plan.Digest)
+	}
+	for _, d := range t.BootFiles {
+		if err := read(d, io.Discard); err != nil {
+			return total, err
 		}
 	}
 	return total, nil
@@ -362,14 +412,86 @@ func strictJSON(data []byte, v any) error {
 }
 
 // RootPlan returns how target t's root is assembled. For a release with
-// one root layer that is one piece, the layer itself.
+// one root layer that is one piece, the layer itself. For a chunked root
+// it reads the chunk index through Open and checks it (checkChunkIndex):
+// one piece per chunk, whose Blob is that chunk's layer.
 func (r *Release) RootPlan(t *Target) (*RootPlan, error) {
+	where := fmt.Sprintf("release: %s@%s target %s (manifest %s)", r.Repository, r.Digest, t.Name, t.Descriptor.Digest)
+	if t.ChunkIndex.Digest != (v1.Hash{}) {
+		raw, err := r.readBlob(t.ChunkIndex, MaxChunkIndexBytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk index: %w", where, err)
+		}
+		plan, err := chunkPlan(raw, t.Chunks)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk index %s: %w", where, t.ChunkIndex.Digest, err)
+		}
+		return plan, nil
+	}
 	if t.Root.Digest == (v1.Hash{}) {
-		return nil, fmt.Errorf("release: %s@%s target %s: no root", r.Repository, r.Digest, t.Name)
+		return nil, fmt.Errorf("%s: no root", where)
 	}
 	return &RootPlan{
 		Size:   t.Root.Size,
 		Digest: t.Root.Digest,
 		Pieces: []Piece{{Offset: 0, Size: t.Root.Size, Digest: t.Root.Digest, Blob: t.Root}},
 	}, nil
+}
+
+// chunkPlan parses a chunk index and checks it against the manifest's
+// chunk layers, in this order: JSON, version, chunking rule, the number
+// of chunks, each chunk (sha256, size within 1..cdc.MaxSize, a layer of
+// its digest and size), the sum of the sizes against the index's size,
+// and that every chunk layer is used.
+func chunkPlan(raw []byte, layers map[v1.Hash]v1.Descriptor) (*RootPlan, error) {
+	var ix ChunkIndex
+	if err := strictJSON(raw, &ix); err != nil {
+		return nil, err
+	}
+	switch {
+	case ix.Version != ChunkIndexVersion:
+		return nil, fmt.Errorf("version %d, this reader knows %d (a newer release format?)", ix.Version, ChunkIndexVersion)
+	case ix.Chunking != cdc.Name:
+		return nil, fmt.Errorf("chunking %q, this reader knows %q", ix.Chunking, cdc.Name)
+	case ix.Digest.Algorithm != "sha256":
+		return nil, fmt.Errorf("root digest %q: only sha256 digests are accepted", ix.Digest)
+	case len(ix.Chunks) == 0:
+		return nil, fmt.Errorf("no chunks")
+	case len(ix.Chunks) > MaxChunks:
+		return nil, fmt.Errorf("%d chunks, more than %d", len(ix.Chunks), MaxChunks)
+	case ix.Size <= 0 || ix.Size > int64(len(ix.Chunks))*cdc.MaxSize:
+		return nil, fmt.Errorf("size %d: not within 1..%d for %d chunks", ix.Size, int64(len(ix.Chunks))*cdc.MaxSize, len(ix.Chunks))
+	}
+	plan := &RootPlan{Size: ix.Size, Digest: ix.Digest, Pieces: make([]Piece, len(ix.Chunks))}
+	used := map[v1.Hash]bool{}
+	var off int64
+	for i, c := range ix.Chunks {
+		if c.Digest.Algorithm != "sha256" {
+			return nil, fmt.Errorf("chunks[%d]: digest %q: only sha256 digests are accepted", i, c.Digest)
+		}
+		if c.Size <= 0 || c.Size > cdc.MaxSize {
+			return nil, fmt.Errorf("chunks[%d] (%s): size %d is not within 1..%d", i, c.Digest, c.Size, cdc.MaxSize)
+		}
+		l, ok := layers[c.Digest]
+		if !ok {
+			return nil, fmt.Errorf("chunks[%d] (%s): the manifest has no %s layer of this digest", i, c.Digest, ChunkMediaType)
+		}
+		if l.Size != c.Size {
+			return nil, fmt.Errorf("chunks[%d] (%s): size %d, its layer says %d", i, c.Digest, c.Size, l.Size)
+		}
+		used[c.Digest] = true
+		plan.Pieces[i] = Piece{Offset: off, Size: c.Size, Digest: c.Digest, Blob: l}
+		off += c.Size
+	}
+	if off != ix.Size {
+		return nil, fmt.Errorf("the chunks add up to %d bytes, the index says size %d", off, ix.Size)
+	}
+	if len(used) != len(layers) {
+		for d := range layers {
+			if !used[d] {
+				return nil, fmt.Errorf("the manifest's %s layer %s is not in the index", ChunkMediaType, d)
+			}
+		}
+	}
+	return plan, nil
 }
