@@ -360,13 +360,29 @@ func run(ctx context.Context, sys *stage1.System, o options, eps []*endpoint, me
 		}
 	}
 
+	pw := power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }}
 	deps := agent.Deps{
 		Info:     info{sys: sys, updatesErr: errString(updatesErr), firmwareTrial: boot.Trial},
 		Logs:     logsAdapter{sys},
 		DiskLogs: diskLogs{sys},
-		Power:    power{sys: sys, rebootArg: func() string { return rebootArg(mgr) }},
+		Power:    pw,
 		Updater:  updater,
 		SBOM:     func() ([]byte, error) { return os.ReadFile(spec.SBOMPath) },
+	}
+	if mgr != nil {
+		unconfirmed := func() bool {
+			// Until the trial is confirmed, slot.json's active slot is the
+			// fallback, not the one this boot runs.
+			s, err := mgr.SlotState(ctx)
+			return err != nil || s.Active != boot.Slot
+		}
+		puller, err := newPuller(sys, sp, mgr, unconfirmed, pw.Reboot)
+		if err != nil {
+			sys.Printf("manage: pulled updates off: %v", err)
+		} else if puller != nil {
+			deps.Puller = puller // only a non-nil *Puller, as for the Updater
+			go puller.Run(ctx)
+		}
 	}
 	if sys.Supervisor() != nil {
 		deps.Supervisor = supervisor{sys}

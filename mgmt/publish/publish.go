@@ -89,12 +89,68 @@ type Result struct {
 	BytesUploaded int64
 }
 
+// Target is what one target of a release holds: its config, its root
+// (as push cuts it from the image) and the boot files of slot a.
+type Target struct {
+	// Label names the target's source in errors (an image's path).
+	Label     string
+	Config    release.Config
+	Root      *io.SectionReader
+	BootFiles map[string][]byte
+}
+
 // Push publishes images, one per target, as one release under tag. All
 // images must be of one appliance and one release number.
 func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*Result, error) {
-	o := makeOptions(ctx, opts)
 	if len(images) == 0 {
 		return nil, fmt.Errorf("publish: no images")
+	}
+	targets := make([]Target, 0, len(images))
+	for _, img := range images {
+		im, err := image.Open(img.Path)
+		if err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+		defer im.Close()
+		tg, err := imageTarget(im, img)
+		if err != nil {
+			return nil, fmt.Errorf("publish: %s: %w", img.Path, err)
+		}
+		targets = append(targets, tg)
+	}
+	return PushTargets(ctx, tag, targets, opts...)
+}
+
+// imageTarget reads what a release holds of one image.
+func imageTarget(im *image.Image, img Image) (Target, error) {
+	info, err := im.Info()
+	if err != nil {
+		return Target{}, err
+	}
+	cfg := release.Config{
+		Name: info.Name, Target: info.Target, Arch: info.Arch, BuildID: info.BuildID,
+		Release: info.Release, Created: img.Created.UTC(), SBOM: img.SBOM,
+	}
+	if cfg.Target == "" {
+		return Target{}, fmt.Errorf("the image names no target (built by an older ingot?)")
+	}
+	root, err := push.RootSection(im)
+	if err != nil {
+		return Target{}, err
+	}
+	bootFiles, err := im.BootFiles(slot.A)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Label: img.Path, Config: cfg, Root: root, BootFiles: bootFiles}, nil
+}
+
+// PushTargets publishes targets as one release under tag. All must be of
+// one appliance and one release number, each of another target.
+func PushTargets(ctx context.Context, tag name.Tag, targets []Target, opts ...Option) (*Result, error) {
+	o := makeOptions(ctx, opts)
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("publish: no targets")
 	}
 	repo := tag.Context()
 	res := &Result{}
@@ -104,8 +160,8 @@ func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*R
 		ArtifactType:  release.ArtifactType,
 	}
 	var first release.Config
-	for i, img := range images {
-		desc, cfg, n, err := pushTarget(ctx, repo, img, o)
+	for i, tg := range targets {
+		desc, cfg, n, err := pushTarget(ctx, repo, tg, o)
 		if err != nil {
 			return nil, err
 		}
@@ -115,10 +171,10 @@ func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*R
 			first = cfg
 		} else if cfg.Name != first.Name || cfg.Release != first.Release {
 			return nil, fmt.Errorf("publish: %s is %s release %d, %s is %s release %d: one release holds one appliance and one release number",
-				img.Path, cfg.Name, cfg.Release, images[0].Path, first.Name, first.Release)
+				tg.Label, cfg.Name, cfg.Release, targets[0].Label, first.Name, first.Release)
 		}
 		if slices.ContainsFunc(index.Manifests, func(d v1.Descriptor) bool { return d.Annotations[release.TargetAnnotation] == cfg.Target }) {
-			return nil, fmt.Errorf("publish: %s: target %s is published twice", img.Path, cfg.Target)
+			return nil, fmt.Errorf("publish: %s: target %s is published twice", tg.Label, cfg.Target)
 		}
 		index.Manifests = append(index.Manifests, desc)
 	}
@@ -145,35 +201,15 @@ func Push(ctx context.Context, tag name.Tag, images []Image, opts ...Option) (*R
 // uploaded (not already in the registry).
 type byteCount struct{ total, uploaded int64 }
 
-// pushTarget uploads one image's blobs and manifest and returns the
+// pushTarget uploads one target's blobs and manifest and returns the
 // manifest's descriptor for the index.
-func pushTarget(ctx context.Context, repo name.Repository, img Image, o options) (v1.Descriptor, release.Config, byteCount, error) {
+func pushTarget(ctx context.Context, repo name.Repository, tg Target, o options) (v1.Descriptor, release.Config, byteCount, error) {
 	fail := func(err error) (v1.Descriptor, release.Config, byteCount, error) {
-		return v1.Descriptor{}, release.Config{}, byteCount{}, fmt.Errorf("publish: %s: %w", img.Path, err)
+		return v1.Descriptor{}, release.Config{}, byteCount{}, fmt.Errorf("publish: %s: %w", tg.Label, err)
 	}
-	im, err := image.Open(img.Path)
-	if err != nil {
-		return fail(err)
-	}
-	defer im.Close()
-	info, err := im.Info()
-	if err != nil {
-		return fail(err)
-	}
-	cfg := release.Config{
-		Name: info.Name, Target: info.Target, Arch: info.Arch, BuildID: info.BuildID,
-		Release: info.Release, Created: img.Created.UTC(), SBOM: img.SBOM,
-	}
-	if cfg.Target == "" {
-		return fail(fmt.Errorf("the image names no target (built by an older ingot?)"))
-	}
-	root, err := push.RootSection(im)
-	if err != nil {
-		return fail(err)
-	}
-	bootFiles, err := im.BootFiles(slot.A)
-	if err != nil {
-		return fail(err)
+	cfg, root, bootFiles := tg.Config, tg.Root, tg.BootFiles
+	if cfg.Target == "" || cfg.Arch == "" {
+		return fail(fmt.Errorf("the config names no target or architecture"))
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
@@ -235,7 +271,7 @@ func pushTarget(ctx context.Context, repo name.Repository, img Image, o options)
 	if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}, o.ropts...); err != nil {
 		return fail(fmt.Errorf("manifest: %w", err))
 	}
-	arch, variant := info.Arch, ""
+	arch, variant := cfg.Arch, ""
 	if arch == "arm64" {
 		variant = "v8"
 	}
