@@ -19,7 +19,8 @@ import (
 
 // TestBuildReleaseKeys: update.keys end up in the image under
 // spec.ReleaseKeysDir, one file per key named by its fingerprint, listed
-// in appliance.json; a broken key file fails the build.
+// in appliance.json with update.from, check and insecure; a broken key
+// file fails the build.
 func TestBuildReleaseKeys(t *testing.T) {
 	dir := t.TempDir()
 	var keys []*ecdsa.PublicKey
@@ -37,7 +38,7 @@ func TestBuildReleaseKeys(t *testing.T) {
 		keys = append(keys, &k.PublicKey)
 	}
 	cfg := testConfig(t, "  - name: hello\n    go: ./cmd/hello",
-		"update: {keys: ["+filepath.Join(dir, "release.pub")+", "+filepath.Join(dir, "next.pub")+"]}")
+		"update: {keys: ["+filepath.Join(dir, "release.pub")+", "+filepath.Join(dir, "next.pub")+"], from: localhost:5000/fleet/hello:stable, check: 2m, insecure: true}")
 	r, err := Build(context.Background(), cfg, config.TargetVMAmd64, testOptions(t, t.TempDir())...)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +68,10 @@ func TestBuildReleaseKeys(t *testing.T) {
 	}
 	if !slices.Equal(app.ReleaseKeys, want) {
 		t.Errorf("appliance.json release_keys = %q, want %q", app.ReleaseKeys, want)
+	}
+	if app.UpdateFrom != "localhost:5000/fleet/hello:stable" || app.UpdateCheckSeconds != 120 || !app.UpdateInsecure {
+		t.Errorf("appliance.json update_from %q, update_check_seconds %d, update_insecure %v; want update.from, 120, true",
+			app.UpdateFrom, app.UpdateCheckSeconds, app.UpdateInsecure)
 	}
 
 	// Without keys, the directory is not there and the build id differs.

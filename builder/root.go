@@ -213,6 +213,8 @@ func (b *build) appliance() *spec.Appliance {
 	for _, k := range b.releaseKeys {
 		app.ReleaseKeys = append(app.ReleaseKeys, spec.ReleaseKeyPath(k.Fingerprint))
 	}
+	app.UpdateFrom, app.UpdateInsecure = cfg.Update.From, cfg.Update.Insecure
+	app.UpdateCheckSeconds = int(cfg.Update.Check / time.Second)
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
 	}

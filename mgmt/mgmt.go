@@ -23,6 +23,8 @@
 //	PUT  /v1/update/boot/{file...}           body: a boot partition file for the slot the root went to; Ingot-Sha256; UpdateResult
 //	POST /v1/update/commit                   SlotState (the staged slot becomes the trial)
 //	POST /v1/rollback                        SlotState
+//	POST /v1/update/pull                     body: PullRequest; PullResult once committed (pull.go)
+//	PUT  /v1/update/registry-auth            body: RegistryAuth; 204
 //	GET  /v1/sbom                            the image's SBOM (SPDX 2.3 JSON), as built
 //	POST /v1/exec                            body: ExecRequest; upgrades to ingot-exec/1 frames (exec.go)
 //

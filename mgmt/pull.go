@@ -1,6 +1,12 @@
 package mgmt
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ingotdev/ingot/packer/format/spec"
+)
 
 // Routes and feature of pulled updates: the appliance fetches a signed
 // release from an OCI registry itself (appliance/pull) instead of being
@@ -129,4 +135,47 @@ type RegistryAuth struct {
 	Registry string `json:"registry"`
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
+}
+
+// MaxPullBodyBytes bounds the body of PathUpdatePull and PathRegistryAuth
+// (a reference and flags, or one registry's credentials: registries'
+// access tokens run to a few KiB).
+const MaxPullBodyBytes = 64 << 10
+
+// ErrSignedOnly is the agent's answer to a root, boot file or commit sent
+// to an appliance with release keys (FeatureSignedOnly), and the CLI's
+// before it builds anything: a token alone no longer installs a root.
+var ErrSignedOnly = fmt.Errorf("this appliance installs only signed releases (update.keys): "+
+	"publish with `ingot publish -key` and install with `ingot update -from REF`: %w", ErrRejected)
+
+// Validate checks the request's shape (spec.CheckUpdateFrom); the puller
+// decides the rest.
+func (r PullRequest) Validate() error {
+	if err := spec.CheckUpdateFrom(r.Ref); err != nil {
+		return fmt.Errorf("pull: ref: %w: %w", err, ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks the credentials' shape: a registry host[:port], and a
+// username with a password or neither (which removes the entry).
+func (a RegistryAuth) Validate() error {
+	switch {
+	case a.Registry == "" || len(a.Registry) > 255 || strings.ContainsAny(a.Registry, "/@ ") || hasControl(a.Registry):
+		return fmt.Errorf("registry auth: registry %q: want HOST or HOST:PORT: %w", a.Registry, ErrInvalid)
+	case strings.Contains(a.Username, ":") || hasControl(a.Username):
+		return fmt.Errorf("registry auth: the username holds a ':' or a control character: %w", ErrInvalid)
+	case hasControl(a.Password):
+		return fmt.Errorf("registry auth: the password holds a control character: %w", ErrInvalid)
+	case (a.Username == "") != (a.Password == ""):
+		return fmt.Errorf("registry auth: give a username and a password, or neither to remove the registry's entry: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// Remove reports whether the credentials remove the registry's entry.
+func (a RegistryAuth) Remove() bool { return a.Username == "" && a.Password == "" }
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f })
 }

@@ -271,6 +271,8 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+mgmt.PathRollback, a.rollback)
 	mux.HandleFunc("GET "+mgmt.PathSBOM, a.sbom)
 	mux.HandleFunc("POST "+mgmt.PathExec, a.exec)
+	mux.HandleFunc("POST "+mgmt.PathUpdatePull, a.pull)
+	mux.HandleFunc("PUT "+mgmt.PathRegistryAuth, a.registryAuth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, mgmt.ErrNotFound))
 	})

@@ -165,6 +165,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the dependencies changed by edit (when not
+// nil) before the agent starts.
+func newEnvWith(t *testing.T, edit func(*agent.Deps)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	e := &env{
 		t: t, sup: &fakeSupervisor{}, info: &fakeInfo{}, power: &fakePower{calls: make(chan string, 4)},
@@ -198,6 +205,9 @@ func newEnv(t *testing.T) *env {
 	deps := agent.Deps{
 		Info: e.info, Supervisor: e.sup, Logs: e.rings, DiskLogs: fileLogs{e.logDir, e.rings},
 		Power: e.power, Updater: e.upd, SBOM: sbom,
+	}
+	if edit != nil {
+		edit(&deps)
 	}
 	a, err := agent.New(deps,
 		hashHex([]byte(token)),

@@ -37,6 +37,10 @@ func (a *Agent) status(w http.ResponseWriter, r *http.Request) {
 	if st.LastUpdate == nil && a.deps.Updater != nil {
 		st.LastUpdate = a.deps.Updater.LastUpdate(r.Context())
 	}
+	if st.Pull == nil && a.deps.Puller != nil {
+		p := a.deps.Puller.Status()
+		st.Pull = &p
+	}
 	if st.Services == nil {
 		st.Services = []mgmt.ServiceStatus{}
 	}
@@ -49,8 +53,14 @@ func (a *Agent) features() []string {
 	if a.deps.Logs != nil {
 		f = append(f, mgmt.FeatureLogsFollow)
 	}
-	if a.deps.Updater != nil {
+	switch {
+	case a.deps.Updater != nil && a.deps.Puller != nil:
+		// Roots come only from the puller (pull.go).
+		f = append(f, mgmt.FeatureRollback, mgmt.FeatureUpdatePull, mgmt.FeatureSignedOnly)
+	case a.deps.Updater != nil:
 		f = append(f, mgmt.FeatureUpdateRoot, mgmt.FeatureUpdateBoot, mgmt.FeatureRollback)
+	case a.deps.Puller != nil:
+		f = append(f, mgmt.FeatureUpdatePull, mgmt.FeatureSignedOnly)
 	}
 	if a.deps.Exec != nil {
 		f = append(f, mgmt.FeatureExec)
@@ -270,6 +280,9 @@ func (a *Agent) upload(w http.ResponseWriter, r *http.Request, what string, writ
 }
 
 func (a *Agent) updateRoot(w http.ResponseWriter, r *http.Request) {
+	if a.signedOnly(w, r, "update root") {
+		return
+	}
 	// The downgrade rule runs before the body is read and before the
 	// updater touches anything (slot.json included).
 	release, allow, err := mgmt.RootFromHeader(r.Header)
@@ -291,12 +304,18 @@ func (a *Agent) updateRoot(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) updateBoot(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
+	if a.signedOnly(w, r, "update boot file "+file) {
+		return
+	}
 	a.upload(w, r, "update boot file "+file, func(body io.Reader, size int64) (mgmt.UpdateResult, error) {
 		return a.deps.Updater.WriteBootFile(r.Context(), file, body, size, r.Header.Get(mgmt.HeaderSHA256))
 	})
 }
 
 func (a *Agent) commit(w http.ResponseWriter, r *http.Request) {
+	if a.signedOnly(w, r, "commit") {
+		return
+	}
 	a.slotChange(w, r, "commit", func(u Updater) (mgmt.SlotState, error) { return u.Commit(r.Context()) })
 }
 

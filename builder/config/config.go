@@ -38,6 +38,7 @@
 //	perm: 64Mi                     # size of the perm partition; false or 0 for none
 //	disk: {boot_size: 64Mi, root_size: 256Mi}    # whole MiB
 //	update: {health_window: 30s, keys: [release.pub]}   # keys: public keys releases are signed with (ingot key new)
+//	  # from: REGISTRY/REPO:TAG (or @sha256:…) the appliance polls, needs keys; check: 1h (10s..168h); insecure: false (plain-HTTP registry)
 //	release: 12                    # orders builds: an update to a lower release is refused
 //	metrics: {listen: ":9100", auth: token}     # Prometheus text format on /metrics; auth: token | none; absent: off
 //	logs: {remote: "syslog+tls://logs.example:6514", ca: logs-ca.pem, spool: 16Mi}
@@ -314,6 +315,17 @@ type Update struct {
 	// Keys are the public key files a signed release must verify with
 	// (update.keys; read and checked by Config.ReleaseKeys).
 	Keys []KeyFile
+	// From is the release tag (or digest) the appliance polls and
+	// installs from (update.from: REGISTRY/REPO:TAG), empty when it pulls
+	// only when asked (ingot update -from); only with Keys. FromPos is
+	// where it is written.
+	From    string
+	FromPos Pos
+	// Check is how often From is checked; 0 means spec's default
+	// (spec.DefaultUpdateCheckSeconds).
+	Check time.Duration
+	// Insecure lets pulls reach a registry over plain HTTP.
+	Insecure bool
 }
 
 // KeyFile is a file named in ingot.yaml, with where it is named.

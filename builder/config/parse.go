@@ -173,16 +173,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		}
 	}
 	if n, ok := f.get("update"); ok {
-		if uf, ok := d.mapping(n, "update", "health_window", "keys"); ok {
-			if v, ok := uf.get("health_window"); ok {
-				if dur, ok := d.duration(v, "update.health_window"); ok {
-					c.Update.HealthWindow = dur
-				}
-			}
-			if v, ok := uf.get("keys"); ok {
-				c.Update.Keys = d.keyFiles(v, "update.keys", dir)
-			}
-		}
+		d.update(n, "update", dir, &c.Update)
 	}
 	if n, ok := f.get("debug"); ok {
 		c.Debug = d.debug(n, "debug")

@@ -38,7 +38,7 @@ func commands() map[string]command {
 		"start":         {"start a stopped service of a running appliance", runStart},
 		"reboot":        {"reboot a running appliance", runReboot},
 		"poweroff":      {"power off a running appliance", runPoweroff},
-		"update":        {"build and install an update on a running appliance (A/B, trial boot, automatic rollback)", runUpdate},
+		"update":        {"build and install an update on a running appliance, or have it pull a release (-from) (A/B, trial boot, automatic rollback)", runUpdate},
 		"rollback":      {"switch a running appliance back to its other slot", runRollback},
 		"flash":         {"write an image to an SD card or USB disk, verify it and grow perm to fill it", runFlash},
 		"exec":          {"run a command in a running container service (-it: with a terminal)", runExec},
@@ -46,6 +46,12 @@ func commands() map[string]command {
 		"key":           {"make a release signing key pair (ingot key new; cosign's file format)", runKey},
 		"publish":       {"build every target and push them as one (signed) release to an OCI registry", runPublish},
 		"verify":        {"check a release in an OCI registry: signature, manifests and blobs", runVerify},
+		"registry-login": {
+			"store (or -remove) a registry's credentials on a running appliance, for its pulled updates",
+			func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+				return runRegistryLogin(ctx, os.Stdin, stdout, stderr, args)
+			},
+		},
 	}
 }
 

@@ -60,6 +60,11 @@ func printStatus(w io.Writer, s mgmt.Status, now time.Time) error {
 	if s.Clock != nil {
 		fmt.Fprintf(tw, "clock\t%s\n", describeClock(*s.Clock, now))
 	}
+	if s.Pull != nil {
+		for _, l := range pullLines(*s.Pull, now) {
+			fmt.Fprintf(tw, "%s\t%s\n", l[0], l[1])
+		}
+	}
 	if s.ShuttingDown {
 		fmt.Fprintf(tw, "state\tshutting down\n")
 	}

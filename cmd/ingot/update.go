@@ -14,8 +14,12 @@ import (
 )
 
 func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) error {
-	fs := newFlagSet("update", mgmtTargetUsage+" [-no-reboot] [-release N] [-allow-downgrade] [-kernel DEB] [-cache DIR]", stderr)
+	fs := newFlagSet("update", mgmtTargetUsage+" [-no-reboot] [-release N] [-allow-downgrade] [-kernel DEB] [-cache DIR] | -from REF [-allow-downgrade] [-retry]", stderr)
 	mf := addMgmtFlags(fs)
+	var pf pullFlags
+	fs.StringVar(&pf.from, "from", "", "install the published release REGISTRY/REPO:TAG (or @sha256:…): the appliance pulls and verifies it, nothing is built here")
+	fs.BoolVar(&pf.retry, "retry", false, "with -from: install a release whose trial failed on this appliance before")
+	fs.DurationVar(&pf.timeout, "pull-timeout", 30*time.Minute, "with -from: how long the appliance may take to download and install the release")
 	noReboot := fs.Bool("no-reboot", false, "stage the update as the trial slot without rebooting")
 	allowDowngrade := fs.Bool("allow-downgrade", false, "install a release lower than the running one (refused otherwise)")
 	release := addReleaseFlag(fs)
@@ -27,6 +31,12 @@ func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	}
 	if fs.NArg() != 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	if pf.from != "" {
+		return runUpdatePull(ctx, stdout, stderr, fs, mf, pf, *allowDowngrade, *wait)
+	}
+	if pf.retry {
+		return usageError{"-retry goes with -from"}
 	}
 	cfg, err := config.Load(filepath.Join(mf.dir, config.FileName))
 	if err != nil {

@@ -147,8 +147,8 @@ func (u *Updater) Update(ctx context.Context, cfg *config.Config) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
-	if !before.HasFeature(mgmt.FeatureUpdateRoot) {
-		return nil, fmt.Errorf("push: the agent at %s does not offer root updates (%s)", u.c.Target(), before.SlotError)
+	if err := u.checkPushable(before); err != nil {
+		return nil, err
 	}
 	target, err := targetFor(cfg, before.Target, before.Arch)
 	if err != nil {
@@ -183,7 +183,22 @@ func (u *Updater) PushImage(ctx context.Context, image, arch, buildID string) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := u.checkPushable(before); err != nil {
+		return nil, err
+	}
 	return u.install(ctx, before, image, arch, buildID)
+}
+
+// checkPushable says why the agent that answered st takes no pushed root:
+// it installs only signed releases, or offers no root updates at all.
+func (u *Updater) checkPushable(st mgmt.Status) error {
+	if st.HasFeature(mgmt.FeatureSignedOnly) {
+		return fmt.Errorf("push: %s: %w", u.c.Target(), mgmt.ErrSignedOnly)
+	}
+	if !st.HasFeature(mgmt.FeatureUpdateRoot) {
+		return fmt.Errorf("push: the agent at %s does not offer root updates (%s)", u.c.Target(), st.SlotError)
+	}
+	return nil
 }
 
 // install uploads the root and boot files of the image file at path,

@@ -122,6 +122,15 @@ type Appliance struct {
 	// release must verify with (ingot.yaml update: {keys: [...]}), each
 	// ReleaseKeyPath of the key; empty when none are configured.
 	ReleaseKeys []string `json:"release_keys,omitempty"`
+	// UpdateFrom is the release the appliance polls (ingot.yaml
+	// update.from): REGISTRY/REPO:TAG or @DIGEST (CheckUpdateFrom); only
+	// with ReleaseKeys. Empty: it pulls only when asked (update.go).
+	UpdateFrom string `json:"update_from,omitempty"`
+	// UpdateCheckSeconds is how often UpdateFrom is checked; 0 means
+	// DefaultUpdateCheckSeconds (UpdateCheckInterval).
+	UpdateCheckSeconds int `json:"update_check_seconds,omitempty"`
+	// UpdateInsecure lets pulls use a registry over plain HTTP.
+	UpdateInsecure bool `json:"update_insecure,omitempty"`
 }
 
 // ReleaseKeysDir holds the release signing public keys of an image
@@ -442,6 +451,9 @@ func (a *Appliance) Validate() error {
 		if slices.Contains(a.ReleaseKeys[:i], p) {
 			return fmt.Errorf("release_keys[%d]: %s is listed twice", i, p)
 		}
+	}
+	if err := a.validateUpdate(); err != nil {
+		return err
 	}
 	index := make(map[string]int, len(a.Services))
 	for i, s := range a.Services {
