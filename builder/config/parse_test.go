@@ -276,6 +276,7 @@ func TestParseErrors(t *testing.T) {
 		{"volume outside perm", svc("name: a\nimage: x:1\nvolumes: [/etc:/etc]"), `ingot.yaml:5:15: services[0].volumes[0]: "/etc:/etc": the source must be a clean path under /perm/`},
 		{"volume over init's logs", svc("name: a\nimage: x:1\nvolumes: [/perm/a:/a, /perm/log:/logs]"), `ingot.yaml:5:27: services[0].volumes[1]: the source /perm/log is in init's log directory /perm/log, which no container may write`},
 		{"volume in init's logs", svc("name: a\nimage: x:1\nvolumes: [/perm/log/a:/logs]"), `ingot.yaml:5:15: services[0].volumes[0]: the source /perm/log/a is in init's log directory /perm/log, which no container may write`},
+		{"volume over the puller's state", svc("name: a\nimage: x:1\nvolumes: [/perm/.ingot-pull:/steal]"), `ingot.yaml:5:15: services[0].volumes[0]: the source /perm/.ingot-pull is in /perm/.ingot-pull, which ingot-init keeps (its clock, the release puller's state and registry credentials)`},
 		{"volume over another service", "name: x\nservices:\n  - name: a\n    image: x:1\n    volumes: [/perm/b/data:/data]\n  - name: b\n    go: ./b\n", `ingot.yaml:5:15: services[0].volumes[0]: the source /perm/b/data is in /perm/b, the directory of service b`},
 		{"entrypoint on go", svc("name: a\ngo: ./a\nentrypoint: [x]"), `ingot.yaml:5:5: services[0].entrypoint: only an image service has an entrypoint; a Go service's program is its binary`},
 		{"reserved service name", svc("name: log\ngo: ./a"), `ingot.yaml:3:11: services[0].name: "log" is reserved for ingot-init (reserved: init, log)`},

@@ -151,6 +151,9 @@ func CheckVolumeSource(service string, others []string, source string) error {
 		return fmt.Errorf("the source %s is in init's log directory %s, which no container may write", source, PermLogDir)
 	}
 	top, _, _ := strings.Cut(strings.TrimPrefix(source, "/perm/"), "/")
+	if strings.HasPrefix(top, ".ingot") {
+		return fmt.Errorf("the source %s is in /perm/%s, which ingot-init keeps (its clock, the release puller's state and registry credentials)", source, top)
+	}
 	if top != service && slices.Contains(others, top) {
 		return fmt.Errorf("the source %s is in /perm/%s, the directory of service %s", source, top, top)
 	}

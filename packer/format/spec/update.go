@@ -94,3 +94,9 @@ func (a *Appliance) validateUpdate() error {
 	}
 	return nil
 }
+
+// PermPullDir is where ingot-init's release puller keeps its state on
+// perm: what runs, what failed its trial, the journal of an install in
+// progress and registry credentials (mode 0700, a dot name no service's
+// /perm/<name> can be, and no container volume may name: CheckVolumeSource).
+const PermPullDir = "/perm/.ingot-pull"
