@@ -237,19 +237,13 @@ func (p *Puller) localChunks(ctx context.Context) (update.Partition, map[v1.Hash
 	if err != nil {
 		return nil, nil, err
 	}
-	head := make([]byte, squashfs.SuperblockBytes)
-	if _, err := part.ReadAt(head, 0); err != nil {
-		part.Close()
-		return nil, nil, fmt.Errorf("reading the running root's superblock: %w", err)
-	}
-	sb, err := squashfs.ParseWithin(head, part.SizeBytes())
+	root, err := squashfs.Section(part, part.SizeBytes())
 	if err != nil {
 		part.Close()
 		return nil, nil, fmt.Errorf("the running root: %w", err)
 	}
-	size := min(int64(sb.PaddedBytes()), part.SizeBytes())
 	local := map[v1.Hash]localChunk{}
-	err = cdc.Split(ctx, io.NewSectionReader(part, 0, size), func(off int64, data []byte) error {
+	err = cdc.Split(ctx, root, func(off int64, data []byte) error {
 		sum := sha256.Sum256(data)
 		local[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}] = localChunk{off: off, size: int64(len(data))}
 		return nil

@@ -32,7 +32,6 @@ import (
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/progress"
-	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/release"
 	"github.com/ingotdev/ingot/packer/format/cdc"
 	"github.com/ingotdev/ingot/packer/format/image"
@@ -134,7 +133,7 @@ func imageTarget(im *image.Image, img Image) (Target, error) {
 	if cfg.Target == "" {
 		return Target{}, fmt.Errorf("the image names no target (built by an older ingot?)")
 	}
-	root, err := push.RootSection(im)
+	root, err := im.RootSquashfs(slot.A)
 	if err != nil {
 		return Target{}, err
 	}

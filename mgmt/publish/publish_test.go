@@ -31,7 +31,6 @@ import (
 
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/publish"
-	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/release"
 	"github.com/ingotdev/ingot/mgmt/release/cosignkey"
 	"github.com/ingotdev/ingot/packer/disk"
@@ -158,7 +157,7 @@ func TestPublishVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		root, err := push.RootSection(im)
+		root, err := im.RootSquashfs(slot.A)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +248,7 @@ func TestPublishDedup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	root, err := push.RootSection(im)
+	root, err := im.RootSquashfs(slot.A)
 	if err != nil {
 		t.Fatal(err)
 	}

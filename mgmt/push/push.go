@@ -26,7 +26,6 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/image"
 	"github.com/ingotdev/ingot/packer/format/slot"
-	"github.com/ingotdev/ingot/packer/format/squashfs"
 )
 
 // Defaults of the wait for the new build.
@@ -217,7 +216,7 @@ func (u *Updater) install(ctx context.Context, before mgmt.Status, path, arch, b
 		return nil, fmt.Errorf("push: %s: %w", path, err)
 	}
 	u.begin()
-	root, err := RootSection(im)
+	root, err := im.RootSquashfs(slot.A)
 	if err != nil {
 		return nil, err
 	}
@@ -383,28 +382,6 @@ func targetFor(cfg *config.Config, running, arch string) (config.Target, error) 
 		}
 	}
 	return "", fmt.Errorf("push: %s lists no target for the appliance's architecture %q (targets %v)", cfg.File, arch, cfg.Targets)
-}
-
-// RootSection returns the root squashfs of a fresh image, in slot a: the
-// partition's bytes up to the filesystem's end, rounded up to the 4 KiB
-// the writer pads to.
-func RootSection(im *image.Image) (*io.SectionReader, error) {
-	part, err := im.Root(slot.A)
-	if err != nil {
-		return nil, fmt.Errorf("push: %w", err)
-	}
-	b := make([]byte, squashfs.SuperblockBytes)
-	if _, err := part.ReadAt(b, 0); err != nil {
-		return nil, fmt.Errorf("push: root partition: superblock: %w", err)
-	}
-	sb, err := squashfs.Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("push: root partition: %w", err)
-	}
-	if sb.PaddedBytes() > uint64(part.Size()) {
-		return nil, fmt.Errorf("push: root partition: squashfs bytes_used %d does not fit the partition's %d bytes", sb.BytesUsed, part.Size())
-	}
-	return io.NewSectionReader(part, 0, int64(sb.PaddedBytes())), nil
 }
 
 func hashReader(r *io.SectionReader) (string, error) {

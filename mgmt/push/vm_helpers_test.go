@@ -15,6 +15,7 @@ import (
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/image"
+	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
 // runVM boots img under TCG in runDir until the test ends, forwarding the
@@ -63,13 +64,13 @@ func agentClient(t *testing.T, appDir, runDir string) (*mgmt.Client, string, str
 }
 
 // rootImage opens an image file and returns its root squashfs
-// (RootSection) and the function that closes the file.
+// (image.RootSquashfs) and the function that closes the file.
 func rootImage(path string) (*io.SectionReader, func() error, error) {
 	im, err := image.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("push: %w", err)
 	}
-	sr, err := RootSection(im)
+	sr, err := im.RootSquashfs(slot.A)
 	if err != nil {
 		im.Close()
 		return nil, nil, err

@@ -110,6 +110,21 @@ func (im *Image) Root(n slot.Name) (*io.SectionReader, error) {
 	return im.section(n.PartitionLabel())
 }
 
+// RootSquashfs returns the root squashfs in slot n's partition, up to its
+// padded end (squashfs.Section): what an update sends and a release
+// stores.
+func (im *Image) RootSquashfs(n slot.Name) (*io.SectionReader, error) {
+	part, err := im.Root(n)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := squashfs.Section(part, part.Size())
+	if err != nil {
+		return nil, fmt.Errorf("image: %s: root partition %s: %w", im.name, n.PartitionLabel(), err)
+	}
+	return sr, nil
+}
+
 // CheckRoot checks that slot n's partition holds a complete root: a
 // squashfs superblock that squashfs.ParseWithin accepts for the
 // partition's size (an interrupted update leaves it zeroed).

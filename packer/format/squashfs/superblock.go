@@ -8,6 +8,7 @@ package squashfs
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/bits"
 )
 
@@ -161,4 +162,22 @@ func ParseWithin(b []byte, sizeBytes int64) (Superblock, error) {
 		return Superblock{}, fmt.Errorf("squashfs: offset %d: bytes_used %d does not fit the %d bytes that hold the image", bytesUsedOffset, s.BytesUsed, sizeBytes)
 	}
 	return s, nil
+}
+
+// Section returns the squashfs image at the start of part, a partition of
+// partBytes, up to its bytes_used rounded up to AlignBytes (PaddedBytes):
+// what an update sends and a release stores of a root.
+func Section(part io.ReaderAt, partBytes int64) (*io.SectionReader, error) {
+	b := make([]byte, SuperblockBytes)
+	if _, err := part.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("squashfs: reading the superblock: %w", err)
+	}
+	sb, err := Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if sb.PaddedBytes() > uint64(partBytes) {
+		return nil, fmt.Errorf("squashfs: bytes_used %d does not fit the partition's %d bytes", sb.BytesUsed, partBytes)
+	}
+	return io.NewSectionReader(part, 0, int64(sb.PaddedBytes())), nil
 }
