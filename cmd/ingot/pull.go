@@ -24,19 +24,15 @@ type pullFlags struct {
 	timeout time.Duration
 }
 
-// updateOnlyFlags are `ingot update`'s flags that build or push, which
-// -from does not do.
-var updateOnlyFlags = []string{"no-reboot", "release", "kernel", "cache"}
-
 // runUpdatePull asks the appliance to pull pf.from now and waits for its
 // confirmed trial.
 func runUpdatePull(ctx context.Context, stdout, stderr io.Writer, fs *flag.FlagSet, mf *mgmtFlags, pf pullFlags, allowDowngrade bool, wait time.Duration) error {
+	// `ingot update`'s flags that build or push, which -from does not do.
 	var conflict []string
 	fs.Visit(func(f *flag.Flag) {
-		for _, n := range updateOnlyFlags {
-			if f.Name == n {
-				conflict = append(conflict, "-"+n)
-			}
+		switch f.Name {
+		case "no-reboot", "release", "kernel", "cache":
+			conflict = append(conflict, "-"+f.Name)
 		}
 	})
 	if len(conflict) > 0 {

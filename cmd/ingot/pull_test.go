@@ -117,6 +117,10 @@ func TestUpdateFrom(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, "-kernel") {
 		t.Errorf("ingot update -from -kernel: exit %d, stderr %q", code, errOut)
 	}
+	code, _, errOut = runCLI(t, append([]string{"update", "-retry"}, conn...)...)
+	if code != 2 || !strings.Contains(errOut, "-retry goes with -from") {
+		t.Errorf("ingot update -retry: exit %d, stderr %q", code, errOut)
+	}
 	code, _, errOut = runCLI(t, append([]string{"update", "-from", "hello:stable"}, conn...)...)
 	if code != 2 || !strings.Contains(errOut, "REGISTRY/REPOSITORY") {
 		t.Errorf("ingot update -from hello:stable: exit %d, stderr %q", code, errOut)

@@ -33,6 +33,9 @@ func (h *hostileAppliance) Status() mgmt.Status {
 		LastUpdate: &mgmt.LastUpdate{Started: time.Now().Add(-time.Hour), Slot: "b", BuildID: "b2" + hostileHTML, Release: 4, FromSlot: "a", FromBuildID: "b1",
 			Outcome: mgmt.OutcomeFailed, Finished: time.Now().Add(-time.Minute), Reason: "trial health check: " + hostileHTML},
 		Warnings: []string{"warning " + hostileHTML},
+		Pull: &mgmt.PullStatus{From: "localhost:5000/web:stable", CheckSeconds: 3600, LastCheck: time.Now().Add(-time.Minute),
+			Available:   &mgmt.ReleaseInfo{Ref: "localhost:5000/web:stable", Release: 5, BuildID: "b5" + hostileHTML},
+			LastFailure: &mgmt.PullFailure{Release: 4, At: time.Now().Add(-time.Hour), Reason: "signature: " + hostileHTML}},
 		Services: []mgmt.ServiceStatus{{Name: "web", State: mgmt.StateRunning, PID: 7,
 			Health: &mgmt.Health{State: "unhealthy", LastError: hostileHTML}}},
 	}
@@ -103,6 +106,12 @@ func TestWebUIShowsHostileTextAsText(t *testing.T) {
 			c.querySelector(".sub").textContent.startsWith("build b2<img src=x") &&
 			c.querySelector(".sub").textContent.includes("(release 4) over build b1 · committed ") &&
 			c.querySelector(".sub").textContent.endsWith(`+strconv.Quote(" · trial health check: "+hostileHTML)+`); })()`))
+	// The puller's state, in its card as text.
+	do("releases", poll(`(() => { const c = document.querySelector('[data-card="pull"]');
+		return c !== null && c.classList.contains("bad") &&
+			c.querySelector(".value").textContent === `+strconv.Quote("release 5 (build b5"+hostileHTML+") available")+` &&
+			c.querySelector(".sub").textContent.startsWith("from localhost:5000/web:stable, checked ") &&
+			c.querySelector(".sub").textContent.endsWith(`+strconv.Quote(" · last failure (release 4): signature: "+hostileHTML)+`); })()`))
 	do("log view", chromedp.Click(`a[data-logs="web"]`), poll(`document.querySelector("#logs .line") !== null`))
 	check("log view")
 	do("sbom", chromedp.Click(`a[data-nav="sbom"]`), chromedp.WaitVisible("#sbom tbody tr"))

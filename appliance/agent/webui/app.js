@@ -157,6 +157,41 @@
     return [value, parts.join(' · '), lu.outcome === 'failed' || lu.outcome === 'rolled-back'];
   }
 
+  // The release puller's state (mgmt.PullStatus), read-only: what is
+  // being installed, else what was found at update.from and when, and
+  // the last failure.
+  function pullCard(p) {
+    const rel = (r) => 'release ' + r.release + (r.build_id ? ' (build ' + r.build_id + ')' : '');
+    let value, bad = false;
+    const parts = [];
+    if (p.progress) {
+      const g = p.progress;
+      value = 'installing ' + rel(g.release);
+      let step = g.phase;
+      if (g.bytes_root) step += ', ' + bytes(g.bytes_done) + ' of ' + bytes(g.bytes_root) + ' (' + bytes(g.bytes_fetched) + ' fetched, ' + bytes(g.bytes_reused) + ' reused)';
+      parts.push(step);
+    } else if (p.available) {
+      value = rel(p.available) + ' available';
+    } else {
+      value = p.from ? 'nothing found yet' : 'on request only';
+    }
+    if (p.from) {
+      let sched = 'from ' + p.from;
+      if (p.last_check) sched += ', checked ' + since(p.last_check) + ' ago';
+      parts.push(sched);
+    }
+    if (p.last_check_error) {
+      parts.push('check failed: ' + p.last_check_error);
+      bad = true;
+    }
+    if (p.last_failure) {
+      const f = p.last_failure;
+      parts.push('last failure' + (f.release ? ' (release ' + f.release + ')' : '') + ': ' + f.reason);
+      bad = bad || !p.progress;
+    }
+    return card('Releases', value, parts.join(' · '), { key: 'pull', bad });
+  }
+
   function renderSystem(s) {
     document.title = (s.name || 'ingot') + ' · ingot';
     $('app-name').textContent = s.name || 'ingot';
@@ -165,6 +200,7 @@
       card('Build', s.build_id || '–', [s.name, s.arch].filter(Boolean).join(' · '), { key: 'build' }),
       card('Target', s.target || '–', s.hostname ? 'host ' + s.hostname : '', { key: 'target' }),
       ...slotCards(s),
+      ...(s.pull ? [pullCard(s.pull)] : []),
       card('Uptime', duration(s.uptime_s), s.started_at ? 'since ' + new Date(s.started_at).toLocaleString() : '', { key: 'uptime' }),
     ];
     const h = s.host;
