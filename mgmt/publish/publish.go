@@ -231,6 +231,9 @@ func pushTarget(ctx context.Context, repo name.Repository, img Image, o options)
 	if err != nil {
 		return fail(err)
 	}
+	if len(raw) > release.MaxManifestBytes {
+		return fail(fmt.Errorf("manifest of %d bytes (%d layers) is larger than readers accept (%d)", len(raw), len(m.Layers), release.MaxManifestBytes))
+	}
 	d := digestOf(raw)
 	if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}, o.ropts...); err != nil {
 		return fail(fmt.Errorf("manifest: %w", err))
@@ -268,6 +271,9 @@ func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, r
 	var uploaded, present int64
 	whole := sha256.New()
 	err := cdc.Split(ctx, io.NewSectionReader(root, 0, root.Size()), func(off int64, data []byte) error {
+		if len(ix.Chunks) == release.MaxChunks {
+			return fmt.Errorf("root of %d bytes has more than %d chunks, the most readers accept", root.Size(), release.MaxChunks)
+		}
 		whole.Write(data)
 		b := bytesBlob(release.ChunkMediaType, nil, data)
 		ix.Chunks = append(ix.Chunks, release.Chunk{Size: b.desc.Size, Digest: b.desc.Digest})
@@ -288,6 +294,9 @@ func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, r
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(ix.Chunks) == 0 {
+		return nil, fmt.Errorf("empty root")
 	}
 	meter.Finish()
 	ix.Digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(whole.Sum(nil))}

@@ -613,6 +613,46 @@ func TestVerifyRefusesChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("root as one layer", func(t *testing.T) {
+		// The earlier form, which publish no longer writes, is still
+		// read: one piece, the layer itself.
+		im, err := image.Open(img.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		section, err := push.RootSection(im)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRoot, _ := io.ReadAll(section)
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			var layers []v1.Descriptor
+			for _, l := range m.Layers {
+				if l.MediaType != release.ChunkIndexMediaType && l.MediaType != release.ChunkMediaType {
+					layers = append(layers, l)
+				}
+			}
+			m.Layers = append([]v1.Descriptor{upload(t, host, release.RootMediaType, wantRoot)}, layers...)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt := &rel.Targets[0]
+		plan, err := rel.RootPlan(tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Pieces) != 1 || plan.Pieces[0].Blob.Digest != tt.Root.Digest || plan.Size != int64(len(wantRoot)) {
+			t.Fatalf("plan %+v for root layer %v", plan, tt.Root)
+		}
+		if got := readBlob(t, rel, tt.Root); !bytes.Equal(got, wantRoot) {
+			t.Errorf("root layer: %d bytes, want the image's %d", len(got), len(wantRoot))
+		}
+		if _, err := rel.VerifyBlobs(tt); err != nil {
+			t.Error(err)
+		}
+	})
 	t.Run("both root forms", func(t *testing.T) {
 		_, err := republish(t, func(host string, m *v1.Manifest) {
 			m.Layers = append(m.Layers, upload(t, host, release.RootMediaType, []byte("a whole root")))
