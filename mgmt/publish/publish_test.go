@@ -736,3 +736,29 @@ type rawManifest struct {
 
 func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+// TestPushChunkUploadFails: a registry that refuses chunk uploads stops
+// the push with an error naming the chunk, and no index is tagged.
+func TestPushChunkUploadFails(t *testing.T) {
+	host := newRegistry(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength > 8<<10 {
+				http.Error(w, "quota exceeded", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	big := make([]byte, 1<<20)
+	rng := mathrand.New(mathrand.NewPCG(5, 6))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	img := writeImageFiles(t, "vm-amd64", "amd64", "b1", 1, map[string][]byte{"/big": big})
+	ref, _ := name.NewTag(host + "/fleet/app:1")
+	_, err := publish.Push(context.Background(), ref, []publish.Image{img})
+	wantErr(t, err, "upload root chunk at offset")
+	if _, err := remote.Head(ref); err == nil {
+		t.Error("the tag exists after a failed push")
+	}
+}
