@@ -20,6 +20,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/progress"
@@ -266,6 +268,9 @@ func pushTarget(ctx context.Context, repo name.Repository, tg Target, o options)
 	if err != nil {
 		return fail(err)
 	}
+	if len(raw) > release.MaxManifestBytes {
+		return fail(fmt.Errorf("manifest of %d bytes (%d layers) is larger than readers accept (%d)", len(raw), len(m.Layers), release.MaxManifestBytes))
+	}
 	d := digestOf(raw)
 	if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}, o.ropts...); err != nil {
 		return fail(fmt.Errorf("manifest: %w", err))
@@ -291,38 +296,66 @@ type chunkedRoot struct {
 	chunks []v1.Descriptor
 }
 
+// chunkUploads is how many chunks are uploaded at once: each upload is a
+// few round trips (HEAD, and for a new chunk POST and PUT), which a
+// distant registry makes the cost of a chunk.
+const chunkUploads = 8
+
 // pushChunkedRoot cuts root into chunks by the rule of packer/format/cdc
 // and uploads each distinct chunk once (a chunk the registry has is not
-// sent again), counting into n; it returns the chunk index for the
-// caller to upload. One progress meter covers the whole root.
+// sent again), chunkUploads at a time, counting into n; it returns the
+// chunk index for the caller to upload. One progress meter covers the
+// whole root.
 func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, root *io.SectionReader, o options, n *byteCount) (*chunkedRoot, error) {
+	pusher, err := remote.NewPusher(o.ropts...)
+	if err != nil {
+		return nil, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(chunkUploads)
+	var mu sync.Mutex // guards uploaded and present
+	var uploaded, present int64
+
 	meter := progress.New(o.log, "publish: "+target+" root", root.Size())
 	ix := release.ChunkIndex{Version: release.ChunkIndexVersion, Chunking: cdc.Name, Size: root.Size()}
 	out := &chunkedRoot{}
 	seen := map[v1.Hash]bool{}
-	var uploaded, present int64
 	whole := sha256.New()
-	err := cdc.Split(ctx, io.NewSectionReader(root, 0, root.Size()), func(off int64, data []byte) error {
+	err = cdc.Split(gctx, io.NewSectionReader(root, 0, root.Size()), func(off int64, data []byte) error {
+		if len(ix.Chunks) == release.MaxChunks {
+			return fmt.Errorf("root of %d bytes has more than %d chunks, the most readers accept", root.Size(), release.MaxChunks)
+		}
 		whole.Write(data)
-		b := bytesBlob(release.ChunkMediaType, nil, data)
+		b := bytesBlob(release.ChunkMediaType, nil, bytes.Clone(data))
 		ix.Chunks = append(ix.Chunks, release.Chunk{Size: b.desc.Size, Digest: b.desc.Digest})
 		if !seen[b.desc.Digest] {
 			seen[b.desc.Digest] = true
-			if err := remote.WriteLayer(repo, b, o.ropts...); err != nil {
-				return fmt.Errorf("upload root chunk at offset %d (%s): %w", off, b.desc.Digest, err)
-			}
-			if b.sent > 0 {
-				uploaded += b.desc.Size
-			} else {
-				present += b.desc.Size
-			}
 			out.chunks = append(out.chunks, b.desc)
+			g.Go(func() error {
+				if err := pusher.Upload(gctx, repo, b); err != nil {
+					return fmt.Errorf("upload root chunk at offset %d (%s): %w", off, b.desc.Digest, err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if b.sent > 0 {
+					uploaded += b.desc.Size
+				} else {
+					present += b.desc.Size
+				}
+				return nil
+			})
 		}
 		meter.Set(off + int64(len(data)))
 		return nil
 	})
+	if werr := g.Wait(); werr != nil {
+		return nil, werr // the first upload error, which also stopped Split
+	}
 	if err != nil {
 		return nil, err
+	}
+	if len(ix.Chunks) == 0 {
+		return nil, fmt.Errorf("empty root")
 	}
 	meter.Finish()
 	ix.Digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(whole.Sum(nil))}

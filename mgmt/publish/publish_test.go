@@ -612,6 +612,46 @@ func TestVerifyRefusesChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("root as one layer", func(t *testing.T) {
+		// The earlier form, which publish no longer writes, is still
+		// read: one piece, the layer itself.
+		im, err := image.Open(img.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		section, err := push.RootSection(im)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRoot, _ := io.ReadAll(section)
+		rel, err := republish(t, func(host string, m *v1.Manifest) {
+			var layers []v1.Descriptor
+			for _, l := range m.Layers {
+				if l.MediaType != release.ChunkIndexMediaType && l.MediaType != release.ChunkMediaType {
+					layers = append(layers, l)
+				}
+			}
+			m.Layers = append([]v1.Descriptor{upload(t, host, release.RootMediaType, wantRoot)}, layers...)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt := &rel.Targets[0]
+		plan, err := rel.RootPlan(tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Pieces) != 1 || plan.Pieces[0].Blob.Digest != tt.Root.Digest || plan.Size != int64(len(wantRoot)) {
+			t.Fatalf("plan %+v for root layer %v", plan, tt.Root)
+		}
+		if got := readBlob(t, rel, tt.Root); !bytes.Equal(got, wantRoot) {
+			t.Errorf("root layer: %d bytes, want the image's %d", len(got), len(wantRoot))
+		}
+		if _, err := rel.VerifyBlobs(tt); err != nil {
+			t.Error(err)
+		}
+	})
 	t.Run("both root forms", func(t *testing.T) {
 		_, err := republish(t, func(host string, m *v1.Manifest) {
 			m.Layers = append(m.Layers, upload(t, host, release.RootMediaType, []byte("a whole root")))
@@ -695,3 +735,29 @@ type rawManifest struct {
 
 func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+// TestPushChunkUploadFails: a registry that refuses chunk uploads stops
+// the push with an error naming the chunk, and no index is tagged.
+func TestPushChunkUploadFails(t *testing.T) {
+	host := newRegistry(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength > 8<<10 {
+				http.Error(w, "quota exceeded", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	big := make([]byte, 1<<20)
+	rng := mathrand.New(mathrand.NewPCG(5, 6))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	img := writeImageFiles(t, "vm-amd64", "amd64", "b1", 1, map[string][]byte{"/big": big})
+	ref, _ := name.NewTag(host + "/fleet/app:1")
+	_, err := publish.Push(context.Background(), ref, []publish.Image{img})
+	wantErr(t, err, "upload root chunk at offset")
+	if _, err := remote.Head(ref); err == nil {
+		t.Error("the tag exists after a failed push")
+	}
+}
