@@ -331,3 +331,37 @@ func checkCosignSignatureManifest(t *testing.T, repo name.Repository, digest v1.
 		t.Errorf("cosign's signature manifest is not one annotated simple-signing layer:\n%s", desc.Manifest)
 	}
 }
+
+// TestIngotIgnoresCosignBundles pins a limitation: `cosign sign
+// --new-bundle-format` (cosign 3's default) attaches a Sigstore bundle as
+// an OCI referrer of the index instead of the .sig tag. cosign verifies
+// it, release.Verify does not read it and answers ErrUnsigned (it must
+// not install such a release, nor accept it by some other path).
+func TestIngotIgnoresCosignBundles(t *testing.T) {
+	host := regtest.Start(t)
+	c := newCosign(t)
+	_, priv, pub := writeIngotKey(t, filepath.Join(t.TempDir(), "release"))
+	tag, digest := pushRelease(t, host, "fleet/bundle", 2)
+	ref := tag.Context().Digest(digest.String())
+	if out, err := c.run("sign", "--key", priv, "--tlog-upload=false", "--allow-http-registry=true", "-y", "--new-bundle-format", ref.String()); err != nil {
+		t.Fatalf("cosign sign --new-bundle-format: %v\n%s", err, out)
+	}
+	referrers, err := remote.Referrers(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := referrers.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 1 || im.Manifests[0].ArtifactType != "application/vnd.dev.sigstore.bundle.v0.3+json" {
+		t.Fatalf("cosign attached %+v, want one Sigstore bundle", im.Manifests)
+	}
+	if out, err := c.verify(pub, ref.String()); err != nil {
+		t.Fatalf("cosign verify of its bundle: %v\n%s", err, out)
+	}
+	_, err = release.Verify(context.Background(), ref, release.Policy{Keys: []*ecdsa.PublicKey{loadKey(t, pub)}})
+	if !errors.Is(err, release.ErrUnsigned) {
+		t.Errorf("Verify of a release signed only by a bundle = %v, want ErrUnsigned", err)
+	}
+}
