@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -332,19 +334,28 @@ func checkCosignSignatureManifest(t *testing.T, repo name.Repository, digest v1.
 	}
 }
 
-// TestIngotIgnoresCosignBundles pins a limitation: `cosign sign
-// --new-bundle-format` (cosign 3's default) attaches a Sigstore bundle as
-// an OCI referrer of the index instead of the .sig tag. cosign verifies
-// it, release.Verify does not read it and answers ErrUnsigned (it must
-// not install such a release, nor accept it by some other path).
-func TestIngotIgnoresCosignBundles(t *testing.T) {
+// TestIngotVerifiesCosignBundles: `cosign sign --new-bundle-format`
+// attaches a Sigstore bundle as an OCI referrer of
+// the index instead of the .sig tag (distribution 2.8 has no referrers
+// API: under the fallback tag sha256-<hex>). release.Verify accepts it
+// with the signing key and refuses it with another; a bundle of one
+// release attached as a referrer to another release (a replay) is
+// refused, by cosign too.
+func TestIngotVerifiesCosignBundles(t *testing.T) {
+	ctx := context.Background()
 	host := regtest.Start(t)
 	c := newCosign(t)
-	_, priv, pub := writeIngotKey(t, filepath.Join(t.TempDir(), "release"))
+	keyDir := t.TempDir()
+	_, priv, pub := writeIngotKey(t, filepath.Join(keyDir, "release"))
+	_, _, otherPub := writeIngotKey(t, filepath.Join(keyDir, "other"))
+	key, otherKey := loadKey(t, pub), loadKey(t, otherPub)
 	tag, digest := pushRelease(t, host, "fleet/bundle", 2)
 	ref := tag.Context().Digest(digest.String())
 	if out, err := c.run("sign", "--key", priv, "--tlog-upload=false", "--allow-http-registry=true", "-y", "--new-bundle-format", ref.String()); err != nil {
 		t.Fatalf("cosign sign --new-bundle-format: %v\n%s", err, out)
+	}
+	if _, err := remote.Get(tag.Context().Tag(release.SignatureTag(digest))); err == nil {
+		t.Fatal("cosign --new-bundle-format wrote a .sig tag too; this test would not test bundles")
 	}
 	referrers, err := remote.Referrers(ref)
 	if err != nil {
@@ -354,14 +365,83 @@ func TestIngotIgnoresCosignBundles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(im.Manifests) != 1 || im.Manifests[0].ArtifactType != "application/vnd.dev.sigstore.bundle.v0.3+json" {
+	if len(im.Manifests) != 1 || im.Manifests[0].ArtifactType != release.BundleMediaType {
 		t.Fatalf("cosign attached %+v, want one Sigstore bundle", im.Manifests)
 	}
 	if out, err := c.verify(pub, ref.String()); err != nil {
 		t.Fatalf("cosign verify of its bundle: %v\n%s", err, out)
 	}
-	_, err = release.Verify(context.Background(), ref, release.Policy{Keys: []*ecdsa.PublicKey{loadKey(t, pub)}})
-	if !errors.Is(err, release.ErrUnsigned) {
-		t.Errorf("Verify of a release signed only by a bundle = %v, want ErrUnsigned", err)
+
+	rel, err := release.Verify(ctx, ref, release.Policy{Keys: []*ecdsa.PublicKey{key}})
+	if err != nil {
+		t.Fatalf("Verify of a release cosign signed with a bundle: %v", err)
 	}
+	for i := range rel.Targets {
+		if _, err := rel.VerifyBlobs(&rel.Targets[i]); err != nil {
+			t.Error(err)
+		}
+	}
+	_, err = release.Verify(ctx, ref, release.Policy{Keys: []*ecdsa.PublicKey{otherKey}})
+	if err == nil || errors.Is(err, release.ErrUnsigned) || !strings.Contains(err.Error(), "verifies with any") {
+		t.Errorf("Verify with another key = %v, want a refusal because the bundle does not verify", err)
+	}
+
+	// Replay: release 3 gets release 2's bundle as its referrer.
+	_, digest3 := pushRelease(t, host, "fleet/bundle", 3)
+	ref3 := tag.Context().Digest(digest3.String())
+	bundleManifest, err := remote.Get(tag.Context().Digest(im.Manifests[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	index3, err := remote.Get(ref3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(bundleManifest.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["subject"] = map[string]any{"mediaType": string(types.OCIImageIndex), "digest": digest3.String(), "size": len(index3.Manifest)}
+	replayed := putRaw(t, tag.Context(), m, types.OCIManifestSchema1, "")
+	putRaw(t, tag.Context(), map[string]any{
+		"schemaVersion": 2, "mediaType": string(types.OCIImageIndex),
+		"manifests": []any{map[string]any{"mediaType": string(types.OCIManifestSchema1), "digest": replayed.Digest.String(),
+			"size": replayed.Size, "artifactType": release.BundleMediaType}},
+	}, types.OCIImageIndex, strings.Replace(digest3.String(), ":", "-", 1))
+	_, err = release.Verify(ctx, ref3, release.Policy{Keys: []*ecdsa.PublicKey{key}})
+	if err == nil || errors.Is(err, release.ErrUnsigned) || !strings.Contains(err.Error(), "no subject has digest "+digest3.String()) {
+		t.Errorf("Verify of a release with another release's bundle = %v, want a refusal naming the digest", err)
+	}
+	if out, err := c.verify(pub, ref3.String()); err == nil {
+		t.Errorf("cosign verify accepted another release's bundle:\n%s", out)
+	}
+}
+
+// rawManifest is a manifest pushed as given.
+type rawManifest struct {
+	data []byte
+	mt   types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+// putRaw pushes v as a manifest of media type mt into repo, under tag or
+// (tag "") by digest, and returns its descriptor.
+func putRaw(t *testing.T, repo name.Repository, v any, mt types.MediaType, tag string) v1.Descriptor {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	d := v1.Descriptor{MediaType: mt, Size: int64(len(data)), Digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}}
+	var ref name.Reference = repo.Digest(d.Digest.String())
+	if tag != "" {
+		ref = repo.Tag(tag)
+	}
+	if err := remote.Put(ref, rawManifest{data, mt}); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
