@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
@@ -24,9 +25,9 @@ func TestDSSEPAE(t *testing.T) {
 }
 
 // TestCheckBundleCosignFixture checks a bundle exactly as cosign 2.6.5
-// wrote it (`cosign sign --key --tlog-upload=false --new-bundle-format`,
-// captured from mgmt/publish's interop test into testdata) with the key
-// it signed with.
+// wrote it (`cosign sign --key --tlog-upload=false --new-bundle-format`
+// against the test registry; in testdata with the referrer manifest, the
+// public key and the signed index digest) with the key it signed with.
 func TestCheckBundleCosignFixture(t *testing.T) {
 	data := readTestdata(t, "cosign-bundle.json")
 	key, err := ParsePublicKey(readTestdata(t, "cosign-bundle.pub"), "cosign-bundle.pub")
@@ -37,6 +38,18 @@ func TestCheckBundleCosignFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The referrer manifest cosign pushed with it: the shape
+	// checkBundleManifest reads.
+	var m v1.Manifest
+	if err := json.Unmarshal(readTestdata(t, "cosign-bundle-manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	if m.ArtifactType != BundleMediaType || m.Subject == nil || m.Subject.Digest != digest ||
+		len(m.Layers) != 1 || m.Layers[0].MediaType != BundleMediaType || m.Layers[0].Digest.Hex != hex.EncodeToString(sum[:]) {
+		t.Errorf("cosign's referrer manifest is not shaped as checkBundleManifest expects: %+v", m)
+	}
+
 	keys := []*ecdsa.PublicKey{key}
 	if err := checkBundle(data, keys, digest); err != nil {
 		t.Fatalf("cosign's bundle: %v", err)
