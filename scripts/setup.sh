@@ -39,3 +39,7 @@ scripts/fetch-wifi-firmware.sh
 # systemd-boot, the UEFI loader of VM images (builder/efiloader.go finds it).
 scripts/fetch-deb.sh systemd-boot-efi amd64
 scripts/fetch-deb.sh systemd-boot-efi arm64
+# cosign (go.mod's tool) for the signature interop tests in mgmt/publish:
+# build it once into Go's build cache now (minutes on a small machine),
+# so the tests find it there (go tool -n cosign) in seconds.
+"${GO:-go}" tool -n cosign >/dev/null

@@ -620,7 +620,7 @@ func TestVerifyRefusesChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer im.Close()
-		section, err := push.RootSection(im)
+		section, err := im.RootSquashfs(slot.A)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -727,14 +727,6 @@ func readRegistryBlob(t *testing.T, host string, d v1.Descriptor) []byte {
 	}
 	return b
 }
-
-type rawManifest struct {
-	data []byte
-	mt   types.MediaType
-}
-
-func (r rawManifest) RawManifest() ([]byte, error)        { return r.data, nil }
-func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
 
 // TestPushChunkUploadFails: a registry that refuses chunk uploads stops
 // the push with an error naming the chunk, and no index is tagged.

@@ -11,7 +11,9 @@
 // distinct chunk, see RootPlan), and one BootFileMediaType layer per boot
 // file of the slot, named by its
 // org.opencontainers.image.title annotation. A signature is a cosign
-// "simple signing" manifest under the tag sha256-<hex>.sig beside it.
+// "simple signing" manifest under the tag sha256-<hex>.sig beside it, or
+// a Sigstore bundle attached to the index as an OCI referrer (what
+// `cosign sign --new-bundle-format` writes).
 //
 // The package reads and verifies only: it links no builder or packer
 // writer, so the appliance can use it to pull updates. Publishing lives in

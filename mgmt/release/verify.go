@@ -25,7 +25,7 @@ import (
 )
 
 // ErrUnsigned is returned (wrapped) by Verify for a release without a
-// signature manifest.
+// signature manifest and without a Sigstore bundle.
 var ErrUnsigned = errors.New("release is not signed")
 
 // Policy is what Verify requires of a release.
@@ -151,9 +151,33 @@ func Verify(ctx context.Context, ref name.Reference, p Policy, ropts ...remote.O
 	return r, nil
 }
 
-// checkSignature finds the signature manifest of r and accepts it when one
-// of its simple-signing layers verifies (checkPayload).
+// checkSignature accepts r when one of its cosign signatures verifies: a
+// simple-signing layer under the .sig tag (checkSimpleSigning) or, when
+// none of those verifies, a Sigstore bundle referring to the index
+// (checkBundles). It returns ErrUnsigned only when there is neither: a
+// signature that is there but does not verify is an error of its own.
 func (r *Release) checkSignature(keys []*ecdsa.PublicKey) error {
+	tagErr := r.checkSimpleSigning(keys)
+	if tagErr == nil {
+		return nil
+	}
+	bundleErr := r.checkBundles(keys)
+	switch {
+	case bundleErr == nil:
+		return nil
+	case errors.Is(bundleErr, errNoBundles) && errors.Is(tagErr, ErrUnsigned):
+		return fmt.Errorf("%w, and %w", tagErr, bundleErr)
+	case errors.Is(bundleErr, errNoBundles):
+		return tagErr
+	case errors.Is(tagErr, ErrUnsigned):
+		return bundleErr
+	}
+	return errors.Join(tagErr, bundleErr)
+}
+
+// checkSimpleSigning finds the signature manifest of r and accepts it when
+// one of its simple-signing layers verifies (checkPayload).
+func (r *Release) checkSimpleSigning(keys []*ecdsa.PublicKey) error {
 	tag := r.Repository.Tag(SignatureTag(r.Digest))
 	raw, err := getManifest(tag, r.ropts)
 	if err != nil {
