@@ -37,6 +37,7 @@ func newPuller(sys *stage1.System, sp *spec.Appliance, mgr *update.Manager, tria
 		Insecure: sp.UpdateInsecure,
 		Check:    sp.UpdateCheckInterval(),
 		Keys:     keys,
+		Name:     sp.Name,
 		Target:   sp.Target,
 		Arch:     runtime.GOARCH,
 		Release:  sp.Release,

@@ -78,6 +78,9 @@ func (p *Puller) install(ctx context.Context, ref name.Reference, o installOptio
 		return mgmt.PullResult{}, p.failed(info, fmt.Errorf("%w: %w", err, mgmt.ErrRejected))
 	}
 	info.BuildID, info.Created = t.Config.BuildID, t.Config.Created
+	if p.cfg.Name != "" && t.Config.Name != p.cfg.Name {
+		return mgmt.PullResult{}, p.failed(info, fmt.Errorf("pull: release %d is of appliance %q, this is %q: %w", r.Number, t.Config.Name, p.cfg.Name, mgmt.ErrRejected))
+	}
 	if t.Config.Arch != p.cfg.Arch {
 		return mgmt.PullResult{}, p.failed(info, fmt.Errorf("pull: release %d target %s is built for %s, this appliance runs %s: %w", r.Number, t.Name, t.Config.Arch, p.cfg.Arch, mgmt.ErrRejected))
 	}

@@ -64,8 +64,10 @@ type Config struct {
 	Check time.Duration
 	// Keys are the release signing keys built into the image.
 	Keys []*ecdsa.PublicKey
-	// Target and Arch are the running image's ingot target and GOARCH.
-	Target, Arch string
+	// Name, Target and Arch are the running image's appliance name
+	// (ingot.yaml name:, which also fixes its partitions' GUIDs), ingot
+	// target and GOARCH; a release of another name is refused.
+	Name, Target, Arch string
 	// Release and BuildID are what this boot runs.
 	Release uint64
 	BuildID string

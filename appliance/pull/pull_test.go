@@ -2,6 +2,7 @@ package pull
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -111,7 +112,7 @@ func (r *rig) boot(t *testing.T, n slot.Name) {
 
 func (r *rig) puller(t *testing.T, cfg Config) *Puller {
 	t.Helper()
-	cfg.Target, cfg.Arch = target, runtime.GOARCH
+	cfg.Name, cfg.Target, cfg.Arch = "hello", target, runtime.GOARCH
 	if cfg.Release == 0 {
 		cfg.Release = 1
 	}
@@ -152,6 +153,8 @@ func (r *rig) state(t *testing.T) slot.State {
 type publisher struct {
 	repo  name.Repository
 	ropts []remote.Option
+	// appliance is the releases' appliance name ("hello" when empty).
+	appliance string
 }
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
@@ -174,7 +177,8 @@ var testBootFiles = map[string][]byte{
 func (p publisher) publish(t *testing.T, tag string, rel uint64, root []byte, boot map[string][]byte, key *ecdsa.PrivateKey) name.Digest {
 	t.Helper()
 	ctx := context.Background()
-	cfg := release.Config{Name: "hello", Target: target, Arch: runtime.GOARCH, BuildID: "build-" + tag + "-" + hexSum(root)[:12], Release: rel, Created: time.Unix(1700000000, 0).UTC()}
+	appliance := cmp.Or(p.appliance, "hello")
+	cfg := release.Config{Name: appliance, Target: target, Arch: runtime.GOARCH, BuildID: "build-" + tag + "-" + hexSum(root)[:12], Release: rel, Created: time.Unix(1700000000, 0).UTC()}
 	// The command line names the build, as a built image's does: the
 	// record of an update takes the build id from there.
 	boot = maps.Clone(boot)
@@ -307,11 +311,14 @@ func TestPullRefusesWithoutWriting(t *testing.T) {
 	pub.publish(t, "other-key", 3, edited(v1), testBootFiles, other)
 	pub.publish(t, "unsigned", 3, edited(v1), testBootFiles, nil)
 	pub.publish(t, "older", 1, edited(v1), testBootFiles, key)
-	pub.publish(t, "wrong-arch", 3, edited(v1), testBootFiles, key)
+	pub2 := pub
+	pub2.appliance = "hello2"
+	pub2.publish(t, "other-appliance", 3, edited(v1), testBootFiles, key)
 	for _, c := range []struct{ tag, want string }{
 		{"other-key", "refused"},
 		{"unsigned", "not signed"},
 		{"older", "older than"},
+		{"other-appliance", `of appliance "hello2", this is "hello"`},
 	} {
 		t.Run(c.tag, func(t *testing.T) {
 			r := newRig(t, v1)
