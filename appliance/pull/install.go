@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
@@ -128,10 +130,18 @@ func (p *Puller) skip(d string) string {
 	return ""
 }
 
-// refusal marks a verification error as a refused release.
+// refusal marks a verification error as a refused release. An error of
+// the registry or of the way to it (an HTTP status such as 401, a
+// network or TLS error) says nothing about the release and is passed on
+// as it is.
 func refusal(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	var registryErr *transport.Error
+	var netErr net.Error
+	if errors.As(err, &registryErr) || errors.As(err, &netErr) {
+		return fmt.Errorf("pull: %w", err)
 	}
 	if errors.Is(err, mgmt.ErrRejected) {
 		return fmt.Errorf("pull: refused: %w", err)
