@@ -56,6 +56,14 @@ func (p *Puller) install(ctx context.Context, ref name.Reference, o installOptio
 	defer p.installing.Unlock()
 	defer p.setProgress(nil)
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(p.cfg.Transport), remote.WithAuthFromKeychain(keychain{p})}
+	// One client for the whole install: it asks the registry how to
+	// authenticate (GET /v2/, and a token from a token service) once per
+	// repository, not again for every blob.
+	client, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return mgmt.PullResult{}, fmt.Errorf("pull: %w", err)
+	}
+	ropts = append(ropts, remote.Reuse(client))
 
 	if o.scheduled {
 		// A HEAD of the tag is all a check costs while nothing changed.

@@ -338,3 +338,44 @@ func TestPullTLSBasicAuth(t *testing.T) {
 	unauthorized("after the credentials were removed")
 	unchanged()
 }
+
+// requestCounter counts a puller's requests: all of them, and those of
+// the API version check (GET /v2/, where a client learns how to
+// authenticate).
+type requestCounter struct {
+	base            http.RoundTripper
+	requests, pings atomic.Int32
+}
+
+func (c *requestCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.requests.Add(1)
+	if req.URL.Path == "/v2/" {
+		c.pings.Add(1)
+	}
+	return c.base.RoundTrip(req)
+}
+
+// TestPullAuthenticatesOnce: an install asks the registry how to
+// authenticate once, not again for each of its blobs (with a token
+// service that would be a token request per chunk, and a fleet's worth
+// of them).
+func TestPullAuthenticatesOnce(t *testing.T) {
+	reg := regtest.StartHTTP(t)
+	v1, v2 := fakeRoot(rootBytes, 1), fakeRoot(rootBytes, 7)
+	key := newKey(t)
+	pub := registryPublisher(t, reg.Host)
+	pub.publish(t, "stable", 2, v2, testBootFiles, key)
+	r := newRig(t, v1)
+	c := &requestCounter{base: http.DefaultTransport}
+	p := r.puller(t, Config{Keys: []*ecdsa.PublicKey{&key.PublicKey}, Transport: c, Insecure: true})
+	if _, err := p.PullNow(context.Background(), mgmt.PullRequest{Ref: pub.repo.Tag("stable").String()}); err != nil {
+		t.Fatal(err)
+	}
+	chunks := len(chunkDigests(t, v2))
+	t.Logf("%d requests for a root of %d chunks, %d of them GET /v2/", c.requests.Load(), chunks, c.pings.Load())
+	// An insecure registry is tried over HTTPS first, then over HTTP.
+	if c.pings.Load() > 2 {
+		t.Errorf("%d requests of GET /v2/ for one install (%d requests in all): want the registry asked once", c.pings.Load(), c.requests.Load())
+	}
+	r.assertInstalled(t, v2)
+}

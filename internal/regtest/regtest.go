@@ -135,6 +135,9 @@ func Launch(ctx context.Context, dir string) (*Registry, error) {
 // configuration (and, when secure, its certificates and htpasswd file)
 // into dir.
 func configure(dir string, secure bool) (*Registry, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("regtest: %w", err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("regtest: %w", err)
