@@ -95,11 +95,25 @@ func TestPullThroughFaultyProxy(t *testing.T) {
 	tr := &countingTransport{base: http.DefaultTransport}
 	p := r.puller(t, Config{Keys: []*ecdsa.PublicKey{&key.PublicKey}, Transport: tr, Insecure: true})
 
-	// Every third blob request fails, the four kinds of fault in turn.
+	// Every third blob request fails. A chunk's download gets the four
+	// kinds of fault in turn. The small blobs read while the release is
+	// verified (the signature's payload, the config, the chunk index) get
+	// only 503s and resets, which the registry client retries: the
+	// puller retries the downloads of chunks and boot files, not the
+	// reads of release.Verify and RootPlan, so a body cut short or
+	// corrupted there fails the install (and the next one reads it
+	// again).
+	chunks := map[string]bool{}
+	for _, d := range chunkDigests(t, v2) {
+		chunks[d] = true
+	}
 	faults := []regtest.Fault{regtest.ServerError, regtest.Reset, regtest.Truncate, regtest.Corrupt}
-	proxy.SetFaults(func(n int, _ string) regtest.Fault {
+	proxy.SetFaults(func(n int, path string) regtest.Fault {
 		if n%3 != 0 {
 			return regtest.Pass
+		}
+		if !chunks[path[strings.LastIndex(path, "/")+1:]] {
+			return faults[(n/3)%2]
 		}
 		return faults[(n/3)%len(faults)]
 	})
