@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ingotdev/ingot/appliance/update"
 	"github.com/ingotdev/ingot/mgmt"
@@ -54,6 +56,14 @@ func (p *Puller) install(ctx context.Context, ref name.Reference, o installOptio
 	defer p.installing.Unlock()
 	defer p.setProgress(nil)
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(p.cfg.Transport), remote.WithAuthFromKeychain(keychain{p})}
+	// One client for the whole install: it asks the registry how to
+	// authenticate (GET /v2/, and a token from a token service) once per
+	// repository, not again for every blob.
+	client, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return mgmt.PullResult{}, fmt.Errorf("pull: %w", err)
+	}
+	ropts = append(ropts, remote.Reuse(client))
 
 	if o.scheduled {
 		// A HEAD of the tag is all a check costs while nothing changed.
@@ -68,7 +78,11 @@ func (p *Puller) install(ctx context.Context, ref name.Reference, o installOptio
 
 	started := p.cfg.Now()
 	p.setProgress(&mgmt.PullProgress{Release: mgmt.ReleaseInfo{Ref: ref.String()}, Phase: mgmt.PhaseVerify, Started: started})
-	r, err := release.Verify(ctx, ref, release.Policy{Keys: p.cfg.Keys, RunningRelease: p.cfg.Release, AllowDowngrade: o.allowDowngrade}, ropts...)
+	var r *release.Release
+	err = p.retryIf(ctx, "release "+ref.String(), cutShort, func() (err error) {
+		r, err = release.Verify(ctx, ref, release.Policy{Keys: p.cfg.Keys, RunningRelease: p.cfg.Release, AllowDowngrade: o.allowDowngrade}, ropts...)
+		return err
+	})
 	if err != nil {
 		return mgmt.PullResult{}, p.failed(mgmt.ReleaseInfo{Ref: ref.String()}, refusal(err))
 	}
@@ -131,10 +145,18 @@ func (p *Puller) skip(d string) string {
 	return ""
 }
 
-// refusal marks a verification error as a refused release.
+// refusal marks a verification error as a refused release. An error of
+// the registry or of the way to it (an HTTP status such as 401, a
+// network or TLS error, a body cut short) says nothing about the release
+// and is passed on as it is.
 func refusal(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	var registryErr *transport.Error
+	var netErr net.Error
+	if errors.As(err, &registryErr) || errors.As(err, &netErr) || cutShort(err) {
+		return fmt.Errorf("pull: %w", err)
 	}
 	if errors.Is(err, mgmt.ErrRejected) {
 		return fmt.Errorf("pull: refused: %w", err)
@@ -167,7 +189,11 @@ func (p *Puller) updateProgress(f func(*mgmt.PullProgress)) {
 
 // installTarget writes t's root and boot files and commits the slot.
 func (p *Puller) installTarget(ctx context.Context, r *release.Release, t *release.Target, info mgmt.ReleaseInfo, started time.Time) (mgmt.PullResult, error) {
-	plan, err := r.RootPlan(t)
+	var plan *release.RootPlan
+	err := p.retryIf(ctx, "chunk index of target "+t.Name, cutShort, func() (err error) {
+		plan, err = r.RootPlan(t)
+		return err
+	})
 	if err != nil {
 		return mgmt.PullResult{}, fmt.Errorf("pull: %w: %w", err, mgmt.ErrRejected)
 	}
@@ -419,6 +445,19 @@ func (p *Puller) stream(ctx context.Context, r *release.Release, pc release.Piec
 // retry runs attempt until it succeeds, ctx ends or cfg.Retries more
 // attempts failed, waiting longer each time.
 func (p *Puller) retry(ctx context.Context, desc v1.Descriptor, attempt func() error) error {
+	return p.retryIf(ctx, "blob "+desc.Digest.String(), func(error) bool { return true }, attempt)
+}
+
+// cutShort reports an error of a body that ended before its length. The
+// registry client retries requests that fail, not a body cut off in the
+// middle, so the puller retries the reads of verification (small blobs:
+// signature payloads, configs, the chunk index) that end so; any other
+// error of theirs ends the install at once.
+func cutShort(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }
+
+// retryIf is retry for the errors again accepts; any other error of
+// attempt is returned as it is.
+func (p *Puller) retryIf(ctx context.Context, what string, again func(error) bool, attempt func() error) error {
 	wait := p.cfg.RetryWait
 	for n := 0; ; n++ {
 		err := attempt()
@@ -428,10 +467,13 @@ func (p *Puller) retry(ctx context.Context, desc v1.Descriptor, attempt func() e
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if n >= p.cfg.Retries {
-			return fmt.Errorf("pull: blob %s: %d attempts failed, the last: %w", desc.Digest, n+1, err)
+		if !again(err) {
+			return err
 		}
-		p.cfg.Logf("pull: blob %s: attempt %d: %v; retrying in %s", desc.Digest, n+1, err, wait)
+		if n >= p.cfg.Retries {
+			return fmt.Errorf("pull: %s: %d attempts failed, the last: %w", what, n+1, err)
+		}
+		p.cfg.Logf("pull: %s: attempt %d: %v; retrying in %s", what, n+1, err, wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
