@@ -35,6 +35,7 @@ import (
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
+	"github.com/ingotdev/ingot/internal/pullrig"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/push"
 	"github.com/ingotdev/ingot/mgmt/transport"
@@ -111,7 +112,10 @@ func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args
 // update's wall time and its upload throughput.
 func benchUpdate(ctx context.Context, tmp string, accel qemu.Accel, cache assemble.Option, console io.Writer) (float64, float64, error) {
 	appDir := filepath.Join(tmp, "hello")
-	cfg, err := copyHello(appDir, "")
+	if err := pullrig.CopyHello(appDir); err != nil {
+		return 0, 0, err
+	}
+	cfg, err := config.Load(filepath.Join(appDir, config.FileName))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -147,7 +151,10 @@ func benchUpdate(ctx context.Context, tmp string, accel qemu.Accel, cache assemb
 	}
 	defer c.Close()
 	const greeting = "hello from ingot, updated"
-	cfg2, err := copyHello(appDir, greeting)
+	if err := pullrig.ChangeLine(filepath.Join(appDir, config.FileName), "GREETING: "+cfg.Services[0].Env["GREETING"], "GREETING: "+greeting); err != nil {
+		return 0, 0, err
+	}
+	cfg2, err := config.Load(filepath.Join(appDir, config.FileName))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -163,44 +170,6 @@ func benchUpdate(ctx context.Context, tmp string, accel qemu.Accel, cache assemb
 	logf("update: %s total, root %d bytes pushed in %s (%.1f MB/s), slot %s (health window %s)",
 		total.Round(time.Millisecond), r.RootBytes, r.PushDuration.Round(time.Millisecond), r.PushMBps(), r.Slot, cfg2.Update.HealthWindow)
 	return total.Seconds(), r.PushMBps(), nil
-}
-
-// copyHello copies examples/hello (its service as a module of its own,
-// its config and token) to dir; a non-empty greeting replaces the
-// example's.
-func copyHello(dir, greeting string) (*config.Config, error) {
-	files := map[string]string{
-		"cmd/hello/main.go": "examples/hello/cmd/hello/main.go",
-		config.FileName:     "examples/hello/" + config.FileName,
-		".ingot/token":      "examples/hello/.ingot/token",
-	}
-	for dst, src := range files {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			return nil, fmt.Errorf("%w (run from the repository root)", err)
-		}
-		if dst == config.FileName && greeting != "" {
-			const old = "GREETING: hello from ingot"
-			if !strings.Contains(string(b), old) {
-				return nil, fmt.Errorf("%s: no %q to change", src, old)
-			}
-			b = []byte(strings.Replace(string(b), old, "GREETING: "+greeting, 1))
-		}
-		if err := writeFile(filepath.Join(dir, dst), b); err != nil {
-			return nil, err
-		}
-	}
-	if err := writeFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.26\n")); err != nil {
-		return nil, err
-	}
-	return config.Load(filepath.Join(dir, config.FileName))
-}
-
-func writeFile(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
 }
 
 func freePort() (int, error) {
