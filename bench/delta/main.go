@@ -1,21 +1,44 @@
 // Command delta measures what a chunked release saves an appliance that
-// pulls an update: it builds a copy of examples/hello for vm-amd64,
-// publishes it as release 1 to an in-process registry, changes one line
-// of hello's main.go (the default greeting, to a longer string), builds
-// and publishes release 2, and then does what an appliance running
-// release 1 does: it cuts its running root (release 1's) with
-// packer/format/cdc, takes every chunk of release 2's RootPlan whose
-// digest it already has, fetches the rest through the verifying reader,
-// and checks the assembled root against the chunk index's digest. Release
-// 3 does the same with a greeting of the same length (printed before the
-// RESULT). It ends with
+// pulls an update, with the appliance's own pull code: it builds a copy
+// of examples/hello for vm-amd64 as release 1 and, each after a one-line
+// change to the copy, releases 2, 3 and 4, publishes and signs all four
+// in one docker-registry (distribution 2.8, started by the bench with its
+// storage in a temporary directory), and lets a device running release 1
+// pull each of 2, 3 and 4 (a fresh device each time). A device is the
+// agent's real update engine over files (internal/pullrig, as in
+// bench/fleet): an update.Manager over a boot directory, a running slot a
+// holding release 1's root and an empty slot b, and a pull.Puller, whose
+// PullNow cuts the running slot with packer/format/cdc, copies every
+// chunk of the new root it already has, downloads the rest, verifies
+// each chunk and the whole root, stages the boot files and commits slot
+// b as the trial. The bench then checks that slot.json names slot b as
+// the trial and that slot b holds exactly the release's root.
+//
+// The changes, each from release 1:
+//
+//   - release 2, the RESULT: hello's default greeting in cmd/hello/main.go
+//     becomes a longer string;
+//   - release 3: the same greeting becomes a string of the same length
+//     (printed before the RESULT for comparison: Go's linker sorts
+//     read-only data by size, so a string whose length changes moves the
+//     data after it and every instruction that refers to that data, and
+//     far more of the binary changes);
+//   - release 4: the GREETING in hello's ingot.yaml changes, so no binary
+//     does: of the root only the appliance's description (appliance.json,
+//     and build.json, whose build id changes with it) differs (printed
+//     before the RESULT).
+//
+// It ends with
 //
 //	RESULT delta root_bytes=… fetched_bytes=… ratio=… anchor_bytes=…
 //
-// where root_bytes is release 2's root, fetched_bytes the distinct chunks
-// fetched, ratio = fetched_bytes / root_bytes, and the anchor is what
-// `ingot update` (and a release with one root layer) sends today: the
-// whole root.
+// where root_bytes is release 2's root (PullResult.BytesRoot),
+// fetched_bytes the bytes of it the device downloaded
+// (PullResult.BytesFetched), ratio = fetched_bytes / root_bytes, and the
+// anchor is what `ingot update` (and a release with one root layer) sends:
+// the whole root. Each pull's line also gives registry_bytes, what the
+// registry served it through a counting proxy: the root's chunks plus the
+// manifests, signature, config, chunk index and boot files.
 //
 // Usage (kernels from `make setup`):
 //
@@ -23,48 +46,41 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
-	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
-	"github.com/ingotdev/ingot/builder/oci/ocitest"
-	"github.com/ingotdev/ingot/mgmt/publish"
-	"github.com/ingotdev/ingot/mgmt/release"
-	"github.com/ingotdev/ingot/mgmt/release/cosignkey"
-	"github.com/ingotdev/ingot/packer/format/cdc"
-	"github.com/ingotdev/ingot/packer/format/image"
+	"github.com/ingotdev/ingot/internal/pullrig"
+	"github.com/ingotdev/ingot/internal/regtest"
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
 
-// The one-line changes: hello's default greeting, to a longer one (the
-// RESULT) and to one of the same length (printed for comparison: Go's
-// linker sorts read-only data by size, so a string whose length changes
-// moves the data after it and every instruction that refers to that data).
+// The one-line changes, in cmd/hello/main.go (releases 2 and 3) and in
+// ingot.yaml (release 4).
 const (
+	mainGo       = "cmd/hello/main.go"
 	greetingLine = `greeting = "hello from ingot"`
 	longerLine   = `greeting = "hello from ingot, release 2"`
 	sameSizeLine = `greeting = "hallo from ingot"`
+	envLine      = "GREETING: hello from ingot"
+	changedEnv   = "GREETING: hello from ingot, release 4"
 )
 
+// repository is where the bench publishes its releases.
+const repository = "delta/hello"
+
 func main() {
-	verbose := flag.Bool("v", false, "print the build's and the publisher's progress")
-	keep := flag.Bool("keep", false, "keep the work directory (both images) and print its path")
+	verbose := flag.Bool("v", false, "print the build's and the publisher's progress and the devices' logs")
+	keep := flag.Bool("keep", false, "keep the work directory (images, devices) and print its path")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -75,6 +91,24 @@ func main() {
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+
+// change is one release's one-line change from release 1; changes[0] is
+// the RESULT's.
+type change struct {
+	n        uint64
+	file     string
+	from, to string
+	label    string
+	rel      pullrig.Release
+	delta    delta
+}
+
+// delta is what a device on release 1 pulled of a release.
+type delta struct {
+	root, fetched, reused, registry int64
+}
+
+func (d delta) ratio() float64 { return float64(d.fetched) / float64(d.root) }
 
 func run(ctx context.Context, verbose, keep bool) error {
 	if os.Getenv("INGOT_KERNEL_DEB") == "" {
@@ -89,210 +123,107 @@ func run(ctx context.Context, verbose, keep bool) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	progress := io.Discard
+	ws := &pullrig.Workspace{Dir: tmp, App: filepath.Join(tmp, "hello"), Logf: logf}
+	var devLog func(string, ...any)
 	if verbose {
-		progress = os.Stderr
+		ws.Progress = os.Stderr
+		devLog = logf
 	}
-	app := filepath.Join(tmp, "hello")
-	if err := copyHello(app); err != nil {
+	if err := pullrig.CopyHello(ws.App); err != nil {
 		return err
 	}
-	reg := ocitest.NewRegistry()
-	defer reg.Close()
-	key, err := cosignkey.Generate()
+	rel1, err := ws.Build(ctx, 1)
 	if err != nil {
 		return err
 	}
-	b := &bench{tmp: tmp, app: app, host: reg.Host, key: key, progress: progress}
+	changes := []*change{
+		{n: 2, file: mainGo, from: greetingLine, to: longerLine, label: "longer greeting in main.go"},
+		{n: 3, file: mainGo, from: greetingLine, to: sameSizeLine, label: "same-length greeting in main.go"},
+		{n: 4, file: config.FileName, from: envLine, to: changedEnv, label: "greeting in ingot.yaml"},
+	}
+	for _, c := range changes {
+		path := filepath.Join(ws.App, c.file)
+		if err := pullrig.ChangeLine(path, c.from, c.to); err != nil {
+			return err
+		}
+		logf("release %d: one line of %s changed: %s -> %s", c.n, c.file, c.from, c.to)
+		if c.rel, err = ws.Build(ctx, c.n); err != nil {
+			return err
+		}
+		// Back to release 1's source: each change is made alone.
+		if err := pullrig.ChangeLine(path, c.to, c.from); err != nil {
+			return err
+		}
+	}
 
-	img1, err := b.release(ctx, 1)
+	reg, err := regtest.Launch(ctx, filepath.Join(tmp, "registry"))
 	if err != nil {
 		return err
 	}
-	mainGo := filepath.Join(app, "cmd/hello/main.go")
-	src, err := os.ReadFile(mainGo)
+	defer reg.Stop()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
-	if bytes.Count(src, []byte(greetingLine)) != 1 {
-		return fmt.Errorf("%s: no single line %q to change", mainGo, greetingLine)
+	for _, r := range []pullrig.Release{rel1, changes[0].rel, changes[1].rel, changes[2].rel} {
+		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key); err != nil {
+			return err
+		}
 	}
-	var results []delta
-	for i, line := range []string{longerLine, sameSizeLine} {
-		n := uint64(i + 2)
-		if err := os.WriteFile(mainGo, bytes.Replace(src, []byte(greetingLine), []byte(line), 1), 0o644); err != nil {
-			return err
-		}
-		logf("release %d: one line of cmd/hello/main.go changed: %s -> %s", n, greetingLine, line)
-		if _, err := b.release(ctx, n); err != nil {
-			return err
-		}
-		d, err := b.pull(ctx, n, img1)
+	proxy, err := pullrig.StartCountingProxy(reg.Host)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	base, err := pullrig.PrepareBase(filepath.Join(tmp, "base"), rel1.Image)
+	if err != nil {
+		return err
+	}
+
+	for _, c := range changes {
+		dev, err := pullrig.NewDevice(pullrig.DeviceConfig{
+			Dir: filepath.Join(tmp, fmt.Sprintf("device-%d", c.n)), Base: base, Running: base.Running,
+			Keys: []*ecdsa.PublicKey{&key.PublicKey}, Name: rel1.Name, Release: rel1.Number,
+			BuildID: rel1.Report.BuildID, Logf: devLog,
+		})
 		if err != nil {
+			return fmt.Errorf("device for release %d: %w", c.n, err)
+		}
+		if c.delta, err = pullRelease(ctx, dev, proxy, c.rel); err != nil {
 			return err
 		}
-		results = append(results, d)
 	}
-	same := results[1]
-	fmt.Printf("same-length greeting: root_bytes=%d fetched_bytes=%d ratio=%.4f\n", same.root, same.fetched, same.ratio())
-	r := results[0]
-	fmt.Printf("RESULT delta root_bytes=%d fetched_bytes=%d ratio=%.4f anchor_bytes=%d\n", r.root, r.fetched, r.ratio(), r.root)
+	for _, c := range changes[1:] {
+		fmt.Printf("%s (release %d): root_bytes=%d fetched_bytes=%d ratio=%.4f registry_bytes=%d\n",
+			c.label, c.n, c.delta.root, c.delta.fetched, c.delta.ratio(), c.delta.registry)
+	}
+	r := changes[0]
+	fmt.Printf("%s (release %d): registry_bytes=%d\n", r.label, r.n, r.delta.registry)
+	fmt.Printf("RESULT delta root_bytes=%d fetched_bytes=%d ratio=%.4f anchor_bytes=%d\n", r.delta.root, r.delta.fetched, r.delta.ratio(), r.delta.root)
 	return nil
 }
 
-// delta is what an appliance fetches of a release's root.
-type delta struct{ root, fetched int64 }
-
-func (d delta) ratio() float64 { return float64(d.fetched) / float64(d.root) }
-
-// pull does what an appliance running image running does to update
-// to release n: verify it, plan its root, reuse the chunks of the running
-// root, fetch the rest (each distinct chunk once) and check the assembled
-// root against the chunk index's digest.
-func (b *bench) pull(ctx context.Context, n uint64, running string) (delta, error) {
-	rel, err := release.Verify(ctx, b.tag(n), release.Policy{Keys: []*ecdsa.PublicKey{&b.key.PublicKey}, RunningRelease: 1})
+// pullRelease lets dev, running release 1, pull release rel through
+// proxy, and checks what it installed.
+func pullRelease(ctx context.Context, dev *pullrig.Device, proxy *pullrig.CountingProxy, rel pullrig.Release) (delta, error) {
+	ref := fmt.Sprintf("%s/%s:%d", proxy.Host, repository, rel.Number)
+	proxy.Reset()
+	res, err := dev.Puller.PullNow(ctx, mgmt.PullRequest{Ref: ref})
 	if err != nil {
-		return delta{}, err
+		return delta{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	target, err := rel.Target(string(config.TargetVMAmd64))
-	if err != nil {
-		return delta{}, err
+	counts := proxy.Counts()
+	if res.Slot != string(slot.B) || res.Release.Release != rel.Number || res.Release.BuildID != rel.Report.BuildID {
+		return delta{}, fmt.Errorf("pull %s: installed release %d (build %s) into slot %q, want release %d (build %s) in slot b",
+			ref, res.Release.Release, res.Release.BuildID, res.Slot, rel.Number, rel.Report.BuildID)
 	}
-	plan, err := rel.RootPlan(target)
-	if err != nil {
-		return delta{}, err
+	if err := dev.CheckTrial(); err != nil {
+		return delta{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	local, err := localChunks(ctx, running)
-	if err != nil {
-		return delta{}, err
+	if err := dev.CheckSlotB(rel.Image); err != nil {
+		return delta{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	whole := sha256.New()
-	fetched := map[v1.Hash][]byte{}
-	var fetchedBytes, reusedBytes int64
-	for _, p := range plan.Pieces {
-		data, ok := local[p.Digest]
-		if ok {
-			reusedBytes += p.Size
-		} else if data, ok = fetched[p.Digest]; !ok {
-			if data, err = fetch(rel, p.Blob); err != nil {
-				return delta{}, err
-			}
-			fetched[p.Digest] = data
-			fetchedBytes += p.Size
-		}
-		whole.Write(data)
-	}
-	if got := hex.EncodeToString(whole.Sum(nil)); got != plan.Digest.Hex {
-		return delta{}, fmt.Errorf("release %d: the assembled root has digest sha256:%s, the chunk index says %s", n, got, plan.Digest)
-	}
-	logf("release %d pulled by an appliance on release 1: root %d bytes in %d chunks; %d bytes reused from the running root (%d distinct chunks there), %d distinct chunks (%d bytes) fetched; the assembled root matches %s",
-		n, plan.Size, len(plan.Pieces), reusedBytes, len(local), len(fetched), fetchedBytes, plan.Digest)
-	return delta{root: plan.Size, fetched: fetchedBytes}, nil
-}
-
-// bench holds what the two releases share: the appliance directory (one
-// TLS identity and token for both), the registry and the signing key.
-type bench struct {
-	tmp, app string
-	host     string
-	key      *ecdsa.PrivateKey
-	progress io.Writer
-}
-
-func (b *bench) tag(n uint64) name.Tag {
-	t, _ := name.NewTag(fmt.Sprintf("%s/fleet/hello:%d", b.host, n))
-	return t
-}
-
-// release builds the appliance directory as release n for vm-amd64,
-// publishes and signs it, and returns the image's path.
-func (b *bench) release(ctx context.Context, n uint64) (string, error) {
-	cfg, err := config.Load(filepath.Join(b.app, config.FileName))
-	if err != nil {
-		return "", err
-	}
-	cfg.Release = n
-	img := filepath.Join(b.tmp, fmt.Sprintf("hello-%d.img", n))
-	start := time.Now()
-	rep, err := assemble.Image(ctx, cfg, config.TargetVMAmd64, img,
-		assemble.WithCacheDir(filepath.Join(b.tmp, "cache")), assemble.WithProgress(b.progress))
-	if err != nil {
-		return "", fmt.Errorf("release %d: %w", n, err)
-	}
-	logf("release %d: build %s, root %d bytes, built in %s", n, rep.BuildID, rep.RootBytes, time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	var log bytes.Buffer
-	res, err := publish.Push(ctx, b.tag(n), []publish.Image{{Path: img, Created: rep.Created, SBOM: rep.SBOM}},
-		publish.WithLog(io.MultiWriter(&log, b.progress)))
-	if err != nil {
-		return "", fmt.Errorf("release %d: %w", n, err)
-	}
-	if _, err := publish.Sign(ctx, b.tag(n).Context(), res.Digest, b.key); err != nil {
-		return "", fmt.Errorf("release %d: %w", n, err)
-	}
-	for _, line := range strings.Split(log.String(), "\n") {
-		if strings.Contains(line, " chunks, ") {
-			logf("release %d: %s", n, line)
-		}
-	}
-	logf("release %d: published %s in %s: %d bytes of blobs, %d uploaded", n, res.Ref, time.Since(start).Round(time.Millisecond), res.Bytes, res.BytesUploaded)
-	return img, nil
-}
-
-// localChunks cuts the root of image path (the running slot of an
-// appliance on that release) and returns its chunks by digest.
-func localChunks(ctx context.Context, path string) (map[v1.Hash][]byte, error) {
-	im, err := image.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer im.Close()
-	root, err := im.RootSquashfs(slot.A)
-	if err != nil {
-		return nil, err
-	}
-	chunks := map[v1.Hash][]byte{}
-	err = cdc.Split(ctx, root, func(_ int64, data []byte) error {
-		sum := sha256.Sum256(data)
-		chunks[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}] = bytes.Clone(data)
-		return nil
-	})
-	return chunks, err
-}
-
-// fetch reads blob d of rel whole through the verifying reader.
-func fetch(rel *release.Release, d v1.Descriptor) ([]byte, error) {
-	rc, err := rel.Open(d)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
-}
-
-// copyHello copies examples/hello (its service as a module of its own,
-// its config and its .ingot directory) to dir.
-func copyHello(dir string) error {
-	const src = "examples/hello"
-	if _, err := os.Stat(filepath.Join(src, config.FileName)); err != nil {
-		return fmt.Errorf("%w (run from the repository root)", err)
-	}
-	for _, sub := range []string{".ingot", "cmd"} {
-		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join(src, sub))); err != nil {
-			return err
-		}
-	}
-	for name, data := range map[string]string{config.FileName: "", "go.mod": "module hello\n\ngo 1.26\n"} {
-		if data == "" {
-			b, err := os.ReadFile(filepath.Join(src, name))
-			if err != nil {
-				return err
-			}
-			data = string(b)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	logf("release %d pulled by a device on release 1: root %d bytes: %d fetched, %d reused from the running slot; the registry served %d bytes in %d requests; slot b holds release %d's root, slot.json names it the trial",
+		rel.Number, res.BytesRoot, res.BytesFetched, res.BytesReused, counts.Served, counts.Requests, rel.Number)
+	return delta{root: res.BytesRoot, fetched: res.BytesFetched, reused: res.BytesReused, registry: counts.Served}, nil
 }
