@@ -66,6 +66,18 @@ func TestCopyHello(t *testing.T) {
 			t.Errorf("the copy lacks %s: %v", f, err)
 		}
 	}
+	// bench/update's and bench/delta's change of the greeting in
+	// ingot.yaml.
+	yaml := filepath.Join(dir, config.FileName)
+	if err := ChangeLine(yaml, "GREETING: "+cfg.Services[0].Env["GREETING"], "GREETING: changed"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.Load(yaml); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Services[0].Env["GREETING"]; got != "changed" {
+		t.Errorf("GREETING after the change: %q", got)
+	}
 	// A second copy into the same directory is refused rather than mixed.
 	if err := CopyHello(dir); err == nil {
 		t.Error("a second CopyHello into the same directory succeeded")
