@@ -46,12 +46,16 @@ type PullRequest struct {
 type PullResult struct {
 	Release ReleaseInfo `json:"release"`
 	Slot    string      `json:"slot"`
-	// BytesFetched came from the registry, BytesReused from the running
-	// slot (chunks it already held), BytesResumed were already written
-	// and verified by an interrupted earlier attempt.
+	// BytesFetched were downloaded from the registry for the root (chunk
+	// blobs and patches, compressed); BytesReused of the root came from
+	// the running slot (chunks it already held), BytesResumed were
+	// already written and verified by an interrupted earlier attempt.
 	BytesFetched int64 `json:"bytes_fetched"`
 	BytesReused  int64 `json:"bytes_reused"`
 	BytesResumed int64 `json:"bytes_resumed"`
+	// BytesPatched of the root were rebuilt from patches against the
+	// running root (their downloaded size is in BytesFetched).
+	BytesPatched int64 `json:"bytes_patched,omitempty"`
 	// BytesRoot is the size of the root filesystem.
 	BytesRoot int64 `json:"bytes_root"`
 }

@@ -201,13 +201,12 @@ func (p *Puller) installTarget(ctx context.Context, r *release.Release, t *relea
 		pr.Release, pr.Phase, pr.BytesRoot = info, mgmt.PhaseIndex, plan.Size
 	})
 	res := mgmt.PullResult{Release: info, BytesRoot: plan.Size}
-	running, local, err := p.localChunks(ctx)
+	run, err := p.localChunks(ctx)
 	if err != nil {
 		// Without the running slot's chunks everything is downloaded.
 		p.cfg.Logf("pull: reusing chunks of the running slot: %v", err)
-	}
-	if running != nil {
-		defer running.Close()
+	} else {
+		defer run.part.Close()
 	}
 
 	w, err := p.cfg.Slots.BeginRoot(ctx, update.RootSpec{Size: plan.Size, SHA256: plan.Digest.Hex, Arch: t.Config.Arch, Release: info.Release})
@@ -217,7 +216,7 @@ func (p *Puller) installTarget(ctx context.Context, r *release.Release, t *relea
 	res.Slot = string(w.Slot())
 	done := p.resumable(w, t, plan)
 	p.updateProgress(func(pr *mgmt.PullProgress) { pr.Phase = mgmt.PhaseRoot })
-	if err := p.writePieces(ctx, r, plan, w, running, local, done, t, &res); err != nil {
+	if err := p.writePieces(ctx, r, plan, w, run, done, t, &res); err != nil {
 		w.Abort()
 		return mgmt.PullResult{}, err
 	}
@@ -259,29 +258,42 @@ func (p *Puller) installTarget(ctx context.Context, r *release.Release, t *relea
 // localChunk is where a chunk lies in the running slot.
 type localChunk struct{ off, size int64 }
 
+// runningRoot is the root this boot runs: its partition (read only), the
+// chunks it holds by digest, and the digest of the whole, which says
+// whether a release's patches (made against a base root) apply.
+type runningRoot struct {
+	part   update.Partition
+	chunks map[v1.Hash]localChunk
+	digest v1.Hash
+}
+
 // localChunks splits the running slot's root as a publisher splits a root
-// (cdc.Split) and maps each chunk's digest to where it lies.
-func (p *Puller) localChunks(ctx context.Context) (update.Partition, map[v1.Hash]localChunk, error) {
+// (cdc.Split), maps each chunk's digest to where it lies, and hashes the
+// whole.
+func (p *Puller) localChunks(ctx context.Context) (*runningRoot, error) {
 	part, err := p.cfg.Slots.OpenRunning(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	root, err := squashfs.Section(part, part.SizeBytes())
 	if err != nil {
 		part.Close()
-		return nil, nil, fmt.Errorf("the running root: %w", err)
+		return nil, fmt.Errorf("the running root: %w", err)
 	}
-	local := map[v1.Hash]localChunk{}
+	run := &runningRoot{part: part, chunks: map[v1.Hash]localChunk{}}
+	whole := sha256.New()
 	err = cdc.Split(ctx, root, func(off int64, data []byte) error {
+		whole.Write(data)
 		sum := sha256.Sum256(data)
-		local[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}] = localChunk{off: off, size: int64(len(data))}
+		run.chunks[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}] = localChunk{off: off, size: int64(len(data))}
 		return nil
 	})
 	if err != nil {
 		part.Close()
-		return nil, nil, fmt.Errorf("chunking the running root: %w", err)
+		return nil, fmt.Errorf("chunking the running root: %w", err)
 	}
-	return part, local, nil
+	run.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(whole.Sum(nil))}
+	return run, nil
 }
 
 // resumable returns the pieces of plan that an interrupted install of the
@@ -318,7 +330,7 @@ func (p *Puller) resumable(w *update.RootWriter, t *release.Target, plan *releas
 // from there, the rest are downloaded. Each piece is verified before it is
 // written (except a streamed one, see maxBufferedPiece).
 func (p *Puller) writePieces(ctx context.Context, r *release.Release, plan *release.RootPlan, w *update.RootWriter,
-	running update.Partition, local map[v1.Hash]localChunk, done map[int]bool, t *release.Target, res *mgmt.PullResult) error {
+	run *runningRoot, done map[int]bool, t *release.Target, res *mgmt.PullResult) error {
 	j := &journal{Manifest: t.Descriptor.Digest.String(), Root: plan.Digest.String(), Slot: string(w.Slot())}
 	var sinceSave int64
 	save := func() error {
@@ -337,31 +349,32 @@ func (p *Puller) writePieces(ctx context.Context, r *release.Release, plan *rele
 		if err := ctx.Err(); err != nil {
 			return errors.Join(err, save())
 		}
-		var kind *int64
 		switch {
 		case done[i] && p.readBack(w, pc, &buf):
-			kind = &res.BytesResumed
-		case running != nil && p.copyLocal(running, local, pc, &buf):
-			kind = &res.BytesReused
-		case pc.Size > maxBufferedPiece:
+			res.BytesResumed += pc.Size
+		case run != nil && p.copyLocal(run, pc, &buf):
+			if _, err := w.WriteAt(buf.Bytes(), pc.Offset); err != nil {
+				return err
+			}
+			res.BytesReused += pc.Size
+		case !pc.Compressed && pc.Size > maxBufferedPiece:
 			if err := p.stream(ctx, r, pc, w); err != nil {
 				return err
 			}
-			res.BytesFetched += pc.Size
+			res.BytesFetched += pc.Blob.Size
 		default:
-			if err := p.fetch(ctx, r, pc.Blob, &buf); err != nil {
+			wire, patched, err := p.download(ctx, r, plan, pc, run, &buf)
+			if err != nil {
 				// What was written so far is kept for the next attempt.
 				return errors.Join(err, save())
 			}
-			kind = &res.BytesFetched
-		}
-		if kind != nil {
-			if kind != &res.BytesResumed {
-				if _, err := w.WriteAt(buf.Bytes(), pc.Offset); err != nil {
-					return err
-				}
+			if _, err := w.WriteAt(buf.Bytes(), pc.Offset); err != nil {
+				return err
 			}
-			*kind += pc.Size
+			res.BytesFetched += wire
+			if patched {
+				res.BytesPatched += pc.Size
+			}
 		}
 		j.Done = append(j.Done, i)
 		sinceSave += pc.Size
@@ -386,12 +399,52 @@ func (p *Puller) readBack(w *update.RootWriter, pc release.Piece, buf *bytes.Buf
 
 // copyLocal reads the chunk with pc's digest from the running slot into
 // buf and reports whether it is there and reads back with that digest.
-func (p *Puller) copyLocal(running update.Partition, local map[v1.Hash]localChunk, pc release.Piece, buf *bytes.Buffer) bool {
-	lc, ok := local[pc.Digest]
+func (p *Puller) copyLocal(run *runningRoot, pc release.Piece, buf *bytes.Buffer) bool {
+	lc, ok := run.chunks[pc.Digest]
 	if !ok || lc.size != pc.Size {
 		return false
 	}
-	return readVerified(running, lc.off, lc.size, pc.Digest, buf) == nil
+	return readVerified(run.part, lc.off, lc.size, pc.Digest, buf) == nil
+}
+
+// download puts piece pc into buf from the registry: from its patch when
+// the running root is the release's base, else (or when the patch fails)
+// from its chunk blob. It returns the bytes downloaded and whether the
+// patch made it. Either way the piece is checked against its digest.
+func (p *Puller) download(ctx context.Context, r *release.Release, plan *release.RootPlan, pc release.Piece, run *runningRoot, buf *bytes.Buffer) (int64, bool, error) {
+	var wire int64
+	if pc.Patch != nil && plan.Base != nil && run != nil && run.digest == plan.Base.Digest {
+		// One attempt: a patch that fails costs its bytes, then the
+		// chunk is fetched with retries.
+		dict := make([]byte, pc.Patch.DictSize)
+		_, err := run.part.ReadAt(dict, pc.Patch.DictOffset)
+		var out []byte
+		if err == nil {
+			out, err = r.ReadPatch(pc, dict)
+		}
+		wire += pc.Patch.Blob.Size
+		if err == nil {
+			buf.Reset()
+			buf.Write(out)
+			return wire, true, nil
+		}
+		p.cfg.Logf("pull: patch of the chunk at %d: %v; fetching the chunk", pc.Offset, err)
+	}
+	if !pc.Compressed {
+		if err := p.fetch(ctx, r, pc.Blob, buf); err != nil {
+			return wire, false, err
+		}
+		return wire + pc.Blob.Size, false, nil
+	}
+	err := p.retry(ctx, pc.Blob, func() error {
+		out, err := r.ReadPiece(pc)
+		if err == nil {
+			buf.Reset()
+			buf.Write(out)
+		}
+		return err
+	})
+	return wire + pc.Blob.Size, false, err
 }
 
 func readVerified(r io.ReaderAt, off, size int64, want v1.Hash, buf *bytes.Buffer) error {

@@ -129,6 +129,7 @@ func runPublish(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	keyFile := fs.String("key", "", "sign the release with this private key (ingot key new or cosign generate-key-pair; password in $"+cosignkey.PasswordEnv+")")
 	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
+	deltaFrom := fs.String("delta-from", "auto", "release to publish patches against, for appliances that run it: REGISTRY/REPO:TAG or @sha256:…, auto (what TAG holds now) or none")
 	rel := addReleaseFlag(fs)
 	rf := addRegistryFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -140,6 +141,18 @@ func runPublish(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	tag, err := name.NewTag(fs.Arg(0), append(rf.nameOptions(), name.StrictValidation)...)
 	if err != nil {
 		return usageError{fmt.Sprintf("%q: %v (publish needs a tag: REGISTRY/REPO:TAG)", fs.Arg(0), err)}
+	}
+	var deltaOpts []publish.Option
+	switch *deltaFrom {
+	case "none":
+	case "auto":
+		deltaOpts = append(deltaOpts, publish.WithDeltaFrom(tag))
+	default:
+		ref, err := name.ParseReference(*deltaFrom, append(rf.nameOptions(), name.StrictValidation)...)
+		if err != nil {
+			return usageError{fmt.Sprintf("-delta-from %q: %v", *deltaFrom, err)}
+		}
+		deltaOpts = append(deltaOpts, publish.WithDeltaFrom(ref))
 	}
 	cfg, err := config.Load(filepath.Join(*dir, config.FileName))
 	if err != nil {
@@ -189,6 +202,7 @@ func runPublish(ctx context.Context, stdout, stderr io.Writer, args []string) er
 		images = append(images, publish.Image{Path: path, Created: rep.Created, SBOM: rep.SBOM})
 	}
 	popts := []publish.Option{publish.WithLog(stderr), publish.WithRemoteOptions(rf.remoteOptions()...)}
+	popts = append(popts, deltaOpts...)
 	res, err := publish.Push(ctx, tag, images, popts...)
 	if err != nil {
 		return err

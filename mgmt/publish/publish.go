@@ -56,7 +56,15 @@ type Option func(*options)
 type options struct {
 	ropts []remote.Option
 	log   io.Writer
+	// deltaFrom is the release patches are made against; nil: none.
+	deltaFrom name.Reference
 }
+
+// WithDeltaFrom makes each target's chunks that ref's release lacks also
+// published as patches against ref's root of that target (for appliances
+// that run it). A ref that holds no release, or none of a target, is
+// skipped with a message: the release is then published without patches.
+func WithDeltaFrom(ref name.Reference) Option { return func(o *options) { o.deltaFrom = ref } }
 
 // WithRemoteOptions passes options (transport, authentication) to the
 // registry client.
@@ -244,7 +252,8 @@ func pushTarget(ctx context.Context, repo name.Repository, tg Target, o options)
 	if m.Config, err = upload("config", bytesBlob(release.ConfigMediaType, nil, cfgJSON)); err != nil {
 		return fail(err)
 	}
-	rootLayers, err := pushChunkedRoot(ctx, repo, cfg.Target, root, o, &n)
+	base := loadBase(ctx, cfg, o)
+	rootLayers, err := pushChunkedRoot(ctx, repo, cfg.Target, root, base, o, &n)
 	if err != nil {
 		return fail(err)
 	}
@@ -254,6 +263,7 @@ func pushTarget(ctx context.Context, repo name.Repository, tg Target, o options)
 	}
 	m.Layers = append(m.Layers, ixDesc)
 	m.Layers = append(m.Layers, rootLayers.chunks...)
+	m.Layers = append(m.Layers, rootLayers.patches...)
 	for _, name := range slices.Sorted(maps.Keys(bootFiles)) {
 		if err := release.CheckBootFileName(name); err != nil {
 			return fail(err)
@@ -292,8 +302,73 @@ func pushTarget(ctx context.Context, repo name.Repository, tg Target, o options)
 // chunkedRoot is a root uploaded in chunks: the chunk index blob and the
 // chunk layers, one per distinct chunk in the order they first appear.
 type chunkedRoot struct {
-	index  []byte
-	chunks []v1.Descriptor
+	index           []byte
+	chunks, patches []v1.Descriptor
+}
+
+// baseRoot is the root of an earlier release that patches are made
+// against.
+type baseRoot struct {
+	digest v1.Hash
+	data   []byte
+	// has are the digests of its chunks: a chunk it has needs no patch.
+	has map[v1.Hash]bool
+}
+
+// loadBase reads the root of target cfg.Target of the release at
+// o.deltaFrom; nil (said on the log) when there is none to use.
+func loadBase(ctx context.Context, cfg release.Config, o options) *baseRoot {
+	if o.deltaFrom == nil {
+		return nil
+	}
+	skip := func(err error) *baseRoot {
+		fmt.Fprintf(o.log, "publish: %s: no patches against %s: %v\n", cfg.Target, o.deltaFrom, err)
+		return nil
+	}
+	r, err := release.Inspect(ctx, o.deltaFrom, o.ropts...)
+	if err != nil {
+		return skip(err)
+	}
+	t, err := r.Target(cfg.Target)
+	if err != nil {
+		return skip(err)
+	}
+	if t.Config.Name != cfg.Name || t.Config.BuildID == cfg.BuildID {
+		return skip(fmt.Errorf("it is %s build %s, this is %s build %s", t.Config.Name, t.Config.BuildID, cfg.Name, cfg.BuildID))
+	}
+	data, err := r.RootBytes(t)
+	if err != nil {
+		return skip(err)
+	}
+	b := &baseRoot{digest: digestOf(data), data: data, has: map[v1.Hash]bool{}}
+	err = cdc.Split(ctx, bytes.NewReader(data), func(off int64, chunk []byte) error {
+		b.has[digestOf(chunk)] = true
+		return nil
+	})
+	if err != nil {
+		return skip(err)
+	}
+	fmt.Fprintf(o.log, "publish: %s: patches against release %d (%s@%s, build %s)\n", cfg.Target, r.Number, r.Repository, r.Digest, t.Config.BuildID)
+	return b
+}
+
+// patchFor encodes chunk data at offset off against the range of the
+// base around off; nil when the patch would not be clearly smaller than
+// blob, the chunk compressed alone.
+func (b *baseRoot) patchFor(data []byte, off int64, blob []byte) (*release.ChunkPatch, []byte, error) {
+	lo := max(0, min(off, int64(len(b.data)))-release.PatchReach)
+	hi := min(int64(len(b.data)), off+int64(len(data))+release.PatchReach)
+	if hi <= lo {
+		return nil, nil, nil
+	}
+	p, err := release.EncodeChunk(data, b.data[lo:hi])
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(p)*4 > len(blob)*3 {
+		return nil, nil, nil
+	}
+	return &release.ChunkPatch{Blob: digestOf(p), BlobSize: int64(len(p)), DictOffset: lo, DictSize: hi - lo}, p, nil
 }
 
 // chunkUploads is how many chunks are uploaded at once: each upload is a
@@ -306,7 +381,7 @@ const chunkUploads = 8
 // sent again), chunkUploads at a time, counting into n; it returns the
 // chunk index for the caller to upload. One progress meter covers the
 // whole root.
-func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, root *io.SectionReader, o options, n *byteCount) (*chunkedRoot, error) {
+func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, root *io.SectionReader, base *baseRoot, o options, n *byteCount) (*chunkedRoot, error) {
 	pusher, err := remote.NewPusher(o.ropts...)
 	if err != nil {
 		return nil, err
@@ -314,37 +389,64 @@ func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, r
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(chunkUploads)
 	var mu sync.Mutex // guards uploaded and present
-	var uploaded, present int64
+	var uploaded, present, patched int64
 
 	meter := progress.New(o.log, "publish: "+target+" root", root.Size())
-	ix := release.ChunkIndex{Version: release.ChunkIndexVersion, Chunking: cdc.Name, Size: root.Size()}
+	ix := release.ChunkIndex{Version: release.ChunkIndexVersion, Chunking: cdc.Name, Compression: release.ChunkCompression, Size: root.Size()}
 	out := &chunkedRoot{}
 	seen := map[v1.Hash]bool{}
+	upload := func(b *blob, what string, off int64) {
+		if seen[b.desc.Digest] {
+			return
+		}
+		seen[b.desc.Digest] = true
+		g.Go(func() error {
+			if err := pusher.Upload(gctx, repo, b); err != nil {
+				return fmt.Errorf("upload root %s at offset %d (%s): %w", what, off, b.desc.Digest, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if b.sent > 0 {
+				uploaded += b.desc.Size
+			} else {
+				present += b.desc.Size
+			}
+			return nil
+		})
+	}
 	whole := sha256.New()
 	err = cdc.Split(gctx, io.NewSectionReader(root, 0, root.Size()), func(off int64, data []byte) error {
 		if len(ix.Chunks) == release.MaxChunks {
 			return fmt.Errorf("root of %d bytes has more than %d chunks, the most readers accept", root.Size(), release.MaxChunks)
 		}
 		whole.Write(data)
-		b := bytesBlob(release.ChunkMediaType, nil, bytes.Clone(data))
-		ix.Chunks = append(ix.Chunks, release.Chunk{Size: b.desc.Size, Digest: b.desc.Digest})
-		if !seen[b.desc.Digest] {
-			seen[b.desc.Digest] = true
-			out.chunks = append(out.chunks, b.desc)
-			g.Go(func() error {
-				if err := pusher.Upload(gctx, repo, b); err != nil {
-					return fmt.Errorf("upload root chunk at offset %d (%s): %w", off, b.desc.Digest, err)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if b.sent > 0 {
-					uploaded += b.desc.Size
-				} else {
-					present += b.desc.Size
-				}
-				return nil
-			})
+		packed, err := release.EncodeChunk(data, nil)
+		if err != nil {
+			return err
 		}
+		b := bytesBlob(release.ChunkMediaType, nil, packed)
+		c := release.Chunk{Size: int64(len(data)), Digest: digestOf(data), Blob: b.desc.Digest, BlobSize: b.desc.Size}
+		if !seen[b.desc.Digest] {
+			out.chunks = append(out.chunks, b.desc)
+		}
+		upload(b, "chunk", off)
+		if base != nil && !base.has[c.Digest] {
+			patch, pdata, err := base.patchFor(data, off, packed)
+			if err != nil {
+				return err
+			}
+			if patch != nil {
+				pb := bytesBlob(release.PatchMediaType, nil, pdata)
+				if !seen[pb.desc.Digest] {
+					out.patches = append(out.patches, pb.desc)
+					patched += pb.desc.Size
+				}
+				upload(pb, "patch", off)
+				c.Patch = patch
+				ix.Base = &release.ChunkBase{Size: int64(len(base.data)), Digest: base.digest}
+			}
+		}
+		ix.Chunks = append(ix.Chunks, c)
 		meter.Set(off + int64(len(data)))
 		return nil
 	})
@@ -359,8 +461,8 @@ func pushChunkedRoot(ctx context.Context, repo name.Repository, target string, r
 	}
 	meter.Finish()
 	ix.Digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(whole.Sum(nil))}
-	fmt.Fprintf(o.log, "publish: %s root: %d chunks, %d distinct: %s uploaded, %s already in the registry\n",
-		target, len(ix.Chunks), len(out.chunks), config.FormatSize(uploaded), config.FormatSize(present))
+	fmt.Fprintf(o.log, "publish: %s root: %d chunks, %d distinct, %d patches (%s): %s uploaded, %s already in the registry\n",
+		target, len(ix.Chunks), len(out.chunks), len(out.patches), config.FormatSize(patched), config.FormatSize(uploaded), config.FormatSize(present))
 	n.total += uploaded + present
 	n.uploaded += uploaded
 	if out.index, err = json.Marshal(ix); err != nil {

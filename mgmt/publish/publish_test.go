@@ -182,8 +182,16 @@ func TestPublishVerify(t *testing.T) {
 				t.Errorf("%s: boot file %s: %q, want %q", tc.target, n, got, files[n])
 			}
 		}
-		if n, err := rel.VerifyBlobs(tt); err != nil || n != int64(len(wantRoot))+sumLen(files) {
-			t.Errorf("%s: VerifyBlobs = %d, %v", tc.target, n, err)
+		plan, err := rel.RootPlan(tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var blobs int64
+		for _, p := range plan.Pieces {
+			blobs += p.Blob.Size
+		}
+		if n, err := rel.VerifyBlobs(tt); err != nil || n != blobs+sumLen(files) {
+			t.Errorf("%s: VerifyBlobs = %d, %v; want %d bytes of chunk blobs and boot files", tc.target, n, err, blobs+sumLen(files))
 		}
 	}
 
@@ -276,10 +284,14 @@ func readRoot(t *testing.T, rel *release.Release, tt *release.Target) []byte {
 	}
 	var root []byte
 	for i, p := range plan.Pieces {
-		if p.Offset != int64(len(root)) || p.Blob.Digest != p.Digest || p.Blob.MediaType != release.ChunkMediaType {
+		if p.Offset != int64(len(root)) || !p.Compressed || p.Blob.MediaType != release.ChunkMediaType {
 			t.Fatalf("piece %d: %+v after %d bytes", i, p, len(root))
 		}
-		root = append(root, readBlob(t, rel, p.Blob)...)
+		b, err := rel.ReadPiece(p)
+		if err != nil {
+			t.Fatalf("piece %d: %v", i, err)
+		}
+		root = append(root, b...)
 	}
 	if sum := sha256.Sum256(root); int64(len(root)) != plan.Size || hex.EncodeToString(sum[:]) != plan.Digest.Hex {
 		t.Fatalf("the root's %d pieces give %d bytes with digest %x; the plan says %d bytes, %s", len(plan.Pieces), len(root), sum, plan.Size, plan.Digest)
@@ -452,7 +464,7 @@ func TestVerifyRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		target = plan.Pieces[len(plan.Pieces)-1].Digest.String()
+		target = plan.Pieces[len(plan.Pieces)-1].Blob.Digest.String()
 		_, err = rel.VerifyBlobs(tt)
 		wantErr(t, err, "blob "+target)
 	})
@@ -679,7 +691,7 @@ func TestVerifyRefusesChunks(t *testing.T) {
 			gone = m.Layers[i]
 			m.Layers = append(m.Layers[:i], m.Layers[i+1:]...)
 		})
-		rootPlanErr(t, rel, err, "chunks[0] ("+gone.Digest.String()+"): the manifest has no")
+		rootPlanErr(t, rel, err, "the manifest has no "+release.ChunkMediaType+" layer "+gone.Digest.String())
 	})
 	t.Run("index of another root", func(t *testing.T) {
 		// A well-formed index whose root digest is not what its chunks

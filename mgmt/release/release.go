@@ -52,8 +52,13 @@ const (
 	// in order. A manifest with it has one ChunkMediaType layer per
 	// distinct chunk and no RootMediaType layer.
 	ChunkIndexMediaType = "application/vnd.ingot.release.root-chunks.v1+json"
-	// ChunkMediaType is one chunk of a chunked root, stored as is.
-	ChunkMediaType = "application/vnd.ingot.release.chunk.v1"
+	// ChunkMediaType is one chunk of a chunked root, zstd-compressed
+	// (EncodeChunk); the chunk index names its raw digest and this blob.
+	ChunkMediaType = "application/vnd.ingot.release.chunk.v1+zstd"
+	// PatchMediaType is one chunk encoded as a zstd frame against a
+	// dictionary: a range of the base release's root (ChunkIndex.Base),
+	// which an appliance running that release has in its running slot.
+	PatchMediaType = "application/vnd.ingot.release.chunk-patch.v1+zstd"
 )
 
 // Annotations of a release.
@@ -119,20 +124,50 @@ const ChunkIndexVersion = 1
 
 // ChunkIndex is the blob of a ChunkIndexMediaType layer: the root (Size
 // bytes with SHA-256 Digest) is the concatenation of Chunks, in order,
-// cut by the rule Chunking (cdc.Name). Offsets are implicit.
+// cut by the rule Chunking (cdc.Name). Offsets are implicit. Chunks are
+// stored zstd-compressed (Compression, ChunkCompression); a chunk may also
+// have a patch against Base, the root of an earlier release.
 type ChunkIndex struct {
-	Version  int     `json:"version"`
-	Chunking string  `json:"chunking"`
-	Size     int64   `json:"size"`
-	Digest   v1.Hash `json:"digest"`
-	Chunks   []Chunk `json:"chunks"`
+	Version     int     `json:"version"`
+	Chunking    string  `json:"chunking"`
+	Compression string  `json:"compression"`
+	Size        int64   `json:"size"`
+	Digest      v1.Hash `json:"digest"`
+	// Base is the root the patches are against; nil without patches.
+	Base   *ChunkBase `json:"base,omitempty"`
+	Chunks []Chunk    `json:"chunks"`
+}
+
+// ChunkCompression is the only ChunkIndex.Compression: each chunk blob is
+// one zstd frame of the chunk (EncodeChunk, DecodeChunk).
+const ChunkCompression = "zstd"
+
+// ChunkBase names the root an index's patches are against: its size and
+// SHA-256, which an appliance compares with its running root's.
+type ChunkBase struct {
+	Size   int64   `json:"size"`
+	Digest v1.Hash `json:"digest"`
 }
 
 // Chunk is one entry of a ChunkIndex: Size bytes with SHA-256 Digest,
-// stored as the ChunkMediaType layer of that digest.
+// stored as the ChunkMediaType layer Blob (BlobSize bytes), and, when
+// Patch is set, also as a patch against the index's Base.
 type Chunk struct {
-	Size   int64   `json:"size"`
-	Digest v1.Hash `json:"digest"`
+	Size     int64       `json:"size"`
+	Digest   v1.Hash     `json:"digest"`
+	Blob     v1.Hash     `json:"blob"`
+	BlobSize int64       `json:"blob_size"`
+	Patch    *ChunkPatch `json:"patch,omitempty"`
+}
+
+// ChunkPatch is a chunk encoded against bytes [DictOffset,
+// DictOffset+DictSize) of the base root as a raw zstd dictionary: the
+// PatchMediaType layer Blob of BlobSize bytes.
+type ChunkPatch struct {
+	Blob       v1.Hash `json:"blob"`
+	BlobSize   int64   `json:"blob_size"`
+	DictOffset int64   `json:"dict_offset"`
+	DictSize   int64   `json:"dict_size"`
 }
 
 // CheckBootFileName reports whether name may name a boot file: a clean
@@ -156,12 +191,26 @@ type RootPlan struct {
 	Size   int64
 	Digest v1.Hash
 	Pieces []Piece
+	// Base is the root the pieces' patches are against; nil when none
+	// has a patch.
+	Base *ChunkBase
 }
 
 // Piece is one part of a root: Size bytes at Offset with SHA-256 Digest,
-// stored in the registry as Blob.
+// stored in the registry as Blob: zstd-compressed when Compressed
+// (DecodeChunk), else as is. Patch, when set, is the piece encoded
+// against a range of RootPlan.Base.
 type Piece struct {
 	Offset, Size int64
 	Digest       v1.Hash
 	Blob         v1.Descriptor
+	Compressed   bool
+	Patch        *PiecePatch
+}
+
+// PiecePatch is a piece as a PatchMediaType blob, decoded with bytes
+// [DictOffset, DictOffset+DictSize) of the base root as dictionary.
+type PiecePatch struct {
+	Blob                 v1.Descriptor
+	DictOffset, DictSize int64
 }

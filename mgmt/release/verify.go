@@ -70,10 +70,12 @@ type Target struct {
 	// zero in a chunked one.
 	Root v1.Descriptor
 	// ChunkIndex is the chunk index layer of a chunked root, Chunks its
-	// chunk layers by digest; zero and nil with one root layer. RootPlan
-	// reads the index and matches it with Chunks.
+	// chunk layers and Patches its patch layers by digest; zero and nil
+	// with one root layer. RootPlan reads the index and matches it with
+	// them.
 	ChunkIndex v1.Descriptor
 	Chunks     map[v1.Hash]v1.Descriptor
+	Patches    map[v1.Hash]v1.Descriptor
 	// BootFiles are the boot file layers, named by TitleAnnotation.
 	BootFiles []v1.Descriptor
 }
@@ -101,6 +103,20 @@ func Verify(ctx context.Context, ref name.Reference, p Policy, ropts ...remote.O
 	if len(p.Keys) == 0 {
 		return nil, fmt.Errorf("release: %s: no public keys to verify with", ref)
 	}
+	return read(ctx, ref, &p, ropts)
+}
+
+// Inspect reads the release at ref as Verify does, without checking a
+// signature or the release number: for a publisher that takes an earlier
+// release of its own as the base of patches (whose output the appliance
+// checks against the signed chunk index anyway). Nothing it returns may be
+// installed.
+func Inspect(ctx context.Context, ref name.Reference, ropts ...remote.Option) (*Release, error) {
+	return read(ctx, ref, nil, ropts)
+}
+
+// read is Verify, or with a nil policy, Inspect.
+func read(ctx context.Context, ref name.Reference, p *Policy, ropts []remote.Option) (*Release, error) {
 	ropts = append([]remote.Option{remote.WithContext(ctx)}, ropts...)
 	raw, err := getManifest(ref, ropts)
 	if err != nil {
@@ -118,16 +134,20 @@ func Verify(ctx context.Context, ref name.Reference, p Policy, ropts ...remote.O
 		return nil, fmt.Errorf("release: %s is not an ingot release: mediaType %q, artifactType %q (want %s, %s)",
 			where, r.Index.MediaType, r.Index.ArtifactType, types.OCIImageIndex, ArtifactType)
 	}
-	if err := r.checkSignature(p.Keys); err != nil {
-		return nil, fmt.Errorf("release: %s: %w", where, err)
+	if p != nil {
+		if err := r.checkSignature(p.Keys); err != nil {
+			return nil, fmt.Errorf("release: %s: %w", where, err)
+		}
 	}
 	r.Name = r.Index.Annotations[NameAnnotation]
 	r.Number, err = strconv.ParseUint(r.Index.Annotations[ReleaseAnnotation], 10, 64)
 	if err != nil {
 		return nil, fmt.Errorf("release: %s: index annotation %s: %w", where, ReleaseAnnotation, err)
 	}
-	if err := mgmt.CheckRelease(p.RunningRelease, r.Number, p.AllowDowngrade); err != nil {
-		return nil, fmt.Errorf("release: %s: %w", where, err)
+	if p != nil {
+		if err := mgmt.CheckRelease(p.RunningRelease, r.Number, p.AllowDowngrade); err != nil {
+			return nil, fmt.Errorf("release: %s: %w", where, err)
+		}
 	}
 	if len(r.Index.Manifests) == 0 {
 		return nil, fmt.Errorf("release: %s: the index lists no manifests", where)
@@ -270,6 +290,14 @@ func (r *Release) fetchTarget(desc v1.Descriptor) (*Target, error) {
 				return nil, fmt.Errorf("layers[%d]: chunk %s appears twice", i, l.Digest)
 			}
 			t.Chunks[l.Digest] = l
+		case PatchMediaType:
+			if t.Patches == nil {
+				t.Patches = map[v1.Hash]v1.Descriptor{}
+			}
+			if _, dup := t.Patches[l.Digest]; dup {
+				return nil, fmt.Errorf("layers[%d]: patch %s appears twice", i, l.Digest)
+			}
+			t.Patches[l.Digest] = l
 		case BootFileMediaType:
 			n := l.Annotations[TitleAnnotation]
 			if err := CheckBootFileName(n); err != nil {
@@ -289,14 +317,14 @@ func (r *Release) fetchTarget(desc v1.Descriptor) (*Target, error) {
 	}
 	chunked := t.ChunkIndex.Digest != (v1.Hash{})
 	switch {
-	case t.Root.Digest != (v1.Hash{}) && (chunked || t.Chunks != nil):
+	case t.Root.Digest != (v1.Hash{}) && (chunked || t.Chunks != nil || t.Patches != nil):
 		return nil, fmt.Errorf("both a %s layer and a chunked root: a manifest has one root form", RootMediaType)
 	case t.Root.Digest == (v1.Hash{}) && !chunked:
 		return nil, fmt.Errorf("no %s or %s layer", RootMediaType, ChunkIndexMediaType)
 	case chunked && len(t.Chunks) == 0:
 		return nil, fmt.Errorf("a %s layer without %s layers", ChunkIndexMediaType, ChunkMediaType)
-	case len(t.Chunks) > MaxChunks:
-		return nil, fmt.Errorf("%d chunk layers, more than %d", len(t.Chunks), MaxChunks)
+	case len(t.Chunks) > MaxChunks || len(t.Patches) > MaxChunks:
+		return nil, fmt.Errorf("%d chunk and %d patch layers, more than %d", len(t.Chunks), len(t.Patches), MaxChunks)
 	}
 	return t, nil
 }
@@ -389,9 +417,18 @@ func (r *Release) VerifyBlobs(t *Target) (int64, error) {
 	}
 	root := sha256.New()
 	for _, p := range plan.Pieces {
-		if err := read(p.Blob, root); err != nil {
-			return total, err
+		if !p.Compressed {
+			if err := read(p.Blob, root); err != nil {
+				return total, err
+			}
+			continue
 		}
+		b, err := r.ReadPiece(p)
+		if err != nil {
+			return total, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		total += p.Blob.Size
+		root.Write(b)
 	}
 	if got := hex.EncodeToString(root.Sum(nil)); got != plan.Digest.Hex {
 		return total, fmt.Errorf("release: %s@%s target %s: the root assembled from its %d chunks has digest sha256:%s, the chunk index says %s",
@@ -446,7 +483,7 @@ func (r *Release) RootPlan(t *Target) (*RootPlan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: chunk index: %w", where, err)
 		}
-		plan, err := chunkPlan(raw, t.Chunks)
+		plan, err := chunkPlan(raw, t.Chunks, t.Patches)
 		if err != nil {
 			return nil, fmt.Errorf("%s: chunk index %s: %w", where, t.ChunkIndex.Digest, err)
 		}
@@ -462,12 +499,18 @@ func (r *Release) RootPlan(t *Target) (*RootPlan, error) {
 	}, nil
 }
 
+// maxBlobBytes bounds the blob of a chunk of size bytes: zstd never
+// needs more than a few bytes per 128 KiB block above the raw size.
+func maxBlobBytes(size int64) int64 { return size + size/64 + 1024 }
+
 // chunkPlan parses a chunk index and checks it against the manifest's
-// chunk layers, in this order: JSON, version, chunking rule, the number
-// of chunks, each chunk (sha256, size within 1..cdc.MaxSize, a layer of
-// its digest and size), the sum of the sizes against the index's size,
-// and that every chunk layer is used.
-func chunkPlan(raw []byte, layers map[v1.Hash]v1.Descriptor) (*RootPlan, error) {
+// chunk and patch layers, in this order: JSON, version, chunking rule,
+// compression, the base, the number of chunks, each chunk (sha256, size
+// within 1..cdc.MaxSize, a chunk layer of its blob's digest and size, its
+// patch: a base, a patch layer of its digest and size, a dictionary range
+// within the base of at most MaxPatchDictBytes), the sum of the sizes
+// against the index's size, and that every chunk and patch layer is used.
+func chunkPlan(raw []byte, layers, patchLayers map[v1.Hash]v1.Descriptor) (*RootPlan, error) {
 	var ix ChunkIndex
 	if err := strictJSON(raw, &ix); err != nil {
 		return nil, err
@@ -477,8 +520,12 @@ func chunkPlan(raw []byte, layers map[v1.Hash]v1.Descriptor) (*RootPlan, error) 
 		return nil, fmt.Errorf("version %d, this reader knows %d (a newer release format?)", ix.Version, ChunkIndexVersion)
 	case ix.Chunking != cdc.Name:
 		return nil, fmt.Errorf("chunking %q, this reader knows %q", ix.Chunking, cdc.Name)
+	case ix.Compression != ChunkCompression:
+		return nil, fmt.Errorf("compression %q, this reader knows %q", ix.Compression, ChunkCompression)
 	case ix.Digest.Algorithm != "sha256":
 		return nil, fmt.Errorf("root digest %q: only sha256 digests are accepted", ix.Digest)
+	case ix.Base != nil && (ix.Base.Digest.Algorithm != "sha256" || ix.Base.Size <= 0):
+		return nil, fmt.Errorf("base %s of %d bytes: want a sha256 digest and a positive size", ix.Base.Digest, ix.Base.Size)
 	case len(ix.Chunks) == 0:
 		return nil, fmt.Errorf("no chunks")
 	case len(ix.Chunks) > MaxChunks:
@@ -486,36 +533,123 @@ func chunkPlan(raw []byte, layers map[v1.Hash]v1.Descriptor) (*RootPlan, error) 
 	case ix.Size <= 0 || ix.Size > int64(len(ix.Chunks))*cdc.MaxSize:
 		return nil, fmt.Errorf("size %d: not within 1..%d for %d chunks", ix.Size, int64(len(ix.Chunks))*cdc.MaxSize, len(ix.Chunks))
 	}
-	plan := &RootPlan{Size: ix.Size, Digest: ix.Digest, Pieces: make([]Piece, len(ix.Chunks))}
-	used := map[v1.Hash]bool{}
+	plan := &RootPlan{Size: ix.Size, Digest: ix.Digest, Pieces: make([]Piece, len(ix.Chunks)), Base: ix.Base}
+	used, usedPatches := map[v1.Hash]bool{}, map[v1.Hash]bool{}
 	var off int64
 	for i, c := range ix.Chunks {
-		if c.Digest.Algorithm != "sha256" {
-			return nil, fmt.Errorf("chunks[%d]: digest %q: only sha256 digests are accepted", i, c.Digest)
+		if c.Digest.Algorithm != "sha256" || c.Blob.Algorithm != "sha256" {
+			return nil, fmt.Errorf("chunks[%d]: digest %q, blob %q: only sha256 digests are accepted", i, c.Digest, c.Blob)
 		}
 		if c.Size <= 0 || c.Size > cdc.MaxSize {
 			return nil, fmt.Errorf("chunks[%d] (%s): size %d is not within 1..%d", i, c.Digest, c.Size, cdc.MaxSize)
 		}
-		l, ok := layers[c.Digest]
+		if c.BlobSize <= 0 || c.BlobSize > maxBlobBytes(c.Size) {
+			return nil, fmt.Errorf("chunks[%d] (%s): blob size %d is not within 1..%d", i, c.Digest, c.BlobSize, maxBlobBytes(c.Size))
+		}
+		l, ok := layers[c.Blob]
 		if !ok {
-			return nil, fmt.Errorf("chunks[%d] (%s): the manifest has no %s layer of this digest", i, c.Digest, ChunkMediaType)
+			return nil, fmt.Errorf("chunks[%d] (%s): the manifest has no %s layer %s", i, c.Digest, ChunkMediaType, c.Blob)
 		}
-		if l.Size != c.Size {
-			return nil, fmt.Errorf("chunks[%d] (%s): size %d, its layer says %d", i, c.Digest, c.Size, l.Size)
+		if l.Size != c.BlobSize {
+			return nil, fmt.Errorf("chunks[%d] (%s): blob size %d, its layer says %d", i, c.Digest, c.BlobSize, l.Size)
 		}
-		used[c.Digest] = true
-		plan.Pieces[i] = Piece{Offset: off, Size: c.Size, Digest: c.Digest, Blob: l}
+		used[c.Blob] = true
+		pc := Piece{Offset: off, Size: c.Size, Digest: c.Digest, Blob: l, Compressed: true}
+		if p := c.Patch; p != nil {
+			switch {
+			case ix.Base == nil:
+				return nil, fmt.Errorf("chunks[%d] (%s): a patch, but the index names no base", i, c.Digest)
+			case p.Blob.Algorithm != "sha256":
+				return nil, fmt.Errorf("chunks[%d] (%s): patch blob %q: only sha256 digests are accepted", i, c.Digest, p.Blob)
+			case p.BlobSize <= 0 || p.BlobSize > maxBlobBytes(c.Size):
+				return nil, fmt.Errorf("chunks[%d] (%s): patch size %d is not within 1..%d", i, c.Digest, p.BlobSize, maxBlobBytes(c.Size))
+			case p.DictSize <= 0 || p.DictSize > MaxPatchDictBytes || p.DictOffset < 0 || p.DictOffset > ix.Base.Size-p.DictSize:
+				return nil, fmt.Errorf("chunks[%d] (%s): patch dictionary [%d, +%d) is not within the %d-byte base (at most %d bytes)",
+					i, c.Digest, p.DictOffset, p.DictSize, ix.Base.Size, MaxPatchDictBytes)
+			}
+			pl, ok := patchLayers[p.Blob]
+			if !ok {
+				return nil, fmt.Errorf("chunks[%d] (%s): the manifest has no %s layer %s", i, c.Digest, PatchMediaType, p.Blob)
+			}
+			if pl.Size != p.BlobSize {
+				return nil, fmt.Errorf("chunks[%d] (%s): patch size %d, its layer says %d", i, c.Digest, p.BlobSize, pl.Size)
+			}
+			usedPatches[p.Blob] = true
+			pc.Patch = &PiecePatch{Blob: pl, DictOffset: p.DictOffset, DictSize: p.DictSize}
+		}
+		plan.Pieces[i] = pc
 		off += c.Size
 	}
 	if off != ix.Size {
 		return nil, fmt.Errorf("the chunks add up to %d bytes, the index says size %d", off, ix.Size)
 	}
-	if len(used) != len(layers) {
-		for d := range layers {
-			if !used[d] {
-				return nil, fmt.Errorf("the manifest's %s layer %s is not in the index", ChunkMediaType, d)
-			}
+	for d := range layers {
+		if !used[d] {
+			return nil, fmt.Errorf("the manifest's %s layer %s is not in the index", ChunkMediaType, d)
+		}
+	}
+	for d := range patchLayers {
+		if !usedPatches[d] {
+			return nil, fmt.Errorf("the manifest's %s layer %s is not in the index", PatchMediaType, d)
 		}
 	}
 	return plan, nil
+}
+
+// ReadPiece downloads the blob of a compressed piece and decodes it: the
+// piece's bytes, checked against its size and digest (the blob against
+// its own digest first).
+func (r *Release) ReadPiece(p Piece) ([]byte, error) {
+	if !p.Compressed {
+		return nil, fmt.Errorf("release: piece at %d is not a chunk blob", p.Offset)
+	}
+	blob, err := r.readBlob(p.Blob, maxBlobBytes(p.Size))
+	if err != nil {
+		return nil, err
+	}
+	return DecodeChunk(blob, p.Size, p.Digest, nil)
+}
+
+// ReadPatch downloads the patch of piece p and decodes it with dict, the
+// bytes of the base root its patch names: the piece's bytes, checked
+// against its size and digest.
+func (r *Release) ReadPatch(p Piece, dict []byte) ([]byte, error) {
+	if p.Patch == nil {
+		return nil, fmt.Errorf("release: piece at %d has no patch", p.Offset)
+	}
+	if int64(len(dict)) != p.Patch.DictSize {
+		return nil, fmt.Errorf("release: patch of piece at %d: a dictionary of %d bytes, it names %d", p.Offset, len(dict), p.Patch.DictSize)
+	}
+	blob, err := r.readBlob(p.Patch.Blob, maxBlobBytes(p.Size))
+	if err != nil {
+		return nil, err
+	}
+	return DecodeChunk(blob, p.Size, p.Digest, dict)
+}
+
+// RootBytes downloads and assembles target t's root, checked piece by
+// piece and as a whole against the chunk index (a publisher's base for
+// patches; the appliance writes pieces as they come instead).
+func (r *Release) RootBytes(t *Target) ([]byte, error) {
+	plan, err := r.RootPlan(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, plan.Size)
+	for _, p := range plan.Pieces {
+		var b []byte
+		if p.Compressed {
+			b, err = r.ReadPiece(p)
+		} else {
+			b, err = r.readBlob(p.Blob, plan.Size)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	if got := sha256Hash(out); got != plan.Digest {
+		return nil, fmt.Errorf("release: %s@%s target %s: the root assembled has digest %s, the index says %s", r.Repository, r.Digest, t.Name, got, plan.Digest)
+	}
+	return out, nil
 }
