@@ -28,15 +28,22 @@
 //     and build.json, whose build id changes with it) differs (printed
 //     before the RESULT).
 //
+// Releases 2 to 4 are published with patches against release 1
+// (publish.WithDeltaFrom, as `ingot publish` makes them against what the
+// tag held): a chunk that changed a little comes as a small zstd patch
+// decoded with the device's own running slot as dictionary.
+//
 // It ends with
 //
-//	RESULT delta root_bytes=… fetched_bytes=… ratio=… anchor_bytes=…
+//	RESULT delta root_bytes=… fetched_bytes=… ratio=… anchor_bytes=… anchor_ratio=…
 //
 // where root_bytes is release 2's root (PullResult.BytesRoot),
-// fetched_bytes the bytes of it the device downloaded
-// (PullResult.BytesFetched), ratio = fetched_bytes / root_bytes, and the
-// anchor is what `ingot update` (and a release with one root layer) sends:
-// the whole root. Each pull's line also gives registry_bytes, what the
+// fetched_bytes the bytes the device downloaded for it (chunk blobs and
+// patches, PullResult.BytesFetched), ratio = fetched_bytes / root_bytes,
+// and the anchor is the same release pulled by a device with nothing to
+// reuse (an empty running slot), which downloads every chunk: what a full
+// download of the root costs on the wire; anchor_ratio = fetched_bytes /
+// anchor_bytes. Each pull's line also gives registry_bytes, what the
 // registry served it through a counting proxy: the root's chunks plus the
 // manifests, signature, config, chunk index and boot files.
 //
@@ -165,8 +172,14 @@ func run(ctx context.Context, verbose, keep bool) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range []pullrig.Release{rel1, changes[0].rel, changes[1].rel, changes[2].rel} {
-		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key); err != nil {
+	for i, r := range []pullrig.Release{rel1, changes[0].rel, changes[1].rel, changes[2].rel} {
+		// Each later release carries patches against release 1, what the
+		// appliance runs.
+		base := ""
+		if i > 0 {
+			base = fmt.Sprint(rel1.Number)
+		}
+		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key, base); err != nil {
 			return err
 		}
 	}
@@ -198,8 +211,24 @@ func run(ctx context.Context, verbose, keep bool) error {
 			c.label, c.n, c.delta.root, c.delta.fetched, c.delta.ratio(), c.delta.registry)
 	}
 	r := changes[0]
-	fmt.Printf("%s (release %d): registry_bytes=%d\n", r.label, r.n, r.delta.registry)
-	fmt.Printf("RESULT delta root_bytes=%d fetched_bytes=%d ratio=%.4f anchor_bytes=%d\n", r.delta.root, r.delta.fetched, r.delta.ratio(), r.delta.root)
+	// The anchor: the same release pulled by a device with nothing to
+	// reuse, which downloads every chunk (compressed): what a full
+	// download of the root costs on the wire.
+	empty, err := pullrig.NewDevice(pullrig.DeviceConfig{
+		Dir: filepath.Join(tmp, "device-anchor"), Base: base, Running: base.Empty,
+		Keys: []*ecdsa.PublicKey{&key.PublicKey}, Name: rel1.Name, Release: rel1.Number,
+		BuildID: rel1.Report.BuildID, Logf: devLog,
+	})
+	if err != nil {
+		return fmt.Errorf("anchor device: %w", err)
+	}
+	anchor, err := pullRelease(ctx, empty, proxy, r.rel)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s (release %d): registry_bytes=%d; a device with nothing to reuse fetches %d bytes of it\n", r.label, r.n, r.delta.registry, anchor.fetched)
+	fmt.Printf("RESULT delta root_bytes=%d fetched_bytes=%d ratio=%.4f anchor_bytes=%d anchor_ratio=%.4f\n",
+		r.delta.root, r.delta.fetched, r.delta.ratio(), anchor.fetched, float64(r.delta.fetched)/float64(anchor.fetched))
 	return nil
 }
 

@@ -135,8 +135,12 @@ func run(ctx context.Context, n, concurrency int, verbose, keep bool, cpuProfile
 	if err != nil {
 		return err
 	}
-	for _, r := range []pullrig.Release{rel1, rel2} {
-		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key); err != nil {
+	for i, r := range []pullrig.Release{rel1, rel2} {
+		base := ""
+		if i > 0 {
+			base = fmt.Sprint(rel1.Number) // patches against what the fleet runs
+		}
+		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key, base); err != nil {
 			return err
 		}
 	}

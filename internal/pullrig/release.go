@@ -141,15 +141,20 @@ func (w *Workspace) Build(ctx context.Context, n uint64) (Release, error) {
 }
 
 // Publish publishes release r as host/repo:tag over plain HTTP and signs
-// it with key as `cosign sign --key` does.
-func (w *Workspace) Publish(ctx context.Context, host, repo, tag string, r Release, key *ecdsa.PrivateKey) (*publish.Result, error) {
+// it with key as `cosign sign --key` does. With a deltaFrom tag, the
+// release carries patches against the release there (publish.WithDeltaFrom),
+// as `ingot publish` makes them against what the tag held.
+func (w *Workspace) Publish(ctx context.Context, host, repo, tag string, r Release, key *ecdsa.PrivateKey, deltaFrom string) (*publish.Result, error) {
 	t, err := name.NewTag(host+"/"+repo+":"+tag, name.Insecure)
 	if err != nil {
 		return nil, fmt.Errorf("pullrig: %w", err)
 	}
+	opts := []publish.Option{publish.WithLog(w.progress())}
+	if deltaFrom != "" {
+		opts = append(opts, publish.WithDeltaFrom(t.Context().Tag(deltaFrom)))
+	}
 	start := time.Now()
-	res, err := publish.Push(ctx, t, []publish.Image{{Path: r.Image, Created: r.Report.Created, SBOM: r.Report.SBOM}},
-		publish.WithLog(w.progress()))
+	res, err := publish.Push(ctx, t, []publish.Image{{Path: r.Image, Created: r.Report.Created, SBOM: r.Report.SBOM}}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pullrig: publish release %d: %w", r.Number, err)
 	}
