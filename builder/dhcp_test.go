@@ -40,6 +40,11 @@ func TestBuildDHCPService(t *testing.T) {
 			if (got != nil) != tc.want || inTree != tc.want {
 				t.Fatalf("Build(%q): dhcp service %v, %s in the tree %v; want both %v", tc.network, got != nil, DHCPPath, inTree, tc.want)
 			}
+			// The clock is ingot's default, so a DHCP server's NTP
+			// servers come first.
+			if !r.Appliance.Clock.Defaulted || !r.Appliance.Clock.AsksDHCP() {
+				t.Errorf("Build(%q): clock %+v, want the default servers marked Defaulted", tc.network, r.Appliance.Clock)
+			}
 			if !tc.want {
 				return
 			}

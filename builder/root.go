@@ -218,7 +218,7 @@ func (b *build) appliance() *spec.Appliance {
 	if target.IsVM() {
 		app.Management.VsockPort = cfg.Management.VsockPort
 	}
-	app.Clock = spec.Clock{NTP: slices.Clone(cfg.Clock.NTP)}
+	app.Clock = spec.Clock{NTP: slices.Clone(cfg.Clock.NTP), Defaulted: cfg.Clock.Defaulted}
 	if cfg.Network.Mode == config.NetworkStatic {
 		app.Network = spec.Network{Address: cfg.Network.Address, Gateway: cfg.Network.Gateway, DNS: cfg.Network.DNS}
 	}

@@ -193,8 +193,15 @@ func (s Status) HasFeature(f string) bool {
 // client has set it this boot, from which server, by how much, and why it
 // has not when it has not.
 type ClockStatus struct {
-	// Servers are the configured NTP servers; none means NTP is off.
+	// Servers are the NTP servers asked first, in order; none means NTP
+	// is off.
 	Servers []string `json:"servers,omitempty"`
+	// Source says where Servers come from (ClockSource*); empty from
+	// older agents.
+	Source string `json:"source,omitempty"`
+	// Fallback are the servers asked after Servers: ingot's default
+	// servers when Servers come from DHCP.
+	Fallback []string `json:"fallback,omitempty"`
 	// Synced is set once a server answered this boot and the clock was
 	// set from it; it stays set when later polls fail (Error says so).
 	Synced bool `json:"synced"`
@@ -216,6 +223,18 @@ type ClockStatus struct {
 	// Now is the appliance's clock when it answered.
 	Now time.Time `json:"now,omitzero"`
 }
+
+// Where an appliance's NTP servers come from (ClockStatus.Source).
+const (
+	// ClockSourceConfig: named in ingot.yaml (clock.ntp).
+	ClockSourceConfig = "ingot.yaml"
+	// ClockSourceDHCP: option 42 of a DHCP server's answer, since
+	// ingot.yaml names none; the default servers are the fallback.
+	ClockSourceDHCP = "dhcp"
+	// ClockSourceDefault: ingot's default servers, since ingot.yaml
+	// names none and no DHCP server named any.
+	ClockSourceDefault = "default"
+)
 
 // SlotState mirrors slot.json: the slot known to work, the trial slot
 // waiting to prove itself and its remaining boots, and the last trial

@@ -4,7 +4,10 @@
 // start in the past: certificates, logs and file times depend on it), asks
 // the configured NTP servers with a small SNTP client (RFC 4330, standard
 // library only) and steps the clock to their time, and tells the
-// supervisor when it has, for services that set wait_for_clock. Its state
+// supervisor when it has, for services that set wait_for_clock. When
+// ingot.yaml names no NTP server, it asks the DHCP server of each
+// interface for its NTP servers (package dhcpinform) whenever addresses
+// change, and asks those before ingot's default ones. Its state
 // is the management protocol's mgmt.ClockStatus, which `ingot status`
 // shows as it is.
 //
@@ -17,14 +20,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ingotdev/ingot/appliance/dhcpinform"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
@@ -54,18 +60,27 @@ const (
 // Clock is the appliance's clock keeper. Create it with New; call Restore
 // once perm is mounted, then Run; Save at shutdown.
 type Clock struct {
-	servers  []string
-	savePath string
-	logf     func(format string, args ...any)
+	configured []string // clock.ntp as built: named in ingot.yaml, or the default
+	asksDHCP   bool     // spec.Clock.AsksDHCP: DHCP's servers come first
+	savePath   string
+	logf       func(format string, args ...any)
 	// Replaced by tests.
-	query   func(ctx context.Context, server string) (Sample, error)
-	setTime func(time.Time) error
+	query      func(ctx context.Context, server string) (Sample, error)
+	setTime    func(time.Time) error
+	inform     func(ctx context.Context, ifc dhcpinform.Interface) (dhcpinform.Reply, error)
+	interfaces func() ([]dhcpinform.Interface, error)
+
+	addrsChanged   chan struct{} // AddressesChanged: ask the DHCP servers again
+	serversChanged chan struct{} // the DHCP servers changed the list: sync now
 
 	saveMu sync.Mutex // one Save at a time: they share the temporary file
 
 	mu      sync.Mutex
 	st      mgmt.ClockStatus
 	changed chan struct{} // closed and replaced on every change of st
+	// fromDHCP are the NTP servers each interface's DHCP server named
+	// (an entry without servers: it answered without option 42).
+	fromDHCP map[string][]string
 }
 
 // Option configures a Clock.
@@ -84,19 +99,32 @@ func WithQuery(q func(ctx context.Context, server string) (Sample, error)) Optio
 // allowed to).
 func WithSetTime(set func(time.Time) error) Option { return func(c *Clock) { c.setTime = set } }
 
+// WithDHCP replaces how the DHCP servers are asked for NTP servers
+// (dhcpinform.Client.Inform) and which interfaces they are asked on
+// (dhcpinform.Interfaces), for tests.
+func WithDHCP(inform func(ctx context.Context, ifc dhcpinform.Interface) (dhcpinform.Reply, error), interfaces func() ([]dhcpinform.Interface, error)) Option {
+	return func(c *Clock) { c.inform, c.interfaces = inform, interfaces }
+}
+
 // New returns a Clock for the appliance's clock settings; logf receives
 // what it does.
 func New(cfg spec.Clock, logf func(format string, args ...any), opts ...Option) *Clock {
 	c := &Clock{
-		servers:  append([]string(nil), cfg.NTP...),
-		savePath: spec.PermClockPath,
-		logf:     logf,
-		query:    Query,
-		setTime:  setSystemTime,
-		changed:  make(chan struct{}),
+		configured:     append([]string(nil), cfg.NTP...),
+		asksDHCP:       cfg.AsksDHCP(),
+		savePath:       spec.PermClockPath,
+		logf:           logf,
+		query:          Query,
+		setTime:        setSystemTime,
+		inform:         dhcpinform.Client{Logf: logf}.Inform,
+		interfaces:     dhcpinform.Interfaces,
+		addrsChanged:   make(chan struct{}, 1),
+		serversChanged: make(chan struct{}, 1),
+		changed:        make(chan struct{}),
+		fromDHCP:       map[string][]string{},
 	}
-	c.st.Servers = append([]string(nil), cfg.NTP...)
-	if len(c.servers) == 0 {
+	c.st.Servers, c.st.Source, c.st.Fallback = c.serversLocked()
+	if len(c.configured) == 0 {
 		c.st.Error = "NTP is off: clock.ntp names no server"
 	}
 	for _, o := range opts {
@@ -111,6 +139,7 @@ func (c *Clock) Status() mgmt.ClockStatus {
 	defer c.mu.Unlock()
 	st := c.st
 	st.Servers = append([]string(nil), c.st.Servers...)
+	st.Fallback = append([]string(nil), c.st.Fallback...)
 	st.Now = time.Now()
 	return st
 }
@@ -214,17 +243,21 @@ func (c *Clock) Save() error {
 
 // Run keeps the clock synced until ctx ends: it asks the servers in order
 // until one answers, every RetryInterval until the first sync, then every
-// PollInterval (FailedPollInterval after a failure). It saves the time on
-// perm after each sync and every SaveInterval. With no servers it only
-// saves.
+// PollInterval (FailedPollInterval after a failure), and at once when
+// a DHCP server named other NTP servers. It saves the time on perm after
+// each sync and every SaveInterval. With no servers it only saves. When
+// ingot.yaml names no server, it also asks the DHCP servers (askDHCP).
 func (c *Clock) Run(ctx context.Context) error {
 	start := time.Now()
 	save := time.NewTicker(SaveInterval)
 	defer save.Stop()
 	next := time.NewTimer(0)
 	defer next.Stop()
-	if len(c.servers) == 0 {
+	if len(c.configured) == 0 {
 		next.Stop()
+	}
+	if c.asksDHCP {
+		go c.askDHCP(ctx)
 	}
 	for {
 		select {
@@ -235,6 +268,7 @@ func (c *Clock) Run(ctx context.Context) error {
 				c.logf("%v", err)
 			}
 			continue
+		case <-c.serversChanged:
 		case <-next.C:
 		}
 		err := c.sync(ctx, start)
@@ -253,7 +287,10 @@ func (c *Clock) Run(ctx context.Context) error {
 // sync asks each server in turn and sets the clock from the first answer.
 func (c *Clock) sync(ctx context.Context, start time.Time) error {
 	var errs []string
-	for _, server := range c.servers {
+	c.mu.Lock()
+	servers, _, fallback := c.serversLocked()
+	c.mu.Unlock()
+	for _, server := range append(servers, fallback...) {
 		addr, err := spec.NTPServerAddr(server)
 		if err != nil {
 			errs = append(errs, err.Error())
@@ -326,4 +363,128 @@ func setSystemTime(t time.Time) error {
 		return fmt.Errorf("clock_settime: %w", err)
 	}
 	return nil
+}
+
+// AddressesChanged tells the clock that an interface's addresses changed
+// (the DHCP client signals init after each lease): when ingot.yaml names
+// no NTP server, the DHCP servers are asked again. It does not block;
+// changes while an exchange runs are taken together.
+func (c *Clock) AddressesChanged() {
+	select {
+	case c.addrsChanged <- struct{}{}:
+	default:
+	}
+}
+
+// askDHCP asks each interface's DHCP server for NTP servers now and after
+// each AddressesChanged, until ctx ends.
+func (c *Clock) askDHCP(ctx context.Context) {
+	for {
+		c.informAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.addrsChanged:
+		}
+	}
+}
+
+// informAll sends a DHCPINFORM on every interface with an address, one
+// after the other, and takes each answer's NTP servers. An interface
+// whose server does not answer (QEMU's user network never does) keeps
+// what it had; one without an address any more loses it.
+func (c *Clock) informAll(ctx context.Context) {
+	ifs, err := c.interfaces()
+	if err != nil {
+		c.logf("clock: NTP servers from DHCP: %v", err)
+		return
+	}
+	have := map[string]bool{}
+	for _, ifc := range ifs {
+		have[ifc.Name] = true
+		r, err := c.inform(ctx, ifc)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.logf("clock: no NTP servers from DHCP on %s: %v", ifc.Name, err)
+			continue
+		}
+		servers := make([]string, 0, len(r.NTPServers))
+		for _, a := range r.NTPServers {
+			servers = append(servers, a.String())
+		}
+		c.setFromDHCP(ifc.Name, servers, true)
+	}
+	c.mu.Lock()
+	var gone []string
+	for name := range c.fromDHCP {
+		if !have[name] {
+			gone = append(gone, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range gone {
+		c.setFromDHCP(name, nil, false)
+	}
+}
+
+// setFromDHCP records what the DHCP server of ifname named (present) or
+// forgets it (!present), and, when the servers to ask change, updates
+// the status, logs it and makes Run sync at once.
+func (c *Clock) setFromDHCP(ifname string, servers []string, present bool) {
+	c.mu.Lock()
+	old, had := c.fromDHCP[ifname]
+	if had == present && slices.Equal(old, servers) {
+		c.mu.Unlock()
+		return
+	}
+	if present {
+		c.fromDHCP[ifname] = servers
+	} else {
+		delete(c.fromDHCP, ifname)
+	}
+	before, beforeSource := c.st.Servers, c.st.Source
+	list, source, fallback := c.serversLocked()
+	c.mu.Unlock()
+	switch {
+	case !present:
+		c.logf("clock: %s has no address any more; its DHCP server's NTP servers are forgotten", ifname)
+	case len(servers) == 0:
+		c.logf("clock: the DHCP server on %s names no NTP server", ifname)
+	default:
+		c.logf("clock: the DHCP server on %s names NTP servers %s", ifname, strings.Join(servers, ", "))
+	}
+	if slices.Equal(before, list) && beforeSource == source {
+		return
+	}
+	c.update(func(st *mgmt.ClockStatus) { st.Servers, st.Source, st.Fallback = list, source, fallback })
+	c.logf("clock: NTP servers %s (%s)", strings.Join(list, ", "), source)
+	select {
+	case c.serversChanged <- struct{}{}:
+	default:
+	}
+}
+
+// serversLocked returns the servers to ask first, where they come from,
+// and the servers to ask after them: clock.ntp when ingot.yaml named
+// servers (or none); else the DHCP servers' NTP servers (by interface
+// name, each once, at most spec.MaxNTPServers), then ingot's default
+// ones; else the default ones. c.mu is held.
+func (c *Clock) serversLocked() (servers []string, source string, fallback []string) {
+	if !c.asksDHCP {
+		return slices.Clone(c.configured), mgmt.ClockSourceConfig, nil
+	}
+	var fromDHCP []string
+	for _, name := range slices.Sorted(maps.Keys(c.fromDHCP)) {
+		for _, s := range c.fromDHCP[name] {
+			if !slices.Contains(fromDHCP, s) && len(fromDHCP) < spec.MaxNTPServers {
+				fromDHCP = append(fromDHCP, s)
+			}
+		}
+	}
+	if len(fromDHCP) == 0 {
+		return slices.Clone(c.configured), mgmt.ClockSourceDefault, nil
+	}
+	return fromDHCP, mgmt.ClockSourceDHCP, slices.Clone(c.configured)
 }

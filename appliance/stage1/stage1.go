@@ -35,6 +35,8 @@
 // Right after /perm, the clock (package clock) is moved forward to the
 // time saved there at the last shutdown if it is behind, and the NTP
 // client starts; services with wait_for_clock wait for its first sync.
+// The DHCP client's SIGHUP after each lease also tells the clock, which
+// then asks the DHCP servers for NTP servers when ingot.yaml names none.
 // Kernel modules that appliance.json lists (a Pi's Wi-Fi driver) are
 // loaded before the network.
 //
@@ -208,6 +210,9 @@ func Main(opts ...Option) {
 				// gokrazy's DHCP client signals init after each lease.
 				s.Printf("network: SIGHUP: addresses changed")
 				s.syncContainerResolvConf()
+				if s.clock != nil {
+					s.clock.AddressesChanged()
+				}
 			} else {
 				s.Printf("ignoring signal %v", sig)
 			}
@@ -438,9 +443,12 @@ func (s *System) setupClock(ctx context.Context) {
 	if err := s.clock.Restore(); err != nil {
 		s.warnf("%v", err)
 	}
-	if len(s.spec.Clock.NTP) == 0 {
+	switch {
+	case len(s.spec.Clock.NTP) == 0:
 		s.Printf("clock: NTP is off (clock.ntp is empty)")
-	} else {
+	case s.spec.Clock.AsksDHCP():
+		s.Printf("clock: NTP servers from DHCP once an interface has an address, then the default %s", strings.Join(s.spec.Clock.NTP, ", "))
+	default:
 		s.Printf("clock: NTP servers %s", strings.Join(s.spec.Clock.NTP, ", "))
 	}
 	go func() {

@@ -129,7 +129,8 @@ type Config struct {
 	Metrics spec.Metrics
 	// Logs is the remote syslog receiver (off when Remote is empty).
 	Logs Logs
-	// Clock lists the NTP servers (spec.DefaultNTPServers unless set).
+	// Clock lists the NTP servers (spec.DefaultNTPServers, Defaulted,
+	// unless clock.ntp is set).
 	Clock spec.Clock
 	// Debug is the debug container's image; nil without debug: (debug.go).
 	Debug *Debug

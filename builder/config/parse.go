@@ -92,7 +92,7 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 		Disk:      Disk{BootBytes: DefaultBootBytes, RootSlotBytes: DefaultRootSlotBytes},
 		TokenFile: filepath.Join(dir, filepath.FromSlash(DefaultTokenFile)),
 		Update:    Update{HealthWindow: DefaultHealthWindow},
-		Clock:     spec.Clock{NTP: slices.Clone(spec.DefaultNTPServers)},
+		Clock:     spec.Clock{NTP: slices.Clone(spec.DefaultNTPServers), Defaulted: true},
 	}
 	f, ok := d.mapping(root, "", topFields...)
 	if !ok {
@@ -182,7 +182,8 @@ func (d *decoder) config(root *yaml.Node, dir string) *Config {
 }
 
 // clock reads clock: {ntp: [host[:port], ...]}; an empty list turns the
-// NTP client off.
+// NTP client off. Servers named here, or none, replace the default
+// servers and any from DHCP (c.Defaulted is cleared).
 func (d *decoder) clock(n *yaml.Node, path string, c *spec.Clock) {
 	f, ok := d.mapping(n, path, "ntp")
 	if !ok {
@@ -193,6 +194,7 @@ func (d *decoder) clock(n *yaml.Node, path string, c *spec.Clock) {
 		return
 	}
 	fp := path + ".ntp"
+	c.Defaulted = false
 	servers, ok := d.strings(v, fp, false)
 	if !ok {
 		return

@@ -41,7 +41,7 @@ func TestParseDefaults(t *testing.T) {
 		Disk:      Disk{BootBytes: 64 << 20, RootSlotBytes: 256 << 20},
 		TokenFile: filepath.Join(dir, ".ingot", "token"),
 		Update:    Update{HealthWindow: 30 * time.Second},
-		Clock:     spec.Clock{NTP: []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org", "3.pool.ntp.org"}},
+		Clock:     spec.Clock{NTP: []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org", "3.pool.ntp.org"}, Defaulted: true},
 		Services: []Service{{
 			Service: spec.Service{
 				Name:           "hello",
@@ -325,22 +325,29 @@ func TestParseErrors(t *testing.T) {
 }
 
 // TestParseClock: servers as written, an empty list for NTP off, and
-// wait_for_clock carried into the service.
+// wait_for_clock carried into the service; only the default servers are
+// marked Defaulted (DHCP's servers come first).
 func TestParseClock(t *testing.T) {
 	c, err := Parse("ingot.yaml", []byte(svc("name: a\ngo: ./a\nwait_for_clock: true")+"clock: {ntp: [\"10.0.2.2:1234\", time.example.org, \"[fd00::1]:123\"]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"10.0.2.2:1234", "time.example.org", "[fd00::1]:123"}; !slices.Equal(c.Clock.NTP, want) || !c.Services[0].WaitForClock {
-		t.Errorf("clock = %v, wait_for_clock = %v; want %v and true", c.Clock.NTP, c.Services[0].WaitForClock, want)
+	if want := []string{"10.0.2.2:1234", "time.example.org", "[fd00::1]:123"}; !slices.Equal(c.Clock.NTP, want) || !c.Services[0].WaitForClock || c.Clock.Defaulted {
+		t.Errorf("clock = %+v, wait_for_clock = %v; want %v, not defaulted, and true", c.Clock, c.Services[0].WaitForClock, want)
 	}
 	c, err = Parse("ingot.yaml", []byte(minimal+"clock: {ntp: []}\n"))
-	if err != nil || len(c.Clock.NTP) != 0 {
-		t.Errorf("clock: {ntp: []} = %v, %v; want NTP off", c.Clock.NTP, err)
+	if err != nil || len(c.Clock.NTP) != 0 || c.Clock.Defaulted || c.Clock.AsksDHCP() {
+		t.Errorf("clock: {ntp: []} = %+v, %v; want NTP off, no DHCP", c.Clock, err)
 	}
-	c, err = Parse("ingot.yaml", []byte(minimal+"clock: {}\n"))
-	if err != nil || !slices.Equal(c.Clock.NTP, spec.DefaultNTPServers) {
-		t.Errorf("clock: {} = %v, %v; want the default servers", c.Clock.NTP, err)
+	for _, yaml := range []string{"clock: {}\n", ""} {
+		c, err = Parse("ingot.yaml", []byte(minimal+yaml))
+		if err != nil || !slices.Equal(c.Clock.NTP, spec.DefaultNTPServers) || !c.Clock.Defaulted || !c.Clock.AsksDHCP() {
+			t.Errorf("%q: clock = %+v, %v; want the default servers, defaulted, DHCP first", yaml, c.Clock, err)
+		}
+	}
+	c, err = Parse("ingot.yaml", []byte(minimal+"clock: {ntp: [0.pool.ntp.org]}\n"))
+	if err != nil || c.Clock.Defaulted {
+		t.Errorf("a pool server named in ingot.yaml = %+v, %v; want it as named, not defaulted", c.Clock, err)
 	}
 }
 

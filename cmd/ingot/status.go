@@ -202,6 +202,14 @@ func describeClock(c mgmt.ClockStatus, now time.Time) string {
 			fmt.Fprintf(&b, ": %s", c.Error)
 		}
 	}
+	if len(c.Servers) > 0 {
+		if src := describeClockSource(c.Source); src != "" {
+			fmt.Fprintf(&b, "; servers %s (%s)", strings.Join(c.Servers, ", "), src)
+			if len(c.Fallback) > 0 {
+				fmt.Fprintf(&b, ", then %s (default)", strings.Join(c.Fallback, ", "))
+			}
+		}
+	}
 	if !c.Restored.IsZero() {
 		fmt.Fprintf(&b, "; moved forward at boot to %s, saved at the last shutdown", c.Restored.UTC().Format(time.RFC3339))
 	}
@@ -209,6 +217,20 @@ func describeClock(c mgmt.ClockStatus, now time.Time) string {
 		fmt.Fprintf(&b, "; %s (%s from this machine)", c.Now.UTC().Format(time.RFC3339), seconds(c.Now.Sub(now).Seconds()))
 	}
 	return b.String()
+}
+
+// describeClockSource says where the clock's servers come from; "" for
+// an agent that does not say.
+func describeClockSource(source string) string {
+	switch source {
+	case mgmt.ClockSourceConfig:
+		return "from ingot.yaml"
+	case mgmt.ClockSourceDHCP:
+		return "from the DHCP server"
+	case mgmt.ClockSourceDefault:
+		return "default"
+	}
+	return source
 }
 
 // seconds formats a signed number of seconds as a duration, to the

@@ -220,6 +220,29 @@ func TestDescribeLastUpdate(t *testing.T) {
 	}
 }
 
+// TestDescribeClockSource: where the servers come from, with the default
+// ones after a DHCP server's; nothing from an agent that does not say.
+func TestDescribeClockSource(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		c    mgmt.ClockStatus
+		want string
+	}{
+		{mgmt.ClockStatus{Servers: []string{"192.168.1.1"}, Source: mgmt.ClockSourceDHCP, Fallback: []string{"0.pool.ntp.org", "1.pool.ntp.org"}, Synced: true, Server: "192.168.1.1:123"},
+			"synced with 192.168.1.1:123, offset 0s at the last sync; servers 192.168.1.1 (from the DHCP server), then 0.pool.ntp.org, 1.pool.ntp.org (default)"},
+		{mgmt.ClockStatus{Servers: []string{"0.pool.ntp.org"}, Source: mgmt.ClockSourceDefault, Error: "ntp 0.pool.ntp.org:123: no answer"},
+			"not synced: ntp 0.pool.ntp.org:123: no answer; servers 0.pool.ntp.org (default)"},
+		{mgmt.ClockStatus{Servers: []string{"10.0.2.2:1234"}, Source: mgmt.ClockSourceConfig},
+			"not synced; servers 10.0.2.2:1234 (from ingot.yaml)"},
+		{mgmt.ClockStatus{Servers: []string{"10.0.2.2:1234"}}, "not synced"},
+		{mgmt.ClockStatus{Source: mgmt.ClockSourceConfig}, "NTP off"},
+	} {
+		if got := describeClock(tt.c, now); got != tt.want {
+			t.Errorf("describeClock(%+v) = %q, want %q", tt.c, got, tt.want)
+		}
+	}
+}
+
 func TestMgmtFlagsTarget(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "tok")

@@ -15,7 +15,17 @@ type Clock struct {
 	// NTP lists servers as "host" or "host:port" (port NTPPort by
 	// default), asked in order.
 	NTP []string `json:"ntp,omitempty"`
+	// Defaulted says that NTP is DefaultNTPServers because ingot.yaml
+	// names no clock.ntp (the builder's config parser decides). Then the
+	// NTP servers of a DHCP server (option 42, asked with a DHCPINFORM)
+	// are asked first and NTP only after them; servers named in
+	// ingot.yaml are used as they are.
+	Defaulted bool `json:"defaulted,omitempty"`
 }
+
+// AsksDHCP reports whether the NTP servers of a DHCP server come before
+// NTP: only when ingot.yaml named none and the client is on.
+func (c Clock) AsksDHCP() bool { return c.Defaulted && len(c.NTP) > 0 }
 
 // DefaultNTPServers are the servers of an ingot.yaml without clock.ntp.
 var DefaultNTPServers = []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org", "3.pool.ntp.org"}
@@ -23,7 +33,8 @@ var DefaultNTPServers = []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp
 // NTPPort is the NTP server port of a server given without one.
 const NTPPort = 123
 
-// MaxNTPServers bounds clock.ntp.
+// MaxNTPServers bounds clock.ntp, and the servers taken from a DHCP
+// server's answer.
 const MaxNTPServers = 8
 
 // PermClockPath is where ingot-init keeps the last known time on perm: a
@@ -32,6 +43,9 @@ const PermClockPath = "/perm/.ingot-clock"
 
 // Validate checks the clock settings.
 func (c Clock) Validate() error {
+	if c.Defaulted && len(c.NTP) == 0 {
+		return fmt.Errorf("defaulted: set, but ntp names no server")
+	}
 	if len(c.NTP) > MaxNTPServers {
 		return fmt.Errorf("ntp: %d servers, at most %d", len(c.NTP), MaxNTPServers)
 	}

@@ -128,6 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"wait_for_clock without NTP", svc(`,"wait_for_clock":true`), `services[0] "s": wait_for_clock: clock.ntp names no server`},
 		{"bad ntp server", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a:0"]}}`, `clock: ntp[0]: "a:0": port "0" is not 1..65535`},
 		{"ntp server with a slash", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a/b"]}}`, `clock: ntp[0]: "a/b": want a host name`},
+		{"defaulted without servers", `{"name":"a","build_id":"1","arch":"amd64","clock":{"defaulted":true}}`, "clock: defaulted: set, but ntp names no server"},
 		{"too many ntp servers", `{"name":"a","build_id":"1","arch":"amd64","clock":{"ntp":["a","a","a","a","a","a","a","a","a"]}}`, "clock: ntp: 9 servers, at most 8"},
 		{"absolute module", `{"name":"a","build_id":"1","arch":"arm64","modules":["/lib/modules/x.ko"]}`, `modules[0]: "/lib/modules/x.ko": want a clean relative path of a .ko file`},
 		{"module escapes", `{"name":"a","build_id":"1","arch":"arm64","modules":["../../etc/x.ko"]}`, `modules[0]: "../../etc/x.ko"`},
