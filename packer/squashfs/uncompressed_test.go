@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 
 	format "github.com/ingotdev/ingot/packer/format/squashfs"
@@ -58,7 +60,14 @@ func chooseBinELF(path string, head []byte) bool {
 // uncompressed bit and a full block's size, the others are compressed,
 // and an identical file that was not chosen keeps compressed blocks of
 // its own.
+// Both compressions the targets use are checked: zstd (VMs), gzip (Pi).
 func TestUncompressedFiles(t *testing.T) {
+	for _, comp := range []Compression{Zstd, Gzip} {
+		t.Run(comp.String(), func(t *testing.T) { testUncompressedFiles(t, comp) })
+	}
+}
+
+func testUncompressedFiles(t *testing.T, comp Compression) {
 	tree, sizes := rawTree(t)
 	wants, paths, err := expect(tree)
 	if err != nil {
@@ -66,7 +75,7 @@ func TestUncompressedFiles(t *testing.T) {
 	}
 	var mu sync.Mutex
 	asked := map[string]bool{}
-	img := writeImage(t, tree, t.TempDir(), WithUncompressed(func(path string, head []byte) bool {
+	img := writeImage(t, tree, t.TempDir(), WithCompression(comp), WithUncompressed(func(path string, head []byte) bool {
 		mu.Lock()
 		asked[path] = true
 		mu.Unlock()
@@ -89,7 +98,7 @@ func TestUncompressedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := fileInodes(t, data)
+	files := fileInodes(t, data, comp)
 	bs := uint32(DefaultBlockBytes)
 	var rawTool, packedTool int
 	for _, f := range files[sizes["tool"]] {
@@ -121,13 +130,21 @@ func TestUncompressedFiles(t *testing.T) {
 	// Same tree and options, any number of workers: the same bytes.
 	for _, workers := range []int{1, 4} {
 		var buf seekBuffer
-		if err := Write(context.Background(), &buf, tree, WithUncompressed(chooseBinELF), WithWorkers(workers)); err != nil {
+		if err := Write(context.Background(), &buf, tree, WithCompression(comp), WithUncompressed(chooseBinELF), WithWorkers(workers)); err != nil {
 			t.Fatal(err)
 		}
 		if sha256.Sum256(buf.b) != sha256.Sum256(data) {
 			t.Errorf("with %d workers the image differs", workers)
 		}
 	}
+}
+
+func inflate(b []byte) ([]byte, error) {
+	zr, err := zlib.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
 }
 
 func allWords(ws []uint32, ok func(uint32) bool) bool {
@@ -139,10 +156,10 @@ func allWords(ws []uint32, ok func(uint32) bool) bool {
 	return true
 }
 
-// fileInodes reads the inode table of a zstd image of directories and
-// regular files and returns, by file size, the block size words of each
-// file inode.
-func fileInodes(t *testing.T, img []byte) map[int64][][]uint32 {
+// fileInodes reads the inode table of a zstd or gzip image of
+// directories and regular files and returns, by file size, the block size
+// words of each file inode.
+func fileInodes(t *testing.T, img []byte, comp Compression) map[int64][][]uint32 {
 	t.Helper()
 	sb, err := format.Parse(img)
 	if err != nil {
@@ -159,7 +176,12 @@ func fileInodes(t *testing.T, img []byte) map[int64][][]uint32 {
 		n := int(h &^ metadataUncompressedBit)
 		block := b[2 : 2+n]
 		if h&metadataUncompressedBit == 0 {
-			if block, err = dec.DecodeAll(block, nil); err != nil {
+			if comp == Gzip {
+				block, err = inflate(block)
+			} else {
+				block, err = dec.DecodeAll(block, nil)
+			}
+			if err != nil {
 				t.Fatalf("inode table: %v", err)
 			}
 		}
