@@ -185,6 +185,7 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 		Cmdline: strings.Join([]string{"console=" + console, "panic=1"}, " "),
 		Root:    res.Root, ModTime: res.ModTime,
 		BootBytes: res.BootBytes, RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
+		SquashfsOptions: rootSquashfsOptions(),
 	})
 	if err != nil {
 		return nil, err

@@ -102,9 +102,40 @@ func checkImage(t *testing.T, img string) {
 			t.Errorf("unsquashfs -l: %s missing", want)
 		}
 	}
+	checkRawExecutables(t, root)
 	perm := extract(3, "perm.ext4")
 	if out, err := exec.Command("e2fsck", "-fn", perm).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
+}
+
+// checkRawExecutables checks that unsquashfs extracts the root and that
+// the full blocks of the appliance's programs are in it as they are
+// (stored uncompressed, see ownExecutable).
+func checkRawExecutables(t *testing.T, root string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "root")
+	if out, err := exec.Command("unsquashfs", "-no-xattrs", "-d", dir, root).CombinedOutput(); err != nil {
+		t.Fatalf("unsquashfs: %v\n%s", err, out)
+	}
+	image, err := os.ReadFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const block = 128 << 10 // squashfs.DefaultBlockBytes
+	for _, p := range []string{"init", "usr/bin/hello"} {
+		prog, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(prog) < 2*block {
+			t.Fatalf("/%s: %d bytes, want a program of several blocks", p, len(prog))
+		}
+		for _, off := range []int{0, len(prog) / block / 2 * block, (len(prog)/block - 1) * block} {
+			if !bytes.Contains(image, prog[off:off+block]) {
+				t.Errorf("/%s: the block at %d is not stored raw in the root", p, off)
+			}
+		}
 	}
 }
 

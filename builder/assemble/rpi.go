@@ -86,7 +86,7 @@ func rpiImage(ctx context.Context, cfg *config.Config, res *builder.Result, out 
 		BootBytes: max(res.BootBytes, minRPiBootBytes), RootSlotBytes: res.RootSlotBytes, PermBytes: res.PermBytes,
 		BootFiles: bootFiles, HybridMBR: true,
 		// kernel.rpi's squashfs reads zlib but not zstd.
-		SquashfsOptions: []squashfs.Option{squashfs.WithCompression(squashfs.Gzip)},
+		SquashfsOptions: rootSquashfsOptions(squashfs.WithCompression(squashfs.Gzip)),
 	})
 	if err != nil {
 		return nil, err

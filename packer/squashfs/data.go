@@ -30,6 +30,9 @@ const (
 	jobSparse
 	// jobFragment is a block of packed file tails.
 	jobFragment
+	// jobRawBlock is a full block of a file stored as it is
+	// (WithUncompressed): it skips the workers.
+	jobRawBlock
 )
 
 // job is one unit of the data pipeline. Jobs are written strictly in the
@@ -81,6 +84,9 @@ type fragmentEntry struct {
 type dedupeKey struct {
 	size int64
 	hash uint64
+	// raw separates files stored uncompressed from the others, so that
+	// deduplication never stores a file other than as chosen.
+	raw bool
 }
 
 // dataWriter writes file contents: full blocks compressed by a pool of
@@ -90,6 +96,9 @@ type dataWriter struct {
 	blockSize int
 	workers   int
 	newComp   func() (compressor, error)
+	// storeRaw chooses the files whose full blocks are written as they
+	// are (WithUncompressed); nil stores none so.
+	storeRaw func(path string, head []byte) bool
 
 	pool      bufPool
 	zero      []byte
@@ -233,7 +242,8 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	} else {
 		h.Write(first)
 	}
-	key := dedupeKey{f.size, h.Sum64()}
+	raw := d.storeRaw != nil && d.storeRaw(path, first)
+	key := dedupeKey{f.size, h.Sum64(), raw}
 	for _, prev := range d.dedupe[key] {
 		var same bool
 		if f.size <= bs {
@@ -258,7 +268,7 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 		d.pool.put(first)
 		return nil
 	}
-	d.dispatchBlock(f, first, firstZero)
+	d.dispatchBlock(f, first, firstZero, raw)
 	if f.size == bs {
 		return nil
 	}
@@ -276,7 +286,7 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 			d.pool.put(buf)
 			return contentErr(path, i*bs, f.size, err)
 		}
-		d.dispatchBlock(f, buf, bytes.Equal(buf, d.zero))
+		d.dispatchBlock(f, buf, bytes.Equal(buf, d.zero), raw)
 	}
 	tailBuf := d.tailBuf[:tail]
 	if _, err := io.ReadFull(rc, tailBuf); err != nil {
@@ -291,14 +301,18 @@ func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	return nil
 }
 
-// dispatchBlock sends a full block to be written, or records a sparse one.
-func (d *dataWriter) dispatchBlock(f *fileData, buf []byte, zero bool) {
-	if zero {
+// dispatchBlock sends a full block to be written, compressed or, when raw,
+// as it is, or records a sparse one.
+func (d *dataWriter) dispatchBlock(f *fileData, buf []byte, zero, raw bool) {
+	switch {
+	case zero:
 		d.pool.put(buf)
 		d.dispatch(&job{kind: jobSparse, file: f})
-		return
+	case raw:
+		d.dispatch(&job{kind: jobRawBlock, file: f, in: buf, out: buf, size: uint32(len(buf)) | dataUncompressedBit})
+	default:
+		d.dispatch(&job{kind: jobBlock, file: f, in: buf})
 	}
-	d.dispatch(&job{kind: jobBlock, file: f, in: buf})
 }
 
 // dispatch hands a job to the workers (when it needs compressing) and to
@@ -385,7 +399,7 @@ func (d *dataWriter) writeJob(j *job) error {
 	}
 	f := j.file
 	switch j.kind {
-	case jobBlock, jobSparse:
+	case jobBlock, jobRawBlock, jobSparse:
 		if !f.started {
 			f.start = uint64(d.out.pos())
 			f.started = true

@@ -98,7 +98,10 @@ func fuzzTree(data []byte) (*rootfs.Tree, []Option) {
 	var others []string // non-directories, targets for hard links
 	var contents []rootfs.Bytes
 	comp := []Compression{Zstd, Gzip, None}[r.byte()%3]
-	opts := []Option{WithCompression(comp), WithBlockSize(fuzzBlockBytes)}
+	// Files with a name of even length are stored raw, so that identical
+	// contents under different names are stored both ways.
+	storeRaw := func(path string, _ []byte) bool { return len(path)%2 == 0 }
+	opts := []Option{WithCompression(comp), WithBlockSize(fuzzBlockBytes), WithUncompressed(storeRaw)}
 
 	for steps := 0; len(r.data) > 0 && steps < 300; steps++ {
 		op := r.byte()

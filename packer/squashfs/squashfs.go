@@ -8,7 +8,8 @@
 // with lookup indexes, an NFS export table, and gzip, zstd or no
 // compression. Data blocks are compressed by a pool of workers and written
 // in order through a bounded pipeline, so memory does not grow with file
-// size. The same tree and options always give the same bytes.
+// size; WithUncompressed keeps chosen files' blocks as they are. The same
+// tree and options always give the same bytes.
 package squashfs
 
 import (
@@ -30,6 +31,9 @@ type config struct {
 	levelSet  bool
 	blockSize int
 	workers   int
+	// storeRaw, when set, chooses the files whose full blocks are stored
+	// uncompressed.
+	storeRaw func(path string, head []byte) bool
 }
 
 // Option configures Write.
@@ -56,6 +60,23 @@ func WithBlockSize(bytes int) Option {
 // GOMAXPROCS.
 func WithWorkers(n int) Option {
 	return func(cfg *config) { cfg.workers = n }
+}
+
+// WithUncompressed stores the full data blocks of the files for which
+// storeRaw returns true as they are, with the block's uncompressed bit
+// set, while every other block stays compressed. storeRaw is called once
+// per distinct file content, with the file's path (the first of its names
+// when hard links share it) and its first bytes: the first block, or the
+// whole file when it is smaller. A file's tail, packed into a fragment
+// block with other files' tails, stays compressed, and so does the
+// metadata. A file stored raw is never shared with an identical file
+// stored compressed (and the other way around): each keeps its own blocks.
+//
+// Raw blocks of a file change only where its bytes change, which is what
+// a binary delta between two images needs; they cost the space
+// compression would have saved.
+func WithUncompressed(storeRaw func(path string, head []byte) bool) Option {
+	return func(cfg *config) { cfg.storeRaw = storeRaw }
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -166,6 +187,7 @@ func writeData(ctx context.Context, out *output, t *rootfs.Tree, cfg *config, ne
 		planned <- planResult{p, err}
 	}()
 	dw := newDataWriter(out, cfg.blockSize, cfg.workers, newComp)
+	dw.storeRaw = cfg.storeRaw
 	fragments, err := dw.run(ctx, files)
 	close(stop)
 	res := <-planned
