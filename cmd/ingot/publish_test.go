@@ -113,6 +113,11 @@ func TestPublishToDistribution(t *testing.T) {
 	if ref1, ref2 := strings.Fields(first)[1], strings.Fields(out.String())[1]; ref1 != ref2 || !strings.Contains(out.String(), "(0.0 MB uploaded, the rest already in the registry)") {
 		t.Errorf("publish again printed %q; the first %q", out.String(), first)
 	}
+	// -delta-from auto took the tag's release as the base, and found it
+	// is this very build: no patches.
+	if !strings.Contains(errs.String(), "no patches against "+ref) {
+		t.Errorf("publish again did not say why it made no patches:\n%s", errs.String())
+	}
 
 	out.Reset()
 	if err := runVerify(ctx, &out, &errs, []string{"-key", keyPrefix + ".pub", ref}); err != nil {
@@ -264,4 +269,15 @@ func mustParse(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// TestPublishDeltaFromFlag: a -delta-from that is not a reference is a
+// usage error before anything is built.
+func TestPublishDeltaFromFlag(t *testing.T) {
+	var out, errs bytes.Buffer
+	err := runPublish(t.Context(), &out, &errs, []string{"-C", t.TempDir(), "-delta-from", "Not A Reference", "localhost:5000/fleet/hello:stable"})
+	var u usageError
+	if !errors.As(err, &u) || !strings.Contains(err.Error(), "-delta-from") {
+		t.Fatalf("runPublish with a bad -delta-from = %v, want a usage error naming the flag", err)
+	}
 }
