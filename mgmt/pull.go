@@ -167,6 +167,8 @@ func (a RegistryAuth) Validate() error {
 	switch {
 	case a.Registry == "" || len(a.Registry) > 255 || strings.ContainsAny(a.Registry, "/@ ") || hasControl(a.Registry):
 		return fmt.Errorf("registry auth: registry %q: want HOST or HOST:PORT: %w", a.Registry, ErrInvalid)
+	case len(a.Username) > MaxCredentialBytes || len(a.Password) > MaxCredentialBytes:
+		return fmt.Errorf("registry auth: a username or password longer than %d bytes: %w", MaxCredentialBytes, ErrInvalid)
 	case strings.Contains(a.Username, ":") || hasControl(a.Username):
 		return fmt.Errorf("registry auth: the username holds a ':' or a control character: %w", ErrInvalid)
 	case hasControl(a.Password):
@@ -176,6 +178,9 @@ func (a RegistryAuth) Validate() error {
 	}
 	return nil
 }
+
+// MaxCredentialBytes bounds a registry's username and password.
+const MaxCredentialBytes = 4096
 
 // Remove reports whether the credentials remove the registry's entry.
 func (a RegistryAuth) Remove() bool { return a.Username == "" && a.Password == "" }

@@ -2,9 +2,7 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,20 +98,9 @@ func (a *Agent) exec(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("exec: want the headers Connection: Upgrade and Upgrade: %s: %w", mgmt.ExecUpgrade, mgmt.ErrInvalid))
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, mgmt.MaxExecRequestBytes+1))
-	if err != nil {
-		a.fail(w, r, fmt.Errorf("exec: reading the request: %w: %w", err, mgmt.ErrInvalid))
-		return
-	}
-	if len(body) > mgmt.MaxExecRequestBytes {
-		a.fail(w, r, fmt.Errorf("exec: request over %d bytes: %w", mgmt.MaxExecRequestBytes, mgmt.ErrTooLarge))
-		return
-	}
 	var req mgmt.ExecRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		a.fail(w, r, fmt.Errorf("exec: request body: %w: %w", err, mgmt.ErrInvalid))
+	if err := readJSONBody(r, "exec", mgmt.MaxExecRequestBytes, &req); err != nil {
+		a.fail(w, r, err)
 		return
 	}
 	if err := req.Validate(); err != nil {

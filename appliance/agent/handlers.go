@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -364,4 +365,26 @@ func (a *Agent) sbom(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// readJSONBody decodes a JSON request body of at most limit bytes into v
+// strictly: known fields, one value, nothing after it. Errors wrap
+// mgmt.ErrTooLarge or mgmt.ErrInvalid and start with what.
+func readJSONBody(r *http.Request, what string, limit int, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err != nil {
+		return fmt.Errorf("%s: reading the request: %w: %w", what, err, mgmt.ErrInvalid)
+	}
+	if len(body) > limit {
+		return fmt.Errorf("%s: request over %d bytes: %w", what, limit, mgmt.ErrTooLarge)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s: request body: %w: %w", what, err, mgmt.ErrInvalid)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%s: request body: data after the JSON object at offset %d: %w", what, dec.InputOffset(), mgmt.ErrInvalid)
+	}
+	return nil
 }

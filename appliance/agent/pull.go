@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/ingotdev/ingot/mgmt"
@@ -27,34 +24,13 @@ func (a *Agent) signedOnly(w http.ResponseWriter, r *http.Request, what string) 
 	return true
 }
 
-// readPullBody decodes a JSON body of at most mgmt.MaxPullBodyBytes into
-// v strictly: known fields, one value, nothing after it.
-func readPullBody(r *http.Request, what string, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, mgmt.MaxPullBodyBytes+1))
-	if err != nil {
-		return fmt.Errorf("%s: reading the request: %w: %w", what, err, mgmt.ErrInvalid)
-	}
-	if len(body) > mgmt.MaxPullBodyBytes {
-		return fmt.Errorf("%s: request over %d bytes: %w", what, mgmt.MaxPullBodyBytes, mgmt.ErrTooLarge)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s: request body: %w: %w", what, err, mgmt.ErrInvalid)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%s: request body: data after the JSON object at offset %d: %w", what, dec.InputOffset(), mgmt.ErrInvalid)
-	}
-	return nil
-}
-
 func (a *Agent) pull(w http.ResponseWriter, r *http.Request) {
 	if a.deps.Puller == nil {
 		a.fail(w, r, unsupported("pull (the image has no release keys, update.keys)"))
 		return
 	}
 	var req mgmt.PullRequest
-	if err := readPullBody(r, "pull", &req); err != nil {
+	if err := readJSONBody(r, "pull", mgmt.MaxPullBodyBytes, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -79,7 +55,7 @@ func (a *Agent) registryAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var auth mgmt.RegistryAuth
-	if err := readPullBody(r, "registry auth", &auth); err != nil {
+	if err := readJSONBody(r, "registry auth", mgmt.MaxPullBodyBytes, &auth); err != nil {
 		a.fail(w, r, err)
 		return
 	}

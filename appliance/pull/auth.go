@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -17,9 +16,6 @@ import (
 // credentials are the registry credentials kept in authFile, by registry.
 type credentials map[string]authn.Basic
 
-// maxCredentialBytes bounds each of a registry's name, user and password.
-const maxCredentialBytes = 4096
-
 // SetRegistryAuth stores (or, with an empty user and password, removes)
 // the credentials of one registry in the state directory, readable by
 // root only. Pulls use them for basic authentication and for the
@@ -28,12 +24,11 @@ func (p *Puller) SetRegistryAuth(ctx context.Context, a mgmt.RegistryAuth) error
 	if p.cfg.StateDir == "" {
 		return fmt.Errorf("pull: registry credentials: no perm partition to keep them on: %w", mgmt.ErrConflict)
 	}
-	reg, err := name.NewRegistry(a.Registry, name.StrictValidation)
-	if err != nil || a.Registry != reg.RegistryStr() {
-		return fmt.Errorf("pull: registry %q: want a host[:port]: %w", a.Registry, mgmt.ErrInvalid)
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("pull: %w", err)
 	}
-	if len(a.Username) > maxCredentialBytes || len(a.Password) > maxCredentialBytes || strings.ContainsAny(a.Username, ":\n") {
-		return fmt.Errorf("pull: registry %s: user or password too long, or a user with ':': %w", a.Registry, mgmt.ErrInvalid)
+	if reg, err := name.NewRegistry(a.Registry, name.StrictValidation); err != nil || a.Registry != reg.RegistryStr() {
+		return fmt.Errorf("pull: registry %q: want a host[:port]: %w", a.Registry, mgmt.ErrInvalid)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -41,7 +36,7 @@ func (p *Puller) SetRegistryAuth(ctx context.Context, a mgmt.RegistryAuth) error
 	if err != nil {
 		return err
 	}
-	if a.Username == "" && a.Password == "" {
+	if a.Remove() {
 		delete(creds, a.Registry)
 	} else {
 		creds[a.Registry] = authn.Basic{Username: a.Username, Password: a.Password}
@@ -49,7 +44,7 @@ func (p *Puller) SetRegistryAuth(ctx context.Context, a mgmt.RegistryAuth) error
 	if err := writeJSON(p.cfg.StateDir, authFile, creds, 0o600); err != nil {
 		return err
 	}
-	p.cfg.Logf("pull: credentials of registry %s %s", a.Registry, map[bool]string{true: "removed", false: "stored"}[a.Username == "" && a.Password == ""])
+	p.cfg.Logf("pull: credentials of registry %s %s", a.Registry, map[bool]string{true: "removed", false: "stored"}[a.Remove()])
 	return nil
 }
 

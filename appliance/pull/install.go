@@ -357,7 +357,7 @@ func (p *Puller) writePieces(ctx context.Context, r *release.Release, plan *rele
 				return err
 			}
 			res.BytesReused += pc.Size
-		case !pc.Compressed && pc.Size > maxBufferedPiece:
+		case !pc.Compressed() && pc.Size > maxBufferedPiece:
 			if err := p.stream(ctx, r, pc, w); err != nil {
 				return err
 			}
@@ -430,7 +430,7 @@ func (p *Puller) download(ctx context.Context, r *release.Release, plan *release
 		}
 		p.cfg.Logf("pull: patch of the chunk at %d: %v; fetching the chunk", pc.Offset, err)
 	}
-	if !pc.Compressed {
+	if !pc.Compressed() {
 		if err := p.fetch(ctx, r, pc.Blob, buf); err != nil {
 			return wire, false, err
 		}

@@ -47,6 +47,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ingotdev/ingot/internal/vmtest"
+
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/hypervisor/qemu"
@@ -111,8 +113,8 @@ func run() error {
 	if *verbose {
 		o.console = os.Stderr
 	}
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		return errors.New("INGOT_KERNEL_DEB is not set: export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make setup downloads it)")
+	if _, err := vmtest.KernelDeb("amd64"); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -57,7 +57,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -118,26 +117,16 @@ type delta struct {
 func (d delta) ratio() float64 { return float64(d.fetched) / float64(d.root) }
 
 func run(ctx context.Context, verbose, keep bool) error {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		return errors.New("INGOT_KERNEL_DEB is not set: export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make setup downloads it)")
-	}
-	tmp, err := os.MkdirTemp("", "ingot-bench-delta-")
+	ws, cleanup, err := pullrig.NewWorkspace("delta", keep, logf)
 	if err != nil {
 		return err
 	}
-	if keep {
-		logf("work directory: %s", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
-	ws := &pullrig.Workspace{Dir: tmp, App: filepath.Join(tmp, "hello"), Logf: logf}
+	defer cleanup()
+	tmp := ws.Dir
 	var devLog func(string, ...any)
 	if verbose {
 		ws.Progress = os.Stderr
 		devLog = logf
-	}
-	if err := pullrig.CopyHello(ws.App); err != nil {
-		return err
 	}
 	rel1, err := ws.Build(ctx, 1)
 	if err != nil {

@@ -41,7 +41,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -95,24 +94,14 @@ func main() {
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
 func run(ctx context.Context, n, concurrency int, verbose, keep bool, cpuProfile string) error {
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		return errors.New("INGOT_KERNEL_DEB is not set: export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make setup downloads it)")
-	}
-	tmp, err := os.MkdirTemp("", "ingot-bench-fleet-")
+	ws, cleanup, err := pullrig.NewWorkspace("fleet", keep, logf)
 	if err != nil {
 		return err
 	}
-	if keep {
-		logf("work directory: %s", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
-	ws := &pullrig.Workspace{Dir: tmp, App: filepath.Join(tmp, "hello"), Logf: logf}
+	defer cleanup()
+	tmp := ws.Dir
 	if verbose {
 		ws.Progress = os.Stderr
-	}
-	if err := pullrig.CopyHello(ws.App); err != nil {
-		return err
 	}
 	rel1, err := ws.Build(ctx, 1)
 	if err != nil {

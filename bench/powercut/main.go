@@ -33,7 +33,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,6 +40,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/internal/powercut"
@@ -96,8 +97,8 @@ func run() error {
 	if *trials < 1 {
 		return fmt.Errorf("-trials %d: want at least 1", *trials)
 	}
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		return errors.New("INGOT_KERNEL_DEB is not set: export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make setup downloads it)")
+	if _, err := vmtest.KernelDeb("amd64"); err != nil {
+		return err
 	}
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {

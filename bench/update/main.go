@@ -18,7 +18,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,6 +29,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ingotdev/ingot/internal/vmtest"
 
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
@@ -63,8 +64,8 @@ func run() error {
 	rawRuns := flag.Int("raw-runs", 3, "echo transfers measured (the median counts)")
 	verbose := flag.Bool("v", false, "print the guests' consoles")
 	flag.Parse()
-	if os.Getenv("INGOT_KERNEL_DEB") == "" {
-		return errors.New("INGOT_KERNEL_DEB is not set: export INGOT_KERNEL_DEB=.cache/kernels/linux-image-cloud-amd64.deb (make setup downloads it)")
+	if _, err := vmtest.KernelDeb("amd64"); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt/publish"
 )
 
@@ -106,6 +107,31 @@ type Workspace struct {
 	Progress io.Writer
 	// Logf reports each build and publish in one line; nil: silent.
 	Logf func(format string, args ...any)
+}
+
+// NewWorkspace checks that the environment names the amd64 kernel, makes
+// a temporary work directory for bench name with a CopyHello copy in it
+// (App) and returns it with the function that removes it; with keep the
+// directory stays and its path is logged.
+func NewWorkspace(name string, keep bool, logf func(format string, args ...any)) (*Workspace, func(), error) {
+	if _, err := vmtest.KernelDeb("amd64"); err != nil {
+		return nil, nil, err
+	}
+	tmp, err := os.MkdirTemp("", "ingot-bench-"+name+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(tmp) }
+	if keep {
+		logf("work directory: %s", tmp)
+		cleanup = func() {}
+	}
+	w := &Workspace{Dir: tmp, App: filepath.Join(tmp, "hello"), Logf: logf}
+	if err := CopyHello(w.App); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return w, cleanup, nil
 }
 
 func (w *Workspace) progress() io.Writer {

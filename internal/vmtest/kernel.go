@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"fmt"
 	"os"
 	"testing"
 )
@@ -11,14 +12,23 @@ import (
 // `make test` sets both. A test without its kernel fails: it never skips.
 func Kernel(t testing.TB, arch string) string {
 	t.Helper()
+	p, err := KernelDeb(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// KernelDeb is Kernel for programs that are not tests (the benches): the
+// package, or an error saying which variable to set.
+func KernelDeb(arch string) (string, error) {
 	switch arch {
 	case "amd64":
-		return debFromEnv(t, "INGOT_KERNEL_DEB", ".cache/kernels/linux-image-cloud-amd64.deb")
+		return debPath("INGOT_KERNEL_DEB", ".cache/kernels/linux-image-cloud-amd64.deb")
 	case "arm64":
-		return debFromEnv(t, "INGOT_KERNEL_DEB_ARM64", ".cache/kernels/linux-image-cloud-arm64.deb")
+		return debPath("INGOT_KERNEL_DEB_ARM64", ".cache/kernels/linux-image-cloud-arm64.deb")
 	}
-	t.Fatalf("vmtest: no kernel for arch %q: want amd64 or arm64", arch)
-	return ""
+	return "", fmt.Errorf("vmtest: no kernel for arch %q: want amd64 or arm64", arch)
 }
 
 // BusyboxARM64 returns Debian's busybox-static package for arm64, which
@@ -40,12 +50,20 @@ func WiFiFirmware(t testing.TB) string {
 // `make setup` puts it.
 func debFromEnv(t testing.TB, env, cached string) string {
 	t.Helper()
-	p := os.Getenv(env)
-	if p == "" {
-		t.Fatalf("vmtest: %s is not set: run `make setup` and set it to %s (make test does)", env, cached)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("vmtest: %s names a missing package: %v: run `make setup` (make test sets it to %s)", env, err, cached)
+	p, err := debPath(env, cached)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
+}
+
+func debPath(env, cached string) (string, error) {
+	p := os.Getenv(env)
+	if p == "" {
+		return "", fmt.Errorf("vmtest: %s is not set: run `make setup` and set it to %s (make test does)", env, cached)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("vmtest: %s names a missing package: %v: run `make setup` (make test sets it to %s)", env, err, cached)
+	}
+	return p, nil
 }

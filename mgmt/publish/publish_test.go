@@ -284,7 +284,7 @@ func readRoot(t *testing.T, rel *release.Release, tt *release.Target) []byte {
 	}
 	var root []byte
 	for i, p := range plan.Pieces {
-		if p.Offset != int64(len(root)) || !p.Compressed || p.Blob.MediaType != release.ChunkMediaType {
+		if p.Offset != int64(len(root)) || !p.Compressed() || p.Blob.MediaType != release.ChunkMediaType {
 			t.Fatalf("piece %d: %+v after %d bytes", i, p, len(root))
 		}
 		b, err := rel.ReadPiece(p)

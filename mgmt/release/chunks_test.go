@@ -52,7 +52,7 @@ func TestChunkPlan(t *testing.T) {
 	for i, p := range plan.Pieces {
 		c := ix.Chunks[i]
 		if p.Offset != off || p.Size != c.Size || p.Digest != c.Digest || p.Blob.Digest != c.Blob || p.Blob.Size != c.BlobSize ||
-			p.Blob.MediaType != ChunkMediaType || !p.Compressed {
+			p.Blob.MediaType != ChunkMediaType || !p.Compressed() {
 			t.Errorf("piece %d: %+v", i, p)
 		}
 		if (p.Patch != nil) != (i == 3) || i == 3 && (p.Patch.Blob.Digest != c.Patch.Blob || p.Patch.DictOffset != 1000 || p.Patch.DictSize != 5000) {

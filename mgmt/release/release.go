@@ -197,16 +197,19 @@ type RootPlan struct {
 }
 
 // Piece is one part of a root: Size bytes at Offset with SHA-256 Digest,
-// stored in the registry as Blob: zstd-compressed when Compressed
-// (DecodeChunk), else as is. Patch, when set, is the piece encoded
-// against a range of RootPlan.Base.
+// stored in the registry as Blob: zstd-compressed when it is a chunk
+// layer (Compressed, DecodeChunk), else as is. Patch, when set, is the
+// piece encoded against a range of RootPlan.Base.
 type Piece struct {
 	Offset, Size int64
 	Digest       v1.Hash
 	Blob         v1.Descriptor
-	Compressed   bool
 	Patch        *PiecePatch
 }
+
+// Compressed reports whether the piece's blob is a zstd-compressed chunk
+// (a chunk layer) rather than the bytes themselves (a root layer).
+func (p Piece) Compressed() bool { return p.Blob.MediaType == ChunkMediaType }
 
 // PiecePatch is a piece as a PatchMediaType blob, decoded with bytes
 // [DictOffset, DictOffset+DictSize) of the base root as dictionary.

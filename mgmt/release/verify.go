@@ -417,7 +417,7 @@ func (r *Release) VerifyBlobs(t *Target) (int64, error) {
 	}
 	root := sha256.New()
 	for _, p := range plan.Pieces {
-		if !p.Compressed {
+		if !p.Compressed() {
 			if err := read(p.Blob, root); err != nil {
 				return total, err
 			}
@@ -554,7 +554,7 @@ func chunkPlan(raw []byte, layers, patchLayers map[v1.Hash]v1.Descriptor) (*Root
 			return nil, fmt.Errorf("chunks[%d] (%s): blob size %d, its layer says %d", i, c.Digest, c.BlobSize, l.Size)
 		}
 		used[c.Blob] = true
-		pc := Piece{Offset: off, Size: c.Size, Digest: c.Digest, Blob: l, Compressed: true}
+		pc := Piece{Offset: off, Size: c.Size, Digest: c.Digest, Blob: l}
 		if p := c.Patch; p != nil {
 			switch {
 			case ix.Base == nil:
@@ -600,7 +600,7 @@ func chunkPlan(raw []byte, layers, patchLayers map[v1.Hash]v1.Descriptor) (*Root
 // piece's bytes, checked against its size and digest (the blob against
 // its own digest first).
 func (r *Release) ReadPiece(p Piece) ([]byte, error) {
-	if !p.Compressed {
+	if !p.Compressed() {
 		return nil, fmt.Errorf("release: piece at %d is not a chunk blob", p.Offset)
 	}
 	blob, err := r.readBlob(p.Blob, maxBlobBytes(p.Size))
@@ -638,7 +638,7 @@ func (r *Release) RootBytes(t *Target) ([]byte, error) {
 	out := make([]byte, 0, plan.Size)
 	for _, p := range plan.Pieces {
 		var b []byte
-		if p.Compressed {
+		if p.Compressed() {
 			b, err = r.ReadPiece(p)
 		} else {
 			b, err = r.readBlob(p.Blob, plan.Size)
