@@ -55,8 +55,6 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"os"
@@ -65,7 +63,6 @@ import (
 
 	"github.com/ingotdev/ingot/builder/config"
 	"github.com/ingotdev/ingot/internal/pullrig"
-	"github.com/ingotdev/ingot/internal/regtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -152,26 +149,14 @@ func run(ctx context.Context, verbose, keep bool) error {
 		}
 	}
 
-	reg, err := regtest.Launch(ctx, filepath.Join(tmp, "registry"))
+	// Each later release carries patches against release 1, what the
+	// devices run.
+	reg, key, err := ws.PublishReleases(ctx, repository, []pullrig.Release{rel1, changes[0].rel, changes[1].rel, changes[2].rel})
 	if err != nil {
 		return err
 	}
 	defer reg.Stop()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	for i, r := range []pullrig.Release{rel1, changes[0].rel, changes[1].rel, changes[2].rel} {
-		// Each later release carries patches against release 1, what the
-		// appliance runs.
-		base := ""
-		if i > 0 {
-			base = fmt.Sprint(rel1.Number)
-		}
-		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key, base); err != nil {
-			return err
-		}
-	}
+
 	proxy, err := pullrig.StartCountingProxy(reg.Host)
 	if err != nil {
 		return err

@@ -39,8 +39,6 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"os"
@@ -54,7 +52,6 @@ import (
 	"time"
 
 	"github.com/ingotdev/ingot/internal/pullrig"
-	"github.com/ingotdev/ingot/internal/regtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -115,24 +112,13 @@ func run(ctx context.Context, n, concurrency int, verbose, keep bool, cpuProfile
 		return err
 	}
 
-	reg, err := regtest.Launch(ctx, filepath.Join(tmp, "registry"))
+	// Each later release carries patches against release 1, what the
+	// devices run.
+	reg, key, err := ws.PublishReleases(ctx, repository, []pullrig.Release{rel1, rel2})
 	if err != nil {
 		return err
 	}
 	defer reg.Stop()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	for i, r := range []pullrig.Release{rel1, rel2} {
-		base := ""
-		if i > 0 {
-			base = fmt.Sprint(rel1.Number) // patches against what the fleet runs
-		}
-		if _, err := ws.Publish(ctx, reg.Host, repository, fmt.Sprint(r.Number), r, key, base); err != nil {
-			return err
-		}
-	}
 
 	proxy, err := pullrig.StartCountingProxy(reg.Host)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/ingotdev/ingot/builder/assemble"
 	"github.com/ingotdev/ingot/builder/config"
+	"github.com/ingotdev/ingot/internal/regtest"
 	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt/publish"
 )
@@ -190,4 +193,32 @@ func (w *Workspace) Publish(ctx context.Context, host, repo, tag string, r Relea
 	w.logf("published %s as %s in %s: %d bytes of blobs, %d uploaded", r.Image, res.Ref,
 		time.Since(start).Round(time.Millisecond), res.Bytes, res.BytesUploaded)
 	return res, nil
+}
+
+// PublishReleases starts a docker-registry with its storage in the
+// workspace and publishes rels to host/repo, each under its release number
+// as tag, signed with a new key; every release after the first carries
+// patches against the first (what the benches' devices run). The caller
+// stops the registry.
+func (w *Workspace) PublishReleases(ctx context.Context, repo string, rels []Release) (*regtest.Registry, *ecdsa.PrivateKey, error) {
+	reg, err := regtest.Launch(ctx, filepath.Join(w.Dir, "registry"))
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		reg.Stop()
+		return nil, nil, fmt.Errorf("pullrig: %w", err)
+	}
+	for i, r := range rels {
+		base := ""
+		if i > 0 {
+			base = fmt.Sprint(rels[0].Number)
+		}
+		if _, err := w.Publish(ctx, reg.Host, repo, fmt.Sprint(r.Number), r, key, base); err != nil {
+			reg.Stop()
+			return nil, nil, err
+		}
+	}
+	return reg, key, nil
 }
