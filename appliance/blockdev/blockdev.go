@@ -35,6 +35,7 @@ type Partition struct {
 type Finder struct {
 	sysDir, devDir string
 	poll           time.Duration
+	beforeScan     func()
 }
 
 // Option configures a Finder.
@@ -50,6 +51,10 @@ func WithDevDir(dir string) Option { return func(f *Finder) { f.devDir = dir } }
 // WithPollInterval sets how often Find looks again while the partition is
 // missing (default 20 ms; disks appear while drivers probe).
 func WithPollInterval(d time.Duration) Option { return func(f *Finder) { f.poll = d } }
+
+// WithBeforeScan has Find call fn before each look through the disks,
+// for instance to load the drivers of devices that appeared meanwhile.
+func WithBeforeScan(fn func()) Option { return func(f *Finder) { f.beforeScan = fn } }
 
 // New returns a Finder.
 func New(opts ...Option) *Finder {
@@ -71,6 +76,9 @@ func (f *Finder) Find(ctx context.Context, g gpt.GUID) (Partition, error) {
 	noMatch := map[string]bool{}
 	var lastErrs []error
 	for {
+		if f.beforeScan != nil {
+			f.beforeScan()
+		}
 		p, found, errs := f.scan(g, noMatch)
 		if found {
 			return p, nil

@@ -130,6 +130,25 @@ func TestFindWaitsForPartitionNode(t *testing.T) {
 	}
 }
 
+// TestFindBeforeScan: the hook runs before each look, so a disk whose
+// driver it loads is found on the next one.
+func TestFindBeforeScan(t *testing.T) {
+	m := newFakeMachine(t)
+	calls := 0
+	f := New(WithSysDir(m.sys), WithDevDir(m.dev), WithPollInterval(time.Millisecond), WithBeforeScan(func() {
+		calls++
+		if calls == 3 {
+			m.addDisk(t, "sda", "", parts("boot", "root-a"), true)
+		}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := f.Find(ctx, gpt.GUIDFromName("part", "root-a"))
+	if err != nil || got.Device != filepath.Join(m.dev, "sda2") || calls != 3 {
+		t.Errorf("Find(root-a) = %+v, %v after %d hook calls, want /dev/sda2 after 3", got, err, calls)
+	}
+}
+
 func TestFindTimeout(t *testing.T) {
 	m := newFakeMachine(t)
 	m.addDisk(t, "vda", "", parts("boot"), true)

@@ -84,7 +84,8 @@ type Config struct {
 	// Logf reports what the puller does.
 	Logf func(format string, args ...any)
 	// Transport reaches the registry (default: a clone of
-	// http.DefaultTransport).
+	// http.DefaultTransport trusting Mozilla's CA roots, see
+	// bundleTransport).
 	Transport http.RoundTripper
 	// RebootDelay is how long PullNow's caller has to receive its answer
 	// before the appliance reboots (default 1 s).
@@ -137,7 +138,7 @@ func New(cfg Config) (*Puller, error) {
 		}
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		cfg.Transport = &bundleTransport{}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -1,6 +1,7 @@
 // Package stage0 is ingot-init's first life, as PID 1 in the initramfs: it
 // mounts /proc, /sys and /dev, loads the kernel modules the initramfs
-// carries (in the order /etc/ingot/stage0.json gives), finds the root slot
+// carries (in the order /etc/ingot/stage0.json gives; the drivers of other
+// clouds only for the devices present, see kmod.OnDemand), finds the root slot
 // by the GPT partition GUID in ingot.root=PARTUUID=..., mounts its squashfs
 // read-only, nosuid and nodev, switches root to it and executes its /init
 // (stage1) in place.
@@ -39,6 +40,11 @@ const (
 	// rootWait bounds the wait for the root disk to appear after the
 	// drivers load; virtio disks take milliseconds, USB disks seconds.
 	rootWait = 10 * time.Second
+	// onDemandGrace is how long after stage0 starts the drivers loaded
+	// on demand wait for their devices: if the root disk has not
+	// appeared by then, stage0 loads all of them, in case the disk's
+	// driver matches no device alias (a module loads in milliseconds).
+	onDemandGrace = 2 * time.Second
 	// fatalDelay leaves the message on screen before the power goes off.
 	fatalDelay = 5 * time.Second
 )
@@ -81,10 +87,26 @@ func run(log logger, start time.Time) error {
 		b, _ := os.ReadFile(cmdline.ProcPath)
 		return fmt.Errorf("no ingot.root=PARTUUID=<guid> on the kernel command line %q", strings.TrimSpace(string(b)))
 	}
-	modErrs := loadModules(log, cfg.Modules)
+	modErrs := loadModules(log, alwaysLoaded(cfg))
+	onDemand := kmod.NewOnDemand(cfg.Modules, cfg.OnDemand)
+	loadDemanded := func() {
+		loaded, errs := onDemand.LoadMatching()
+		if onDemand.Pending() > 0 && time.Since(start) > onDemandGrace {
+			log.Printf("root not found after %s: loading the other %d on-demand drivers", onDemandGrace, onDemand.Pending())
+			more, moreErrs := onDemand.LoadRest()
+			loaded, errs = append(loaded, more...), append(errs, moreErrs...)
+		}
+		for _, l := range loaded {
+			log.Printf("%s", l)
+		}
+		for _, err := range errs {
+			log.Printf("%v", err)
+		}
+		modErrs = append(modErrs, errs...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), rootWait)
 	defer cancel()
-	part, err := blockdev.New().Find(ctx, params.Root)
+	part, err := blockdev.New(blockdev.WithBeforeScan(loadDemanded)).Find(ctx, params.Root)
 	if err != nil {
 		if len(modErrs) > 0 {
 			err = fmt.Errorf("%w\n(modules that failed to load: %w)", err, errors.Join(modErrs...))
@@ -122,6 +144,18 @@ func mountRoot(mount mountFunc, device string) error {
 		return fmt.Errorf("mount %s (squashfs) on %s: %w", device, newRoot, err)
 	}
 	return nil
+}
+
+// alwaysLoaded returns the modules of cfg that every boot loads (those
+// not loaded on demand), in order.
+func alwaysLoaded(cfg spec.Stage0) []string {
+	var out []string
+	for _, m := range cfg.Modules {
+		if _, ok := cfg.OnDemand[m]; !ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // loadModules loads each module in order. Failures are logged and

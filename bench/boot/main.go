@@ -5,7 +5,10 @@
 // that powers off at once. Run it from the repository root:
 // go run ./bench/boot [-accel tcg]
 //
-// Its last line is: RESULT boot ready_s=… uefi_ready_s=… floor_s=… ratio=…
+// It then searches for the smallest guest memory (-m, in steps of
+// -mem-step MiB) with which hello still answers through the direct boot.
+//
+// Its last line is: RESULT boot ready_s=… uefi_ready_s=… floor_s=… ratio=… min_memory_mib=…
 // (ratio is ready_s / floor_s).
 package main
 
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ingotdev/ingot/builder/assemble"
@@ -35,14 +39,15 @@ func main() {
 	dir := flag.String("C", "examples/hello", "appliance directory")
 	accelFlag := flag.String("accel", "tcg", "accelerator for both measurements: tcg, kvm or auto")
 	runs := flag.Int("runs", 3, "boots per measurement; the median is reported")
+	memStep := flag.Int("mem-step", 8, "resolution of the smallest-memory search, MiB (0: no search)")
 	flag.Parse()
-	if err := run(*dir, *accelFlag, *runs); err != nil {
+	if err := run(*dir, *accelFlag, *runs, *memStep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/boot:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, accelFlag string, runs int) error {
+func run(dir, accelFlag string, runs, memStep int) error {
 	ctx := context.Background()
 	accel, err := qemu.ParseAccel(accelFlag)
 	if err != nil {
@@ -63,7 +68,7 @@ func run(dir, accelFlag string, runs int) error {
 	}
 	var ready, uefiReady, floor []time.Duration
 	for i := 0; i < runs; i++ {
-		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run"), accel, vm.FirmwareDirect)
+		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run"), accel, vm.FirmwareDirect, defaultMemoryMiB)
 		if err != nil {
 			return err
 		}
@@ -71,7 +76,7 @@ func run(dir, accelFlag string, runs int) error {
 		fmt.Printf("ready %d: %.2fs\n", i+1, d.Seconds())
 	}
 	for i := 0; i < runs; i++ {
-		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run-uefi"), accel, vm.FirmwareUEFI)
+		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run-uefi"), accel, vm.FirmwareUEFI, defaultMemoryMiB)
 		if err != nil {
 			return err
 		}
@@ -94,9 +99,55 @@ func run(dir, accelFlag string, runs int) error {
 		floor = append(floor, d)
 		fmt.Printf("floor %d: %.2fs\n", i+1, d.Seconds())
 	}
+	minMiB := 0
+	if memStep > 0 {
+		if minMiB, err = smallestMemory(ctx, img, tmp, accel, memStep); err != nil {
+			return err
+		}
+	}
 	r, u, f := median(ready), median(uefiReady), median(floor)
-	fmt.Printf("RESULT boot ready_s=%.2f uefi_ready_s=%.2f floor_s=%.2f ratio=%.2f\n", r.Seconds(), u.Seconds(), f.Seconds(), r.Seconds()/f.Seconds())
+	fmt.Printf("RESULT boot ready_s=%.2f uefi_ready_s=%.2f floor_s=%.2f ratio=%.2f min_memory_mib=%d\n", r.Seconds(), u.Seconds(), f.Seconds(), r.Seconds()/f.Seconds(), minMiB)
 	return nil
+}
+
+// defaultMemoryMiB is the guest memory of the timed boots.
+const defaultMemoryMiB = 512
+
+// smallestMemory bisects between a guest too small for any Linux kernel
+// and defaultMemoryMiB, in steps of step MiB, for the smallest memory
+// with which hello answers: a guest that resets, panics, loops or stays
+// silent for memoryBootLimit counts as not serving (ingot run stops on
+// a reset loop by itself).
+func smallestMemory(ctx context.Context, img, tmp string, accel qemu.Accel, step int) (int, error) {
+	lo, hi := 32, defaultMemoryMiB // lo does not serve; hi does
+	for hi-lo > step {
+		mid := (lo + hi) / 2 / step * step
+		if mid <= lo {
+			mid = lo + step
+		}
+		ctx, cancel := context.WithTimeout(ctx, memoryBootLimit)
+		d, err := bootToHTTP(ctx, img, filepath.Join(tmp, "run-mem"), accel, vm.FirmwareDirect, mid)
+		cancel()
+		if err != nil {
+			fmt.Printf("memory %d MiB: does not serve: %v\n", mid, firstLine(err))
+			lo = mid
+			continue
+		}
+		fmt.Printf("memory %d MiB: serves after %.2fs\n", mid, d.Seconds())
+		hi = mid
+	}
+	return hi, nil
+}
+
+// memoryBootLimit bounds one boot of the memory search.
+const memoryBootLimit = 90 * time.Second
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -122,7 +173,7 @@ func freePort() (int, error) {
 
 // bootToHTTP boots the image with firmware (vm.Config.Firmware) and
 // returns the time from start to the first HTTP 200 from the hello service.
-func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel, firmware string) (time.Duration, error) {
+func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel, firmware string, memoryMiB int) (time.Duration, error) {
 	port, err := freePort()
 	if err != nil {
 		return 0, err
@@ -131,7 +182,7 @@ func bootToHTTP(ctx context.Context, img, runDir string, accel qemu.Accel, firmw
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- vm.Run(ctx, vm.Config{Image: img, RunDir: runDir, Accel: accel, MemoryMiB: 512,
+		done <- vm.Run(ctx, vm.Config{Image: img, RunDir: runDir, Accel: accel, MemoryMiB: memoryMiB,
 			Forwards: []qemu.Forward{{Proto: "tcp", HostPort: port, GuestPort: 8080}}, Vsock: vm.VsockNone, Firmware: firmware})
 	}()
 	defer func() {

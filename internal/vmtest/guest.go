@@ -106,7 +106,7 @@ func BuildGuest(ctx context.Context, deb, arch, dir string, opts ...GuestOption)
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}
-	tree, err := initramfs.Tree(k, g.Modules, rootfs.HostFile(g.Init), fi.Size(), guestModTime)
+	tree, err := initramfs.Tree(k, g.Modules, nil, rootfs.HostFile(g.Init), fi.Size(), guestModTime)
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}

@@ -1,7 +1,7 @@
 // Package initramfs lays out the stage0 initramfs of an ingot VM as a
 // rootfs.Tree: ingot-init as /init, the kernel modules stage0 loads before it
-// can reach the root disk, and /etc/ingot/stage0.json naming them in load
-// order. packer/cpio turns the tree into the archive the kernel unpacks.
+// can reach the root disk, and /etc/ingot/stage0.json (spec.Stage0) naming
+// them in load order and saying which load only for their devices. packer/cpio turns the tree into the archive the kernel unpacks.
 package initramfs
 
 import (
@@ -16,7 +16,7 @@ import (
 // Paths inside the initramfs that stage0 relies on.
 const (
 	InitPath   = "/init"
-	ConfigPath = "/etc/ingot/stage0.json"
+	ConfigPath = spec.Stage0Path
 	// ModulesDir is where the modules of a kernel version live, as on any
 	// Linux system: ModulesDir + "/" + version + "/" + Module.Path.
 	ModulesDir = spec.ModulesDir
@@ -30,18 +30,13 @@ const (
 	consoleMinor = 1
 )
 
-// Config is the content of ConfigPath: what stage0 does before switching
-// root. The guest decodes the same JSON without importing this package.
-type Config struct {
-	// Modules are absolute paths of the modules to load, in order.
-	Modules []string `json:"modules"`
-}
-
 // Tree returns the initramfs for kernel k: init (initSize bytes, mode 0755)
 // as /init, each of mods at /lib/modules/<k.Version>/<Path> in the given
 // order, which must be a load order such as k.Closure returns, and the
-// Config listing them. Every entry is owned by root and dated modTime.
-func Tree(k *kernel.Kernel, mods []*kernel.Module, init rootfs.Content, initSize int64, modTime int64) (*rootfs.Tree, error) {
+// spec.Stage0 listing them, with onDemand (module name → device alias
+// patterns, as k.Triggers returns; nil: every module loads on every boot)
+// as its OnDemand. Every entry is owned by root and dated modTime.
+func Tree(k *kernel.Kernel, mods []*kernel.Module, onDemand map[string][]string, init rootfs.Content, initSize int64, modTime int64) (*rootfs.Tree, error) {
 	if err := rootfs.ValidName(k.Version); err != nil {
 		return nil, fmt.Errorf("initramfs: kernel version %q: %w", k.Version, err)
 	}
@@ -76,7 +71,8 @@ func Tree(k *kernel.Kernel, mods []*kernel.Module, init rootfs.Content, initSize
 	if err := add(InitPath, rootfs.Entry{Kind: rootfs.KindFile, Mode: 0o755, Size: initSize, Content: init}); err != nil {
 		return nil, err
 	}
-	cfg := Config{Modules: []string{}}
+	cfg := spec.Stage0{Modules: []string{}}
+	named := map[string]bool{}
 	for i, m := range mods {
 		if m.Data == nil {
 			return nil, fmt.Errorf("initramfs: module %d %q (%s): no data", i, m.Name, m.Path)
@@ -90,6 +86,18 @@ func Tree(k *kernel.Kernel, mods []*kernel.Module, init rootfs.Content, initSize
 			return nil, err
 		}
 		cfg.Modules = append(cfg.Modules, p)
+		named[m.Name] = true
+		if patterns, ok := onDemand[m.Name]; ok {
+			if cfg.OnDemand == nil {
+				cfg.OnDemand = map[string][]string{}
+			}
+			cfg.OnDemand[p] = patterns
+		}
+	}
+	for name := range onDemand {
+		if !named[name] {
+			return nil, fmt.Errorf("initramfs: on-demand module %q is not among the modules", name)
+		}
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ingotdev/ingot/packer/format/spec"
 	"github.com/ingotdev/ingot/packer/kernel"
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
@@ -36,7 +37,7 @@ func readContent(t *testing.T, e rootfs.Entry) string {
 func TestTree(t *testing.T) {
 	k, mods := testKernel()
 	const modTime = 1700000000
-	tree, err := Tree(k, mods, rootfs.Bytes("#!init"), 6, modTime)
+	tree, err := Tree(k, mods, map[string][]string{"virtio_blk": {"virtio:d00000002v*"}}, rootfs.Bytes("#!init"), 6, modTime)
 	if err != nil {
 		t.Fatalf("Tree = %v", err)
 	}
@@ -70,7 +71,7 @@ func TestTree(t *testing.T) {
 		t.Errorf("Tree walk =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	cfgEntry, _ := tree.Get(ConfigPath)
-	var cfg Config
+	var cfg spec.Stage0
 	if err := json.Unmarshal([]byte(readContent(t, cfgEntry)), &cfg); err != nil {
 		t.Fatalf("%s: %v", ConfigPath, err)
 	}
@@ -80,6 +81,9 @@ func TestTree(t *testing.T) {
 	}
 	if !reflect.DeepEqual(cfg.Modules, wantMods) {
 		t.Errorf("%s modules = %q, want %q (load order)", ConfigPath, cfg.Modules, wantMods)
+	}
+	if want := map[string][]string{wantMods[1]: {"virtio:d00000002v*"}}; !reflect.DeepEqual(cfg.OnDemand, want) {
+		t.Errorf("%s on_demand = %q, want %q (by path)", ConfigPath, cfg.OnDemand, want)
 	}
 	if e, _ := tree.Get(wantMods[1]); readContent(t, e) != "blk" || e.Size != 3 {
 		t.Errorf("module file %s = %q (%d bytes), want the module's data", wantMods[1], readContent(t, e), e.Size)
@@ -91,7 +95,7 @@ func TestTree(t *testing.T) {
 		t.Errorf("/dev/console = %d:%d, want 5:1", e.DevMajor, e.DevMinor)
 	}
 
-	empty, err := Tree(k, nil, rootfs.Bytes("#!init"), 6, modTime)
+	empty, err := Tree(k, nil, nil, rootfs.Bytes("#!init"), 6, modTime)
 	if err != nil {
 		t.Fatalf("Tree(no modules) = %v", err)
 	}
@@ -105,19 +109,21 @@ func TestTreeErrors(t *testing.T) {
 	noData := &kernel.Module{Name: "x", Path: "kernel/x.ko"}
 	escape := &kernel.Module{Name: "y", Path: "../../y.ko", Data: []byte("y")}
 	for _, tc := range []struct {
-		name    string
-		version string
-		mods    []*kernel.Module
-		want    string
+		name     string
+		version  string
+		mods     []*kernel.Module
+		onDemand map[string][]string
+		want     string
 	}{
-		{"no data", k.Version, []*kernel.Module{mods[0], noData}, `initramfs: module 1 "x" (kernel/x.ko): no data`},
-		{"escaping path", k.Version, []*kernel.Module{escape}, `initramfs: module 0 "y": rootfs: path "/lib/modules/6.1.0-9-cloud-amd64/../../y.ko": component 4: name ".." is reserved`},
-		{"twice", k.Version, []*kernel.Module{mods[0], mods[0]}, `initramfs: rootfs: add "/lib/modules/6.1.0-9-cloud-amd64/kernel/drivers/virtio/virtio_ring.ko": already exists`},
-		{"no version", "", mods, `initramfs: kernel version "": empty name`},
+		{"no data", k.Version, []*kernel.Module{mods[0], noData}, nil, `initramfs: module 1 "x" (kernel/x.ko): no data`},
+		{"escaping path", k.Version, []*kernel.Module{escape}, nil, `initramfs: module 0 "y": rootfs: path "/lib/modules/6.1.0-9-cloud-amd64/../../y.ko": component 4: name ".." is reserved`},
+		{"twice", k.Version, []*kernel.Module{mods[0], mods[0]}, nil, `initramfs: rootfs: add "/lib/modules/6.1.0-9-cloud-amd64/kernel/drivers/virtio/virtio_ring.ko": already exists`},
+		{"no version", "", mods, nil, `initramfs: kernel version "": empty name`},
+		{"unknown on-demand module", k.Version, mods, map[string][]string{"vmxnet3": nil}, `initramfs: on-demand module "vmxnet3" is not among the modules`},
 	} {
 		kk := *k
 		kk.Version = tc.version
-		_, err := Tree(&kk, tc.mods, rootfs.Bytes("x"), 1, 0)
+		_, err := Tree(&kk, tc.mods, tc.onDemand, rootfs.Bytes("x"), 1, 0)
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("Tree(%s) = %v, want %q", tc.name, err, tc.want)
 		}

@@ -146,3 +146,61 @@ func (k *Kernel) Closure(names ...string) ([]*Module, error) {
 	}
 	return mods, nil
 }
+
+// Triggers returns, for each module of the load-ordered list mods (as
+// Closure returns) that the closure of always does not hold, the device
+// alias patterns that make stage0 load it: its own modinfo aliases and
+// those of every such module that depends on it, so a bus driver is
+// loaded for the devices of the drivers that need it. Modules in the
+// closure of always have no entry: they are loaded on every boot. A
+// module without any pattern maps to an empty list; stage0 loads it only
+// when the root disk does not appear.
+func (k *Kernel) Triggers(mods []*Module, always []string) (map[string][]string, error) {
+	base, err := k.Closure(always...)
+	if err != nil {
+		return nil, err
+	}
+	loaded := map[string]bool{}
+	for _, m := range base {
+		loaded[m.Name] = true
+	}
+	sets := map[string]map[string]bool{}
+	// Dependents come after their dependencies in mods: walking backwards
+	// sees every dependent of a module before the module itself.
+	for i := len(mods) - 1; i >= 0; i-- {
+		m := mods[i]
+		if loaded[m.Name] {
+			continue
+		}
+		set := sets[m.Name]
+		if set == nil {
+			set = map[string]bool{}
+			sets[m.Name] = set
+		}
+		for _, a := range m.Aliases {
+			set[a] = true
+		}
+		for _, d := range m.Depends {
+			d = normalizeName(d)
+			if loaded[d] || k.Builtin[d] {
+				continue
+			}
+			if sets[d] == nil {
+				sets[d] = map[string]bool{}
+			}
+			for a := range set {
+				sets[d][a] = true
+			}
+		}
+	}
+	out := make(map[string][]string, len(sets))
+	for name, set := range sets {
+		list := make([]string, 0, len(set))
+		for a := range set {
+			list = append(list, a)
+		}
+		sort.Strings(list)
+		out[name] = list
+	}
+	return out, nil
+}

@@ -19,11 +19,6 @@ import (
 	"github.com/ingotdev/ingot/appliance/stage0"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/packer/format/spec"
-
-	// The appliance carries no CA bundle of its own; the release puller
-	// reaches registries over HTTPS with these roots (Mozilla's, as the
-	// Go team ships them) when the system has none.
-	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 func main() {

@@ -336,6 +336,13 @@ func (n *Network) UnmarshalJSON(b []byte) error {
 type Stage0 struct {
 	// Modules are absolute paths of kernel modules, in load order.
 	Modules []string `json:"modules"`
+	// OnDemand maps those of Modules that only some machines need (the
+	// drivers of other hypervisors and clouds) to the device alias
+	// patterns (modinfo alias=, as modules.alias has them) that call for
+	// them: stage0 loads such a module only while a device in
+	// /sys/bus/*/devices has a matching modalias, or when the root disk
+	// does not appear without it. The others load on every boot.
+	OnDemand map[string][]string `json:"on_demand,omitempty"`
 }
 
 // Load reads and validates the appliance description at path.
@@ -383,9 +390,21 @@ func LoadStage0(path string) (Stage0, error) {
 	if err := decodeStrict(b, &s); err != nil {
 		return Stage0{}, fmt.Errorf("spec: %s: %w", path, err)
 	}
+	listed := map[string]bool{}
 	for i, m := range s.Modules {
 		if !isAbsClean(m) {
 			return Stage0{}, fmt.Errorf("spec: %s: modules[%d]: %q is not a clean absolute path", path, i, m)
+		}
+		listed[m] = true
+	}
+	for m, patterns := range s.OnDemand {
+		if !listed[m] {
+			return Stage0{}, fmt.Errorf("spec: %s: on_demand: %q is not one of modules", path, m)
+		}
+		for i, p := range patterns {
+			if p == "" {
+				return Stage0{}, fmt.Errorf("spec: %s: on_demand[%q][%d]: empty pattern", path, m, i)
+			}
 		}
 	}
 	return s, nil

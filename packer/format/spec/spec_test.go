@@ -249,4 +249,17 @@ func TestLoadStage0(t *testing.T) {
 	if _, err := LoadStage0(p); err == nil || !strings.Contains(err.Error(), "modules[0]") {
 		t.Errorf("LoadStage0(relative) = %v, want modules[0] error", err)
 	}
+	write(`{"modules":["/m/a.ko","/m/b.ko"],"on_demand":{"/m/b.ko":["pci:v000015ADd000007C0sv*"]}}`)
+	if s, err := LoadStage0(p); err != nil || !cmp.Equal(s.OnDemand["/m/b.ko"], []string{"pci:v000015ADd000007C0sv*"}) {
+		t.Errorf("LoadStage0(on_demand) = %+v, %v", s, err)
+	}
+	for in, want := range map[string]string{
+		`{"modules":["/m/a.ko"],"on_demand":{"/m/c.ko":["x"]}}`: `"/m/c.ko" is not one of modules`,
+		`{"modules":["/m/a.ko"],"on_demand":{"/m/a.ko":[""]}}`:  `on_demand["/m/a.ko"][0]: empty pattern`,
+	} {
+		write(in)
+		if _, err := LoadStage0(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadStage0(%s) = %v, want an error with %q", in, err, want)
+		}
+	}
 }
