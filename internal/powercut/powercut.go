@@ -397,14 +397,8 @@ type Rig struct {
 // Spans returns how long each planned phase lasted in the measured update.
 func (r *Rig) Spans() map[Phase]time.Duration { return r.spans }
 
-// Image returns the path of the rig's disk image.
-func (r *Rig) Image() string { return r.img }
-
 // Console returns the serial console of all boots so far.
 func (r *Rig) Console() string { return r.console.String() }
-
-// Running returns the greeting of the build that runs now.
-func (r *Rig) Running() string { return greeting(r.running) }
 
 // New builds the marker appliance with the first greeting, boots it,
 // waits until its service has created the marker on /perm, and measures
