@@ -137,3 +137,19 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	return nil
 }
+
+// parseArgs parses args like parseFlags and checks that want positional
+// arguments remain. wrongCount is the usage error otherwise; when it is
+// empty the error quotes the arguments that were not expected.
+func parseArgs(fs *flag.FlagSet, args []string, want int, wrongCount string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == want {
+		return nil
+	}
+	if wrongCount == "" {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	return usageError{wrongCount}
+}
