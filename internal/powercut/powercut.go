@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/powercut/marker"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/push"
 )
@@ -418,9 +418,9 @@ func New(ctx context.Context, cfg Config) (*Rig, error) {
 	if _, err := assemble.Image(ctx, app, config.TargetVMAmd64, r.img, r.cache); err != nil {
 		return nil, fmt.Errorf("powercut: build: %w", err)
 	}
-	port, err := freePort()
+	port, err := vmtest.FreeTCPPort()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("powercut: %w", err)
 	}
 	r.url = fmt.Sprintf("http://127.0.0.1:%d/", port)
 	runDir := filepath.Join(cfg.Dir, "run")
@@ -597,15 +597,6 @@ func (r *Rig) Cut(ctx context.Context, p Phase, rng *rand.Rand) (Cut, error) {
 // healthy waits until the rig's appliance is healthy (marker.Healthy).
 func (r *Rig) healthy(ctx context.Context, limit time.Duration) (mgmt.Status, string, error) {
 	return marker.Healthy(ctx, r.run.exited, r.client, r.url, limit)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("powercut: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // KeepImage copies the rig's disk image into dir (for a look with
