@@ -345,25 +345,6 @@ func (r *runner) stop() error {
 	return r.wait(killLimit)
 }
 
-// lockedBuffer collects the console; QEMU's reader writes while a caller
-// reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Config says where and how a rig runs.
 type Config struct {
 	// Dir is an empty directory the rig owns: app sources, image, caches,
@@ -389,7 +370,7 @@ type Rig struct {
 	cache   assemble.Option
 	client  *mgmt.Client
 	run     *runner
-	console *lockedBuffer
+	console *vmtest.Console
 	spans   map[Phase]time.Duration
 	running int // the build that runs, 0 or 1 (see greeting)
 }
@@ -409,7 +390,7 @@ func New(ctx context.Context, cfg Config) (*Rig, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	r := &Rig{cfg: cfg, appDir: filepath.Join(cfg.Dir, "app"), img: filepath.Join(cfg.Dir, "powercut.img"),
-		cache: assemble.WithCacheDir(filepath.Join(cfg.Dir, "cache")), console: &lockedBuffer{}}
+		cache: assemble.WithCacheDir(filepath.Join(cfg.Dir, "cache")), console: &vmtest.Console{}}
 	start := time.Now()
 	app, err := writeApp(r.appDir, greeting(0), cfg.Token)
 	if err != nil {
