@@ -153,3 +153,21 @@ func parseArgs(fs *flag.FlagSet, args []string, want int, wrongCount string) err
 	}
 	return usageError{wrongCount}
 }
+
+// parseOneArg parses args, in which flags may also follow the one
+// positional argument (ingot logs web -f), and returns that argument.
+// missing is the usage error without it; extra is parseArgs' wrongCount
+// for arguments after it.
+func parseOneArg(fs *flag.FlagSet, args []string, missing, extra string) (string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", usageError{missing}
+	}
+	arg := fs.Arg(0)
+	if err := parseArgs(fs, fs.Args()[1:], 0, extra); err != nil {
+		return "", err
+	}
+	return arg, nil
+}
