@@ -279,23 +279,12 @@ func readAPIError(resp *http.Response) error {
 	return e
 }
 
-// call runs a request with in as its JSON body (none when in is nil) and
-// decodes a JSON reply into out (when out is not nil).
-func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("mgmt: %s %s: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := c.newRequest(ctx, method, path, body)
+// call runs a request without a streamed body and decodes a JSON reply
+// into out (when out is not nil).
+func (c *Client) call(ctx context.Context, method, path string, out any) error {
+	req, err := c.newRequest(ctx, method, path, nil)
 	if err != nil {
 		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", ContentTypeJSON)
 	}
 	resp, err := c.send(req)
 	if err != nil {
@@ -344,7 +333,7 @@ const maxSBOMBytes = 64 << 20
 // Status returns the appliance's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	err := c.call(ctx, http.MethodGet, PathStatus, nil, &s)
+	err := c.call(ctx, http.MethodGet, PathStatus, &s)
 	return s, err
 }
 
@@ -358,7 +347,7 @@ func (c *Client) Service(ctx context.Context, name string, a Action) (ServiceSta
 	if name == "" || strings.ContainsAny(name, "/?#%") {
 		return s, fmt.Errorf("mgmt: service name %q is not valid", name)
 	}
-	err := c.call(ctx, http.MethodPost, ServicePath(name, a), nil, &s)
+	err := c.call(ctx, http.MethodPost, ServicePath(name, a), &s)
 	return s, err
 }
 
@@ -380,19 +369,19 @@ func (c *Client) Restart(ctx context.Context, name string) (ServiceStatus, error
 // Reboot asks the appliance to stop its services and reboot. It returns
 // once the agent accepted; the connection drops shortly after.
 func (c *Client) Reboot(ctx context.Context) error {
-	return c.call(ctx, http.MethodPost, PathReboot, nil, &Accepted{})
+	return c.call(ctx, http.MethodPost, PathReboot, &Accepted{})
 }
 
 // Poweroff asks the appliance to stop its services and power off.
 func (c *Client) Poweroff(ctx context.Context) error {
-	return c.call(ctx, http.MethodPost, PathPoweroff, nil, &Accepted{})
+	return c.call(ctx, http.MethodPost, PathPoweroff, &Accepted{})
 }
 
 // Commit makes the slot the last UpdateRoot wrote the trial slot: the next
 // boot runs it once, and it becomes active only when it proves healthy.
 func (c *Client) Commit(ctx context.Context) (SlotState, error) {
 	var s SlotState
-	err := c.call(ctx, http.MethodPost, PathCommit, nil, &s)
+	err := c.call(ctx, http.MethodPost, PathCommit, &s)
 	return s, err
 }
 
@@ -401,7 +390,7 @@ func (c *Client) Commit(ctx context.Context) (SlotState, error) {
 // the next boot; call Reboot to get there.
 func (c *Client) Rollback(ctx context.Context) (SlotState, error) {
 	var s SlotState
-	err := c.call(ctx, http.MethodPost, PathRollback, nil, &s)
+	err := c.call(ctx, http.MethodPost, PathRollback, &s)
 	return s, err
 }
 
@@ -549,7 +538,7 @@ func (c *Client) BootFiles(ctx context.Context, slot string) (BootFiles, error) 
 	if slot != "" {
 		path += "?" + url.Values{ParamSlot: {slot}}.Encode()
 	}
-	err := c.call(ctx, http.MethodGet, path, nil, &out)
+	err := c.call(ctx, http.MethodGet, path, &out)
 	return out, err
 }
 

@@ -1,7 +1,9 @@
 package mgmt
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 )
@@ -15,7 +17,7 @@ func (c *Client) Pull(ctx context.Context, req PullRequest) (PullResult, error) 
 	if err := req.Validate(); err != nil {
 		return res, fmt.Errorf("mgmt: %w", err)
 	}
-	err := c.call(ctx, http.MethodPost, PathUpdatePull, req, &res)
+	err := c.callJSON(ctx, http.MethodPost, PathUpdatePull, req, &res)
 	return res, err
 }
 
@@ -25,5 +27,25 @@ func (c *Client) SetRegistryAuth(ctx context.Context, auth RegistryAuth) error {
 	if err := auth.Validate(); err != nil {
 		return fmt.Errorf("mgmt: %w", err)
 	}
-	return c.call(ctx, http.MethodPut, PathRegistryAuth, auth, nil)
+	return c.callJSON(ctx, http.MethodPut, PathRegistryAuth, auth, nil)
+}
+
+// callJSON sends in as the JSON body of a request and decodes a JSON reply
+// into out (when out is not nil).
+func (c *Client) callJSON(ctx context.Context, method, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("mgmt: %s %s: %w", method, path, err)
+	}
+	req, err := c.newRequest(ctx, method, path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", ContentTypeJSON)
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeReply(resp, method, path, out)
 }
