@@ -38,6 +38,7 @@ type ClientOption func(*clientOptions)
 
 type clientOptions struct {
 	certSHA256 string
+	dial       func(ctx context.Context) (net.Conn, error)
 }
 
 // WithCertSHA256 pins the agent's TLS certificate for https:// targets: the
@@ -46,6 +47,13 @@ type clientOptions struct {
 // authenticates it, and an https:// target without one is refused.
 func WithCertSHA256(hexDigest string) ClientOption {
 	return func(o *clientOptions) { o.certSHA256 = strings.ToLower(strings.TrimSpace(hexDigest)) }
+}
+
+// WithDialer replaces the transport: every connection comes from dial
+// instead of the target. Tests and embedders with their own byte streams
+// use it; the target then only names the agent in errors.
+func WithDialer(dial func(ctx context.Context) (net.Conn, error)) ClientOption {
+	return func(o *clientOptions) { o.dial = dial }
 }
 
 // expectContinueWait is how long an update waits for the agent's
@@ -86,6 +94,8 @@ func NewClient(target, token string, opts ...ClientOption) (*Client, error) {
 		// Proxy stays nil: HTTP_PROXY must never see the token.
 	}
 	switch {
+	case o.dial != nil:
+		c.dial = o.dial
 	case strings.HasPrefix(target, "https://"):
 		u, err := url.Parse(target)
 		if err != nil {
