@@ -114,7 +114,7 @@ type Option func(*options)
 type options struct {
 	cacheDir    string
 	progress    io.Writer
-	debMirror   string
+	debMirror   string // tests' local mirror; empty in use
 	epoch       *int64
 	ingotSource string
 	kernelDeb   string
@@ -130,11 +130,6 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 // WithProgress makes Build write one line per step (compiles with their
 // duration) to w.
 func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
-
-// WithDebianMirror fetches pinned Debian packages (the VM kernel) from
-// the mirror whose root is url (it holds debian/ and debian-security/)
-// instead of deb.debian.org, with no snapshot.debian.org fallback.
-func WithDebianMirror(url string) Option { return func(o *options) { o.debMirror = url } }
 
 // WithSourceDateEpoch sets the timestamp of every file, in Unix seconds.
 // Without it, Build uses $SOURCE_DATE_EPOCH, or DefaultEpoch if unset.

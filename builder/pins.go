@@ -51,9 +51,9 @@ var defaultDebPins = map[string]debfetch.Pin{
 }
 
 // DebFetcher returns the fetcher of pinned Debian packages for a build
-// with cache directory cacheDir (its debs/ subdirectory) and the
-// mirror of WithDebianMirror (empty: deb.debian.org, then
-// snapshot.debian.org).
+// with cache directory cacheDir (its debs/ subdirectory) and mirror, the
+// root of a Debian mirror without a snapshot.debian.org fallback (empty:
+// deb.debian.org, then snapshot.debian.org).
 func DebFetcher(cacheDir, mirror string, progress io.Writer) *debfetch.Fetcher {
 	return &debfetch.Fetcher{Dir: filepath.Join(cacheDir, "debs"), Mirror: mirror, NoSnapshot: mirror != "", Progress: progress}
 }

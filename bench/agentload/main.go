@@ -35,7 +35,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -142,11 +141,11 @@ func bench(ctx context.Context, tmp string, o options) error {
 		return err
 	}
 	logf("built %s in %s", rep.BuildID, time.Since(start).Round(time.Millisecond))
-	tlsPort, err := freePort()
+	tlsPort, err := vmtest.FreeTCPPort()
 	if err != nil {
 		return err
 	}
-	helloHostPort, err := freePort()
+	helloHostPort, err := vmtest.FreeTCPPort()
 	if err != nil {
 		return err
 	}
@@ -464,15 +463,6 @@ func getBody(ctx context.Context, hc *http.Client, url string) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // maxValue is the largest init resident memory seen.

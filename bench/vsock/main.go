@@ -128,7 +128,7 @@ func run(ctx context.Context, deb string, n int64, runs int, sched string) error
 		<-served
 	}()
 
-	tcpPort, err := freePort()
+	tcpPort, err := vmtest.FreeTCPPort()
 	if err != nil {
 		return err
 	}
@@ -348,13 +348,4 @@ func sampleCPU(qemuPID int) cpuUse {
 		u.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	}
 	return u
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -24,9 +24,6 @@ const (
 // allTargets lists every target in a stable order.
 var allTargets = []Target{TargetVMAmd64, TargetVMArm64, TargetRPi, TargetRPiArmv7}
 
-// AllTargets returns every known target.
-func AllTargets() []Target { return append([]Target(nil), allTargets...) }
-
 // ParseTarget returns the target named s.
 func ParseTarget(s string) (Target, error) {
 	for _, t := range allTargets {

@@ -25,11 +25,8 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 	var formats formatList
 	fs.Var(&formats, "format", "disk format to write besides the raw image, beside it as NAME-TARGET.EXT; repeat for several: "+
 		strings.Join(vdisk.Names(), ", ")+" (gce: disk.raw in a .tar.gz)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	cfg, err := config.Load(filepath.Join(*dir, config.FileName))
 	if err != nil {

@@ -21,11 +21,8 @@ func runCert(ctx context.Context, stdout, stderr io.Writer, args []string) error
 	fset := newFlagSet("cert", "[-C DIR] [-force]", stderr)
 	dir := fset.String("C", ".", "appliance directory")
 	force := fset.Bool("force", false, "replace an existing certificate (clients must learn the new pin, and running appliances keep the old one until updated)")
-	if err := parseFlags(fset, args); err != nil {
+	if err := parseArgs(fset, args, 0, "no arguments expected"); err != nil {
 		return err
-	}
-	if fset.NArg() != 0 {
-		return usageError{"no arguments expected"}
 	}
 	cfg, err := config.Load(filepath.Join(*dir, config.FileName))
 	if err != nil {

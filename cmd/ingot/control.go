@@ -23,11 +23,8 @@ func runStart(ctx context.Context, stdout, stderr io.Writer, args []string) erro
 func runServiceAction(ctx context.Context, stdout, stderr io.Writer, args []string, a mgmt.Action) error {
 	fs := newFlagSet(string(a), mgmtTargetUsage+" SERVICE", stderr)
 	mf := addMgmtFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, "want exactly one SERVICE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError{"want exactly one SERVICE"}
 	}
 	var st mgmt.ServiceStatus
 	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) (err error) {
@@ -66,11 +63,8 @@ func runPower(ctx context.Context, stdout, stderr io.Writer, args []string, rebo
 	}
 	fs := newFlagSet(name, mgmtTargetUsage, stderr)
 	mf := addMgmtFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, name+" takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{name + " takes no arguments"}
 	}
 	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error {
 		if reboot {

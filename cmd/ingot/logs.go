@@ -18,24 +18,12 @@ func runLogs(ctx context.Context, stdout, stderr io.Writer, args []string) error
 	follow := fs.Bool("f", false, "keep printing new lines until interrupted")
 	disk := fs.Bool("disk", false, "print the log kept on the perm partition across boots (earlier boots too, such as a failed trial's) instead of this boot's")
 	n := fs.Int("n", -1, "print the last N lines (-1: all the appliance holds)")
-	if err := parseFlags(fs, args); err != nil {
+	const wantService = "want exactly one SERVICE (\"init\" is ingot-init's own log)"
+	service, err := parseOneArg(fs, args, wantService, wantService)
+	if err != nil {
 		return err
 	}
-	// Flags may also follow the service name: ingot logs web -f.
-	if fs.NArg() > 1 {
-		service := fs.Arg(0)
-		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
-			return err
-		}
-		if fs.NArg() != 0 {
-			return usageError{"want exactly one SERVICE (\"init\" is ingot-init's own log)"}
-		}
-		return streamLogs(ctx, stdout, mf, service, *n, *follow, *disk)
-	}
-	if fs.NArg() != 1 {
-		return usageError{"want exactly one SERVICE (\"init\" is ingot-init's own log)"}
-	}
-	return streamLogs(ctx, stdout, mf, fs.Arg(0), *n, *follow, *disk)
+	return streamLogs(ctx, stdout, mf, service, *n, *follow, *disk)
 }
 
 func streamLogs(ctx context.Context, stdout io.Writer, mf *mgmtFlags, service string, n int, follow, disk bool) error {

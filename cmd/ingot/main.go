@@ -137,3 +137,37 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	return nil
 }
+
+// parseArgs parses args like parseFlags and checks that want positional
+// arguments remain. wrongCount is the usage error otherwise; when it is
+// empty the error quotes the arguments that were not expected.
+func parseArgs(fs *flag.FlagSet, args []string, want int, wrongCount string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == want {
+		return nil
+	}
+	if wrongCount == "" {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	return usageError{wrongCount}
+}
+
+// parseOneArg parses args, in which flags may also follow the one
+// positional argument (ingot logs web -f), and returns that argument.
+// missing is the usage error without it; extra is parseArgs' wrongCount
+// for arguments after it.
+func parseOneArg(fs *flag.FlagSet, args []string, missing, extra string) (string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", usageError{missing}
+	}
+	arg := fs.Arg(0)
+	if err := parseArgs(fs, fs.Args()[1:], 0, extra); err != nil {
+		return "", err
+	}
+	return arg, nil
+}

@@ -16,11 +16,8 @@ import (
 func runMetricsToken(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fset := newFlagSet("metrics-token", "[-C DIR]", stderr)
 	dir := fset.String("C", ".", "appliance directory")
-	if err := parseFlags(fset, args); err != nil {
+	if err := parseArgs(fset, args, 0, "no arguments expected"); err != nil {
 		return err
-	}
-	if fset.NArg() != 0 {
-		return usageError{"no arguments expected"}
 	}
 	cfg, err := config.Load(filepath.Join(*dir, config.FileName))
 	if err != nil {

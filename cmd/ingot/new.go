@@ -15,11 +15,8 @@ import (
 func runNew(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fset := newFlagSet("new", "DIR", stderr)
 	name := fset.String("name", "", "appliance name (default: the directory's base name)")
-	if err := parseFlags(fset, args); err != nil {
+	if err := parseArgs(fset, args, 1, "want exactly one directory"); err != nil {
 		return err
-	}
-	if fset.NArg() != 1 {
-		return usageError{"want exactly one directory"}
 	}
 	dir := fset.Arg(0)
 	if *name == "" {

@@ -63,11 +63,8 @@ func runKey(ctx context.Context, stdout, stderr io.Writer, args []string) error 
 	}
 	fs := newFlagSet("key new", "[-o PREFIX]", stderr)
 	prefix := fs.String("o", "release", "write PREFIX.key (the encrypted private key) and PREFIX.pub")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := parseArgs(fs, args[1:], 0, ""); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	pw, err := password()
 	if err != nil {
@@ -132,11 +129,8 @@ func runPublish(ctx context.Context, stdout, stderr io.Writer, args []string) er
 	deltaFrom := fs.String("delta-from", "auto", "release to publish patches against, for appliances that run it: REGISTRY/REPO:TAG or @sha256:…, auto (what TAG holds now) or none")
 	rel := addReleaseFlag(fs)
 	rf := addRegistryFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, "publish needs one REGISTRY/REPO:TAG"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError{"publish needs one REGISTRY/REPO:TAG"}
 	}
 	tag, err := name.NewTag(fs.Arg(0), append(rf.nameOptions(), name.StrictValidation)...)
 	if err != nil {
@@ -236,11 +230,8 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	fs.Var(&keys, "key", "public key a signature must verify with (repeatable: any one of them)")
 	blobs := fs.Bool("blobs", true, "also download every blob and check its digest")
 	rf := addRegistryFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, "verify needs one REF (REGISTRY/REPO:TAG or @sha256:…)"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError{"verify needs one REF (REGISTRY/REPO:TAG or @sha256:…)"}
 	}
 	if len(keys) == 0 {
 		return usageError{"verify needs -key PUB"}

@@ -74,26 +74,11 @@ func runRegistryLogin(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	user := fs.String("u", "", "user name at the registry")
 	passwordStdin := fs.Bool("password-stdin", false, "read the password (or access token) from standard input")
 	remove := fs.Bool("remove", false, "remove the registry's credentials from the appliance")
-	if err := parseFlags(fs, args); err != nil {
+	registry, err := parseOneArg(fs, args, "registry-login needs the registry, HOST or HOST:PORT", "")
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 1 {
-		// Flags after the registry.
-		registry := fs.Arg(0)
-		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
-			return err
-		}
-		if fs.NArg() != 0 {
-			return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
-		}
-		args = []string{registry}
-	} else {
-		args = fs.Args()
-	}
-	if len(args) != 1 {
-		return usageError{"registry-login needs the registry, HOST or HOST:PORT"}
-	}
-	auth := mgmt.RegistryAuth{Registry: args[0]}
+	auth := mgmt.RegistryAuth{Registry: registry}
 	switch {
 	case *remove && (*user != "" || *passwordStdin):
 		return usageError{"-remove takes neither -u nor -password-stdin"}
@@ -117,7 +102,7 @@ func runRegistryLogin(ctx context.Context, stdin io.Reader, stdout, stderr io.Wr
 	if err := auth.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error { return c.SetRegistryAuth(ctx, auth) })
+	err = mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error { return c.SetRegistryAuth(ctx, auth) })
 	if err != nil {
 		return err
 	}

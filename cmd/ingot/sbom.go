@@ -12,11 +12,8 @@ import (
 func runSBOM(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs := newFlagSet("sbom", mgmtTargetUsage, stderr)
 	mf := addMgmtFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, "sbom takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{"sbom takes no arguments"}
 	}
 	return mf.call(ctx, func(ctx context.Context, c *mgmt.Client) error {
 		b, err := c.SBOM(ctx)

@@ -20,11 +20,8 @@ func runSquashfs(ctx context.Context, stdout, stderr io.Writer, args []string) e
 	comp := fs.String("comp", "zstd", "compression: zstd, gzip or none")
 	level := fs.Int("level", 0, "compression level (default 3 for zstd, 6 for gzip)")
 	blockSize := fs.Int("block-size", squashfs.DefaultBlockBytes, "data block size in bytes, a power of two from 4096 to 1048576")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 2, "want SRC_DIR and OUT"); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		return usageError{"want SRC_DIR and OUT"}
 	}
 	src, dst := fs.Arg(0), fs.Arg(1)
 	c, err := squashfs.ParseCompression(*comp)

@@ -16,11 +16,8 @@ func runStatus(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	fs := newFlagSet("status", mgmtTargetUsage+" [-json]", stderr)
 	mf := addMgmtFlags(fs)
 	asJSON := fs.Bool("json", false, "print the agent's status as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, "status takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{"status takes no arguments"}
 	}
 	var s mgmt.Status
 	err := mf.call(ctx, func(ctx context.Context, c *mgmt.Client) (err error) {

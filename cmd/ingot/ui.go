@@ -13,11 +13,8 @@ func runUI(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs := newFlagSet("ui", mgmtTargetUsage+" [-listen 127.0.0.1:0]", stderr)
 	mf := addMgmtFlags(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "loopback address for the browser (port 0: any free port)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, "ui takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{"ui takes no arguments"}
 	}
 	if err := uiproxy.CheckLoopback(*listen); err != nil {
 		return usageError{"-listen: " + err.Error()}

@@ -26,11 +26,8 @@ func runUpdate(ctx context.Context, stdout, stderr io.Writer, args []string) err
 	kernelDeb := fs.String("kernel", "", "Debian kernel .deb to use instead of the configured/default one")
 	cacheDir := fs.String("cache", "", "cache for compiled binaries and unpacked kernels (default: the user cache dir)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the updated appliance to confirm its trial")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	if pf.from != "" {
 		return runUpdatePull(ctx, stdout, stderr, fs, mf, pf, *allowDowngrade, *wait)
@@ -81,11 +78,8 @@ func runRollback(ctx context.Context, stdout, stderr io.Writer, args []string) e
 	mf := addMgmtFlags(fs)
 	noReboot := fs.Bool("no-reboot", false, "change slot.json only; the other slot boots at the next reboot")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the other slot to come up confirmed")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, ""); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	c, err := mf.client()
 	if err != nil {

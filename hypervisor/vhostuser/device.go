@@ -97,16 +97,6 @@ func NewDevice(guestCID uint64, udsPath string, opts ...Option) (*Device, error)
 	return &Device{cid: guestCID, udsPath: udsPath, cfg: cfg}, nil
 }
 
-// Serve listens for QEMU on the vhost-user socket vhostSocketPath and
-// serves the device until ctx ends; see ServeListener.
-func (d *Device) Serve(ctx context.Context, vhostSocketPath string) error {
-	l, err := listenUnix(vhostSocketPath)
-	if err != nil {
-		return err
-	}
-	return d.ServeListener(ctx, l)
-}
-
 // ServeListener serves the device on an already listening vhost-user
 // socket (so a caller can start QEMU as soon as the socket exists) and
 // listens on the hybrid vsock socket. It serves one front-end at a time:

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"github.com/ingotdev/ingot/hypervisor/qemu"
 	"github.com/ingotdev/ingot/hypervisor/vm"
 	"github.com/ingotdev/ingot/internal/powercut/marker"
+	"github.com/ingotdev/ingot/internal/vmtest"
 	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/mgmt/push"
 )
@@ -345,25 +345,6 @@ func (r *runner) stop() error {
 	return r.wait(killLimit)
 }
 
-// lockedBuffer collects the console; QEMU's reader writes while a caller
-// reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Config says where and how a rig runs.
 type Config struct {
 	// Dir is an empty directory the rig owns: app sources, image, caches,
@@ -389,7 +370,7 @@ type Rig struct {
 	cache   assemble.Option
 	client  *mgmt.Client
 	run     *runner
-	console *lockedBuffer
+	console *vmtest.Console
 	spans   map[Phase]time.Duration
 	running int // the build that runs, 0 or 1 (see greeting)
 }
@@ -397,14 +378,8 @@ type Rig struct {
 // Spans returns how long each planned phase lasted in the measured update.
 func (r *Rig) Spans() map[Phase]time.Duration { return r.spans }
 
-// Image returns the path of the rig's disk image.
-func (r *Rig) Image() string { return r.img }
-
 // Console returns the serial console of all boots so far.
 func (r *Rig) Console() string { return r.console.String() }
-
-// Running returns the greeting of the build that runs now.
-func (r *Rig) Running() string { return greeting(r.running) }
 
 // New builds the marker appliance with the first greeting, boots it,
 // waits until its service has created the marker on /perm, and measures
@@ -415,7 +390,7 @@ func New(ctx context.Context, cfg Config) (*Rig, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	r := &Rig{cfg: cfg, appDir: filepath.Join(cfg.Dir, "app"), img: filepath.Join(cfg.Dir, "powercut.img"),
-		cache: assemble.WithCacheDir(filepath.Join(cfg.Dir, "cache")), console: &lockedBuffer{}}
+		cache: assemble.WithCacheDir(filepath.Join(cfg.Dir, "cache")), console: &vmtest.Console{}}
 	start := time.Now()
 	app, err := writeApp(r.appDir, greeting(0), cfg.Token)
 	if err != nil {
@@ -424,9 +399,9 @@ func New(ctx context.Context, cfg Config) (*Rig, error) {
 	if _, err := assemble.Image(ctx, app, config.TargetVMAmd64, r.img, r.cache); err != nil {
 		return nil, fmt.Errorf("powercut: build: %w", err)
 	}
-	port, err := freePort()
+	port, err := vmtest.FreeTCPPort()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("powercut: %w", err)
 	}
 	r.url = fmt.Sprintf("http://127.0.0.1:%d/", port)
 	runDir := filepath.Join(cfg.Dir, "run")
@@ -603,15 +578,6 @@ func (r *Rig) Cut(ctx context.Context, p Phase, rng *rand.Rand) (Cut, error) {
 // healthy waits until the rig's appliance is healthy (marker.Healthy).
 func (r *Rig) healthy(ctx context.Context, limit time.Duration) (mgmt.Status, string, error) {
 	return marker.Healthy(ctx, r.run.exited, r.client, r.url, limit)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("powercut: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // KeepImage copies the rig's disk image into dir (for a look with

@@ -1,7 +1,6 @@
 package flash
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -33,20 +32,6 @@ func (t Target) String() string {
 		b.WriteString(", NOT a removable disk")
 	}
 	return b.String()
-}
-
-// Inspect identifies path as a target and runs every check Flash runs
-// before it asks for confirmation, except the size against an image. It
-// only reads.
-func Inspect(path string, opts ...Option) (Target, error) {
-	st, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Target{}, notFound(path)
-	}
-	if err != nil {
-		return Target{}, fmt.Errorf("flash: %w", err)
-	}
-	return inspect(path, st, newOptions(opts))
 }
 
 // inspect identifies st, what path names, as a target and refuses it
