@@ -70,9 +70,11 @@ type Result struct {
 	// /etc/ingot/appliance.json, /etc/ingot/build.json, /etc files and
 	// mount points.
 	Root *rootfs.Tree
-	// Init is the ingot-init binary, also at /init in Root; the initramfs
-	// holds it too.
+	// Init is the ingot-init binary, also at /init in Root.
 	Init rootfs.Bytes
+	// Stage0 is the ingot-stage0 binary, /init in a VM's initramfs; nil
+	// for a Raspberry Pi.
+	Stage0 rootfs.Bytes
 	// Kernel is where the kernel comes from; for config.KernelDebian,
 	// Kernel.Path is an existing .deb file whose SHA-256 is KernelSHA256.
 	Kernel       config.KernelSource
@@ -85,7 +87,8 @@ type Result struct {
 	EFILoaderErr    error
 	// Appliance is the content of /etc/ingot/appliance.json.
 	Appliance *spec.Appliance
-	// Binaries lists ingot-init and then every Go service, in config order.
+	// Binaries lists ingot-init, ingot-stage0 (VM targets) and then every
+	// Go service, in config order.
 	Binaries []Binary
 	// Images lists the image services, in config order, with the digests
 	// their references resolved to.
@@ -102,7 +105,7 @@ type Binary struct {
 	Service string `json:"service,omitempty"`
 	// Package is the Go package as configured ("./cmd/hello").
 	Package string `json:"package"`
-	// Path is the file in Root.
+	// Path is the file in Root; Stage0Path for ingot-stage0.
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
 	Bytes  int64  `json:"bytes"`
@@ -235,10 +238,14 @@ func Build(ctx context.Context, cfg *config.Config, target config.Target, opts .
 	// Compile every distinct package and hash the kernel, all at once.
 	b := &build{cfg: cfg, target: target, tokenHash: tokenHash, metricsTokenHash: metricsTokenHash, vsockKeyPEM: vsockKeyPEM, tls: tlsID, logsCA: logsCA,
 		wifiPSK: wifiPSK, wifiDigest: wifiDigest, releaseKeys: releaseKeys}
-	b.init, b.programs = planJobs(cfg, target, src)
+	b.init, b.stage0, b.programs = planJobs(cfg, target, src)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(1, o.maxParallel))
-	for _, j := range append([]*job{b.init}, b.programs...) {
+	jobs := []*job{b.init}
+	if b.stage0 != nil {
+		jobs = append(jobs, b.stage0)
+	}
+	for _, j := range append(jobs, b.programs...) {
 		eg.Go(func() error { return g.build(ectx, j) })
 	}
 	eg.Go(func() error {

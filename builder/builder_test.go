@@ -216,7 +216,8 @@ func TestBuildTreeLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.BuildID != r.BuildID || info.SourceDateEpoch != 1234 || info.Kernel.Source != "debian:linux-image-test.deb" ||
-		len(info.Binaries) != 4 || info.Binaries[1].Package != "./cmd/hello" || info.Binaries[3].Package != DHCPPackage || !strings.HasPrefix(info.GoVersion, "go1.") {
+		len(info.Binaries) != 5 || info.Binaries[1].Package != Stage0Package || info.Binaries[1].Path != Stage0Path ||
+		info.Binaries[2].Package != "./cmd/hello" || info.Binaries[4].Package != DHCPPackage || !strings.HasPrefix(info.GoVersion, "go1.") {
 		t.Errorf("build.json = %+v", info)
 	}
 	if sum := sha256.Sum256([]byte("not really a kernel")); info.Kernel.SHA256 != hex.EncodeToString(sum[:]) {
@@ -444,8 +445,8 @@ exit $rc
 		}
 		events = append(events, event{at, map[string]int{"start": 1, "end": -1}[f[0]]})
 	}
-	if len(events) != 8 {
-		t.Fatalf("go build ran %d times, want 4 (ingot-init, hello, world, dhcp); log:\n%s", len(events)/2, log)
+	if len(events) != 10 {
+		t.Fatalf("go build ran %d times, want 5 (ingot-init, ingot-stage0, hello, world, dhcp); log:\n%s", len(events)/2, log)
 	}
 	for i := range events { // insertion sort by time
 		for j := i; j > 0 && events[j].at < events[j-1].at; j-- {
@@ -475,8 +476,8 @@ func TestBuildWarmCacheSkipsLink(t *testing.T) {
 			bins = append(bins, o)
 		}
 	}
-	if len(bins) != 3 {
-		t.Fatalf("cache holds %v, want 3 binaries (ingot-init, hello, dhcp)", bins)
+	if len(bins) != 4 {
+		t.Fatalf("cache holds %v, want 4 binaries (ingot-init, ingot-stage0, hello, dhcp)", bins)
 	}
 	before := map[string]uint64{}
 	for _, b := range bins {

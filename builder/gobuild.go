@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +22,10 @@ import (
 
 // InitPackage is the import path of the appliance's PID 1.
 const InitPackage = "github.com/ingotdev/ingot/appliance/cmd/ingot-init"
+
+// Stage0Package is the import path of /init in a VM's initramfs, which
+// finds and mounts the root and executes ingot-init there.
+const Stage0Package = "github.com/ingotdev/ingot/appliance/cmd/ingot-stage0"
 
 // DHCPPackage is the DHCP client added as a system service when the
 // network is configured by DHCP. It is built in the ingot module like
@@ -66,14 +71,19 @@ type job struct {
 	goVersion string
 }
 
-// planJobs lists the compiles of a build: ingot-init, and the programs of
-// the Go services and the DHCP client, one per distinct package.
-func planJobs(cfg *config.Config, target config.Target, src ingotSource) (initJob *job, programs []*job) {
+// planJobs lists the compiles of a build: ingot-init, ingot-stage0 for a
+// VM (nil for a Raspberry Pi, which boots without an initramfs), and the
+// programs of the Go services and the DHCP client, one per distinct
+// package.
+func planJobs(cfg *config.Config, target config.Target, src ingotSource) (initJob, stage0Job *job, programs []*job) {
 	newJob := func(dir, pkg, version, label, display string) *job {
 		return &job{dir: dir, pkg: pkg, version: version, goos: "linux", goarch: target.Arch(),
 			goarm: target.GOARM(), label: label, display: display}
 	}
 	initJob = newJob(src.dir, "./appliance/cmd/ingot-init", "", "ingot-init", InitPackage)
+	if target.IsVM() {
+		stage0Job = newJob(src.dir, "./appliance/cmd/ingot-stage0", "", "ingot-stage0", Stage0Package)
+	}
 	byKey := map[string]*job{}
 	for _, s := range cfg.Services {
 		if s.Go == nil {
@@ -99,7 +109,7 @@ func planJobs(cfg *config.Config, target config.Target, src ingotSource) (initJo
 		j.services = []string{spec.WiFiServiceName}
 		programs = append(programs, j)
 	}
-	return initJob, programs
+	return initJob, stage0Job, programs
 }
 
 // WiFiPackage is the Wi-Fi client added as a system service to Pi images
@@ -117,7 +127,8 @@ func usesDHCP(cfg *config.Config) bool { return cfg.Network.Mode == config.Netwo
 
 // CompileError is a Go package that did not build.
 type CompileError struct {
-	// Service is the service whose package failed, or "" for ingot-init.
+	// Service is the service whose package failed, or "" for ingot-init
+	// and ingot-stage0.
 	Service string
 	Package string
 	Target  string // GOOS/GOARCH
@@ -127,7 +138,7 @@ type CompileError struct {
 }
 
 func (e *CompileError) Error() string {
-	what := "ingot-init"
+	what := path.Base(e.Package) // ingot-init, ingot-stage0
 	if e.Service != "" {
 		what = fmt.Sprintf("service %q", e.Service)
 	}

@@ -240,7 +240,7 @@ func sbomJSON(r *Result, bins map[string][]byte, imgs []ImageService) ([]byte, e
 	for _, b := range r.Binaries {
 		name := b.Service
 		if name == "" {
-			name = "ingot-init"
+			name = path.Base(b.Package) // ingot-init, ingot-stage0
 		}
 		data := bins[b.Path]
 		gb, err := sbom.GoBinaryFrom(name, b.Path, bytes.NewReader(data))

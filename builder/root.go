@@ -27,6 +27,9 @@ const (
 	DHCPPath      = SystemDir + "/dhcp"
 	WiFiPath      = SystemDir + "/wifi"
 	BuildInfoPath = "/etc/ingot/build.json"
+	// Stage0Path names ingot-stage0 in build.json and the SBOM: /init in
+	// the initramfs, not a file of the root.
+	Stage0Path = "initramfs:/init"
 	// ResolvConfTarget is where /etc/resolv.conf points: the root is
 	// read-only, so stage1 (or DHCP) writes the real file on the /run tmpfs.
 	ResolvConfTarget = "/run/resolv.conf"
@@ -90,9 +93,11 @@ var mountPoints = []struct {
 type build struct {
 	cfg    *config.Config
 	target config.Target
-	// init is ingot-init's compile; programs are the others, each the
-	// package of one or more services or the DHCP client.
+	// init is ingot-init's compile, stage0 ingot-stage0's; programs are
+	// the others, each the package of one or more services or the DHCP
+	// client.
 	init     *job
+	stage0   *job // nil for a Raspberry Pi
 	programs []*job
 	// images are the image services by name.
 	images map[string]*ImageService
@@ -130,6 +135,10 @@ func (b *build) program(service string) *job {
 func (b *build) assemble(r *Result) error {
 	app := b.appliance()
 	r.Binaries = append(r.Binaries, Binary{Package: InitPackage, Path: InitPath, SHA256: b.init.sum, Bytes: int64(len(b.init.data))})
+	if b.stage0 != nil {
+		r.Binaries = append(r.Binaries, Binary{Package: Stage0Package, Path: Stage0Path, SHA256: b.stage0.sum, Bytes: int64(len(b.stage0.data))})
+		r.Stage0 = rootfs.Bytes(b.stage0.data)
+	}
 	for _, s := range b.cfg.Services {
 		if j := b.program(s.Name); j != nil {
 			r.Binaries = append(r.Binaries, Binary{Service: s.Name, Package: s.Go.String(), Path: servicePath(s.Name),
@@ -169,6 +178,9 @@ func (b *build) assemble(r *Result) error {
 		return fmt.Errorf("builder: %w", err)
 	}
 	bins := map[string][]byte{InitPath: b.init.data}
+	if b.stage0 != nil {
+		bins[Stage0Path] = b.stage0.data
+	}
 	for _, j := range b.programs {
 		for _, s := range j.services {
 			p := servicePath(s)

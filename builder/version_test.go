@@ -73,8 +73,8 @@ func TestBuildModuleAtVersion(t *testing.T) {
 		if got := elfMachine(t, readEntry(t, r.Root, "/usr/bin/tool")); got != elf.EM_AARCH64 {
 			t.Errorf("/usr/bin/tool ELF machine = %v, want AArch64", got)
 		}
-		if r.Binaries[1].Package != "example.org/tool/cmd/tool@v1.2.0" {
-			t.Errorf("Binaries[1].Package = %q", r.Binaries[1].Package)
+		if r.Binaries[2].Package != "example.org/tool/cmd/tool@v1.2.0" {
+			t.Errorf("Binaries[2].Package = %q", r.Binaries[2].Package)
 		}
 	}
 

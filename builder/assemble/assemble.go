@@ -159,7 +159,7 @@ func Image(ctx context.Context, cfg *config.Config, target config.Target, out st
 	if err != nil {
 		return nil, fmt.Errorf("assemble: kernel %s: %w", res.Kernel.Path, err)
 	}
-	initTree, err := initramfs.Tree(k, mods, onDemand, res.Init, int64(len(res.Init)), res.ModTime)
+	initTree, err := initramfs.Tree(k, mods, onDemand, res.Stage0, int64(len(res.Stage0)), res.ModTime)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: initramfs: %w", err)
 	}

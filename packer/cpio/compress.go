@@ -57,7 +57,11 @@ func WriteCompressedTree(w io.Writer, t *rootfs.Tree, c Compression) error {
 		zw, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
 			zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(true))
+			zstd.WithEncoderCRC(true),
+			// The kernel allocates the frame's window while it unpacks
+			// the initramfs, before anything else runs: the level's
+			// default 8 MiB is memory a small guest lacks.
+			zstd.WithWindowSize(zstdWindowBytes))
 		if err != nil {
 			return fmt.Errorf("cpio: zstd: %w", err)
 		}
@@ -72,3 +76,7 @@ func WriteCompressedTree(w io.Writer, t *rootfs.Tree, c Compression) error {
 	}
 	return fmt.Errorf("cpio: unknown compression %s", c)
 }
+
+// zstdWindowBytes is the zstd window of a compressed archive (see
+// WriteCompressedTree).
+const zstdWindowBytes = 1 << 20

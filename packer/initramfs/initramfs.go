@@ -1,5 +1,5 @@
 // Package initramfs lays out the stage0 initramfs of an ingot VM as a
-// rootfs.Tree: ingot-init as /init, the kernel modules stage0 loads before it
+// rootfs.Tree: ingot-stage0 as /init, the kernel modules stage0 loads before it
 // can reach the root disk, and /etc/ingot/stage0.json (spec.Stage0) naming
 // them in load order and saying which load only for their devices. packer/cpio turns the tree into the archive the kernel unpacks.
 package initramfs

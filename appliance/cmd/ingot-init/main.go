@@ -1,9 +1,8 @@
-// Command ingot-init is the whole userland of an ingot appliance. The same
-// static binary is /init in the initramfs, where it runs stage0 (load
-// modules, find and mount the root slot, switch root), and /init in the
+// Command ingot-init is the userland of an ingot appliance: /init in the
 // root filesystem, where it runs stage1 (PID 1: mounts, network, perm,
 // service supervision, shutdown) with the management extension (agent,
-// A/B updates, trial confirmation). As `/init container <service>`, which
+// A/B updates, trial confirmation); a VM reaches it from ingot-stage0 in
+// the initramfs. As `/init container <service>`, which
 // the supervisor starts for image services, it is the container launcher
 // (package container) instead; as `/init exec <service> -- CMD` it enters a
 // running container and as `/init shell -- CMD` it starts the debug
@@ -16,7 +15,6 @@ import (
 
 	"github.com/ingotdev/ingot/appliance/container"
 	"github.com/ingotdev/ingot/appliance/manage"
-	"github.com/ingotdev/ingot/appliance/stage0"
 	"github.com/ingotdev/ingot/appliance/stage1"
 	"github.com/ingotdev/ingot/packer/format/spec"
 )
@@ -38,9 +36,6 @@ func main() {
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "ingot-init: this is the init of an ingot appliance; it runs only as PID 1")
 		os.Exit(2)
-	}
-	if _, err := os.Stat(spec.Stage0Path); err == nil {
-		stage0.Main()
 	}
 	stage1.Main(stage1.WithSetup(manage.Name, manage.Setup()))
 }
