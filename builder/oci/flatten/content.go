@@ -50,7 +50,7 @@ func sparse(hdr *tar.Header) bool {
 
 // content returns the source of a regular file's bytes: a section of the
 // layer file, or for a sparse file a copy with the holes filled in.
-func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (rootfs.Content, error) {
+func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *layerFile) (rootfs.Content, error) {
 	if hdr.Size == 0 {
 		return rootfs.Bytes(nil), nil
 	}
@@ -60,13 +60,9 @@ func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (roo
 	if sparse(hdr) {
 		return f.spool(hdr, tr)
 	}
-	// tar.Reader reads headers with exact-size reads from the unbuffered
-	// file, so the file offset now is the start of the entry's data.
-	off, err := file.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, err
-	}
-	return section{path: f.layer.Path, offset: off, len: hdr.Size}, nil
+	// tar.Reader has read the header and nothing more, so the next byte
+	// of the file is the first of the entry's data.
+	return section{path: f.layer.Path, offset: file.offset(), len: hdr.Size}, nil
 }
 
 func (f *flattener) spool(hdr *tar.Header, tr *tar.Reader) (rootfs.Content, error) {
