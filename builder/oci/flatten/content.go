@@ -13,27 +13,6 @@ import (
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-// section is a file's content as a byte range of a layer tar.
-type section struct {
-	path        string
-	offset, len int64
-}
-
-func (s section) Open() (io.ReadCloser, error) {
-	f, err := os.Open(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("flatten: content: %w", err)
-	}
-	return sectionReader{io.NewSectionReader(f, s.offset, s.len), f}, nil
-}
-
-type sectionReader struct {
-	*io.SectionReader
-	f *os.File
-}
-
-func (r sectionReader) Close() error { return r.f.Close() }
-
 // sparse reports whether hdr is a GNU sparse file, whose data in the
 // archive is not the file's bytes in order.
 func sparse(hdr *tar.Header) bool {
@@ -48,7 +27,7 @@ func sparse(hdr *tar.Header) bool {
 	return false
 }
 
-// content returns the source of a regular file's bytes: a section of the
+// content returns the source of a regular file's bytes: a range of the
 // layer file, or for a sparse file a copy with the holes filled in.
 func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *layerFile) (rootfs.Content, error) {
 	if hdr.Size == 0 {
@@ -62,7 +41,7 @@ func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *layerFile) (r
 	}
 	// tar.Reader has read the header and nothing more, so the next byte
 	// of the file is the first of the entry's data.
-	return section{path: f.layer.Path, offset: file.offset(), len: hdr.Size}, nil
+	return rootfs.HostFileRange{Path: f.layer.Path, Offset: file.offset(), Size: hdr.Size}, nil
 }
 
 func (f *flattener) spool(hdr *tar.Header, tr *tar.Reader) (rootfs.Content, error) {
