@@ -46,7 +46,8 @@ const (
 // layer makes sure the uncompressed form of layer d is in the store. It
 // reads the compressed blob once, from the store if there, else from f,
 // writing the blob and the uncompressed tar side by side and checking
-// both digests before either is renamed into place.
+// both digests (the blob's by f's reader when f.verifiesBlobs) before
+// either is renamed into place.
 func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v1.Hash, i, n int, offline bool) error {
 	s := p.s
 	if diffID.Algorithm != "sha256" {
@@ -71,17 +72,24 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	}
 	defer src.Close()
 
+	// The blob's digest is checked here unless the source's reader checks
+	// it (a registry's), so that no blob is hashed twice.
+	var compressedHash hash.Hash
+	var sinks []io.Writer
+	if blobStored || !f.verifiesBlobs() {
+		compressedHash = sha256.New()
+		sinks = append(sinks, compressedHash)
+	}
 	var blobTmp *os.File
-	compressedHash := sha256.New()
-	var compressedSink io.Writer = compressedHash
 	if !blobStored {
 		if blobTmp, err = os.CreateTemp(filepath.Dir(s.blobPath(d.Digest)), ".tmp-"+d.Digest.Hex+"-*"); err != nil {
 			return err
 		}
 		defer os.Remove(blobTmp.Name())
 		defer blobTmp.Close()
-		compressedSink = io.MultiWriter(blobTmp, compressedHash)
+		sinks = append(sinks, blobTmp)
 	}
+	compressedSink := io.MultiWriter(sinks...)
 	diffTmp, err := os.CreateTemp(filepath.Dir(s.diffPath(diffID)), ".tmp-"+diffID.Hex+"-*")
 	if err != nil {
 		return err
@@ -110,8 +118,10 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	if err := sumIs(compressedHash, d.Digest, "blob"); err != nil {
-		return err
+	if compressedHash != nil {
+		if err := sumIs(compressedHash, d.Digest, "blob"); err != nil {
+			return err
+		}
 	}
 	if err := sumIs(diffHash, diffID, "uncompressed layer"); err != nil {
 		return err
