@@ -8,8 +8,14 @@ import (
 )
 
 // layerReadBytes is how much of a layer tar one read brings in: enough
-// for the headers and contents of many small files at once.
-const layerReadBytes = 256 << 10
+// for the headers and contents of many small files at once. The first
+// read after a skip past the buffer (over a large file's data) brings in
+// only skipReadBytes: tar.Reader wants one byte and a header there, and
+// the next entry may be large again.
+const (
+	layerReadBytes = 256 << 10
+	skipReadBytes  = 8 << 10
+)
 
 // layerFile reads a layer tar for tar.Reader through a buffer, with
 // positioned reads, and knows the offset of the next byte it hands out,
@@ -24,6 +30,8 @@ type layerFile struct {
 	r, w int
 	// eof says a read ended the file at at+w.
 	eof bool
+	// skipped says the buffer was dropped by a skip past it.
+	skipped bool
 }
 
 func newLayerFile(f *os.File) *layerFile {
@@ -43,7 +51,11 @@ func (l *layerFile) Read(p []byte) (int, error) {
 		}
 		l.at += int64(l.w)
 		l.r, l.w = 0, 0
-		n, err := l.f.ReadAt(l.buf, l.at)
+		buf := l.buf
+		if l.skipped {
+			buf, l.skipped = buf[:skipReadBytes], false
+		}
+		n, err := l.f.ReadAt(buf, l.at)
 		l.w = n
 		switch {
 		case errors.Is(err, io.EOF):
@@ -74,6 +86,6 @@ func (l *layerFile) Seek(offset int64, whence int) (int64, error) {
 		l.r = int(pos - l.at)
 		return pos, nil
 	}
-	l.at, l.r, l.w, l.eof = pos, 0, 0, false
+	l.at, l.r, l.w, l.eof, l.skipped = pos, 0, 0, false, true
 	return pos, nil
 }
