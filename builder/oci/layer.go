@@ -3,6 +3,7 @@ package oci
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -109,7 +110,13 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	})
 	g.Go(func() (err error) {
 		defer func() { uncompressed.close(err) }()
-		return inflate(gctx, &queueReader{ctx: gctx, q: compressed}, uncompressed)
+		qr := &queueReader{ctx: gctx, q: compressed}
+		if err := inflate(gctx, qr, uncompressed); err != nil {
+			// A fetch that failed (a registry's digest check) is the
+			// cause, not the decoder's complaint about the stream's end.
+			return cmp.Or(qr.upstream, err)
+		}
+		return nil
 	})
 	g.Go(func() (err error) {
 		size, err = p.storeChunks(uncompressed, io.MultiWriter(diffTmp, diffHash))
@@ -345,6 +352,8 @@ type queueReader struct {
 	q   *chunkQueue
 	buf []byte // the chunk being read, to recycle
 	cur []byte // what is left of it
+	// upstream is the producer's error, once Read has returned it.
+	upstream error
 }
 
 func (r *queueReader) Read(p []byte) (int, error) {
@@ -357,6 +366,7 @@ func (r *queueReader) Read(p []byte) (int, error) {
 		case b, ok := <-r.q.full:
 			if !ok {
 				if r.q.err != nil {
+					r.upstream = r.q.err
 					return 0, r.q.err
 				}
 				return 0, io.EOF
