@@ -103,6 +103,10 @@ func (p *puller) layer(ctx context.Context, f fetcher, d v1.Descriptor, diffID v
 	uncompressed := newChunkQueue(uncompressedChunkBytes, queueDepth)
 	var compressedBytes, size int64
 	g, gctx := errgroup.WithContext(ctx)
+	// A stage that fails ends the others; the fetch may be waiting on a
+	// registry that sends nothing more, which only closing its body ends.
+	stopClosing := context.AfterFunc(gctx, func() { src.Close() })
+	defer stopClosing()
 	g.Go(func() (err error) {
 		defer func() { compressed.close(err) }()
 		compressedBytes, err = fetchChunks(gctx, src, compressedSink, compressed)
@@ -166,7 +170,9 @@ func (p *puller) unpack(n int64) error {
 
 // fetchChunks reads the compressed blob to its end, hands every byte to
 // sink (the digest, the blob file) and then to the queue for inflate. It
-// returns how many bytes it read.
+// returns how many bytes it read. A chunk is what one read returns, so
+// that bytes a registry has sent are decompressed (and found corrupt)
+// without waiting for more.
 func fetchChunks(ctx context.Context, src io.Reader, sink io.Writer, out *chunkQueue) (int64, error) {
 	r := &ctxReader{ctx: ctx, r: src}
 	var total int64
@@ -175,7 +181,7 @@ func fetchChunks(ctx context.Context, src io.Reader, sink io.Writer, out *chunkQ
 		if err != nil {
 			return total, err
 		}
-		n, rerr := fill(r, b)
+		n, rerr := r.Read(b)
 		total += int64(n)
 		if n > 0 {
 			if _, err := sink.Write(b[:n]); err != nil {
@@ -272,7 +278,8 @@ func (p *puller) storeChunks(in *chunkQueue, w io.Writer) (int64, error) {
 }
 
 // fill reads from r until b is full or r fails; io.EOF means r ended
-// (after n bytes, maybe 0).
+// (after n bytes, maybe 0). Chunks of uncompressed bytes are filled, so
+// that the store stage writes few and large pieces.
 func fill(r io.Reader, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -529,5 +531,80 @@ func TestPullHostileLayer(t *testing.T) {
 				t.Errorf("the store holds uncompressed layers %v after the refusal", diffs)
 			}
 		})
+	}
+}
+
+// stallingBody sends a start and then nothing, until closed.
+type stallingBody struct {
+	start  []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if len(b.start) > 0 {
+		n := copy(p, b.start)
+		b.start = b.start[n:]
+		return n, nil
+	}
+	<-b.closed
+	return 0, errors.New("read on closed body")
+}
+
+func (b *stallingBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// staller serves a layer blob as a corrupt gzip stream that then stalls,
+// as a hostile registry could, to hold a build forever.
+type staller struct{ digest v1.Hash }
+
+func (s *staller) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.HasSuffix(req.URL.Path, "/blobs/"+s.digest.String()) {
+		return resp, err
+	}
+	resp.Body.Close()
+	// A gzip header, then a deflate block of the reserved type 3.
+	start := append([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}, 0x07, 0, 0, 0)
+	resp.Body = &stallingBody{start: start, closed: make(chan struct{})}
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// TestPullCorruptStalledLayer performs the stall: a registry sends the
+// start of a corrupt layer and then nothing. The pull fails on the corrupt
+// start, naming the layer, instead of waiting for the rest.
+func TestPullCorruptStalledLayer(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	layer, err := ocitest.LayerOf(ocitest.File("etc/motd", "hello\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ocitest.Image(amd64, v1.Config{}, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Host + "/stall:1"
+	if err := ocitest.Push(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := oci.OpenStore(t.TempDir())
+	done := make(chan error, 1)
+	go func() {
+		_, err := store.Pull(context.Background(), ref, amd64, oci.WithTransport(&staller{digest: digest(t, layer)}))
+		done <- err
+	}()
+	// Not a measure of speed: the pull either returns or waits forever.
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "layer "+digest(t, layer).String()) || !strings.Contains(err.Error(), "gzip") {
+			t.Errorf("Pull = %v, want a gzip error naming the layer", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Pull still waits for a stalled registry after its stream turned out corrupt")
 	}
 }
