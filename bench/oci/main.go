@@ -16,7 +16,7 @@
 //
 // where ratio is ours / anchor.
 //
-// Usage: go run ./bench/oci [-mb N] [-runs N] [-level N]
+// Usage: go run ./bench/oci [-mb N] [-runs N] [-level N] [-cpuprofile FILE]
 package main
 
 import (
@@ -29,7 +29,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -44,14 +46,15 @@ func main() {
 	mb := flag.Int("mb", 200, "approximate uncompressed image size in MB")
 	runs := flag.Int("runs", 3, "runs per side; the fastest counts")
 	level := flag.Int("level", 3, "zstd level for both sides")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of ours in run N to FILE.N")
 	flag.Parse()
-	if err := run(*mb, *runs, *level); err != nil {
+	if err := run(*mb, *runs, *level, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/oci:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mb, runs, level int) error {
+func run(mb, runs, level int, cpuprofile string) error {
 	work, err := os.MkdirTemp("", "bench-oci-")
 	if err != nil {
 		return err
@@ -89,14 +92,31 @@ func run(mb, runs, level int) error {
 
 	var ours, anchor time.Duration
 	var oursOut, anchorOut string
+	var prof *os.File
 	for i := range runs {
 		oursOut = filepath.Join(work, "ours.sqfs")
+		if cpuprofile != "" {
+			if prof, err = os.Create(fmt.Sprintf("%s.%d", cpuprofile, i+1)); err == nil {
+				err = pprof.StartCPUProfile(prof)
+			}
+			if err != nil {
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+		}
+		cpu0 := cpuTime()
 		d, phases, err := timeOurs(ref, filepath.Join(work, fmt.Sprintf("store%d", i)), oursOut, level, workers)
+		cpu := cpuTime() - cpu0
+		if cpuprofile != "" {
+			pprof.StopCPUProfile()
+			if cerr := prof.Close(); cerr != nil {
+				return fmt.Errorf("cpu profile: %w", cerr)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("ours: %w", err)
 		}
 		anchorOut = filepath.Join(work, "anchor.sqfs")
-		d2, err := timeAnchor(crane, ref, anchorOut, level, workers)
+		d2, cpu2, err := timeAnchor(crane, ref, anchorOut, level, workers)
 		if err != nil {
 			return fmt.Errorf("anchor: %w", err)
 		}
@@ -106,7 +126,8 @@ func run(mb, runs, level int) error {
 		if i == 0 || d2 < anchor {
 			anchor = d2
 		}
-		fmt.Printf("  run %d: ours %v (%s), anchor %v\n", i+1, d.Round(time.Millisecond), phases, d2.Round(time.Millisecond))
+		fmt.Printf("  run %d: ours %v cpu %v (%s), anchor %v cpu %v\n", i+1, d.Round(time.Millisecond),
+			cpu.Round(time.Millisecond), phases, d2.Round(time.Millisecond), cpu2.Round(time.Millisecond))
 		os.RemoveAll(filepath.Join(work, fmt.Sprintf("store%d", i)))
 	}
 	oursSize, err1 := fileSize(oursOut)
@@ -120,10 +141,10 @@ func run(mb, runs, level int) error {
 }
 
 // timeOurs pulls into an empty store, flattens and packs; phases says
-// how long each step took.
+// how long each step took and how much CPU time it used.
 func timeOurs(ref, storeDir, out string, level, workers int) (d time.Duration, phases string, err error) {
 	ctx := context.Background()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	store, err := oci.OpenStore(storeDir)
 	if err != nil {
 		return 0, "", err
@@ -133,12 +154,12 @@ func timeOurs(ref, storeDir, out string, level, workers int) (d time.Duration, p
 	if err != nil {
 		return 0, "", err
 	}
-	pulled := time.Now()
+	pulled, cpu1 := time.Now(), cpuTime()
 	tree, err := flatten.Flatten(ctx, img.Layers, flatten.WithSpoolDir(store.SpoolDir()))
 	if err != nil {
 		return 0, "", err
 	}
-	flattened := time.Now()
+	flattened, cpu2 := time.Now(), cpuTime()
 	f, err := os.Create(out)
 	if err != nil {
 		return 0, "", err
@@ -151,20 +172,33 @@ func timeOurs(ref, storeDir, out string, level, workers int) (d time.Duration, p
 	if err != nil {
 		return 0, "", err
 	}
-	end := time.Now()
-	phases = fmt.Sprintf("pull %v, flatten %v, pack %v", pulled.Sub(start).Round(time.Millisecond),
-		flattened.Sub(pulled).Round(time.Millisecond), end.Sub(flattened).Round(time.Millisecond))
+	end, cpu3 := time.Now(), cpuTime()
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	phases = fmt.Sprintf("pull %v cpu %v, flatten %v cpu %v, pack %v cpu %v",
+		ms(pulled.Sub(start)), ms(cpu1-cpu0), ms(flattened.Sub(pulled)), ms(cpu2-cpu1), ms(end.Sub(flattened)), ms(cpu3-cpu2))
 	return end.Sub(start), phases, nil
 }
 
-func timeAnchor(crane, ref, out string, level, workers int) (time.Duration, error) {
+// timeAnchor runs the anchor's pipeline and returns its wall time and the
+// CPU time of its processes (crane and tar2sqfs, not the registry).
+func timeAnchor(crane, ref, out string, level, workers int) (time.Duration, time.Duration, error) {
 	script := fmt.Sprintf("set -o pipefail; %q export --platform linux/amd64 %q - | tar2sqfs -q -f -c zstd -X level=%d -j %d -b %d %q",
 		crane, ref, level, workers, squashfs.DefaultBlockBytes, out)
 	start := time.Now()
-	if b, err := exec.Command("bash", "-c", script).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("%v: %s", err, b)
+	cmd := exec.Command("bash", "-c", script)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("%v: %s", err, b)
 	}
-	return time.Since(start), nil
+	return time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// cpuTime is the CPU time this process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func fileSize(p string) (int64, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,13 +292,23 @@ func (p *puller) resolve(ctx context.Context, f fetcher, offline bool) (*Image, 
 		return nil, p.errorf("manifest %s has %d layers, its config %d diff ids", dgst, len(m.Layers), len(diffIDs))
 	}
 	img.Layers = make([]flatten.Layer, len(m.Layers))
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(layerJobs)
 	for i, l := range m.Layers {
 		img.Layers[i] = flatten.Layer{Digest: l.Digest.String(), Path: p.s.diffPath(diffIDs[i])}
 		if err := checkLayerType(l.MediaType); err != nil {
 			return nil, p.errorf("layer %s: %w", l.Digest, err)
 		}
+	}
+	// The largest layers start first, so that the last one to finish is
+	// not a large one started late while the other cores idle.
+	order := make([]int, len(m.Layers))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return m.Layers[order[a]].Size > m.Layers[order[b]].Size })
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(layerJobs)
+	for _, i := range order {
+		l := m.Layers[i]
 		eg.Go(func() error {
 			if err := p.layer(ectx, f, l, diffIDs[i], i, len(m.Layers), offline); err != nil {
 				return p.errorf("layer %s: %w", l.Digest, err)

@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/ingotdev/ingot/builder/oci"
@@ -378,5 +382,229 @@ func TestPullDecompressionBomb(t *testing.T) {
 		if stored > tt.limits.ImageBytes {
 			t.Errorf("%s: the store holds %d bytes after the refusal, more than the image limit %d", tt.name, stored, tt.limits.ImageBytes)
 		}
+	}
+}
+
+// lyingLayer is a layer whose config entry (diff id) or blob does not
+// match what it serves.
+type lyingLayer struct {
+	*ocitest.Layer
+	compressed []byte  // served instead of the layer's blob, when set
+	diffID     v1.Hash // claimed instead of the layer's, when set
+}
+
+func (l *lyingLayer) DiffID() (v1.Hash, error) {
+	if l.diffID.Hex != "" {
+		return l.diffID, nil
+	}
+	return l.Layer.DiffID()
+}
+
+func (l *lyingLayer) Digest() (v1.Hash, error) {
+	if l.compressed != nil {
+		h, _, err := v1.SHA256(bytes.NewReader(l.compressed))
+		return h, err
+	}
+	return l.Layer.Digest()
+}
+
+func (l *lyingLayer) Compressed() (io.ReadCloser, error) {
+	if l.compressed != nil {
+		return io.NopCloser(bytes.NewReader(l.compressed)), nil
+	}
+	return l.Layer.Compressed()
+}
+
+func (l *lyingLayer) Size() (int64, error) {
+	if l.compressed != nil {
+		return int64(len(l.compressed)), nil
+	}
+	return l.Layer.Size()
+}
+
+// blobSwapper serves other bytes for one blob, as a hostile registry or
+// a proxy on the way would.
+type blobSwapper struct {
+	digest v1.Hash
+	body   []byte
+}
+
+func (b *blobSwapper) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.HasSuffix(req.URL.Path, "/blobs/"+b.digest.String()) {
+		return resp, err
+	}
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b.body))
+	resp.ContentLength = int64(len(b.body))
+	resp.Header.Set("Content-Length", fmt.Sprint(len(b.body)))
+	return resp, nil
+}
+
+// TestPullHostileLayer performs the attacks on a layer: a blob whose
+// bytes are not those its digest names (from a registry, and from a
+// layout, which does not check blobs itself), a config that lies about a
+// layer's uncompressed digest, and a blob with the right digest that is a
+// truncated gzip stream. Each pull fails with an error naming the layer,
+// and the store holds neither the blob nor its uncompressed form.
+func TestPullHostileLayer(t *testing.T) {
+	good, err := ocitest.LayerOf(ocitest.File("etc/motd", strings.Repeat("welcome\n", 5000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ocitest.LayerOf(ocitest.File("etc/motd", strings.Repeat("you are owned\n", 5000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherBlob, err := other.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherBytes, _ := io.ReadAll(otherBlob)
+	goodBlob, _ := good.Compressed()
+	goodBytes, _ := io.ReadAll(goodBlob)
+	diffOther, _ := other.DiffID()
+
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	tests := []struct {
+		name  string
+		layer v1.Layer
+		// swap serves other bytes for the layer blob from the registry;
+		// layout pulls from a layout whose blob file was replaced.
+		swap, layout bool
+		want         string
+	}{
+		{name: "registry serves other bytes", layer: good, swap: true, want: "sha256"},
+		{name: "layout holds other bytes", layer: good, layout: true, want: "blob has digest"},
+		{name: "config lies about the diff id", layer: &lyingLayer{Layer: good, diffID: diffOther}, want: "uncompressed layer has digest"},
+		{name: "truncated gzip", layer: &lyingLayer{Layer: good, compressed: goodBytes[:len(goodBytes)/2]}, want: "gzip"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img, err := ocitest.Image(amd64, v1.Config{}, tt.layer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layerDigest := digest(t, tt.layer)
+			ref := fmt.Sprintf("%s/hostile%d:1", reg.Host, i)
+			var opts []oci.Option
+			switch {
+			case tt.layout:
+				lp := filepath.Join(t.TempDir(), "layout")
+				p, err := layout.Write(lp, empty.Index)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.AppendImage(img); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(lp, "blobs", "sha256", layerDigest.Hex), otherBytes, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				ref = "oci-layout:" + lp
+			default:
+				if err := ocitest.Push(ref, img); err != nil {
+					t.Fatal(err)
+				}
+				if tt.swap {
+					opts = append(opts, oci.WithTransport(&blobSwapper{digest: layerDigest, body: otherBytes}))
+				}
+			}
+			dir := t.TempDir()
+			store, _ := oci.OpenStore(dir)
+			_, err = store.Pull(context.Background(), ref, amd64, opts...)
+			if err == nil || !strings.Contains(err.Error(), "layer "+layerDigest.String()) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Pull = %v, want an error naming layer %s and %q", err, layerDigest, tt.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "blobs", "sha256", layerDigest.Hex)); err == nil {
+				t.Errorf("the store holds the refused blob")
+			}
+			diffs, _ := os.ReadDir(filepath.Join(dir, "diffs", "sha256"))
+			blobs, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+			for _, e := range append(diffs, blobs...) {
+				if strings.HasPrefix(e.Name(), ".tmp-") {
+					t.Errorf("the store keeps a temporary file %s", e.Name())
+				}
+			}
+			if len(diffs) != 0 {
+				t.Errorf("the store holds uncompressed layers %v after the refusal", diffs)
+			}
+		})
+	}
+}
+
+// stallingBody sends a start and then nothing, until closed.
+type stallingBody struct {
+	start  []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if len(b.start) > 0 {
+		n := copy(p, b.start)
+		b.start = b.start[n:]
+		return n, nil
+	}
+	<-b.closed
+	return 0, errors.New("read on closed body")
+}
+
+func (b *stallingBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// staller serves a layer blob as a corrupt gzip stream that then stalls,
+// as a hostile registry could, to hold a build forever.
+type staller struct{ digest v1.Hash }
+
+func (s *staller) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.HasSuffix(req.URL.Path, "/blobs/"+s.digest.String()) {
+		return resp, err
+	}
+	resp.Body.Close()
+	// A gzip header, then a deflate block of the reserved type 3.
+	start := append([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}, 0x07, 0, 0, 0)
+	resp.Body = &stallingBody{start: start, closed: make(chan struct{})}
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// TestPullCorruptStalledLayer performs the stall: a registry sends the
+// start of a corrupt layer and then nothing. The pull fails on the corrupt
+// start, naming the layer, instead of waiting for the rest.
+func TestPullCorruptStalledLayer(t *testing.T) {
+	reg := ocitest.NewRegistry()
+	defer reg.Close()
+	layer, err := ocitest.LayerOf(ocitest.File("etc/motd", "hello\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ocitest.Image(amd64, v1.Config{}, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Host + "/stall:1"
+	if err := ocitest.Push(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := oci.OpenStore(t.TempDir())
+	done := make(chan error, 1)
+	go func() {
+		_, err := store.Pull(context.Background(), ref, amd64, oci.WithTransport(&staller{digest: digest(t, layer)}))
+		done <- err
+	}()
+	// Not a measure of speed: the pull either returns or waits forever.
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "layer "+digest(t, layer).String()) || !strings.Contains(err.Error(), "gzip") {
+			t.Errorf("Pull = %v, want a gzip error naming the layer", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Pull still waits for a stalled registry after its stream turned out corrupt")
 	}
 }

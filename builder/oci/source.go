@@ -35,6 +35,11 @@ type fetcher interface {
 	manifest(ctx context.Context, d v1.Descriptor) ([]byte, error)
 	// blob opens a config or (compressed) layer blob.
 	blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error)
+	// verifiesBlobs reports whether the readers blob returns check the
+	// bytes against the descriptor's digest themselves, failing the read
+	// that reaches the end when they differ. The layer pipeline hashes
+	// the blobs of other sources.
+	verifiesBlobs() bool
 }
 
 // parsedRef is a reference split by kind.
@@ -119,6 +124,11 @@ func (f *remoteFetcher) blob(ctx context.Context, d v1.Descriptor) (io.ReadClose
 	return l.Compressed()
 }
 
+// verifiesBlobs is true: go-containerregistry's remote blob readers hash
+// what they read and fail at the end on a mismatch (TestPullHostileLayer
+// serves other bytes for a layer).
+func (f *remoteFetcher) verifiesBlobs() bool { return true }
+
 type layoutFetcher struct {
 	path   layout.Path
 	digest *v1.Hash
@@ -157,6 +167,8 @@ func (f *layoutFetcher) manifest(ctx context.Context, d v1.Descriptor) ([]byte, 
 func (f *layoutFetcher) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
 	return f.path.Blob(d.Digest)
 }
+
+func (f *layoutFetcher) verifiesBlobs() bool { return false }
 
 // archiveFetcher serves the single image of a `docker save` archive.
 type archiveFetcher struct {
@@ -199,6 +211,8 @@ func (f *archiveFetcher) blob(ctx context.Context, d v1.Descriptor) (io.ReadClos
 	return l.Compressed()
 }
 
+func (f *archiveFetcher) verifiesBlobs() bool { return false }
+
 // storeFetcher serves what the store holds, for offline rebuilds.
 type storeFetcher struct {
 	s      *Store
@@ -224,3 +238,5 @@ func (f *storeFetcher) blob(ctx context.Context, d v1.Descriptor) (io.ReadCloser
 	}
 	return rc, err
 }
+
+func (f *storeFetcher) verifiesBlobs() bool { return false }

@@ -84,6 +84,30 @@ func (p HostFile) Open() (io.ReadCloser, error) {
 	return f, nil
 }
 
+// HostFileRange is file content that is a byte range of a file on the
+// build machine: a file's data inside an uncompressed layer tar.
+type HostFileRange struct {
+	Path   string
+	Offset int64
+	Size   int64
+}
+
+// Open opens the host file and reads the range.
+func (r HostFileRange) Open() (io.ReadCloser, error) {
+	f, err := os.Open(r.Path)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: content: %w", err)
+	}
+	return sectionFile{io.NewSectionReader(f, r.Offset, r.Size), f}, nil
+}
+
+type sectionFile struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s sectionFile) Close() error { return s.f.Close() }
+
 // Entry is one filesystem object. Which fields matter depends on Kind.
 type Entry struct {
 	Kind Kind

@@ -39,12 +39,12 @@ func contentErr(path string, at, size int64, err error) error {
 // sameContent compares two files byte by byte.
 func (d *dataWriter) sameContent(a, b *fileData) (bool, error) {
 	d.allocCompare()
-	ra, err := openContent(a.node.entry.Content)
+	ra, err := d.hostFiles.open(a.node.entry.Content)
 	if err != nil {
 		return false, fmt.Errorf("squashfs: file %q: open content: %w", a.node.path, err)
 	}
 	defer ra.Close()
-	rb, err := openContent(b.node.entry.Content)
+	rb, err := d.hostFiles.open(b.node.entry.Content)
 	if err != nil {
 		return false, fmt.Errorf("squashfs: file %q: open content: %w", b.node.path, err)
 	}
@@ -69,7 +69,7 @@ func (d *dataWriter) sameContent(a, b *fileData) (bool, error) {
 // same size.
 func (d *dataWriter) sameAs(a *fileData, data []byte) (bool, error) {
 	d.allocCompare()
-	ra, err := openContent(a.node.entry.Content)
+	ra, err := d.hostFiles.open(a.node.entry.Content)
 	if err != nil {
 		return false, fmt.Errorf("squashfs: file %q: open content: %w", a.node.path, err)
 	}
@@ -88,25 +88,106 @@ func (d *dataWriter) allocCompare() {
 	}
 }
 
-// openContent opens a file's content. Host files are read with plain
-// system calls: os.File would register each with the poller, which costs
-// a failed epoll_ctl per regular file, and trees have tens of thousands.
-func openContent(c rootfs.Content) (io.ReadCloser, error) {
-	h, ok := c.(rootfs.HostFile)
-	if !ok {
-		return c.Open()
+// maxOpenHostFiles bounds the host files hostFiles keeps open.
+const maxOpenHostFiles = 64
+
+// hostFiles opens file contents for the data writer's reader goroutine.
+// Host files are read with plain system calls: os.File would register
+// each with the poller, which costs a failed epoll_ctl per regular file,
+// and trees have tens of thousands. Ranges of host files (the files of a
+// flattened image, each a range of its layer tar) share one descriptor
+// per host file, kept open until close, so that a layer of ten thousand
+// small files is opened once, not ten thousand times. Not safe for
+// concurrent use.
+type hostFiles struct {
+	fds map[string]int
+	// opened lists the paths in fds, oldest first, for eviction.
+	opened []string
+}
+
+// open opens a file's content.
+func (h *hostFiles) open(c rootfs.Content) (io.ReadCloser, error) {
+	switch c := c.(type) {
+	case rootfs.HostFile:
+		fd, err := openHost(string(c))
+		if err != nil {
+			return nil, err
+		}
+		return rawFile(fd), nil
+	case rootfs.HostFileRange:
+		fd, ok := h.fds[c.Path]
+		if !ok {
+			var err error
+			if fd, err = openHost(c.Path); err != nil {
+				return nil, err
+			}
+			if len(h.opened) == maxOpenHostFiles {
+				unix.Close(h.fds[h.opened[0]])
+				delete(h.fds, h.opened[0])
+				h.opened = h.opened[1:]
+			}
+			if h.fds == nil {
+				h.fds = map[string]int{}
+			}
+			h.fds[c.Path] = fd
+			h.opened = append(h.opened, c.Path)
+		}
+		return &rangeReader{fd: fd, off: c.Offset, end: c.Offset + c.Size}, nil
 	}
+	return c.Open()
+}
+
+// close closes the descriptors kept open.
+func (h *hostFiles) close() {
+	for _, fd := range h.fds {
+		unix.Close(fd)
+	}
+	h.fds, h.opened = nil, nil
+}
+
+func openHost(path string) (int, error) {
 	for {
-		fd, err := unix.Open(string(h), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: string(h), Err: err}
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 		}
-		return rawFile(fd), nil
+		return fd, nil
 	}
 }
+
+// rangeReader reads bytes off..end of a descriptor hostFiles owns, with
+// positioned reads; closing it leaves the descriptor open.
+type rangeReader struct {
+	fd       int
+	off, end int64
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.off >= r.end {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.end-r.off {
+		p = p[:r.end-r.off]
+	}
+	for {
+		n, err := unix.Pread(r.fd, p, r.off)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		r.off += int64(n)
+		return n, nil
+	}
+}
+
+func (r *rangeReader) Close() error { return nil }
 
 // rawFile is an open host file descriptor.
 type rawFile int

@@ -108,6 +108,7 @@ type dataWriter struct {
 	writerErr error
 
 	// Reader state.
+	hostFiles hostFiles
 	seed      maphash.Seed
 	dedupe    map[dedupeKey][]*fileData
 	frag      []byte
@@ -163,6 +164,7 @@ func (d *dataWriter) run(ctx context.Context, files <-chan *fileData) ([]fragmen
 	}()
 
 	err := d.readAll(ctx, files)
+	d.hostFiles.close()
 	close(d.work)
 	close(d.order)
 	wg.Wait()
@@ -212,7 +214,7 @@ var sparseMarker = []byte("\x00sparse block\x00")
 // one extra read.
 func (d *dataWriter) readFile(ctx context.Context, f *fileData) error {
 	path := f.node.path
-	rc, err := openContent(f.node.entry.Content)
+	rc, err := d.hostFiles.open(f.node.entry.Content)
 	if err != nil {
 		return fmt.Errorf("squashfs: file %q: open content: %w", path, err)
 	}

@@ -13,27 +13,6 @@ import (
 	"github.com/ingotdev/ingot/packer/rootfs"
 )
 
-// section is a file's content as a byte range of a layer tar.
-type section struct {
-	path        string
-	offset, len int64
-}
-
-func (s section) Open() (io.ReadCloser, error) {
-	f, err := os.Open(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("flatten: content: %w", err)
-	}
-	return sectionReader{io.NewSectionReader(f, s.offset, s.len), f}, nil
-}
-
-type sectionReader struct {
-	*io.SectionReader
-	f *os.File
-}
-
-func (r sectionReader) Close() error { return r.f.Close() }
-
 // sparse reports whether hdr is a GNU sparse file, whose data in the
 // archive is not the file's bytes in order.
 func sparse(hdr *tar.Header) bool {
@@ -48,9 +27,9 @@ func sparse(hdr *tar.Header) bool {
 	return false
 }
 
-// content returns the source of a regular file's bytes: a section of the
+// content returns the source of a regular file's bytes: a range of the
 // layer file, or for a sparse file a copy with the holes filled in.
-func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (rootfs.Content, error) {
+func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *layerFile) (rootfs.Content, error) {
 	if hdr.Size == 0 {
 		return rootfs.Bytes(nil), nil
 	}
@@ -60,13 +39,9 @@ func (f *flattener) content(hdr *tar.Header, tr *tar.Reader, file *os.File) (roo
 	if sparse(hdr) {
 		return f.spool(hdr, tr)
 	}
-	// tar.Reader reads headers with exact-size reads from the unbuffered
-	// file, so the file offset now is the start of the entry's data.
-	off, err := file.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, err
-	}
-	return section{path: f.layer.Path, offset: off, len: hdr.Size}, nil
+	// tar.Reader has read the header and nothing more, so the next byte
+	// of the file is the first of the entry's data.
+	return rootfs.HostFileRange{Path: f.layer.Path, Offset: file.offset(), Size: hdr.Size}, nil
 }
 
 func (f *flattener) spool(hdr *tar.Header, tr *tar.Reader) (rootfs.Content, error) {

@@ -139,12 +139,12 @@ func (f *flattener) applyFile(ctx context.Context, l Layer) error {
 		return fmt.Errorf("flatten: layer %s: %w", l.Digest, err)
 	}
 	defer file.Close()
-	return f.apply(ctx, l, file)
+	return f.apply(ctx, l, newLayerFile(file))
 }
 
-// apply reads the tar in file. The file is handed to tar.Reader unbuffered
-// so that its offset after each header is where the entry's data starts.
-func (f *flattener) apply(ctx context.Context, l Layer, file *os.File) error {
+// apply reads the tar in file, whose offset after each header is where
+// the entry's data starts.
+func (f *flattener) apply(ctx context.Context, l Layer, file *layerFile) error {
 	f.layer = l
 	f.added = map[string]bool{}
 	tr := tar.NewReader(file)
@@ -171,7 +171,7 @@ func (f *flattener) apply(ctx context.Context, l Layer, file *os.File) error {
 	}
 }
 
-func (f *flattener) entry(hdr *tar.Header, tr *tar.Reader, file *os.File) error {
+func (f *flattener) entry(hdr *tar.Header, tr *tar.Reader, file *layerFile) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
