@@ -99,9 +99,9 @@ func testUEFIHello(t *testing.T, target config.Target) {
 
 // TestVMUEFIDiskBuses boots hello through OVMF from a virtio-scsi disk
 // (Proxmox's default controller, GCE) and from an NVMe disk (AWS Nitro,
-// GCE): systemd-boot is found by the firmware's drivers, the initramfs
-// loads the cloud drivers (kernel.CloudVMModules) and stage0 finds the
-// root by PARTUUID on either.
+// GCE): systemd-boot is found by the firmware's drivers, stage0 loads the
+// cloud drivers (kernel.CloudVMModules) that the devices call for and
+// finds the root by PARTUUID on either.
 func TestVMUEFIDiskBuses(t *testing.T) {
 	cfg := helloConfig(t)
 	dir := t.TempDir()
@@ -122,6 +122,16 @@ func TestVMUEFIDiskBuses(t *testing.T) {
 			body := getUntil(t, v, fmt.Sprintf("http://127.0.0.1:%d/", v.Machine.Forwards[0].HostPort), 10*time.Minute)
 			if !strings.Contains(body, "hello from ingot") {
 				t.Fatalf("GET / = %q", body)
+			}
+			// The SCSI drivers are loaded on demand, for the controller
+			// and its disk, not by the fallback that loads them all.
+			con := v.Console.String()
+			if bus == "virtio-scsi" && (!strings.Contains(con, "virtio_scsi.ko: loaded for device virtio:d00000008") ||
+				!strings.Contains(con, "sd_mod.ko: loaded for device scsi:t-0x00") || strings.Contains(con, "loading the other")) {
+				t.Errorf("console does not show virtio_scsi and sd_mod loaded for their devices:\n%s", con)
+			}
+			if strings.Contains(con, "hv_vmbus.ko: loaded") || strings.Contains(con, "xen-blkfront.ko: loaded") {
+				t.Errorf("console shows another cloud's driver loaded on QEMU:\n%s", con)
 			}
 			v.Kill()
 		})
