@@ -172,19 +172,9 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.end-r.off {
 		p = p[:r.end-r.off]
 	}
-	for {
-		n, err := unix.Pread(r.fd, p, r.off)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		r.off += int64(n)
-		return n, nil
-	}
+	n, err := readRetrying(func() (int, error) { return unix.Pread(r.fd, p, r.off) }, len(p))
+	r.off += int64(n)
+	return n, err
 }
 
 func (r *rangeReader) Close() error { return nil }
@@ -193,14 +183,20 @@ func (r *rangeReader) Close() error { return nil }
 type rawFile int
 
 func (f rawFile) Read(p []byte) (int, error) {
+	return readRetrying(func() (int, error) { return unix.Read(int(f), p) }, len(p))
+}
+
+// readRetrying calls read again while it fails with EINTR, and turns a
+// read of nothing, when asked bytes were wanted, into io.EOF.
+func readRetrying(read func() (int, error), asked int) (int, error) {
 	for {
-		n, err := unix.Read(int(f), p)
+		n, err := read()
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
 			return 0, err
-		case n == 0 && len(p) > 0:
+		case n == 0 && asked > 0:
 			return 0, io.EOF
 		}
 		return n, nil
