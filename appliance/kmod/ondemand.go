@@ -18,6 +18,8 @@ type OnDemand struct {
 	sysDir  string
 	load    func(path string) error
 	pending []demand
+	// matched counts the modules loaded because a device called for one.
+	matched int
 }
 
 type demand struct {
@@ -69,11 +71,25 @@ func (d *OnDemand) LoadMatching() ([]Loaded, []error) {
 			continue
 		}
 		loaded = append(loaded, Loaded{Path: m.path, Device: dev})
+		d.matched++
 		aliases = d.modaliases()
 		// A module loaded now may bring devices for one skipped before.
 		i = 0
 	}
 	return loaded, errs
+}
+
+// Finish is called once the root disk is found, before the initramfs and
+// its modules go away. If a device called for any module, this is not a
+// plain virtio machine, and the devices of other drivers may still be
+// appearing (Hyper-V offers its network card on VMBus after its disk, a
+// SCSI host goes on scanning): it loads every pending module, as a boot
+// did before modules were loaded on demand. Otherwise it loads none.
+func (d *OnDemand) Finish() ([]Loaded, []error) {
+	if d.matched == 0 {
+		return nil, nil
+	}
+	return d.LoadRest()
 }
 
 // LoadRest loads every pending module, in load order.

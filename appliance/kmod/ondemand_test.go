@@ -84,13 +84,28 @@ func TestOnDemand(t *testing.T) {
 	if loaded, _ := d.LoadMatching(); len(loaded) != 0 || d.Pending() != 3 {
 		t.Errorf("second LoadMatching() = %v with %d pending, want nothing new and 3 pending", loaded, d.Pending())
 	}
+	// Devices called for drivers: this is another cloud, whose other
+	// devices may come later, so Finish loads the rest.
 	f.fail = map[string]bool{"/m/xen_blkfront.ko": true}
-	loaded, errs = d.LoadRest()
+	loaded, errs = d.Finish()
 	if len(loaded) != 2 || len(errs) != 1 || d.Pending() != 0 {
-		t.Errorf("LoadRest() = %v, %v, %d pending; want vmw_pvscsi and lonely loaded, xen_blkfront failed, none pending", loaded, errs, d.Pending())
+		t.Errorf("Finish() = %v, %v, %d pending; want vmw_pvscsi and lonely loaded, xen_blkfront failed, none pending", loaded, errs, d.Pending())
 	}
 	if s := loaded[0].String(); s != "module /m/vmw_pvscsi.ko: loaded without a device" {
 		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestOnDemandPlainVirtio: where no device calls for a driver, Finish
+// loads nothing.
+func TestOnDemandPlainVirtio(t *testing.T) {
+	f := &fakeSys{t: t, dir: t.TempDir()}
+	f.add("pci/0000:00:01.0=pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00")
+	d := NewOnDemand([]string{"/m/hv_vmbus.ko"}, map[string][]string{"/m/hv_vmbus.ko": {"acpi*:VMBUS:*"}})
+	d.sysDir, d.load = f.dir, f.load
+	d.LoadMatching()
+	if loaded, errs := d.Finish(); len(loaded)+len(errs) != 0 || len(f.loaded) != 0 || d.Pending() != 1 {
+		t.Errorf("Finish() on plain virtio = %v, %v, loaded %v; want nothing loaded", loaded, errs, f.loaded)
 	}
 }
 

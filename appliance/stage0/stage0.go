@@ -115,6 +115,13 @@ func run(log logger, start time.Time) error {
 	}
 	log.Printf("root %s is %s (partition %d %q), found after %s", params.Root, part.Device, part.Number, part.Name,
 		time.Since(start).Round(time.Millisecond))
+	loaded, errs := onDemand.Finish()
+	if len(loaded)+len(errs) > 0 {
+		log.Printf("another hypervisor's or cloud's devices called for drivers: loaded the other %d on-demand drivers too", len(loaded)+len(errs))
+	}
+	for _, err := range errs {
+		log.Printf("%v", err)
+	}
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/ingotdev/ingot/packer/kernel"
 )
 
-// This test boots ingot-init for real: stage0 from an initramfs made by
+// This test boots ingot-stage0 and ingot-init for real: stage0 from an initramfs made by
 // packer/initramfs, stage1 from a squashfs root, with services that are
 // busybox shell scripts. The disk is put together here with host tools
 // (mksquashfs, mke2fs) and packer/gpt so that it tests init alone, not the
@@ -87,12 +87,13 @@ func buildVMImage(t *testing.T, ctx context.Context) *vmImage {
 	if err != nil {
 		t.Fatalf("busybox is needed (apt-get install busybox-static): %v", err)
 	}
-	// Initramfs: stage0 with the VM modules, plus the power button.
+	// Initramfs: stage0 with the VM modules, plus the power button; the
+	// root's /init is ingot-init.
 	dir := t.TempDir()
 	img := &vmImage{dir: dir, disk: filepath.Join(dir, "disk.img"),
-		guest: vmtest.NewGuest(t, "amd64", vmtest.WithInit("github.com/ingotdev/ingot/appliance/cmd/ingot-init"),
+		guest: vmtest.NewGuest(t, "amd64", vmtest.WithInit("github.com/ingotdev/ingot/appliance/cmd/ingot-stage0"),
 			vmtest.WithModules(append(kernel.DefaultVMModules(), "button", "evdev")...), vmtest.WithCompression(cpio.Gzip))}
-	initBin := img.guest.Init
+	initBin := vmtest.Program(t, "amd64", "github.com/ingotdev/ingot/appliance/cmd/ingot-init")
 
 	// Root: what the builder must provide (see the package doc).
 	root := filepath.Join(dir, "root")

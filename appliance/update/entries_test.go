@@ -8,8 +8,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/ingotdev/ingot/mgmt"
 	"github.com/ingotdev/ingot/packer/format/bls"
 	"github.com/ingotdev/ingot/packer/format/slot"
 )
@@ -296,5 +299,57 @@ func TestEntriesStaleTrialOfActive(t *testing.T) {
 	}
 	if s := readState(t, r.bootDir); s.Active != slot.A || s.Trial != "" || s.LastFailed != nil {
 		t.Fatalf("slot.json %+v", s)
+	}
+}
+
+// TestSlotStateWaitsForConfirmedEntries: while a confirm is writing the
+// entry that boots the confirmed slot, SlotState does not report the slot
+// confirmed. A client that saw "confirmed" may cut the power at once; the
+// firmware must then boot that slot (TestVMUEFIUpdate's power cut after
+// the update once came back on the old slot: slot.json was written, the
+// entry not yet).
+func TestSlotStateWaitsForConfirmedEntries(t *testing.T) {
+	r, e := entriesRig(t, slot.Initial())
+	commitB(t, r, e)
+	booted, trial := firmwareBoot(t, r.bootDir)
+	if _, err := e.Boot(r.bootDir, booted, trial); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	slow := &Entries{Title: e.Title, Root: func(n slot.Name) (string, error) {
+		once.Do(func() { close(entered) })
+		<-release
+		return e.Root(n)
+	}}
+	m := r.manager(t, slot.B, WithEntries(slow))
+	confirmed := make(chan error, 1)
+	go func() {
+		_, err := m.Confirm()
+		confirmed <- err
+	}()
+	<-entered // slot.json says b is active; b's entry is being written
+	states := make(chan mgmt.SlotState, 1)
+	go func() {
+		s, err := m.SlotState(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		states <- s
+	}()
+	select {
+	case s := <-states:
+		t.Fatalf("SlotState = %+v while the confirm was still writing b's entry", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-confirmed; err != nil {
+		t.Fatal(err)
+	}
+	if s := <-states; s.Active != "b" || s.Trial != "" {
+		t.Errorf("SlotState after the confirm = %+v, want b active", s)
+	}
+	if b, counted := firmwareBoot(t, r.bootDir); b != slot.B || counted {
+		t.Errorf("after the confirm the firmware boots %s (counted %v), want b", b, counted)
 	}
 }

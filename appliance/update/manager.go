@@ -66,6 +66,12 @@ type Manager struct {
 	o options
 
 	mu sync.Mutex
+	// stateMu makes each change of slot.json, with the firmware files,
+	// UEFI entries and update record that go with it, one step for
+	// SlotState and LastUpdate: a status must not report a slot confirmed
+	// (or committed) while the entries that boot it are still being
+	// written, since a client that saw it may cut the power.
+	stateMu sync.RWMutex
 	// staged is the slot the last successful WriteRoot wrote, which
 	// Commit turns into the trial slot; "" when nothing is staged.
 	staged slot.Name
@@ -127,6 +133,8 @@ func (m *Manager) endRecord(n slot.Name, outcome, reason string) {
 // LastUpdate returns the record of the last update, nil when there is
 // none that decodes.
 func (m *Manager) LastUpdate(ctx context.Context) *mgmt.LastUpdate {
+	m.stateMu.RLock()
+	defer m.stateMu.RUnlock()
 	return ReadLastUpdate(m.bootDir)
 }
 
@@ -181,16 +189,7 @@ func (m *Manager) WriteRoot(ctx context.Context, body io.Reader, sizeBytes int64
 		if s.Trial != t {
 			return nil
 		}
-		if err := saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed}); err != nil {
-			return err
-		}
-		// The trial's entry goes before the first byte, too: a power cut
-		// mid-write must not leave an entry that boots this slot.
-		if err := m.SyncEntries(); err != nil {
-			return err
-		}
-		m.endRecord(t, mgmt.OutcomeCancelled, fmt.Sprintf("a new update to slot %s replaced it before its trial boot", t))
-		return nil
+		return m.cancelTrial(s, t)
 	}
 	opts := append(append([]Option(nil), m.opts...), withBeforeWrite(cancelTrial))
 	res, err := WriteRoot(ctx, p, p.SizeBytes(), body, sizeBytes, sha256Hex, arch, opts...)
@@ -258,6 +257,8 @@ func (m *Manager) Commit(ctx context.Context) (mgmt.SlotState, error) {
 		return mgmt.SlotState{}, err
 	}
 	m.stagedDigests = nil
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	s, err := Commit(m.bootDir, t)
 	if err != nil {
 		return mgmt.SlotState{}, err
@@ -299,6 +300,8 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 		return mgmt.SlotState{}, err
 	}
 	defer m.mu.Unlock()
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	m.staged = ""
 	m.stagedDigests = nil
 	if err := DiscardBootFiles(m.bootDir); err != nil {
@@ -336,11 +339,30 @@ func (m *Manager) Rollback(ctx context.Context) (mgmt.SlotState, error) {
 	return SlotState(s), nil
 }
 
+// cancelTrial takes slot t, the pending trial of state s, off trial
+// before a new root is written to it: slot.json and the UEFI entries both,
+// before the first byte, so a power cut mid-write leaves nothing that
+// boots t, and the update record says why.
+func (m *Manager) cancelTrial(s slot.State, t slot.Name) error {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	if err := saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed}); err != nil {
+		return err
+	}
+	if err := m.SyncEntries(); err != nil {
+		return err
+	}
+	m.endRecord(t, mgmt.OutcomeCancelled, fmt.Sprintf("a new update to slot %s replaced it before its trial boot", t))
+	return nil
+}
+
 // Confirm confirms this boot's slot (see the package function Confirm);
 // stage1 calls it when the trial proved healthy.
 func (m *Manager) Confirm() (slot.State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	s, err := Confirm(m.bootDir, m.booted)
 	if err != nil {
 		return s, err
@@ -404,6 +426,8 @@ func (m *Manager) BootFiles(ctx context.Context, sl string) (mgmt.BootFiles, err
 
 // SlotState returns slot.json as it is now.
 func (m *Manager) SlotState(ctx context.Context) (mgmt.SlotState, error) {
+	m.stateMu.RLock()
+	defer m.stateMu.RUnlock()
 	s, err := ReadState(m.bootDir)
 	if err != nil {
 		return mgmt.SlotState{}, err

@@ -101,13 +101,9 @@ func (m *Manager) beginRoot(ctx context.Context, rs RootSpec) (*RootWriter, erro
 	}
 	hadValid := ValidRoot(p, p.SizeBytes()) == nil
 	if s.Trial == t {
-		if err := saveState(m.bootDir, slot.State{Active: s.Active, LastFailed: s.LastFailed}); err != nil {
+		if err := m.cancelTrial(s, t); err != nil {
 			return fail(err)
 		}
-		if err := m.SyncEntries(); err != nil {
-			return fail(err)
-		}
-		m.endRecord(t, mgmt.OutcomeCancelled, fmt.Sprintf("a new update to slot %s replaced it before its trial boot", t))
 	}
 	if err := Invalidate(p); err != nil {
 		return fail(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,10 +98,8 @@ func BuildGuest(ctx context.Context, deb, arch, dir string, opts ...GuestOption)
 	if g.Modules, err = k.Closure(o.modules...); err != nil {
 		return nil, fmt.Errorf("vmtest: %s: %w", deb, err)
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", g.Init, o.init)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("vmtest: building %s for %s: %w\n%s", o.init, arch, err, out)
+	if err := buildProgram(ctx, o.init, arch, g.Init); err != nil {
+		return nil, err
 	}
 	fi, err := os.Stat(g.Init)
 	if err != nil {
@@ -130,6 +129,27 @@ func BuildGuest(ctx context.Context, deb, arch, dir string, opts ...GuestOption)
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}
 	return g, nil
+}
+
+// Program builds the Go package pkg (an import path) for linux/arch, static,
+// and returns the binary's path: a program for a guest's root, beside the
+// initramfs's /init.
+func Program(t testing.TB, arch, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), path.Base(pkg))
+	if err := buildProgram(t.Context(), pkg, arch, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func buildProgram(ctx context.Context, pkg, arch, out string) error {
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+	if b, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("vmtest: building %s for %s: %w\n%s", pkg, arch, err, b)
+	}
+	return nil
 }
 
 // Machine returns a VM of g's architecture that boots g with the serial
