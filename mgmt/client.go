@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ingotdev/ingot/mgmt/transport"
@@ -222,6 +223,11 @@ func dialTokenTLS(ctx context.Context, t transport.Target, cfg *tls.Config) (net
 			// Both ends hold a token, and they differ: to the user this
 			// is the agent's 401.
 			return nil, fmt.Errorf("mgmt: %v: %w: %w", t, ErrUnauthorized, err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			// The agent closed the connection before its answer: it
+			// refuses connections beyond its limits at accept.
+			return nil, fmt.Errorf("mgmt: %v: the agent closed the connection during the TLS handshake (it refuses connections beyond its limit of unauthenticated ones per peer; an agent built before vsock TLS does too): %w", t, err)
 		}
 		return nil, fmt.Errorf("mgmt: %v: no TLS with the token-derived key (agents built before it spoke plain HTTP on vsock): %w", t, err)
 	}

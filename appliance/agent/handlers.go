@@ -140,7 +140,7 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	enc := jsonEncoder(w)
+	var buf []byte
 	for {
 		var l mgmt.LogLine
 		var ok bool
@@ -160,7 +160,8 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
-		if enc.Encode(l) != nil {
+		buf = l.AppendNDJSON(buf[:0])
+		if _, err := w.Write(buf); err != nil {
 			return
 		}
 	}
