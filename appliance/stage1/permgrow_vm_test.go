@@ -133,6 +133,7 @@ func TestVMPermGrowsToDisk(t *testing.T) {
 	vm1 := startPipelineVM(t, img, filepath.Join(dir, "run1"))
 	grown := vm1.waitFor(permGrownRE, pipelineBootTimeout)
 	vm1.waitFor(counterStartRE, time.Minute)
+	vm1.waitFor(counterStoredRE, time.Minute)
 	vm1.web()
 	log1 := vm1.stop()
 	expectLines(t, "boot 1", log1, "init: perm: partition 4 of /dev/vda now ends at the disk's end", "init: perm: growing ext4 on /dev/vda4", "init: perm: unmounted")

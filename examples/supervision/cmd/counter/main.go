@@ -39,6 +39,7 @@ func main() {
 	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
+	counted := false
 	for {
 		select {
 		case sig := <-stop:
@@ -52,6 +53,11 @@ func main() {
 				os.Exit(1)
 			}
 			n++
+			if !counted {
+				// Once per run, so a watcher knows a count is on perm.
+				fmt.Printf("stored %d\n", n)
+				counted = true
+			}
 		}
 	}
 }
