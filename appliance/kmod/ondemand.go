@@ -55,6 +55,11 @@ func (d *OnDemand) Pending() int { return len(d.pending) }
 // its disks, a SCSI host its disks). A module that fails to load is not
 // tried again.
 func (d *OnDemand) LoadMatching() ([]Loaded, []error) {
+	if len(d.pending) == 0 {
+		// stage0 calls this before every look for the root: nothing to
+		// match, no sysfs walk.
+		return nil, nil
+	}
 	var loaded []Loaded
 	var errs []error
 	aliases := d.modaliases()
