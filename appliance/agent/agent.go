@@ -59,12 +59,19 @@ type Supervisor interface {
 
 // Logs serves log lines.
 type Logs interface {
-	// Logs sends the last n lines of the named log (n < 0: all it holds,
-	// 0: none), then, with follow, every new line until ctx ends; the
-	// channel is closed at the end. The sender must give up when ctx ends.
-	// An unknown name is an error wrapping mgmt.ErrNotFound. Several calls
-	// may follow the same log at once.
-	Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error)
+	// Logs returns the last n lines of the named log (n < 0: all it holds,
+	// 0: none) and then, with follow, every new line, as a stream the
+	// request's goroutine reads. An unknown name is an error wrapping
+	// mgmt.ErrNotFound. Several calls may follow the same log at once.
+	Logs(name string, n int, follow bool) (LogStream, error)
+}
+
+// A LogStream hands out the lines of one logs request in batches.
+type LogStream interface {
+	// Next returns the next lines, at least one, oldest first: io.EOF
+	// when a stream that does not follow has none left, ctx's error when
+	// ctx ends. The slice is valid until the next call.
+	Next(ctx context.Context) ([]mgmt.LogLine, error)
 }
 
 // DiskLogs reads the logs kept on the perm partition across boots.

@@ -89,12 +89,12 @@ func (f *fakeSupervisor) recorded() []string {
 // ringLogs serves real rings by name.
 type ringLogs map[string]*logs.Ring
 
-func (r ringLogs) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
+func (r ringLogs) Logs(name string, n int, follow bool) (agent.LogStream, error) {
 	ring, ok := r[name]
 	if !ok {
 		return nil, fmt.Errorf("no log %q: %w", name, mgmt.ErrNotFound)
 	}
-	return agent.RingLines(ctx, ring, n, follow), nil
+	return agent.RingLines(ring, n, follow), nil
 }
 
 // fileLogs serves agent.DiskLogs from <dir>/<name>.log for the names of

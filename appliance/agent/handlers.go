@@ -101,13 +101,12 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("logs: %s=%q: want 1 or 0: %w", mgmt.ParamFollow, f, mgmt.ErrInvalid))
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel() // stops the sender if the client went away
-	var lines <-chan mgmt.LogLine
+	ctx := r.Context()
+	var lines LogStream
 	switch src := q.Get(mgmt.ParamSource); src {
 	case "":
 		var err error
-		if lines, err = a.deps.Logs.Logs(ctx, name, n, follow); err != nil {
+		if lines, err = a.deps.Logs.Logs(name, n, follow); err != nil {
 			a.fail(w, r, fmt.Errorf("logs %q: %w", name, err))
 			return
 		}
@@ -125,12 +124,7 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, fmt.Errorf("logs %q on disk: %w", name, err))
 			return
 		}
-		ch := make(chan mgmt.LogLine, len(kept))
-		for _, l := range kept {
-			ch <- l
-		}
-		close(ch)
-		lines = ch
+		lines = &lineSlice{lines: kept}
 	default:
 		a.fail(w, r, fmt.Errorf("logs: %s=%q: want %q or nothing: %w", mgmt.ParamSource, src, mgmt.SourceDisk, mgmt.ErrInvalid))
 		return
@@ -140,28 +134,26 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
+	// The headers go out at once: a follower of a quiet log learns that
+	// it is following before the first line.
+	if rc.Flush() != nil {
+		return
+	}
 	var buf []byte
 	for {
-		var l mgmt.LogLine
-		var ok bool
-		select {
-		case l, ok = <-lines:
-		default:
-			// Nothing ready: push out what is buffered, then wait.
-			if rc.Flush() != nil {
-				return
-			}
-			select {
-			case l, ok = <-lines:
-			case <-ctx.Done():
+		// A batch is written and flushed together: one TLS record and
+		// packet for many lines when a follower has fallen behind.
+		batch, err := lines.Next(ctx)
+		if err != nil {
+			return // the end of the lines, or of the request
+		}
+		for _, l := range batch {
+			buf = l.AppendNDJSON(buf[:0])
+			if _, err := w.Write(buf); err != nil {
 				return
 			}
 		}
-		if !ok {
-			return
-		}
-		buf = l.AppendNDJSON(buf[:0])
-		if _, err := w.Write(buf); err != nil {
+		if rc.Flush() != nil {
 			return
 		}
 	}

@@ -2,61 +2,75 @@ package agent
 
 import (
 	"context"
+	"io"
 	"math"
 
 	"github.com/ingotdev/ingot/appliance/logs"
 	"github.com/ingotdev/ingot/mgmt"
 )
 
-// ringLinesBuffer is how many converted lines RingLines holds ready for
-// the handler. The logs handler flushes whenever no line is ready, so
-// with an unbuffered channel it found none after nearly every line (the
-// producing goroutines had not run yet) and paid one write, TLS record
-// and vsock or TCP packet per line and follower; 100 followers of a
-// service logging 2,000 lines/s then cost the agent more than a TCG guest
-// has (bench/agentload). Buffered, a follower that falls behind finds a
-// batch ready and sends it in one flush. It costs about 8 KiB per
-// follower (the texts are shared with the ring).
-const ringLinesBuffer = 128
-
 // RingLines serves a logs.Ring with the semantics of Logs.Logs: the last n
 // lines (n < 0: all the ring holds, 0: none), then with follow every new
-// line until ctx ends. Stage1's Logs implementation looks the ring up by
-// name and hands it here.
-func RingLines(ctx context.Context, ring *logs.Ring, n int, follow bool) <-chan mgmt.LogLine {
-	out := make(chan mgmt.LogLine, ringLinesBuffer)
-	var in <-chan logs.Line
+// line. Stage1's Logs implementation looks the ring up by name and hands
+// it here. A follower reads the ring in batches in the handler's own
+// goroutine (logs.Follower): with a goroutine and a channel operation per
+// line in between, 100 followers of a service logging 2,000 lines/s cost
+// a TCG guest a fifth of its CPU in scheduling alone (bench/agentload).
+func RingLines(ring *logs.Ring, n int, follow bool) LogStream {
 	if follow {
 		if n < 0 {
 			n = math.MaxInt
 		}
-		in = ring.Follow(ctx, n)
-	} else {
-		var tail []logs.Line
-		switch {
-		case n < 0:
-			tail = ring.Tail(0)
-		case n > 0:
-			tail = ring.Tail(n)
-		}
-		ch := make(chan logs.Line, len(tail))
-		for _, l := range tail {
-			ch <- l
-		}
-		close(ch)
-		in = ch
+		return &ringStream{f: ring.Follow(n)}
 	}
-	go func() {
-		defer close(out)
-		for l := range in {
-			select {
-			case out <- LogLine(l):
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
+	var tail []logs.Line
+	switch {
+	case n < 0:
+		tail = ring.Tail(0)
+	case n > 0:
+		tail = ring.Tail(n)
+	}
+	lines := make([]mgmt.LogLine, len(tail))
+	for i, l := range tail {
+		lines[i] = LogLine(l)
+	}
+	return &lineSlice{lines: lines}
+}
+
+// ringStream follows a ring.
+type ringStream struct {
+	f   *logs.Follower
+	out []mgmt.LogLine // reused by Next
+}
+
+func (s *ringStream) Next(ctx context.Context) ([]mgmt.LogLine, error) {
+	batch, err := s.f.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.out = s.out[:0]
+	for _, l := range batch {
+		s.out = append(s.out, LogLine(l))
+	}
+	return s.out, nil
+}
+
+// lineSlice is a stream of lines known in advance: one batch, then the
+// end.
+type lineSlice struct {
+	lines []mgmt.LogLine
+	done  bool
+}
+
+func (s *lineSlice) Next(ctx context.Context) ([]mgmt.LogLine, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if s.done || len(s.lines) == 0 {
+		return nil, io.EOF
+	}
+	s.done = true
+	return s.lines, nil
 }
 
 // LogLine converts a logs.Line for the protocol.

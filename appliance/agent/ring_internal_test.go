@@ -2,49 +2,83 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
 	"github.com/ingotdev/ingot/appliance/logs"
 )
 
-// TestRingLinesHoldsABatch checks that a follower that has not read yet
-// finds a batch of lines ready, so the logs handler sends them in one
-// flush instead of one write per line (see ringLinesBuffer), and that the
-// batch changes nothing about what is delivered: every line, once, in
-// order.
-func TestRingLinesHoldsABatch(t *testing.T) {
+// TestRingLinesBatches checks that a follower that has fallen behind gets
+// the lines waiting for it in batches, so the logs handler writes and
+// flushes many at once, and that batching changes nothing about what is
+// delivered: every line, once, in order, then the lines that follow.
+func TestRingLinesBatches(t *testing.T) {
 	const total = 1000
 	ring := logs.NewRing(1 << 20)
 	for i := 1; i <= total; i++ {
 		ring.Append(time.Unix(0, 0), logs.Stdout, fmt.Sprint(i))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // for a stream that never returns
 	defer cancel()
-	out := RingLines(ctx, ring, -1, true)
-	if cap(out) < 2 {
-		t.Fatalf("RingLines channel holds %d lines; want a batch", cap(out))
-	}
-	// Nobody reads: the sender fills the buffer and waits. The deadline
-	// is for a sender that never does, not a measure of speed.
-	for deadline := time.Now().Add(time.Minute); len(out) < cap(out); {
-		if time.Now().After(deadline) {
-			t.Fatalf("RingLines holds %d of %d lines ready after a minute", len(out), cap(out))
+	s := RingLines(ring, -1, true)
+	next, batches := 1, 0
+	for next <= total {
+		batch, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("after line %d: %v", next-1, err)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	for i := 1; i <= total; i++ {
-		l := <-out
-		if l.Text != fmt.Sprint(i) || l.Seq != uint64(i) {
-			t.Fatalf("line %d: got seq %d %q", i, l.Seq, l.Text)
+		batches++
+		for _, l := range batch {
+			if l.Text != fmt.Sprint(next) || l.Seq != uint64(next) {
+				t.Fatalf("line %d: got seq %d %q", next, l.Seq, l.Text)
+			}
+			next++
 		}
+	}
+	if batches > total/100 {
+		t.Errorf("%d lines came in %d batches; want batches of many lines", total, batches)
 	}
 	ring.Append(time.Unix(0, 0), logs.Stderr, "new")
-	if l := <-out; l.Text != "new" || l.Stream != "stderr" {
-		t.Errorf("followed line: got %+v", l)
+	if batch, err := s.Next(ctx); err != nil || len(batch) != 1 || batch[0].Text != "new" || batch[0].Stream != "stderr" {
+		t.Errorf("followed line: got %+v, %v", batch, err)
 	}
 	cancel()
-	for range out {
+	if _, err := s.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Next after the request ended: %v, want context.Canceled", err)
+	}
+}
+
+// TestRingLinesTail checks the streams that do not follow: the last n
+// lines in one batch and then the end, and nothing at all for n = 0.
+func TestRingLinesTail(t *testing.T) {
+	ring := logs.NewRing(1 << 20)
+	for i := 1; i <= 10; i++ {
+		ring.Append(time.Unix(0, 0), logs.Stdout, fmt.Sprint(i))
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{3, "[8 9 10]"}, {-1, "[1 2 3 4 5 6 7 8 9 10]"}, {0, "[]"}} {
+		s := RingLines(ring, tc.n, false)
+		var got []string
+		for {
+			batch, err := s.Next(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("n=%d: %v", tc.n, err)
+			}
+			for _, l := range batch {
+				got = append(got, l.Text)
+			}
+		}
+		if fmt.Sprint(got) != tc.want {
+			t.Errorf("n=%d: got %v, want %s", tc.n, got, tc.want)
+		}
 	}
 }

@@ -81,46 +81,86 @@ func TestRingFollow(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		r.Append(t0, Stdout, fmt.Sprint(i))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := r.Follow(ctx, 2)
+	f := r.Follow(2)
 	go func() {
 		for i := 6; i <= 8; i++ {
 			r.Append(t0, Stdout, fmt.Sprint(i))
 		}
 	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // for a follower that never returns
+	defer cancel()
 	var got []string
 	for len(got) < 5 {
-		select {
-		case l := <-ch:
+		batch, err := f.Next(ctx)
+		if err != nil {
+			t.Fatalf("Follow: got %q, then %v", got, err)
+		}
+		for _, l := range batch {
 			got = append(got, l.Text)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("Follow: got %q, then nothing", got)
 		}
 	}
 	if want := "[4 5 6 7 8]"; fmt.Sprint(got) != want {
 		t.Errorf("Follow(2) = %q, want %s", got, want)
 	}
 	cancel()
-	for range ch {
+	if _, err := f.Next(ctx); err == nil {
+		t.Error("Next after its context ended returned no error")
+	}
+}
+
+// TestRingFollowBatches checks that a follower takes the lines waiting
+// for it in batches of followBatch, every line once and in order.
+func TestRingFollowBatches(t *testing.T) {
+	r := NewRing(1 << 20)
+	f := r.Follow(0)
+	const total = 3*followBatch + 7
+	for i := 1; i <= total; i++ {
+		r.Append(t0, Stdout, fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var sizes []int
+	next := 1
+	for next <= total {
+		batch, err := f.Next(ctx)
+		if err != nil {
+			t.Fatalf("after line %d: %v", next-1, err)
+		}
+		sizes = append(sizes, len(batch))
+		for _, l := range batch {
+			if l.Text != fmt.Sprint(next) || l.Seq != uint64(next) {
+				t.Fatalf("got seq %d %q, want line %d", l.Seq, l.Text, next)
+			}
+			next++
+		}
+	}
+	if want := fmt.Sprint([]int{followBatch, followBatch, followBatch, 7}); fmt.Sprint(sizes) != want {
+		t.Errorf("batch sizes %v, want %s", sizes, want)
 	}
 }
 
 func TestRingFollowSlowReaderGetsDropNote(t *testing.T) {
 	r := NewRing(10 * (lineOverheadBytes + 2))
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ch := r.Follow(ctx, 0)
-	// Nobody reads while 30 lines go into a ring of 10: the follower holds
-	// at most the batch it copied when it woke, so at least 10 are lost.
+	f := r.Follow(0)
+	// Nobody reads while 30 lines go into a ring of 10: at least 20 are
+	// lost.
 	for i := 1; i <= 30; i++ {
 		r.Append(t0, Stdout, fmt.Sprintf("%02d", i))
 	}
 	var received, dropped int
 	var sawNote bool
 	for done := false; !done; {
-		select {
-		case l := <-ch:
+		batch, err := f.Next(ctx)
+		if err != nil {
+			t.Fatalf("follower stalled after %d lines: %v", received, err)
+		}
+		for i, l := range batch {
 			if l.Seq == 0 {
+				if i != 0 {
+					t.Errorf("the note is line %d of its batch, want the first", i)
+				}
 				sawNote = true
 				var n int
 				fmt.Sscanf(l.Text, "logs: %d lines dropped", &n)
@@ -129,11 +169,9 @@ func TestRingFollowSlowReaderGetsDropNote(t *testing.T) {
 			}
 			received++
 			done = l.Text == "30"
-		case <-time.After(5 * time.Second):
-			t.Fatalf("follower stalled after %d lines", received)
 		}
 	}
-	if !sawNote || received+dropped != 30 || dropped < 10 {
+	if !sawNote || received+dropped != 30 || dropped < 20 {
 		t.Errorf("slow follower: received %d, dropped %d (note %v); want a note and 30 lines accounted for", received, dropped, sawNote)
 	}
 }
@@ -399,20 +437,32 @@ func TestRingFollowSpacesWakeUps(t *testing.T) {
 		called <- struct{}{}
 		return fire
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // for a follower that never returns
 	defer cancel()
-	ch := r.Follow(ctx, 0)
+	f := r.Follow(0)
+	batches := make(chan []string)
+	go func() {
+		defer close(batches)
+		for {
+			batch, err := f.Next(ctx)
+			if err != nil {
+				return
+			}
+			var texts []string
+			for _, l := range batch {
+				texts = append(texts, l.Text)
+			}
+			batches <- texts
+		}
+	}()
 	expect := func(from, to int) {
 		t.Helper()
+		var want []string
 		for i := from; i <= to; i++ {
-			select {
-			case l := <-ch:
-				if l.Text != fmt.Sprint(i) {
-					t.Fatalf("got %q, want %d", l.Text, i)
-				}
-			case <-time.After(time.Minute): // a follower that never sends
-				t.Fatalf("no line %d", i)
-			}
+			want = append(want, fmt.Sprint(i))
+		}
+		if got := <-batches; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("batch %q, want lines %d to %d in one", got, from, to)
 		}
 	}
 	r.Append(t0, Stdout, "1") // the first batch: no wait
@@ -420,7 +470,7 @@ func TestRingFollowSpacesWakeUps(t *testing.T) {
 	r.Append(t0, Stdout, "2") // woken at once after a batch: it waits
 	select {
 	case <-called:
-	case <-time.After(time.Minute):
+	case <-ctx.Done():
 		t.Fatal("a follower woken at once after a batch did not wait")
 	}
 	for i := 3; i <= 50; i++ {

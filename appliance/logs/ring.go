@@ -8,6 +8,7 @@ package logs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -140,11 +141,14 @@ func (r *Ring) Tail(n int) []Line {
 func (r *Ring) Since(seq uint64, max int) (lines []Line, dropped uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	lines, dropped, _ = r.sinceLocked(seq, max)
+	lines, dropped, _ = r.sinceLocked(nil, seq, max)
 	return lines, dropped
 }
 
-func (r *Ring) sinceLocked(seq uint64, max int) ([]Line, uint64, <-chan struct{}) {
+// sinceLocked appends to dst up to max lines with Seq > seq (max <= 0:
+// all) and returns it, how many lines after seq were already evicted, and
+// the channel the next append closes.
+func (r *Ring) sinceLocked(dst []Line, seq uint64, max int) ([]Line, uint64, <-chan struct{}) {
 	live := r.lines[r.head:]
 	var dropped uint64
 	if len(live) > 0 {
@@ -159,7 +163,7 @@ func (r *Ring) sinceLocked(seq uint64, max int) ([]Line, uint64, <-chan struct{}
 	if max > 0 && len(live) > max {
 		live = live[:max]
 	}
-	return append([]Line(nil), live...), dropped, r.changed
+	return append(dst, live...), dropped, r.changed
 }
 
 // followBatch bounds the lines a follower copies under the lock at once.
@@ -175,69 +179,72 @@ const followBatch = 256
 // A line after a quiet spell is not delayed.
 const followWakeInterval = 20 * time.Millisecond
 
-// Follow sends the last n lines (n <= 0: none) and then every new line
-// until ctx ends, when the channel is closed. A follower that falls so far
-// behind that lines are evicted before it reads them gets a System line
-// with Seq 0 saying how many it missed; the writers never wait for it.
-// New lines come at most every followWakeInterval, in batches.
-func (r *Ring) Follow(ctx context.Context, n int) <-chan Line {
-	ch := make(chan Line)
+// A Follower reads the lines of a ring in order, a batch at a time, in
+// the goroutine that calls Next: following costs no goroutine and no
+// channel operation per line. A follower that falls so far behind that
+// lines are evicted before it reads them gets a System line with Seq 0
+// saying how many it missed; the writers never wait for it. A Follower is
+// not safe for concurrent use; every reader makes its own.
+type Follower struct {
+	r     *Ring
+	seq   uint64    // the last line taken
+	last  time.Time // when lines were last taken
+	batch []Line    // reused by Next
+}
+
+// Follow returns a follower whose first batch starts with the last n
+// lines the ring holds (n <= 0: with the next line appended).
+func (r *Ring) Follow(n int) *Follower {
 	r.mu.Lock()
-	start := r.nextSeq - 1
+	defer r.mu.Unlock()
+	f := &Follower{r: r, seq: r.nextSeq - 1}
 	if n > 0 {
 		live := r.lines[r.head:]
 		if len(live) > n {
 			live = live[len(live)-n:]
 		}
 		if len(live) > 0 {
-			start = live[0].Seq - 1
+			f.seq = live[0].Seq - 1
 		}
 	}
-	r.mu.Unlock()
-	go func() {
-		defer close(ch)
-		seq := start
-		var lastBatch time.Time // when lines were last taken
-		for {
-			r.mu.Lock()
-			lines, dropped, changed := r.sinceLocked(seq, followBatch)
-			r.mu.Unlock()
-			if len(lines) > 0 || dropped > 0 {
-				lastBatch = r.now()
+	return f
+}
+
+// Next waits for lines after those it returned before and returns up to
+// followBatch of them, oldest first, preceded by the note about missed
+// lines if any were. New lines come at most every followWakeInterval, so
+// a busy source's lines arrive in batches. The slice is valid until the
+// next call. When ctx ends, Next returns its error.
+func (f *Follower) Next(ctx context.Context) ([]Line, error) {
+	r := f.r
+	for {
+		r.mu.Lock()
+		lines, dropped, changed := r.sinceLocked(f.batch[:0], f.seq, followBatch)
+		r.mu.Unlock()
+		f.batch = lines
+		if len(lines) > 0 || dropped > 0 {
+			f.last = r.now()
+			f.seq += dropped
+			if len(lines) > 0 {
+				f.seq = lines[len(lines)-1].Seq
 			}
 			if dropped > 0 {
 				note := Line{Time: time.Now(), Stream: System, Text: fmt.Sprintf("logs: %d lines dropped (reader too slow)", dropped)}
-				select {
-				case ch <- note:
-				case <-ctx.Done():
-					return
-				}
-				seq += dropped
+				f.batch = slices.Insert(lines, 0, note)
 			}
-			for _, l := range lines {
-				select {
-				case ch <- l:
-				case <-ctx.Done():
-					return
-				}
-				seq = l.Seq
-			}
-			if len(lines) == followBatch {
-				continue
-			}
+			return f.batch, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if wait := followWakeInterval - r.now().Sub(f.last); wait > 0 {
 			select {
-			case <-changed:
+			case <-r.after(wait):
 			case <-ctx.Done():
-				return
-			}
-			if wait := followWakeInterval - r.now().Sub(lastBatch); wait > 0 {
-				select {
-				case <-r.after(wait):
-				case <-ctx.Done():
-					return
-				}
+				return nil, ctx.Err()
 			}
 		}
-	}()
-	return ch
+	}
 }

@@ -81,12 +81,12 @@ func notFound(err error) error {
 // logsAdapter serves agent.Logs from the System's log rings.
 type logsAdapter struct{ sys *stage1.System }
 
-func (l logsAdapter) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
+func (l logsAdapter) Logs(name string, n int, follow bool) (agent.LogStream, error) {
 	ring, ok := l.sys.Logs(name)
 	if !ok {
 		return nil, fmt.Errorf("logs: no service %q (init's own log is %q): %w", name, stage1.InitLogName, mgmt.ErrNotFound)
 	}
-	return agent.RingLines(ctx, ring, n, follow), nil
+	return agent.RingLines(ring, n, follow), nil
 }
 
 // diskLogs serves agent.DiskLogs from the log files on perm.

@@ -62,11 +62,11 @@ func (s *cliSupervisor) Restart(_ context.Context, n string) error { return s.re
 
 type cliLogs struct{ ring *logs.Ring }
 
-func (l cliLogs) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
+func (l cliLogs) Logs(name string, n int, follow bool) (agent.LogStream, error) {
 	if name != "web" {
 		return nil, mgmt.ErrNotFound
 	}
-	return agent.RingLines(ctx, l.ring, n, follow), nil
+	return agent.RingLines(l.ring, n, follow), nil
 }
 
 type cliPower struct{ calls chan string }

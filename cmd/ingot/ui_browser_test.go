@@ -41,8 +41,8 @@ func (h *hostileAppliance) Status() mgmt.Status {
 	}
 }
 
-func (h *hostileAppliance) Logs(ctx context.Context, name string, n int, follow bool) (<-chan mgmt.LogLine, error) {
-	return agent.RingLines(ctx, h.ring, n, follow), nil
+func (h *hostileAppliance) Logs(name string, n int, follow bool) (agent.LogStream, error) {
+	return agent.RingLines(h.ring, n, follow), nil
 }
 
 // TestWebUIShowsHostileTextAsText serves the page from an agent whose
