@@ -9,14 +9,22 @@ import (
 	"github.com/ingotdev/ingot/mgmt"
 )
 
-// RingLines serves a logs.Ring with the semantics of Logs.Logs: the last n
+// LogSource is a log RingLines serves: a logs.Sink, whose followers read
+// the lines their ring evicted unread from the log file, or a bare
+// logs.Ring.
+type LogSource interface {
+	Tail(n int) []logs.Line
+	Follow(n int) *logs.Follower
+}
+
+// RingLines serves a log with the semantics of Logs.Logs: the last n
 // lines (n < 0: all the ring holds, 0: none), then with follow every new
-// line. Stage1's Logs implementation looks the ring up by name and hands
+// line. Stage1's Logs implementation looks the log up by name and hands
 // it here. A follower reads the ring in batches in the handler's own
 // goroutine (logs.Follower): with a goroutine and a channel operation per
 // line in between, 100 followers of a service logging 2,000 lines/s cost
 // a TCG guest a fifth of its CPU in scheduling alone (bench/agentload).
-func RingLines(ring *logs.Ring, n int, follow bool) LogStream {
+func RingLines(ring LogSource, n int, follow bool) LogStream {
 	if follow {
 		if n < 0 {
 			n = math.MaxInt

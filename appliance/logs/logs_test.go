@@ -491,3 +491,140 @@ func TestRingFollowSpacesWakeUps(t *testing.T) {
 		t.Errorf("waits %v after a quiet spell, want still one", waits)
 	}
 }
+
+// seqs returns the Seqs and texts of lines, for comparing.
+func seqs(lines []Line) string {
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%d:%s ", l.Seq, l.Text)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// TestFileReadSince checks that a log file finds the lines written
+// through it by Seq: across more than one index entry, across a rotation
+// (the rotated file, then the new one), over a gap in the Seqs (a line
+// that was never written), and never from a file that took the rotated
+// one's place.
+func TestFileReadSince(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "svc.log")
+	// Lines from an earlier boot are not indexed: they have no Seq.
+	if err := os.WriteFile(p, []byte("2025-01-02T03:04:05.000006Z stdout from before\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenFile(p, 24<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const total = 1000
+	for seq := uint64(1); seq <= total; seq++ {
+		if seq == 700 {
+			continue // never written: a gap
+		}
+		text := fmt.Sprint(seq)
+		if seq == 5 {
+			text = "two\nlines"
+		}
+		if err := f.Write(Line{Seq: seq, Time: t0, Stream: Stdout, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(p + ".1"); err != nil {
+		t.Fatalf("the test wants a rotation: %v", err)
+	}
+	for _, tc := range []struct {
+		seq  uint64
+		max  int
+		want string
+	}{
+		{0, 3, "1:1 2:2 3:3"},
+		{3, 3, "4:4 5:two lines 6:6"}, // one line of the file per line of the log
+		{600, 2, "601:601 602:602"},
+		{698, 5, "699:699"},         // the end of a run
+		{699, 2, "701:701 702:702"}, // over the gap
+		{998, 5, "999:999 1000:1000"},
+		{1000, 5, ""},
+	} {
+		got, err := f.ReadSince(nil, tc.seq, tc.max)
+		if err != nil {
+			t.Fatalf("ReadSince(%d): %v", tc.seq, err)
+		}
+		if seqs(got) != tc.want {
+			t.Errorf("ReadSince(%d, %d) = %q, want %q", tc.seq, tc.max, seqs(got), tc.want)
+		}
+		for _, l := range got {
+			if !l.Time.Equal(t0.Truncate(time.Microsecond)) || l.Stream != Stdout {
+				t.Errorf("line %d read back as %v %v", l.Seq, l.Time, l.Stream)
+			}
+		}
+	}
+	// Lines written in the rotated file are found there; once something
+	// else takes its place, nothing is read from it.
+	f.mu.Lock()
+	firstCur := f.cur.marks[0].first
+	f.mu.Unlock()
+	if firstCur < 3 {
+		t.Fatalf("the current file starts at line %d; want the early lines in the rotated one", firstCur)
+	}
+	if err := os.Rename(p+".1", p+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p+".1", []byte("2025-01-02T03:04:05.000006Z stdout impostor\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.ReadSince(nil, 0, 3); err != nil || len(got) != 0 {
+		t.Errorf("ReadSince from a replaced rotated file = %q, %v; want nothing", seqs(got), err)
+	}
+}
+
+// TestSinkFollowerReadsEvictedLines checks that a follower of a sink with
+// a log file that falls behind gets the lines its ring evicted from the
+// file, every one once and in order, with no drop note; and that lines
+// the file never had (logged before it was attached) are reported as
+// dropped, followed by the rest.
+func TestSinkFollowerReadsEvictedLines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sink := NewSink("svc", NewRing(10*(lineOverheadBytes+4)), nil)
+	fol := sink.Follow(0)
+	for i := 1; i <= 20; i++ {
+		sink.Line(Stdout, fmt.Sprint(i)) // before the file: only the ring
+	}
+	f, err := OpenFile(filepath.Join(t.TempDir(), "svc.log"), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink.SetFile(f)
+	defer sink.Close()
+	const total = 2000
+	for i := 21; i <= total; i++ {
+		sink.Line(Stdout, fmt.Sprint(i))
+	}
+	next, notes := uint64(1), 0
+	for next <= total {
+		batch, err := fol.Next(ctx)
+		if err != nil {
+			t.Fatalf("after line %d: %v", next-1, err)
+		}
+		for _, l := range batch {
+			if l.Seq == 0 {
+				var n uint64
+				fmt.Sscanf(l.Text, "logs: %d lines dropped", &n)
+				if next != 1 || n != 20 {
+					t.Fatalf("note %q before line %d; want one for the 20 lines before the file, first", l.Text, next)
+				}
+				notes++
+				next += n
+				continue
+			}
+			if l.Seq != next || l.Text != fmt.Sprint(next) {
+				t.Fatalf("got %d %q, want line %d", l.Seq, l.Text, next)
+			}
+			next++
+		}
+	}
+	if notes != 1 {
+		t.Errorf("%d drop notes, want 1", notes)
+	}
+}

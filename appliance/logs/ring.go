@@ -184,12 +184,17 @@ const followWakeInterval = 20 * time.Millisecond
 // channel operation per line. A follower that falls so far behind that
 // lines are evicted before it reads them gets a System line with Seq 0
 // saying how many it missed; the writers never wait for it. A Follower is
-// not safe for concurrent use; every reader makes its own.
+// not safe for concurrent use; every reader makes its own. A Sink's
+// followers read lines evicted unread from the log file instead
+// (Sink.Follow).
 type Follower struct {
 	r     *Ring
 	seq   uint64    // the last line taken
 	last  time.Time // when lines were last taken
 	batch []Line    // reused by Next
+	// evicted, when set, reads lines the ring no longer holds from
+	// elsewhere (Sink.Follow: the log file), as File.ReadSince does.
+	evicted func(dst []Line, seq uint64, max int) ([]Line, error)
 }
 
 // Follow returns a follower whose first batch starts with the last n
@@ -210,6 +215,11 @@ func (r *Ring) Follow(n int) *Follower {
 	return f
 }
 
+// droppedNote is the line that tells a follower it missed n lines.
+func droppedNote(n uint64) Line {
+	return Line{Time: time.Now(), Stream: System, Text: fmt.Sprintf("logs: %d lines dropped (reader too slow)", n)}
+}
+
 // Next waits for lines after those it returned before and returns up to
 // followBatch of them, oldest first, preceded by the note about missed
 // lines if any were. New lines come at most every followWakeInterval, so
@@ -222,6 +232,20 @@ func (f *Follower) Next(ctx context.Context) ([]Line, error) {
 		lines, dropped, changed := r.sinceLocked(f.batch[:0], f.seq, followBatch)
 		r.mu.Unlock()
 		f.batch = lines
+		if dropped > 0 && f.evicted != nil {
+			// Read outside the ring's lock, after the ring's lines (which
+			// stay as they are for the case the file has none); lines
+			// found there stand for the evicted ones, and the ring's are
+			// taken next time.
+			if old, err := f.evicted(lines[len(lines):], f.seq, int(min(dropped, followBatch))); err == nil && len(old) > 0 {
+				missed := old[0].Seq - f.seq - 1
+				f.seq, f.last, f.batch = old[len(old)-1].Seq, r.now(), old
+				if missed > 0 {
+					f.batch = slices.Insert(old, 0, droppedNote(missed))
+				}
+				return f.batch, nil
+			}
+		}
 		if len(lines) > 0 || dropped > 0 {
 			f.last = r.now()
 			f.seq += dropped
@@ -229,8 +253,7 @@ func (f *Follower) Next(ctx context.Context) ([]Line, error) {
 				f.seq = lines[len(lines)-1].Seq
 			}
 			if dropped > 0 {
-				note := Line{Time: time.Now(), Stream: System, Text: fmt.Sprintf("logs: %d lines dropped (reader too slow)", dropped)}
-				f.batch = slices.Insert(lines, 0, note)
+				f.batch = slices.Insert(lines, 0, droppedNote(dropped))
 			}
 			return f.batch, nil
 		}

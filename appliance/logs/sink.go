@@ -63,12 +63,37 @@ func (s *Sink) SetFile(f *File) error {
 	return nil
 }
 
+// Tail returns the last n lines the ring holds (n <= 0: all).
+func (s *Sink) Tail(n int) []Line { return s.ring.Tail(n) }
+
+// Follow returns a follower of the ring (Ring.Follow) that reads lines
+// the ring has evicted before it read them from the log file, when the
+// file holds them, instead of skipping them.
+func (s *Sink) Follow(n int) *Follower {
+	f := s.ring.Follow(n)
+	f.evicted = s.readEvicted
+	return f
+}
+
+// readEvicted reads lines after seq from the file (File.ReadSince).
+func (s *Sink) readEvicted(dst []Line, seq uint64, max int) ([]Line, error) {
+	s.mu.Lock()
+	file := s.file
+	s.mu.Unlock()
+	if file == nil {
+		return dst, nil
+	}
+	return file.ReadSince(dst, seq, max)
+}
+
 // Line records one line of output.
 func (s *Sink) Line(stream Stream, text string) {
-	l := s.ring.Append(time.Now(), stream, text)
 	s.console.Print(s.name, text)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Appended under the lock, so that the file has the lines in the
+	// ring's order, which ReadSince relies on.
+	l := s.ring.Append(time.Now(), stream, text)
 	if s.forwarder != nil {
 		s.forwarder.Forward(s.name, l)
 	}

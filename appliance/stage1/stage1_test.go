@@ -103,7 +103,8 @@ func TestStatusAndLogs(t *testing.T) {
 	if st.Perm.Mounted || st.Perm.Error != "no partition" || len(st.Warnings) != 1 || st.Warnings[0] != "perm: no partition" {
 		t.Errorf("Status() = %+v", st)
 	}
-	ring, ok := s.Logs(InitLogName)
+	sink, ok := s.Logs(InitLogName)
+	ring := sink.Ring()
 	if !ok || ring.Len() != 1 || ring.Tail(1)[0].Text != "warning: perm: no partition" {
 		t.Errorf("Logs(init) = %v, %v", ring.Tail(0), ok)
 	}

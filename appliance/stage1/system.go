@@ -145,11 +145,10 @@ func (s *System) Supervisor() *supervise.Supervisor { return s.sup }
 // for all children, so os/exec's Cmd.Wait would lose the exit status.
 func (s *System) Reaper() *supervise.Reaper { return s.reaper }
 
-// Logs returns the in-memory log of a service, or init's own for
-// InitLogName.
-func (s *System) Logs(name string) (*logs.Ring, bool) {
+// Logs returns the log of a service, or init's own for InitLogName.
+func (s *System) Logs(name string) (*logs.Sink, bool) {
 	if name == InitLogName {
-		return s.initLog.Ring(), true
+		return s.initLog, true
 	}
 	if s.sup == nil {
 		return nil, false

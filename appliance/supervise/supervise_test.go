@@ -385,7 +385,8 @@ func TestLogRingAndFileRotation(t *testing.T) {
 	svc.LogBufferBytes = 2048
 	s := start(t, []spec.Service{svc}, WithPerm(perm), WithLogFileBytes(4096))
 	logLine(t, s, "chatty", "line 199 ")
-	ring, _ := s.Logs("chatty")
+	sink, _ := s.Logs("chatty")
+	ring := sink.Ring()
 	if got := ring.Bytes(); got > 2048 {
 		t.Errorf("ring uses %d bytes, want <= 2048", got)
 	}

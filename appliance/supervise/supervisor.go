@@ -298,13 +298,13 @@ func (s *Supervisor) Service(name string) (mgmt.ServiceStatus, bool) {
 	return sv.snapshotLocked(), true
 }
 
-// Logs returns a service's in-memory log.
-func (s *Supervisor) Logs(name string) (*logs.Ring, bool) {
+// Logs returns a service's log.
+func (s *Supervisor) Logs(name string) (*logs.Sink, bool) {
 	sv, ok := s.byName[name]
 	if !ok {
 		return nil, false
 	}
-	return sv.sink.Ring(), true
+	return sv.sink, true
 }
 
 // Names returns the service names in spec order.
