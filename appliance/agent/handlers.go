@@ -139,25 +139,38 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request) {
 	if rc.Flush() != nil {
 		return
 	}
+	var enc mgmt.LogLineEncoder
 	var buf []byte
 	for {
-		// A batch is written and flushed together: one TLS record and
-		// packet for many lines when a follower has fallen behind.
+		// A batch is encoded into one buffer and written and flushed
+		// together: one TLS record and packet for many lines.
 		batch, err := lines.Next(ctx)
 		if err != nil {
 			return // the end of the lines, or of the request
 		}
+		buf = buf[:0]
 		for _, l := range batch {
-			buf = l.AppendNDJSON(buf[:0])
-			if _, err := w.Write(buf); err != nil {
-				return
+			buf = enc.Append(buf, l)
+			if len(buf) >= logWriteBytes {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
 			}
+		}
+		if _, err := w.Write(buf); err != nil {
+			return
 		}
 		if rc.Flush() != nil {
 			return
 		}
 	}
 }
+
+// logWriteBytes is how much of a batch of log lines the logs handler
+// encodes before it writes: a TLS record's worth, so that a batch of long
+// lines does not grow the buffer.
+const logWriteBytes = 16 << 10
 
 func (a *Agent) service(w http.ResponseWriter, r *http.Request) {
 	name, action := r.PathValue("name"), mgmt.Action(r.PathValue("action"))
