@@ -167,30 +167,50 @@ func (f *File) Write(l Line) error {
 // reads without holding up writers; lines rotated away meanwhile are not
 // returned.
 func (f *File) ReadSince(dst []Line, seq uint64, max int) ([]Line, error) {
-	f.mu.Lock()
-	path, idx := f.path+".1", f.prev
-	m, ok := idx.find(seq)
-	if !ok {
-		path, idx = f.path, f.cur
-		m, ok = idx.find(seq)
-	}
-	f.mu.Unlock()
-	if !ok || max <= 0 {
+	if max <= 0 {
 		return dst, nil
 	}
-	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return dst, nil
+	// A rotation between the look-up and the open moves the current
+	// file's lines to the rotated one: the second look finds them there.
+	for range 2 {
+		f.mu.Lock()
+		path, idx := f.path+".1", f.prev
+		m, ok := idx.find(seq)
+		if !ok {
+			path, idx = f.path, f.cur
+			m, ok = idx.find(seq)
+		}
+		f.mu.Unlock()
+		if !ok {
+			return dst, nil
+		}
+		file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, fmt.Errorf("logs: %w", err)
+		}
+		st, err := file.Stat()
+		if err != nil {
+			file.Close()
+			return dst, fmt.Errorf("logs: %w", err)
+		}
+		if inode(st) != idx.ino {
+			file.Close() // another file took its name since the look-up
+			continue
+		}
+		dst, err = readLines(dst, file, m, seq, max)
+		file.Close()
+		return dst, err
 	}
-	if err != nil {
-		return dst, fmt.Errorf("logs: %w", err)
-	}
-	defer file.Close()
-	if st, err := file.Stat(); err != nil || inode(st) != idx.ino {
-		return dst, err // rotated away since it was looked up
-	}
+	return dst, nil
+}
+
+// readLines appends the lines of m after seq, up to max, from file.
+func readLines(dst []Line, file *os.File, m fileMark, seq uint64, max int) ([]Line, error) {
 	if _, err := file.Seek(m.off, io.SeekStart); err != nil {
-		return dst, fmt.Errorf("logs: %s: %w", path, err)
+		return dst, fmt.Errorf("logs: %s: %w", file.Name(), err)
 	}
 	br := bufio.NewReaderSize(file, 32<<10)
 	for n := m.first; n <= m.last && max > 0; n++ {
