@@ -81,6 +81,27 @@ type instance struct {
 	exited  <-chan ProcessExit
 	// oomBefore is the group's OOM kill count when the run started.
 	oomBefore uint64
+	// drained gets a value from each of the two output readers when it
+	// has read its pipe to the end.
+	drained chan struct{}
+}
+
+// outputWait bounds how long the end of a run waits for its output to be
+// read to the end: a process outside the run's group may hold a pipe.
+const outputWait = time.Second
+
+// waitOutput waits until both output pipes of the run have been read to
+// their end, or outputWait has passed.
+func (inst *instance) waitOutput() {
+	timeout := time.NewTimer(outputWait)
+	defer timeout.Stop()
+	for range 2 {
+		select {
+		case <-inst.drained:
+		case <-timeout.C:
+			return
+		}
+	}
 }
 
 func (sv *service) snapshotLocked() mgmt.ServiceStatus {
@@ -360,6 +381,9 @@ func (sv *service) exited(pe ProcessExit, requested bool) {
 			sv.sink.Printf("killing what is left in %s: %v", g.Dir(), err)
 		}
 	}
+	// The run's last output comes before the lines about its end, and
+	// reaches the log file before a shutdown closes it.
+	inst.waitOutput()
 	sv.set(func(st *mgmt.ServiceStatus) {
 		st.PID, st.Health, st.LastExit = 0, nil, &ex
 		st.OOMKills = max(st.OOMKills, ooms)
@@ -554,9 +578,10 @@ func (sv *service) spawn() (*instance, error) {
 	}
 	// The readers end when every holder of the write ends (the program and
 	// anything it forked) has exited or closed them.
-	go sv.drain(logs.Stdout, outR)
-	go sv.drain(logs.Stderr, errR)
-	return &instance{pid: pid, started: started, exited: exited, oomBefore: oomBefore}, nil
+	drained := make(chan struct{}, 2)
+	go sv.drain(logs.Stdout, outR, drained)
+	go sv.drain(logs.Stderr, errR, drained)
+	return &instance{pid: pid, started: started, exited: exited, oomBefore: oomBefore, drained: drained}, nil
 }
 
 // cgroupDir returns an open handle of the service's cgroup, creating the
@@ -591,7 +616,8 @@ func (sv *service) cgroupDir() (*os.File, error) {
 	return nil, nil
 }
 
-func (sv *service) drain(stream logs.Stream, r *os.File) {
+func (sv *service) drain(stream logs.Stream, r *os.File, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
 	defer r.Close()
 	if err := sv.sink.ReadFrom(stream, r); err != nil && !errors.Is(err, os.ErrClosed) {
 		sv.sink.Printf("reading %s: %v", stream, err)

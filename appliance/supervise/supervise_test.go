@@ -598,3 +598,40 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestLastOutputBeforeStopped: a run's last output is recorded before the
+// supervisor says the run stopped, so that it reaches the log file before
+// a shutdown closes it. Asked to stop, the program has cat write 8,000
+// lines at once and exits, leaving its reader up to a pipe's worth of
+// lines to go through after the exit is known.
+func TestLastOutputBeforeStopped(t *testing.T) {
+	const last = 8000
+	var burst strings.Builder
+	for i := 0; i <= last; i++ {
+		fmt.Fprintf(&burst, "line %d\n", i)
+	}
+	file := filepath.Join(t.TempDir(), "burst")
+	if err := os.WriteFile(file, []byte(burst.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc := sh("burst", fmt.Sprintf(`trap 'cat %s; exit 0' TERM; echo ready; while :; do sleep 0.05; done`, file))
+	svc.LogBufferBytes = 4 << 20
+	s := start(t, []spec.Service{svc})
+	logLine(t, s, "burst", "ready")
+	if err := s.Stop(context.Background(), "burst"); err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := s.Logs("burst")
+	lastLine, stopped := -1, -1
+	for i, l := range sink.Tail(0) {
+		switch {
+		case l.Text == fmt.Sprintf("line %d", last):
+			lastLine = i
+		case strings.HasPrefix(l.Text, "stopped: "):
+			stopped = i
+		}
+	}
+	if lastLine < 0 || stopped < lastLine {
+		t.Errorf("line %d is line %d of the log and %q line %d; want the program's last line first", last, lastLine, "stopped", stopped)
+	}
+}
