@@ -315,14 +315,25 @@ func (r *runner) start(ctx context.Context) {
 }
 
 // wait returns vm.Run's result, or an error when it is still running after
-// limit.
+// limit. A run still going then is stopped and waited for (up to limit
+// again): left going, it would hold the image and the forwarded port
+// against the next start. (A SIGKILL can hit a QEMU that was exiting for
+// a guest reboot anyway; vm.Run then boots the next one and goes on.
+// TestVMUpdatePowerLoss once failed so: the next start's QEMU could not
+// forward the port the orphan still held.)
 func (r *runner) wait(limit time.Duration) error {
 	select {
 	case err := <-r.done:
 		r.cancel()
 		return err
 	case <-time.After(limit):
-		return fmt.Errorf("vm.Run still running after %s", limit)
+	}
+	r.cancel()
+	select {
+	case err := <-r.done:
+		return fmt.Errorf("vm.Run still running after %s; stopped: %v", limit, err)
+	case <-time.After(limit):
+		return fmt.Errorf("vm.Run still running after %s, and %s after it was told to stop", limit, limit)
 	}
 }
 
