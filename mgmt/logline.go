@@ -6,22 +6,15 @@ import (
 	"unicode/utf8"
 )
 
-// AppendNDJSON appends l as one line of the logs stream (ContentTypeNDJSON):
-// the JSON object encoding/json writes for it without HTML escaping, and a
-// newline. The agent writes every line to every follower; encoding/json's
-// reflection, time.Time.MarshalJSON and the compaction of its result were
-// most of the agent's CPU time with 100 followers (bench/agentload). A
-// writer of many lines uses a LogLineEncoder instead.
-func (l LogLine) AppendNDJSON(b []byte) []byte {
-	var e LogLineEncoder
-	return e.Append(b, l)
-}
-
-// A LogLineEncoder appends log lines as AppendNDJSON does, formatting the
-// date, time of day and zone once per second (and location) instead of
-// for every line: time formatting was then most of what encoding a line
-// cost a TCG guest. The zero value is ready to use; it is not safe for
-// concurrent use.
+// A LogLineEncoder appends log lines as lines of the logs stream
+// (ContentTypeNDJSON): the JSON object encoding/json writes for each
+// without HTML escaping, and a newline. The agent writes every line to
+// every follower; encoding/json's reflection, time.Time.MarshalJSON and
+// the compaction of its result were most of the agent's CPU time with 100
+// followers (bench/agentload), and then time formatting was most of what
+// was left, so the encoder formats the date, time of day and zone once
+// per second (and location). The zero value is ready to use; it is not
+// safe for concurrent use.
 type LogLineEncoder struct {
 	sec int64
 	loc *time.Location
@@ -30,7 +23,7 @@ type LogLineEncoder struct {
 	whole []byte
 }
 
-// Append appends l as AppendNDJSON does.
+// Append appends l and a newline.
 func (e *LogLineEncoder) Append(b []byte, l LogLine) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, l.Seq, 10)

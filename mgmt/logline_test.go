@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// TestLogLineAppendNDJSON: the hand-written encoding is byte for byte what
+// TestLogLineEncoderTexts: the hand-written encoding is byte for byte what
 // encoding/json (without HTML escaping) writes, for every kind of text.
-func TestLogLineAppendNDJSON(t *testing.T) {
+func TestLogLineEncoderTexts(t *testing.T) {
 	texts := []string{
 		"", "tick 42", `quote " and backslash \`, "tab\tnewline\ncr\r", "\b\f\x00\x01\x1f\x7f",
 		"<html> & 'apos'", "héllo wörld ✓ 日本", "bad utf8 \xff\xfe end", "\xe2\x82", "line sep \u2028 para sep \u2029",
@@ -28,12 +28,12 @@ func TestLogLineAppendNDJSON(t *testing.T) {
 		if err := enc.Encode(l); err != nil {
 			t.Fatal(err)
 		}
-		if got := l.AppendNDJSON(nil); !bytes.Equal(got, want.Bytes()) {
-			t.Errorf("AppendNDJSON(%q) =\n%s\nencoding/json:\n%s", text, got, want.Bytes())
+		if got := new(LogLineEncoder).Append(nil, l); !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("Append(%q) =\n%s\nencoding/json:\n%s", text, got, want.Bytes())
 		}
 		var back LogLine
-		if err := json.Unmarshal(l.AppendNDJSON(nil), &back); err != nil {
-			t.Errorf("AppendNDJSON(%q) does not decode: %v", text, err)
+		if err := json.Unmarshal(new(LogLineEncoder).Append(nil, l), &back); err != nil {
+			t.Errorf("Append(%q) does not decode: %v", text, err)
 		}
 	}
 }
@@ -74,14 +74,6 @@ func BenchmarkLogLineEncoder(b *testing.B) {
 	var buf []byte
 	for b.Loop() {
 		buf = e.Append(buf[:0], l)
-	}
-}
-
-func BenchmarkLogLineAppendNDJSON(b *testing.B) {
-	l := LogLine{Seq: 123456, Time: time.Now(), Stream: "stdout", Text: "tick 123456 hello from the service"}
-	var buf []byte
-	for b.Loop() {
-		buf = l.AppendNDJSON(buf[:0])
 	}
 }
 

@@ -231,21 +231,16 @@ func (f *Follower) Next(ctx context.Context) ([]Line, error) {
 		r.mu.Lock()
 		lines, dropped, changed := r.sinceLocked(f.batch[:0], f.seq, followBatch)
 		r.mu.Unlock()
-		f.batch = lines
 		if dropped > 0 && f.evicted != nil {
-			// Read outside the ring's lock, after the ring's lines (which
-			// stay as they are for the case the file has none); lines
-			// found there stand for the evicted ones, and the ring's are
-			// taken next time.
+			// Read outside the ring's lock, after the ring's lines (kept
+			// for the case the file has none); lines found there stand
+			// for the evicted ones, and the ring's are taken next time.
 			if old, err := f.evicted(lines[len(lines):], f.seq, int(min(dropped, followBatch))); err == nil && len(old) > 0 {
-				missed := old[0].Seq - f.seq - 1
-				f.seq, f.last, f.batch = old[len(old)-1].Seq, r.now(), old
-				if missed > 0 {
-					f.batch = slices.Insert(old, 0, droppedNote(missed))
-				}
-				return f.batch, nil
+				dropped = old[0].Seq - f.seq - 1
+				lines = append(lines[:0], old...) // to the front, so the buffer keeps its size
 			}
 		}
+		f.batch = lines
 		if len(lines) > 0 || dropped > 0 {
 			f.last = r.now()
 			f.seq += dropped
